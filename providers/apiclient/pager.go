@@ -1,0 +1,79 @@
+package apiclient
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strconv"
+)
+
+// MaxPages bounds how many pages one list may take, so that a server that
+// pages forever cannot keep a refresh busy.
+const MaxPages = 10000
+
+// DRFPage is one page of a Django REST framework style list: count, results
+// and a `next` link when there is more.
+type DRFPage[T any] struct {
+	Count   int
+	Next    string
+	Results []T
+}
+
+// ListDRF fetches every page of a DRF-style list. decode turns a response
+// body into a page. It follows `next` when present; when `next` is absent but
+// fewer than `count` items have arrived, it asks for ?page=N+1 (DRF's page
+// number style), and stops when that page is missing (404) or brings nothing
+// new: the API offers no more. A `next` link that loops back or points to
+// another host is an error.
+func ListDRF[T any](ctx context.Context, c *Client, path, endpoint string, id func(T) string, decode func(body []byte) (DRFPage[T], error)) ([]T, error) {
+	var all []T
+	seenURL := map[string]bool{}
+	seenID := map[string]bool{}
+	req := Request{Method: http.MethodGet, Path: path, Endpoint: endpoint, Idempotent: true}
+	count := -1
+	guessed := false // req is a ?page= we made up, not a link the API gave
+	for page := 1; ; page++ {
+		if page > MaxPages {
+			return nil, c.Errorf(req, 0, "more than %d pages", MaxPages)
+		}
+		status, body, err := c.Do(ctx, req)
+		if err != nil {
+			if guessed && status == http.StatusNotFound {
+				return all, nil
+			}
+			return nil, err
+		}
+		p, err := decode(body)
+		if err != nil {
+			return nil, c.Errorf(req, 0, "decode page %d: %v", page, err)
+		}
+		if count < 0 {
+			count = p.Count
+		}
+		fresh := 0
+		for _, item := range p.Results {
+			k := id(item)
+			if seenID[k] {
+				continue
+			}
+			seenID[k] = true
+			all = append(all, item)
+			fresh++
+		}
+		switch {
+		case p.Next != "":
+			if seenURL[p.Next] {
+				return nil, c.Errorf(req, 0, "paging link loops back to an earlier page")
+			}
+			seenURL[p.Next] = true
+			req = Request{Method: http.MethodGet, URL: p.Next, Endpoint: endpoint, Idempotent: true}
+			guessed = false
+		case len(all) < count && fresh > 0:
+			req = Request{Method: http.MethodGet, Path: path, Endpoint: endpoint, Idempotent: true,
+				Query: url.Values{"page": {strconv.Itoa(page + 1)}}}
+			guessed = true
+		default:
+			return all, nil
+		}
+	}
+}

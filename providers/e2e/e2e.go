@@ -1,0 +1,379 @@
+// Package e2e is the client of E2E Networks' MyAccount nodes API (v1).
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/vps-exporter/vps_exporter/providers"
+	"github.com/vps-exporter/vps_exporter/providers/apiclient"
+)
+
+// Type is the provider name used in config and labels.
+const Type = "e2e"
+
+// DefaultBaseURL is E2E Networks' API host.
+const DefaultBaseURL = "https://api.e2enetworks.com"
+
+const nodesPath = "/myaccount/api/v1/nodes/"
+
+// DefaultPerPage is the page size asked of the list endpoint.
+const DefaultPerPage = 100
+
+// Options configure a Client.
+type Options struct {
+	Account   string
+	BaseURL   *url.URL
+	APIKey    string
+	Token     string
+	ProjectID string
+	Location  string
+	PerPage   int
+	HTTP      apiclient.Config
+}
+
+// Client talks to one E2E Networks account (project and location).
+type Client struct {
+	account  string
+	location string
+	perPage  int
+	api      *apiclient.Client
+}
+
+// New returns a Client. The API key, project and location travel in the
+// query of every request, the token in the Authorization header.
+func New(o Options) *Client {
+	cfg := o.HTTP
+	cfg.Provider, cfg.Account, cfg.BaseURL = Type, o.Account, o.BaseURL
+	cfg.Header = http.Header{"Authorization": {"Bearer " + o.Token}}
+	q := url.Values{"apikey": {o.APIKey}, "project_id": {o.ProjectID}}
+	if o.Location != "" {
+		q.Set("location", o.Location)
+	}
+	cfg.Query = q
+	cfg.Secrets = append(cfg.Secrets, o.APIKey, o.Token)
+	if o.PerPage <= 0 {
+		o.PerPage = DefaultPerPage
+	}
+	return &Client{account: o.Account, location: o.Location, perPage: o.PerPage, api: apiclient.New(cfg)}
+}
+
+// Type implements providers.Provider.
+func (c *Client) Type() string { return Type }
+
+// Account implements providers.Provider.
+func (c *Client) Account() string { return c.account }
+
+// Node is one node as the API sends it. Numbers often arrive as strings
+// with units: "memory":"15.00 GB", "disk":"60 GB", "vcpus":"2".
+type Node struct {
+	ID        apiclient.Str  `json:"id"`
+	Name      apiclient.Str  `json:"name"`
+	CreatedAt apiclient.Str  `json:"created_at"`
+	PublicIP  apiclient.Str  `json:"public_ip_address"`
+	PrivateIP apiclient.Str  `json:"private_ip_address"`
+	Backup    apiclient.Bool `json:"backup"`
+	Backups   apiclient.Bool `json:"backups"`
+	Disk      apiclient.Num  `json:"disk"`
+	Status    apiclient.Str  `json:"status"`
+	VCPUs     apiclient.Num  `json:"vcpus"`
+	Memory    apiclient.Num  `json:"memory"`
+	Plan      apiclient.Str  `json:"plan"`
+	Region    apiclient.Str  `json:"region"`
+	Location  apiclient.Str  `json:"location"`
+	Image     apiclient.Str  `json:"image"`
+	OS        apiclient.Str  `json:"os"`
+}
+
+// envelope is {"code","data","errors","message","total_count","total_page_number"}.
+type envelope struct {
+	Code            *apiclient.Num  `json:"code"`
+	Data            json.RawMessage `json:"data"`
+	Errors          json.RawMessage `json:"errors"`
+	Message         string          `json:"message"`
+	TotalCount      *apiclient.Num  `json:"total_count"`
+	TotalPageNumber *apiclient.Num  `json:"total_page_number"`
+}
+
+func decodeEnvelope(body []byte) (envelope, error) {
+	var env envelope
+	if err := json.Unmarshal(body, &env); err != nil {
+		return env, fmt.Errorf("invalid JSON: %w", err)
+	}
+	if env.Code != nil && env.Code.V >= 400 {
+		msg := apiclient.APIMessage(body)
+		return env, fmt.Errorf("code %d: %s", int(env.Code.V), msg)
+	}
+	if len(env.Data) == 0 || string(env.Data) == "null" {
+		if msg := apiclient.APIMessage(body); msg != "" {
+			return env, fmt.Errorf("response has no data: %s", msg)
+		}
+		return env, errors.New("response has no data")
+	}
+	return env, nil
+}
+
+// Page is one decoded page of the node list.
+type Page struct {
+	Nodes []Node
+	// Pages is total_page_number, 0 when the API did not send it.
+	Pages int
+	// Total is total_count, -1 when the API did not send it.
+	Total int
+}
+
+// DecodeList decodes one page of GET /myaccount/api/v1/nodes/.
+func DecodeList(body []byte) (Page, error) {
+	env, err := decodeEnvelope(body)
+	if err != nil {
+		return Page{}, err
+	}
+	p := Page{Total: -1}
+	if err := json.Unmarshal(env.Data, &p.Nodes); err != nil {
+		return Page{}, fmt.Errorf("invalid node list: %w", err)
+	}
+	if env.TotalPageNumber != nil && env.TotalPageNumber.Set {
+		p.Pages = int(env.TotalPageNumber.V)
+	}
+	if env.TotalCount != nil && env.TotalCount.Set {
+		p.Total = int(env.TotalCount.V)
+	}
+	return p, nil
+}
+
+// DecodeNode decodes GET /myaccount/api/v1/nodes/{id}/: the envelope, or a
+// bare node object.
+func DecodeNode(body []byte) (Node, error) {
+	env, err := decodeEnvelope(body)
+	data := env.Data
+	if err != nil {
+		// A bare node (no envelope) is accepted too.
+		var probe struct {
+			ID apiclient.Str `json:"id"`
+		}
+		if json.Unmarshal(body, &probe) != nil || probe.ID == "" {
+			return Node{}, err
+		}
+		data = body
+	}
+	var n Node
+	if err := json.Unmarshal(data, &n); err != nil {
+		return Node{}, fmt.Errorf("invalid node: %w", err)
+	}
+	if n.ID == "" {
+		return Node{}, errors.New("node has no id")
+	}
+	return n, nil
+}
+
+// List implements providers.Provider: page_no from 1 until
+// total_page_number; without it, until a short or empty page.
+func (c *Client) List(ctx context.Context) ([]providers.Server, error) {
+	var out []providers.Server
+	seen := map[string]bool{}
+	total := -1
+	for page := 1; ; page++ {
+		req := apiclient.Request{
+			Method: http.MethodGet, Path: nodesPath, Endpoint: "nodes_list", Idempotent: true,
+			Query: url.Values{"page_no": {strconv.Itoa(page)}, "per_page": {strconv.Itoa(c.perPage)}},
+		}
+		if page > apiclient.MaxPages {
+			return nil, c.api.Errorf(req, 0, "more than %d pages", apiclient.MaxPages)
+		}
+		status, body, err := c.api.Do(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		p, err := DecodeList(body)
+		if err != nil {
+			return nil, c.api.Errorf(req, status, "page %d: %v", page, err)
+		}
+		if total < 0 {
+			total = p.Total
+		}
+		fresh := 0
+		for _, n := range p.Nodes {
+			if n.ID == "" || seen[string(n.ID)] {
+				continue
+			}
+			seen[string(n.ID)] = true
+			out = append(out, c.convert(n))
+			fresh++
+		}
+		switch {
+		case p.Pages > 0 && page < p.Pages && fresh > 0:
+			continue
+		case p.Pages > 0:
+		case len(p.Nodes) >= c.perPage && fresh > 0:
+			continue // no page count given: a full page may have a successor
+		}
+		if total >= 0 && len(out) < total {
+			return nil, c.api.Errorf(req, status, "list incomplete: %d of %d nodes", len(out), total)
+		}
+		return out, nil
+	}
+}
+
+// Get implements providers.Provider.
+func (c *Client) Get(ctx context.Context, id string) (providers.Server, error) {
+	req := apiclient.Request{Method: http.MethodGet, Path: nodesPath + url.PathEscape(id) + "/", Endpoint: "nodes_detail", Idempotent: true}
+	status, body, err := c.api.Do(ctx, req)
+	if err != nil {
+		if status == http.StatusNotFound {
+			return providers.Server{}, fmt.Errorf("%w: %w", providers.ErrNotFound, err)
+		}
+		return providers.Server{}, err
+	}
+	n, err := DecodeNode(body)
+	if err != nil {
+		return providers.Server{}, c.api.Errorf(req, status, "%v", err)
+	}
+	return c.convert(n), nil
+}
+
+// Actions implements providers.Provider.
+func (c *Client) Actions() []providers.Action {
+	return []providers.Action{providers.ActionReboot, providers.ActionStart, providers.ActionStop}
+}
+
+// actionType maps a neutral action to the API's action type.
+func actionType(a providers.Action) (string, bool) {
+	switch a {
+	case providers.ActionReboot:
+		return "reboot", true
+	case providers.ActionStart:
+		return "power_on", true
+	case providers.ActionStop:
+		return "power_off", true
+	}
+	return "", false
+}
+
+// Do implements providers.Provider: PUT /myaccount/api/v1/nodes/{id}/actions/
+// with {"type": "reboot" | "power_on" | "power_off"}.
+func (c *Client) Do(ctx context.Context, id string, a providers.Action, _ providers.ActionParams) (providers.ActionResult, error) {
+	typ, ok := actionType(a)
+	if !ok {
+		return providers.ActionResult{}, providers.UnsupportedAction(c, a)
+	}
+	req := apiclient.Request{
+		Method:   http.MethodPut,
+		Path:     nodesPath + url.PathEscape(id) + "/actions/",
+		Body:     map[string]string{"type": typ},
+		Endpoint: "nodes_action",
+	}
+	status, body, err := c.api.Do(ctx, req)
+	resp := strings.TrimSpace(c.api.Redact(string(body)))
+	if len(resp) > 500 {
+		resp = resp[:500] + "..."
+	}
+	if err != nil {
+		return providers.ActionResult{Response: resp}, err
+	}
+	// A 200 whose envelope carries code >= 400 is a refusal.
+	if _, err := decodeEnvelope(body); err != nil && !strings.HasPrefix(err.Error(), "response has no data") {
+		return providers.ActionResult{Response: resp}, c.api.Errorf(req, status, "%v", err)
+	}
+	return providers.ActionResult{Response: resp}, nil
+}
+
+// StateOf maps an E2E status text (any case; '-', '_' and space alike) to
+// the normalized state.
+func StateOf(status string) providers.State {
+	switch providers.NormalizeText(status) {
+	case "running":
+		return providers.StateRunning
+	case "powered off", "power off":
+		return providers.StateStopped
+	case "create", "creating", "reinstalling":
+		return providers.StateProvisioning
+	case "terminate", "terminating":
+		return providers.StateTerminating
+	case "locked":
+		return providers.StateSuspended
+	case "rebooting":
+		return providers.StateRebooting
+	case "starting", "powering on":
+		return providers.StateStarting
+	case "stopping", "powering off":
+		return providers.StateStopping
+	}
+	return providers.StateUnknown
+}
+
+// bytesOf reads a size like "15.00 GB" or "512 MB"; a bare number is in
+// bareUnit (the API documents memory in MB and disk in GB).
+func bytesOf(n apiclient.Num, bareUnit float64) providers.Value {
+	if !n.Set {
+		return providers.Value{}
+	}
+	_, unit, err := apiclient.SplitUnit(n.Raw)
+	if err != nil {
+		unit = ""
+	}
+	scale := bareUnit
+	switch strings.ToUpper(strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(unit), "IB"), "B")) {
+	case "":
+		if strings.EqualFold(unit, "b") {
+			scale = 1
+		}
+	case "K":
+		scale = 1 << 10
+	case "M":
+		scale = providers.MB
+	case "G":
+		scale = providers.GB
+	case "T":
+		scale = providers.TB
+	default:
+		return providers.Value{}
+	}
+	return providers.Some(n.V * scale)
+}
+
+func (c *Client) convert(n Node) providers.Server {
+	s := providers.Server{
+		ID:        string(n.ID),
+		Name:      string(n.Name),
+		IP:        string(n.PublicIP),
+		Plan:      string(n.Plan),
+		Image:     string(n.Image),
+		RawStatus: string(n.Status),
+		State:     StateOf(string(n.Status)),
+	}
+	if s.IP == "" {
+		s.IP = string(n.PrivateIP)
+	}
+	if s.Image == "" {
+		s.Image = string(n.OS)
+	}
+	switch {
+	case n.Region != "":
+		s.Location = string(n.Region)
+	case n.Location != "":
+		s.Location = string(n.Location)
+	default:
+		s.Location = c.location
+	}
+	if n.VCPUs.Set {
+		s.VCPUs = providers.Some(n.VCPUs.V)
+	}
+	s.MemoryBytes = bytesOf(n.Memory, providers.MB)
+	s.DiskBytes = bytesOf(n.Disk, providers.GB)
+	switch {
+	case n.Backups.Set:
+		s.BackupsEnabled = providers.Bool(n.Backups.V)
+	case n.Backup.Set:
+		s.BackupsEnabled = providers.Bool(n.Backup.V)
+	}
+	if t, ok, err := apiclient.ParseTime(string(n.CreatedAt), nil); ok && err == nil {
+		s.CreatedTime = providers.Some(float64(t.Unix()))
+	}
+	return s
+}

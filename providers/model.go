@@ -1,0 +1,174 @@
+// Package providers holds the provider-neutral model shared by every API
+// client: a server, its normalized state, optional numeric readings, and the
+// interface each client implements. It imports nothing else of the project.
+package providers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// State is the normalized lifecycle state of a server, one vocabulary across
+// all providers.
+type State string
+
+// The normalized states. Unknown raw values map to StateUnknown.
+const (
+	StateRunning      State = "running"
+	StateStarting     State = "starting"
+	StateStopping     State = "stopping"
+	StateStopped      State = "stopped"
+	StateRebooting    State = "rebooting"
+	StateProvisioning State = "provisioning"
+	StateDegraded     State = "degraded"
+	StateSuspended    State = "suspended"
+	StateTerminating  State = "terminating"
+	StateTerminated   State = "terminated"
+	StateUnknown      State = "unknown"
+)
+
+// States returns every normalized state in the order the state-set metric
+// lists them.
+func States() []State {
+	return []State{
+		StateRunning, StateStarting, StateStopping, StateStopped, StateRebooting,
+		StateProvisioning, StateDegraded, StateSuspended, StateTerminating,
+		StateTerminated, StateUnknown,
+	}
+}
+
+// ParseState returns the State named s, or false when s is not one.
+func ParseState(s string) (State, bool) {
+	for _, st := range States() {
+		if string(st) == s {
+			return st, true
+		}
+	}
+	return "", false
+}
+
+// Value is an optional reading: OK is false when the provider did not give it,
+// so that the metric is absent rather than 0.
+type Value struct {
+	V  float64
+	OK bool
+}
+
+// Some returns a present Value.
+func Some(v float64) Value { return Value{V: v, OK: true} }
+
+// Bool returns a present 0/1 Value.
+func Bool(b bool) Value {
+	if b {
+		return Some(1)
+	}
+	return Some(0)
+}
+
+// Unit conventions used by every client (DESIGN.md): MB and GB are binary,
+// Mbps is decimal.
+const (
+	MB   = 1 << 20
+	GB   = 1 << 30
+	TB   = 1 << 40
+	Mbps = 1e6
+)
+
+// Server is one machine as the provider reported it, normalized. It is a
+// comparable value: two reads of an unchanged server compare equal with ==.
+type Server struct {
+	ID        string
+	Name      string
+	Hostname  string
+	IP        string
+	Location  string
+	Plan      string
+	Image     string
+	State     State
+	RawStatus string // the provider's own status text
+	RawCode   string // the provider's numeric status code, where it has one
+
+	ExpiryTime       Value // unix seconds
+	CreatedTime      Value // unix seconds
+	StatusChangeTime Value // unix seconds
+
+	BandwidthLimitBps  Value // bit/s
+	BandwidthUsedBps   Value // bit/s
+	TransferLimitBytes Value // bytes per billing month
+	TransferUsedBytes  Value // bytes this billing month
+
+	CPUUsageRatio   Value // 0..1
+	VCPUs           Value
+	MemoryBytes     Value
+	MemoryUsedBytes Value
+	DiskBytes       Value
+	DiskUsedBytes   Value
+
+	CanRedeploy    Value // 0/1
+	BackupsEnabled Value // 0/1
+}
+
+// Action is a repair a provider can carry out on a server.
+type Action string
+
+// The provider-neutral actions. Each client maps them to its own endpoint.
+const (
+	ActionReboot   Action = "reboot"
+	ActionRedeploy Action = "redeploy"
+	ActionStart    Action = "start"
+	ActionStop     Action = "stop"
+)
+
+// ActionParams are optional parameters of an action. Only VPN.bingo's redeploy
+// reads them.
+type ActionParams struct {
+	Force       bool
+	CountryCode string
+}
+
+// ActionResult is what the provider answered to an action.
+type ActionResult struct {
+	// NewID is set when the action replaced the server with a new one
+	// (VPN.bingo redeploy).
+	NewID string
+	// Response is the provider's answer, trimmed, for the audit log.
+	Response string
+}
+
+// Provider is one configured account of one provider API.
+type Provider interface {
+	// Type is the provider name: vpnbingo, vpsorg or e2e.
+	Type() string
+	// Account is the configured account name.
+	Account() string
+	// List returns every server of the account, all pages.
+	List(ctx context.Context) ([]Server, error)
+	// Get re-reads one server.
+	Get(ctx context.Context, id string) (Server, error)
+	// Actions lists the actions Do accepts.
+	Actions() []Action
+	// Do carries out an action on one server.
+	Do(ctx context.Context, id string, a Action, p ActionParams) (ActionResult, error)
+}
+
+// ErrNotFound is wrapped by Get when the provider says the server does not
+// exist.
+var ErrNotFound = errors.New("server not found")
+
+// ErrUnsupportedAction is wrapped by Do for an action the provider lacks.
+var ErrUnsupportedAction = errors.New("action not supported by this provider")
+
+// UnsupportedAction returns the error for an action a provider does not have.
+func UnsupportedAction(p Provider, a Action) error {
+	return fmt.Errorf("%s account %q: %q: %w", p.Type(), p.Account(), a, ErrUnsupportedAction)
+}
+
+// NormalizeText lower-cases s and folds '-', '_' and runs of spaces into
+// single spaces, so that "Powered-Off" and "powered_off" compare equal.
+func NormalizeText(s string) string {
+	s = strings.ToLower(strings.TrimSpace(s))
+	s = strings.NewReplacer("-", " ", "_", " ").Replace(s)
+	return strings.Join(strings.Fields(s), " ")
+}

@@ -1,0 +1,312 @@
+// Package vpnbingo is the client of VPN.bingo's nodes API (v2).
+package vpnbingo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vps-exporter/vps_exporter/providers"
+	"github.com/vps-exporter/vps_exporter/providers/apiclient"
+)
+
+// Type is the provider name used in config and labels.
+const Type = "vpnbingo"
+
+// DefaultBaseURL is VPN.bingo's API host.
+const DefaultBaseURL = "https://my.vpn.bingo"
+
+const nodesPath = "/api/v2/nodes/"
+
+// Status codes the API documents.
+const (
+	StatusPreparing        = -10
+	StatusDeployed         = 9
+	StatusAwaitHeartbeat   = 10
+	StatusHeartbeatAbnorml = 18
+	StatusReady            = 19
+	StatusPendingRelease   = 20
+)
+
+// Options configure a Client.
+type Options struct {
+	Account  string
+	BaseURL  *url.URL
+	Token    string
+	Location *time.Location // times have no zone; nil means UTC
+	HTTP     apiclient.Config
+}
+
+// Client talks to one VPN.bingo account.
+type Client struct {
+	account string
+	loc     *time.Location
+	api     *apiclient.Client
+}
+
+// New returns a Client.
+func New(o Options) *Client {
+	cfg := o.HTTP
+	cfg.Provider, cfg.Account, cfg.BaseURL = Type, o.Account, o.BaseURL
+	cfg.Header = http.Header{"Authorization": {"Bearer " + o.Token}}
+	cfg.Secrets = append(cfg.Secrets, o.Token)
+	loc := o.Location
+	if loc == nil {
+		loc = time.UTC
+	}
+	return &Client{account: o.Account, loc: loc, api: apiclient.New(cfg)}
+}
+
+// Type implements providers.Provider.
+func (c *Client) Type() string { return Type }
+
+// Account implements providers.Provider.
+func (c *Client) Account() string { return c.account }
+
+// Node is one node as the API sends it.
+type Node struct {
+	ID             apiclient.Str  `json:"id"`
+	Name           apiclient.Str  `json:"name"`
+	Country        apiclient.Str  `json:"country"`
+	CountryDisplay apiclient.Str  `json:"country_display"`
+	IP             apiclient.Str  `json:"ip"`
+	Host           apiclient.Str  `json:"host"`
+	Port           apiclient.Num  `json:"port"`
+	InstanceID     apiclient.Str  `json:"instance_id"`
+	Bandwidth      apiclient.Num  `json:"bandwidth"`
+	BandwidthUsedM apiclient.Num  `json:"bandwidth_used_m"`
+	Status         apiclient.Num  `json:"status"`
+	StatusDisplay  apiclient.Str  `json:"status_display"`
+	CanRedeploy    apiclient.Bool `json:"can_redeploy"`
+	ExpireTime     apiclient.Str  `json:"expire_time"`
+	StatusUpdate   apiclient.Str  `json:"status_update_time"`
+	CreateTime     apiclient.Str  `json:"create_time"`
+}
+
+// envelope is the API's wrapper: {"success","data","error"}.
+type envelope struct {
+	Success *bool           `json:"success"`
+	Data    json.RawMessage `json:"data"`
+	Error   json.RawMessage `json:"error"`
+}
+
+type listData struct {
+	Count   int    `json:"count"`
+	Next    string `json:"next"`
+	Results []Node `json:"results"`
+}
+
+// unwrap returns the data of a successful envelope.
+func unwrap(body []byte) (json.RawMessage, error) {
+	var env envelope
+	if err := json.Unmarshal(body, &env); err != nil {
+		return nil, fmt.Errorf("invalid JSON: %w", err)
+	}
+	if env.Success != nil && !*env.Success {
+		msg := apiclient.APIMessage(body)
+		if msg == "" {
+			msg = "success is false"
+		}
+		return nil, errors.New(msg)
+	}
+	if len(env.Data) == 0 || string(env.Data) == "null" {
+		return nil, errors.New("response has no data")
+	}
+	return env.Data, nil
+}
+
+// DecodeList decodes one page of GET /api/v2/nodes/.
+func DecodeList(body []byte) (apiclient.DRFPage[Node], error) {
+	data, err := unwrap(body)
+	if err != nil {
+		return apiclient.DRFPage[Node]{}, err
+	}
+	var d listData
+	if err := json.Unmarshal(data, &d); err != nil {
+		return apiclient.DRFPage[Node]{}, fmt.Errorf("invalid node list: %w", err)
+	}
+	// A `next` at the top level (outside data) is honoured too.
+	if d.Next == "" {
+		var top struct {
+			Next string `json:"next"`
+		}
+		_ = json.Unmarshal(body, &top)
+		d.Next = top.Next
+	}
+	return apiclient.DRFPage[Node]{Count: d.Count, Next: d.Next, Results: d.Results}, nil
+}
+
+// DecodeNode decodes GET /api/v2/nodes/{id}/.
+func DecodeNode(body []byte) (Node, error) {
+	data, err := unwrap(body)
+	if err != nil {
+		return Node{}, err
+	}
+	var n Node
+	if err := json.Unmarshal(data, &n); err != nil {
+		return Node{}, fmt.Errorf("invalid node: %w", err)
+	}
+	if n.ID == "" {
+		return Node{}, errors.New("node has no id")
+	}
+	return n, nil
+}
+
+// List implements providers.Provider: every node of the account, all pages.
+func (c *Client) List(ctx context.Context) ([]providers.Server, error) {
+	nodes, err := apiclient.ListDRF(ctx, c.api, nodesPath, "nodes_list", func(n Node) string { return string(n.ID) }, DecodeList)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]providers.Server, 0, len(nodes))
+	for _, n := range nodes {
+		if n.ID == "" {
+			continue
+		}
+		out = append(out, c.convert(n))
+	}
+	return out, nil
+}
+
+// Get implements providers.Provider.
+func (c *Client) Get(ctx context.Context, id string) (providers.Server, error) {
+	req := apiclient.Request{Method: http.MethodGet, Path: nodesPath + url.PathEscape(id) + "/", Endpoint: "nodes_detail", Idempotent: true}
+	status, body, err := c.api.Do(ctx, req)
+	if err != nil {
+		if status == http.StatusNotFound {
+			return providers.Server{}, fmt.Errorf("%w: %w", providers.ErrNotFound, err)
+		}
+		return providers.Server{}, err
+	}
+	n, err := DecodeNode(body)
+	if err != nil {
+		return providers.Server{}, c.api.Errorf(req, status, "%v", err)
+	}
+	return c.convert(n), nil
+}
+
+// Actions implements providers.Provider: VPN.bingo can only redeploy.
+func (c *Client) Actions() []providers.Action { return []providers.Action{providers.ActionRedeploy} }
+
+type redeployRequest struct {
+	Force       bool   `json:"force"`
+	CountryCode string `json:"country_code,omitempty"`
+}
+
+type redeployResponse struct {
+	OriginalNode *struct {
+		ID     apiclient.Str `json:"id"`
+		Status apiclient.Num `json:"status"`
+	} `json:"original_node"`
+	NewNode *struct {
+		ID apiclient.Str `json:"id"`
+	} `json:"new_node"`
+}
+
+// Do implements providers.Provider: POST /api/v2/nodes/{id}/redeploy/.
+func (c *Client) Do(ctx context.Context, id string, a providers.Action, p providers.ActionParams) (providers.ActionResult, error) {
+	if a != providers.ActionRedeploy {
+		return providers.ActionResult{}, providers.UnsupportedAction(c, a)
+	}
+	req := apiclient.Request{
+		Method:   http.MethodPost,
+		Path:     nodesPath + url.PathEscape(id) + "/redeploy/",
+		Body:     redeployRequest{Force: p.Force, CountryCode: p.CountryCode},
+		Endpoint: "nodes_redeploy",
+	}
+	status, body, err := c.api.Do(ctx, req)
+	if err != nil {
+		return providers.ActionResult{Response: c.api.Redact(apiclient.APIMessage(body))}, err
+	}
+	var r redeployResponse
+	if err := json.Unmarshal(body, &r); err != nil {
+		return providers.ActionResult{}, c.api.Errorf(req, status, "invalid redeploy response: %v", err)
+	}
+	if r.NewNode == nil {
+		// Some deployments wrap it in the usual envelope.
+		if data, err := unwrap(body); err == nil {
+			_ = json.Unmarshal(data, &r)
+		}
+	}
+	res := providers.ActionResult{Response: c.api.Redact(trim(body))}
+	if r.NewNode != nil {
+		res.NewID = string(r.NewNode.ID)
+	}
+	return res, nil
+}
+
+func trim(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	if len(s) > 500 {
+		s = s[:500] + "..."
+	}
+	return s
+}
+
+// StateOf maps a VPN.bingo status code to the normalized state.
+func StateOf(code int) providers.State {
+	switch code {
+	case StatusPreparing:
+		return providers.StateProvisioning
+	case StatusDeployed, StatusReady:
+		return providers.StateRunning
+	case StatusAwaitHeartbeat:
+		return providers.StateStarting
+	case StatusHeartbeatAbnorml:
+		return providers.StateDegraded
+	case StatusPendingRelease:
+		return providers.StateTerminating
+	}
+	return providers.StateUnknown
+}
+
+func (c *Client) convert(n Node) providers.Server {
+	s := providers.Server{
+		ID:        string(n.ID),
+		Name:      string(n.Name),
+		Hostname:  string(n.Host),
+		IP:        string(n.IP),
+		Location:  string(n.Country),
+		RawStatus: string(n.StatusDisplay),
+		State:     providers.StateUnknown,
+	}
+	if n.Status.Set {
+		code := int(n.Status.V)
+		s.RawCode = strconv.Itoa(code)
+		if float64(code) == n.Status.V {
+			s.State = StateOf(code)
+		}
+	}
+	if s.RawStatus == "" {
+		s.RawStatus = s.RawCode
+	}
+	s.ExpiryTime = c.unix(string(n.ExpireTime))
+	s.CreatedTime = c.unix(string(n.CreateTime))
+	s.StatusChangeTime = c.unix(string(n.StatusUpdate))
+	if n.Bandwidth.Set {
+		s.BandwidthLimitBps = providers.Some(n.Bandwidth.V * providers.Mbps)
+	}
+	if n.BandwidthUsedM.Set {
+		s.BandwidthUsedBps = providers.Some(n.BandwidthUsedM.V * providers.Mbps)
+	}
+	if n.CanRedeploy.Set {
+		s.CanRedeploy = providers.Bool(n.CanRedeploy.V)
+	}
+	return s
+}
+
+// unix parses a zone-less API time in the account's zone; an unreadable
+// time leaves the metric absent rather than failing the whole fleet.
+func (c *Client) unix(s string) providers.Value {
+	t, ok, err := apiclient.ParseTime(s, c.loc)
+	if !ok || err != nil {
+		return providers.Value{}
+	}
+	return providers.Some(float64(t.Unix()))
+}

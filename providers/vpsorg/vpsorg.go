@@ -1,0 +1,281 @@
+// Package vpsorg is the client of VPS.org's servers API (v1).
+package vpsorg
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/vps-exporter/vps_exporter/providers"
+	"github.com/vps-exporter/vps_exporter/providers/apiclient"
+)
+
+// Type is the provider name used in config and labels.
+const Type = "vpsorg"
+
+// DefaultBaseURL is VPS.org's API host.
+const DefaultBaseURL = "https://admin.vps.org"
+
+const serversPath = "/api/v1/servers/"
+
+// Options configure a Client.
+type Options struct {
+	Account string
+	BaseURL *url.URL
+	Token   string
+	// MaxConcurrency bounds the detail requests in flight; 0 means 8.
+	MaxConcurrency int
+	HTTP           apiclient.Config
+}
+
+// Client talks to one VPS.org account.
+type Client struct {
+	account     string
+	concurrency int
+	api         *apiclient.Client
+}
+
+// New returns a Client.
+func New(o Options) *Client {
+	cfg := o.HTTP
+	cfg.Provider, cfg.Account, cfg.BaseURL = Type, o.Account, o.BaseURL
+	cfg.Header = http.Header{"Authorization": {"Bearer " + o.Token}}
+	cfg.Secrets = append(cfg.Secrets, o.Token)
+	if o.MaxConcurrency <= 0 {
+		o.MaxConcurrency = 8
+	}
+	return &Client{account: o.Account, concurrency: o.MaxConcurrency, api: apiclient.New(cfg)}
+}
+
+// Type implements providers.Provider.
+func (c *Client) Type() string { return Type }
+
+// Account implements providers.Provider.
+func (c *Client) Account() string { return c.account }
+
+// Server is one server as the API sends it. The list omits ipv6_address,
+// plan.bandwidth and resource_usage; the detail call has them.
+type Server struct {
+	ID        apiclient.Str `json:"id"`
+	Name      apiclient.Str `json:"name"`
+	Hostname  apiclient.Str `json:"hostname"`
+	Status    apiclient.Str `json:"status"`
+	IPAddress apiclient.Str `json:"ip_address"`
+	IPv6      apiclient.Str `json:"ipv6_address"`
+	Location  apiclient.Str `json:"location"`
+	Plan      *struct {
+		ID        apiclient.Str `json:"id"`
+		Name      apiclient.Str `json:"name"`
+		VCPUs     apiclient.Num `json:"vcpus"`
+		Memory    apiclient.Num `json:"memory"`    // MB
+		Storage   apiclient.Num `json:"storage"`   // GB
+		Bandwidth apiclient.Num `json:"bandwidth"` // GB per month
+	} `json:"plan"`
+	OS *struct {
+		ID   apiclient.Str `json:"id"`
+		Name apiclient.Str `json:"name"`
+	} `json:"os"`
+	BackupsEnabled apiclient.Bool `json:"backups_enabled"`
+	ResourceUsage  *struct {
+		CPUPercent    apiclient.Num `json:"cpu_percent"`
+		MemoryUsed    apiclient.Num `json:"memory_used"`    // MB
+		DiskUsed      apiclient.Num `json:"disk_used"`      // GB
+		BandwidthUsed apiclient.Num `json:"bandwidth_used"` // GB
+	} `json:"resource_usage"`
+	CreatedAt apiclient.Str `json:"created_at"`
+	UpdatedAt apiclient.Str `json:"updated_at"`
+}
+
+type listPage struct {
+	Count   int      `json:"count"`
+	Next    *string  `json:"next"`
+	Results []Server `json:"results"`
+}
+
+// DecodeList decodes one page of GET /api/v1/servers/.
+func DecodeList(body []byte) (apiclient.DRFPage[Server], error) {
+	var p listPage
+	if err := json.Unmarshal(body, &p); err != nil {
+		return apiclient.DRFPage[Server]{}, fmt.Errorf("invalid server list: %w", err)
+	}
+	if p.Results == nil {
+		return apiclient.DRFPage[Server]{}, errors.New("server list has no results")
+	}
+	out := apiclient.DRFPage[Server]{Count: p.Count, Results: p.Results}
+	if p.Next != nil {
+		out.Next = *p.Next
+	}
+	return out, nil
+}
+
+// DecodeServer decodes GET /api/v1/servers/{id}/.
+func DecodeServer(body []byte) (Server, error) {
+	var s Server
+	if err := json.Unmarshal(body, &s); err != nil {
+		return Server{}, fmt.Errorf("invalid server: %w", err)
+	}
+	if s.ID == "" {
+		return Server{}, errors.New("server has no id")
+	}
+	return s, nil
+}
+
+// List implements providers.Provider: all pages of the list, then each
+// server's detail (resource usage, transfer quota) with bounded concurrency.
+// A server deleted between list and detail (404) keeps its list data.
+func (c *Client) List(ctx context.Context) ([]providers.Server, error) {
+	list, err := apiclient.ListDRF(ctx, c.api, serversPath, "servers_list", func(s Server) string { return string(s.ID) }, DecodeList)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]providers.Server, len(list))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(c.concurrency)
+	for i, s := range list {
+		if s.ID == "" {
+			continue
+		}
+		g.Go(func() error {
+			d, err := c.detail(gctx, string(s.ID))
+			switch {
+			case errors.Is(err, providers.ErrNotFound):
+				d = s
+			case err != nil:
+				return err
+			}
+			out[i] = convert(d)
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	res := out[:0]
+	for _, s := range out {
+		if s.ID != "" {
+			res = append(res, s)
+		}
+	}
+	return res, nil
+}
+
+func (c *Client) detail(ctx context.Context, id string) (Server, error) {
+	req := apiclient.Request{Method: http.MethodGet, Path: serversPath + url.PathEscape(id) + "/", Endpoint: "servers_detail", Idempotent: true}
+	status, body, err := c.api.Do(ctx, req)
+	if err != nil {
+		if status == http.StatusNotFound {
+			return Server{}, fmt.Errorf("%w: %w", providers.ErrNotFound, err)
+		}
+		return Server{}, err
+	}
+	s, err := DecodeServer(body)
+	if err != nil {
+		return Server{}, c.api.Errorf(req, status, "%v", err)
+	}
+	return s, nil
+}
+
+// Get implements providers.Provider.
+func (c *Client) Get(ctx context.Context, id string) (providers.Server, error) {
+	s, err := c.detail(ctx, id)
+	if err != nil {
+		return providers.Server{}, err
+	}
+	return convert(s), nil
+}
+
+// Actions implements providers.Provider.
+func (c *Client) Actions() []providers.Action {
+	return []providers.Action{providers.ActionReboot, providers.ActionStart, providers.ActionStop}
+}
+
+// Do implements providers.Provider: POST /api/v1/servers/{id}/{reboot,start,stop}/.
+func (c *Client) Do(ctx context.Context, id string, a providers.Action, _ providers.ActionParams) (providers.ActionResult, error) {
+	switch a {
+	case providers.ActionReboot, providers.ActionStart, providers.ActionStop:
+	default:
+		return providers.ActionResult{}, providers.UnsupportedAction(c, a)
+	}
+	req := apiclient.Request{
+		Method:   http.MethodPost,
+		Path:     serversPath + url.PathEscape(id) + "/" + string(a) + "/",
+		Endpoint: "servers_" + string(a),
+	}
+	_, body, err := c.api.Do(ctx, req)
+	resp := strings.TrimSpace(c.api.Redact(string(body)))
+	if len(resp) > 500 {
+		resp = resp[:500] + "..."
+	}
+	return providers.ActionResult{Response: resp}, err
+}
+
+// StateOf maps a VPS.org status string to the normalized state.
+func StateOf(status string) providers.State {
+	switch providers.NormalizeText(status) {
+	case "active":
+		return providers.StateRunning
+	case "stopped":
+		return providers.StateStopped
+	case "suspended":
+		return providers.StateSuspended
+	case "provisioning":
+		return providers.StateProvisioning
+	case "starting":
+		return providers.StateStarting
+	case "stopping":
+		return providers.StateStopping
+	case "rebooting":
+		return providers.StateRebooting
+	}
+	return providers.StateUnknown
+}
+
+func convert(s Server) providers.Server {
+	out := providers.Server{
+		ID:        string(s.ID),
+		Name:      string(s.Name),
+		Hostname:  string(s.Hostname),
+		IP:        string(s.IPAddress),
+		Location:  string(s.Location),
+		RawStatus: string(s.Status),
+		State:     StateOf(string(s.Status)),
+	}
+	if s.Plan != nil {
+		out.Plan = string(s.Plan.Name)
+		out.VCPUs = num(s.Plan.VCPUs, 1)
+		out.MemoryBytes = num(s.Plan.Memory, providers.MB)
+		out.DiskBytes = num(s.Plan.Storage, providers.GB)
+		out.TransferLimitBytes = num(s.Plan.Bandwidth, providers.GB)
+	}
+	if s.OS != nil {
+		out.Image = string(s.OS.Name)
+	}
+	if s.BackupsEnabled.Set {
+		out.BackupsEnabled = providers.Bool(s.BackupsEnabled.V)
+	}
+	if u := s.ResourceUsage; u != nil {
+		if u.CPUPercent.Set {
+			out.CPUUsageRatio = providers.Some(u.CPUPercent.V / 100)
+		}
+		out.MemoryUsedBytes = num(u.MemoryUsed, providers.MB)
+		out.DiskUsedBytes = num(u.DiskUsed, providers.GB)
+		out.TransferUsedBytes = num(u.BandwidthUsed, providers.GB)
+	}
+	if t, ok, err := apiclient.ParseTime(string(s.CreatedAt), nil); ok && err == nil {
+		out.CreatedTime = providers.Some(float64(t.Unix()))
+	}
+	return out
+}
+
+func num(n apiclient.Num, scale float64) providers.Value {
+	if !n.Set {
+		return providers.Value{}
+	}
+	return providers.Some(n.V * scale)
+}

@@ -1,0 +1,153 @@
+package vpsorg_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vps-exporter/vps_exporter/providers"
+	"github.com/vps-exporter/vps_exporter/providers/providertest"
+	"github.com/vps-exporter/vps_exporter/providers/sim"
+	"github.com/vps-exporter/vps_exporter/providers/vpsorg"
+)
+
+const token = "tok-SECRET-vps"
+
+func TestSeedListWithDetails(t *testing.T) {
+	srv := providertest.NewServer(t, map[string]providertest.Route{
+		"GET /api/v1/servers/":       {File: "testdata/list.json"},
+		"GET /api/v1/servers/12345/": {File: "testdata/detail.json"},
+		// 12346 has no detail route: 404, so it keeps its list data.
+	})
+	c := vpsorg.New(vpsorg.Options{Account: "a", BaseURL: srv.BaseURL(t), Token: token, HTTP: providertest.FastHTTP()})
+	got, err := c.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("got %d", len(got))
+	}
+	want := providers.Server{
+		ID: "12345", Name: "web-server-01", Hostname: "web01.example.com", IP: "203.0.113.10",
+		Location: "us-west", Plan: "Standard VPS", Image: "Ubuntu 22.04 LTS",
+		State: providers.StateRunning, RawStatus: "active",
+		CreatedTime:        providers.Some(float64(time.Date(2025, 1, 10, 14, 30, 0, 0, time.UTC).Unix())),
+		TransferLimitBytes: providers.Some(2048 * providers.GB), TransferUsedBytes: providers.Some(450 * providers.GB),
+		CPUUsageRatio: providers.Some(0.235), VCPUs: providers.Some(2),
+		MemoryBytes: providers.Some(4096 * providers.MB), MemoryUsedBytes: providers.Some(2048 * providers.MB),
+		DiskBytes: providers.Some(80 * providers.GB), DiskUsedBytes: providers.Some(35 * providers.GB),
+		BackupsEnabled: providers.Some(1),
+	}
+	if got[0] != want {
+		t.Errorf("\n got %+v\nwant %+v", got[0], want)
+	}
+	// From the list only: usage and quota absent, not 0.
+	if got[1].ID != "12346" || got[1].CPUUsageRatio.OK || got[1].TransferLimitBytes.OK || !got[1].MemoryBytes.OK {
+		t.Errorf("list-only server: %+v", got[1])
+	}
+	for _, r := range srv.Requests() {
+		if r.Header.Get("Authorization") != "Bearer "+token {
+			t.Errorf("%s: Authorization %q", r.Path, r.Header.Get("Authorization"))
+		}
+	}
+}
+
+func TestSeedActions(t *testing.T) {
+	for _, a := range []providers.Action{providers.ActionReboot, providers.ActionStart, providers.ActionStop} {
+		srv := providertest.NewServer(t, map[string]providertest.Route{
+			"POST /api/v1/servers/12345/" + string(a) + "/": {File: "testdata/" + string(a) + "_response.json"},
+		})
+		c := vpsorg.New(vpsorg.Options{Account: "a", BaseURL: srv.BaseURL(t), Token: token})
+		res, err := c.Do(context.Background(), "12345", a, providers.ActionParams{})
+		if err != nil {
+			t.Fatalf("%s: %v", a, err)
+		}
+		if !strings.Contains(res.Response, `"status": "success"`) {
+			t.Errorf("%s: response %q", a, res.Response)
+		}
+		if r := srv.Requests(); len(r) != 1 || r[0].Method != "POST" {
+			t.Errorf("%s: requests %+v", a, r)
+		}
+	}
+}
+
+func TestActionErrorsNotRetried(t *testing.T) {
+	srv := providertest.NewServer(t, map[string]providertest.Route{
+		"POST /api/v1/servers/1/reboot/": {Status: 500, Body: `{"detail":"boom"}`},
+		"POST /api/v1/servers/2/reboot/": {Status: 402, Body: `{"detail":"Payment required - insufficient credits"}`},
+	})
+	c := vpsorg.New(vpsorg.Options{Account: "a", BaseURL: srv.BaseURL(t), Token: token, HTTP: providertest.FastHTTP()})
+	if _, err := c.Do(context.Background(), "1", providers.ActionReboot, providers.ActionParams{}); err == nil || !strings.Contains(err.Error(), "HTTP 500: boom") {
+		t.Errorf("500: %v", err)
+	}
+	if _, err := c.Do(context.Background(), "2", providers.ActionReboot, providers.ActionParams{}); err == nil || !strings.Contains(err.Error(), "HTTP 402") {
+		t.Errorf("402: %v", err)
+	}
+	if n := len(srv.Requests()); n != 2 {
+		t.Errorf("a failed reboot must not be retried (it may have happened): %d requests", n)
+	}
+}
+
+func TestStateMapping(t *testing.T) {
+	for raw, want := range map[string]providers.State{
+		"active": providers.StateRunning, "stopped": providers.StateStopped, "suspended": providers.StateSuspended,
+		"provisioning": providers.StateProvisioning, "starting": providers.StateStarting, "stopping": providers.StateStopping,
+		"rebooting": providers.StateRebooting, "ACTIVE": providers.StateRunning, "migrating": providers.StateUnknown, "": providers.StateUnknown,
+	} {
+		if got := vpsorg.StateOf(raw); got != want {
+			t.Errorf("StateOf(%q) = %s, want %s", raw, got, want)
+		}
+	}
+}
+
+func TestSimulatorFleetAndMinimumCalls(t *testing.T) {
+	s := sim.New(sim.Options{Servers: 130, Seed: 2, PageSize: 50, Credentials: map[sim.API]sim.Credentials{sim.VPSOrg: {Token: token}}})
+	srv := providertest.Wrap(t, s.Handler(sim.VPSOrg))
+	c := vpsorg.New(vpsorg.Options{Account: "a", BaseURL: srv.BaseURL(t), Token: token, MaxConcurrency: 4})
+	got, err := c.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 130 {
+		t.Fatalf("got %d", len(got))
+	}
+	req := s.Requests(sim.VPSOrg)
+	if req["list"] != 3 || req["detail"] != 130 {
+		t.Errorf("calls %v, want 3 list pages and 130 details", req)
+	}
+	for _, sv := range got {
+		if !sv.CPUUsageRatio.OK || !sv.TransferLimitBytes.OK {
+			t.Fatalf("server %s lacks detail data", sv.ID)
+		}
+	}
+	// Reboot a running server through the simulator.
+	var id string
+	for _, sv := range got {
+		if sv.State == providers.StateRunning {
+			id = sv.ID
+			break
+		}
+	}
+	if _, err := c.Do(context.Background(), id, providers.ActionReboot, providers.ActionParams{}); err != nil {
+		t.Fatal(err)
+	}
+	after, err := c.Get(context.Background(), id)
+	if err != nil || after.State != providers.StateRebooting {
+		t.Errorf("after reboot: %s %v", after.State, err)
+	}
+	if _, err := c.Do(context.Background(), id, providers.ActionReboot, providers.ActionParams{}); err == nil || !strings.Contains(err.Error(), "HTTP 400") {
+		t.Errorf("reboot while rebooting: %v", err)
+	}
+}
+
+func TestDetailFailureFailsRefresh(t *testing.T) {
+	s := sim.New(sim.Options{Servers: 10, Seed: 2})
+	s.SetFault(sim.VPSOrg, sim.Fault{Kind: sim.FaultStatus, Status: 500, Only: "/12003/"})
+	srv := providertest.Wrap(t, s.Handler(sim.VPSOrg))
+	c := vpsorg.New(vpsorg.Options{Account: "a", BaseURL: srv.BaseURL(t), Token: token, HTTP: providertest.FastHTTP()})
+	_, err := c.List(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "/api/v1/servers/12003/: HTTP 500") {
+		t.Fatalf("want the failing detail named, got %v", err)
+	}
+}
