@@ -132,12 +132,12 @@ func TestSecretsRedacted(t *testing.T) {
 
 func TestAPIMessage(t *testing.T) {
 	for body, want := range map[string]string{
-		`{"detail":"Can not find the server"}`:                               "Can not find the server",
-		`{"success":false,"error":{"code":"E1","message":"nope"}}`:           "E1: nope",
+		`{"detail":"Can not find the server"}`:                                "Can not find the server",
+		`{"success":false,"error":{"code":"E1","message":"nope"}}`:            "E1: nope",
 		`{"code":400,"errors":"Node is not running","message":"Bad Request"}`: `"Node is not running"`,
-		`{"country_code":["Invalid country code: XX."]}`:                     "country_code: Invalid country code: XX.",
-		`<html><body>502</body></html>`:                                      "non-JSON response (HTML page)",
-		``:                                                                   "",
+		`{"country_code":["Invalid country code: XX."]}`:                      "country_code: Invalid country code: XX.",
+		`<html><body>502</body></html>`:                                       "non-JSON response (HTML page)",
+		``:                                                                    "",
 	} {
 		if got := apiclient.APIMessage([]byte(body)); got != want {
 			t.Errorf("APIMessage(%s) = %q, want %q", body, got, want)
