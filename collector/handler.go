@@ -1,0 +1,100 @@
+package collector
+
+import (
+	"bytes"
+	"compress/flate"
+	"encoding/binary"
+	"hash/crc32"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+)
+
+// contentType is the text exposition format, version 0.0.4.
+const contentType = "text/plain; version=0.0.4; charset=utf-8"
+
+// gzipHeader is a gzip member header: deflate, no name, no mtime, unknown OS.
+var gzipHeader = [10]byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff}
+
+// Handler serves /metrics: the stored per-server series, then whatever g
+// gathers (per-account, API, remediation, Go and process metrics). With
+// Accept-Encoding gzip, the stored part's compressed blocks are reused and
+// only the small gathered part is compressed on each scrape.
+type Handler struct {
+	store   *Store
+	gather  prometheus.Gatherer
+	logger  log.Logger
+	flaters sync.Pool
+	bufs    sync.Pool
+}
+
+// NewHandler returns the /metrics handler.
+func NewHandler(store *Store, g prometheus.Gatherer, logger log.Logger) *Handler {
+	return &Handler{store: store, gather: g, logger: logger}
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b := h.store.current()
+	dyn, _ := h.bufs.Get().(*bytes.Buffer)
+	if dyn == nil {
+		dyn = new(bytes.Buffer)
+	}
+	dyn.Reset()
+	defer h.bufs.Put(dyn)
+	h.encodeGathered(dyn)
+
+	w.Header().Set("Content-Type", contentType)
+	if !acceptsGzip(r.Header.Get("Accept-Encoding")) {
+		_, _ = w.Write(b.plain)
+		_, _ = w.Write(dyn.Bytes())
+		return
+	}
+	w.Header().Set("Content-Encoding", "gzip")
+	w.Header().Add("Vary", "Accept-Encoding")
+	_, _ = w.Write(gzipHeader[:])
+	_, _ = w.Write(b.deflate)
+	fw, _ := h.flaters.Get().(*flate.Writer)
+	if fw == nil {
+		fw, _ = flate.NewWriter(w, flate.BestSpeed)
+	} else {
+		fw.Reset(w)
+	}
+	_, _ = fw.Write(dyn.Bytes())
+	_ = fw.Close()
+	h.flaters.Put(fw)
+	var trailer [8]byte
+	binary.LittleEndian.PutUint32(trailer[:4], crc32.Update(b.crc, crc32.IEEETable, dyn.Bytes()))
+	binary.LittleEndian.PutUint32(trailer[4:], uint32(len(b.plain)+dyn.Len()))
+	_, _ = w.Write(trailer[:])
+}
+
+// encodeGathered writes the registry's metrics in the text format. A
+// collector's error is logged and the rest still served.
+func (h *Handler) encodeGathered(buf *bytes.Buffer) {
+	mfs, err := h.gather.Gather()
+	if err != nil {
+		level.Error(h.logger).Log("msg", "error gathering metrics", "err", err)
+	}
+	enc := expfmt.NewEncoder(buf, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			level.Error(h.logger).Log("msg", "error encoding metric family", "family", mf.GetName(), "err", err)
+		}
+	}
+}
+
+func acceptsGzip(header string) bool {
+	for _, part := range strings.Split(header, ",") {
+		enc, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if strings.EqualFold(strings.TrimSpace(enc), "gzip") {
+			return !strings.Contains(strings.ReplaceAll(params, " ", ""), "q=0") || strings.Contains(params, "q=0.")
+		}
+	}
+	return false
+}

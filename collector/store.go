@@ -1,0 +1,244 @@
+// Package collector is the inventory: one background poller per account,
+// a snapshot store that renders each server's series once per change, and
+// the /metrics handler that streams the stored bytes. A scrape never calls
+// a provider.
+package collector
+
+import (
+	"bytes"
+	"compress/flate"
+	"hash/crc32"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/vps-exporter/vps_exporter/providers"
+)
+
+// Snapshot is what the store holds of one account after its last refresh.
+type Snapshot struct {
+	Provider string
+	Account  string
+	// Servers of the last successful refresh, ordered by id. When Up is
+	// false they are stale: kept, but not to be acted on.
+	Servers []providers.Server
+	// Up is whether the last refresh succeeded.
+	Up bool
+	// Refreshed is whether any refresh has been attempted yet.
+	Refreshed   bool
+	LastAttempt time.Time
+	LastSuccess time.Time
+	Duration    time.Duration
+	// Err is the last refresh's error text (already free of secrets).
+	Err string
+}
+
+type account struct {
+	snap    Snapshot
+	entries []*entry // ordered like snap.Servers
+}
+
+// Store holds every account's snapshot and the rendered /metrics body.
+type Store struct {
+	names *[numFamilies]family
+
+	mu       sync.RWMutex
+	accounts map[string]*account
+	gen      uint64 // bumped whenever the rendered series change
+
+	bodyMu sync.Mutex
+	body   body
+}
+
+// body is the assembled per-server part of /metrics for one generation.
+type body struct {
+	gen   uint64
+	plain []byte
+	// deflate is plain compressed as non-final deflate blocks ending in a
+	// sync flush, so a scrape can append its dynamic part in new blocks.
+	deflate []byte
+	crc     uint32
+	built   bool
+}
+
+// NewStore returns an empty store.
+func NewStore() *Store {
+	names := families()
+	return &Store{names: &names, accounts: map[string]*account{}}
+}
+
+// Update records one refresh of an account. On error the previous servers
+// are kept (stale) and only the account's status changes.
+func (s *Store) Update(provider, name string, servers []providers.Server, err error, started time.Time, took time.Duration) Snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.accounts[name]
+	if a == nil || a.snap.Provider != provider {
+		a = &account{snap: Snapshot{Provider: provider, Account: name}}
+		s.accounts[name] = a
+		s.gen++
+	}
+	a.snap.Refreshed = true
+	a.snap.LastAttempt = started
+	a.snap.Duration = took
+	if err != nil {
+		a.snap.Up = false
+		a.snap.Err = err.Error()
+		return copySnap(a.snap)
+	}
+	a.snap.Up = true
+	a.snap.Err = ""
+	a.snap.LastSuccess = started.Add(took)
+
+	sorted := append([]providers.Server(nil), servers...)
+	sort.Slice(sorted, func(i, j int) bool { return idLess(sorted[i].ID, sorted[j].ID) })
+	old := make(map[string]*entry, len(a.entries))
+	for _, e := range a.entries {
+		old[e.srv.ID] = e
+	}
+	changed := len(sorted) != len(a.entries)
+	entries := make([]*entry, 0, len(sorted))
+	for i, sv := range sorted {
+		if i > 0 && sorted[i-1].ID == sv.ID {
+			continue // a duplicate id would emit duplicate series
+		}
+		if e, ok := old[sv.ID]; ok && e.srv == sv {
+			entries = append(entries, e)
+			if !changed && a.entries[len(entries)-1] != e {
+				changed = true
+			}
+			continue
+		}
+		changed = true
+		entries = append(entries, render(provider, name, sv, s.names))
+	}
+	if changed || len(entries) != len(a.entries) {
+		s.gen++
+	}
+	a.entries = entries
+	a.snap.Servers = make([]providers.Server, len(entries))
+	for i, e := range entries {
+		a.snap.Servers[i] = e.srv
+	}
+	return copySnap(a.snap)
+}
+
+// Remove forgets an account (it left the configuration).
+func (s *Store) Remove(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.accounts[name]; ok {
+		delete(s.accounts, name)
+		s.gen++
+	}
+}
+
+// Snapshot returns one account's snapshot.
+func (s *Store) Snapshot(name string) (Snapshot, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	a, ok := s.accounts[name]
+	if !ok {
+		return Snapshot{}, false
+	}
+	return copySnap(a.snap), true
+}
+
+// Snapshots returns every account's snapshot, ordered by account name. The
+// server slices are shared and must not be modified.
+func (s *Store) Snapshots() []Snapshot {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]Snapshot, 0, len(s.accounts))
+	for _, a := range s.accounts {
+		out = append(out, a.snap)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Account < out[j].Account })
+	return out
+}
+
+func copySnap(s Snapshot) Snapshot {
+	s.Servers = append([]providers.Server(nil), s.Servers...)
+	return s
+}
+
+// idLess orders ids numerically when both are numbers, else as text.
+func idLess(a, b string) bool {
+	if len(a) != len(b) && isDigits(a) && isDigits(b) {
+		return len(a) < len(b)
+	}
+	return a < b
+}
+
+func isDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// current returns the assembled body, rebuilding it if the series changed
+// since it was built. Concurrent scrapes share one rebuild.
+func (s *Store) current() *body {
+	s.mu.RLock()
+	gen := s.gen
+	s.mu.RUnlock()
+	s.bodyMu.Lock()
+	defer s.bodyMu.Unlock()
+	if s.body.built && s.body.gen == gen {
+		return &s.body
+	}
+	s.mu.RLock()
+	gen = s.gen
+	plain := s.assembleLocked()
+	s.mu.RUnlock()
+	var z bytes.Buffer
+	fw, _ := flate.NewWriter(&z, flate.BestSpeed)
+	_, _ = fw.Write(plain)
+	_ = fw.Flush() // sync flush: byte-aligned, not final
+	s.body = body{gen: gen, plain: plain, deflate: z.Bytes(), crc: crc32.ChecksumIEEE(plain), built: true}
+	return &s.body
+}
+
+// assembleLocked writes each family's HELP/TYPE once, then that family's
+// stored lines of every server of every account.
+func (s *Store) assembleLocked() []byte {
+	names := make([]string, 0, len(s.accounts))
+	size := 0
+	for n, a := range s.accounts {
+		names = append(names, n)
+		for _, e := range a.entries {
+			size += len(e.buf)
+		}
+	}
+	sort.Strings(names)
+	out := make([]byte, 0, size+numFamilies*160)
+	for f := 0; f < numFamilies; f++ {
+		header := false
+		for _, n := range names {
+			for _, e := range s.accounts[n].entries {
+				lines := e.bytes(f)
+				if len(lines) == 0 {
+					continue
+				}
+				if !header {
+					out = append(out, "# HELP "...)
+					out = append(out, s.names[f].name...)
+					out = append(out, ' ')
+					out = append(out, s.names[f].help...)
+					out = append(out, "\n# TYPE "...)
+					out = append(out, s.names[f].name...)
+					out = append(out, " gauge\n"...)
+					header = true
+				}
+				out = append(out, lines...)
+			}
+		}
+	}
+	return out
+}
