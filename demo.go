@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"time"
+
+	commoncfg "github.com/prometheus/common/config"
+	"github.com/prometheus/common/model"
+
+	"github.com/vps-exporter/vps_exporter/config"
+	"github.com/vps-exporter/vps_exporter/providers/sim"
+)
+
+// startDemo starts the simulated provider APIs on loopback and returns a
+// configuration that monitors them, with credentials made up for this run.
+func startDemo(ctx context.Context, servers int, refresh time.Duration) (*config.Config, *sim.Sim, error) {
+	creds := map[sim.API]sim.Credentials{
+		sim.VPNBingo: {Token: randomHex()},
+		sim.VPSOrg:   {Token: randomHex()},
+		sim.E2E:      {Token: randomHex(), APIKey: randomHex(), ProjectID: "demo"},
+	}
+	s := sim.New(sim.Options{Servers: servers, Seed: 1, Credentials: creds, Settle: 30 * time.Second})
+	srv, err := s.Start(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("start simulator: %w", err)
+	}
+	u := func(api sim.API) *url.URL {
+		v, _ := url.Parse(srv.URL[api])
+		return v
+	}
+	c := &config.Config{
+		Global: config.DefaultGlobal(),
+		Providers: []config.Provider{
+			{Type: config.TypeVPNBingo, Name: "demo-bingo", URL: u(sim.VPNBingo), Token: commoncfg.Secret(creds[sim.VPNBingo].Token), Loc: time.UTC},
+			{Type: config.TypeVPSOrg, Name: "demo-vpsorg", URL: u(sim.VPSOrg), Token: commoncfg.Secret(creds[sim.VPSOrg].Token), Loc: time.UTC},
+			{Type: config.TypeE2E, Name: "demo-e2e", URL: u(sim.E2E), Token: commoncfg.Secret(creds[sim.E2E].Token),
+				APIKey: commoncfg.Secret(creds[sim.E2E].APIKey), ProjectID: "demo", Location: "Delhi", Loc: time.UTC},
+		},
+		Remediation: config.DefaultRemediation(),
+	}
+	c.Global.RefreshInterval = model.Duration(refresh)
+	return c, s, nil
+}
+
+func randomHex() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,342 @@
+// Command vps_exporter is a Prometheus exporter and health daemon for
+// fleets of servers rented from VPN.bingo, VPS.org and E2E Networks.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+	_ "time/tzdata" // account timezones work in a minimal container image
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
+	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
+	slgk "github.com/tjhop/slog-gokit"
+
+	"github.com/vps-exporter/vps_exporter/collector"
+	"github.com/vps-exporter/vps_exporter/config"
+)
+
+const program = "vps_exporter"
+
+func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
+
+// flags are the command line.
+type flags struct {
+	configFile    string
+	configCheck   bool
+	metricsPath   string
+	demo          bool
+	demoServers   int
+	demoRefresh   time.Duration
+	enablePprof   bool
+	logLevel      string
+	logFormat     string
+	webFlagConfig *web.FlagConfig
+}
+
+func parseFlags(args []string) (*flags, error) {
+	app := kingpin.New(program, "Prometheus exporter and health daemon for rented VPS/VPN fleets (VPN.bingo, VPS.org, E2E Networks).")
+	f := &flags{}
+	app.Flag("config.file", "Configuration file.").Default("vps_exporter.yml").StringVar(&f.configFile)
+	app.Flag("config.check", "Validate the configuration file and exit.").BoolVar(&f.configCheck)
+	app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").StringVar(&f.metricsPath)
+	app.Flag("web.enable-pprof", "Serve Go profiling endpoints under /debug/pprof/.").BoolVar(&f.enablePprof)
+	app.Flag("demo", "Start simulated VPN.bingo, VPS.org and E2E APIs in-process and monitor them (no configuration, no credentials).").BoolVar(&f.demo)
+	app.Flag("demo.servers", "Servers per simulated provider in --demo.").Default("30").IntVar(&f.demoServers)
+	app.Flag("demo.refresh-interval", "Refresh interval in --demo.").Default("15s").DurationVar(&f.demoRefresh)
+	app.Flag("log.level", "Only log messages with the given severity or above. One of: [debug, info, warn, error]").Default("info").EnumVar(&f.logLevel, "debug", "info", "warn", "error")
+	app.Flag("log.format", "Output format of log messages. One of: [logfmt, json]").Default("logfmt").EnumVar(&f.logFormat, "logfmt", "json")
+	f.webFlagConfig = kingpinflag.AddFlags(app, ":9877")
+	app.Version(version.Print(program))
+	app.HelpFlag.Short('h')
+	if _, err := app.Parse(args); err != nil {
+		return nil, err
+	}
+	if f.demoServers < 1 {
+		return nil, fmt.Errorf("--demo.servers must be at least 1")
+	}
+	return f, nil
+}
+
+// newLogger returns the project's logger and, for the toolkit's slog bridge
+// (which adds its own time and caller), the same logger without them.
+func newLogger(f *flags, w *os.File) (log.Logger, log.Logger) {
+	var l log.Logger
+	if f.logFormat == "json" {
+		l = log.NewJSONLogger(log.NewSyncWriter(w))
+	} else {
+		l = log.NewLogfmtLogger(log.NewSyncWriter(w))
+	}
+	l = level.NewFilter(l, level.Allow(level.ParseDefault(f.logLevel, level.InfoValue())))
+	return log.With(l, "ts", log.DefaultTimestampUTC, "caller", log.DefaultCaller), l
+}
+
+// daemon is the running exporter.
+type daemon struct {
+	flags   *flags
+	logger  log.Logger
+	cfg     config.SafeConfig
+	store   *collector.Store
+	manager *collector.Manager
+	api     *collector.APIMetrics
+	ctx     context.Context
+
+	reloadMu      sync.Mutex
+	reloadOK      prometheus.Gauge
+	reloadTime    prometheus.Gauge
+	remEnabled    prometheus.Gauge
+	remDryRun     prometheus.Gauge
+	loadConfig    func() (*config.Config, error)
+	lastAccountOf map[string]string // account -> provider type, to forget API series
+}
+
+func run(args []string, stderr *os.File) int {
+	f, err := parseFlags(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", program, err)
+		return 2
+	}
+	logger, bare := newLogger(f, stderr)
+
+	if f.configCheck {
+		if _, err := config.Load(f.configFile); err != nil {
+			level.Error(logger).Log("msg", "configuration is invalid", "file", f.configFile, "err", err)
+			return 1
+		}
+		level.Info(logger).Log("msg", "configuration is valid", "file", f.configFile)
+		return 0
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	level.Info(logger).Log("msg", "starting "+program, "version", version.Info(), "build_context", version.BuildContext())
+	d := &daemon{flags: f, logger: logger, store: collector.NewStore(), ctx: ctx, lastAccountOf: map[string]string{}}
+	reg := prometheus.NewRegistry()
+	d.register(reg)
+
+	if f.demo {
+		demoCfg, _, err := startDemo(ctx, f.demoServers, f.demoRefresh)
+		if err != nil {
+			level.Error(logger).Log("msg", "cannot start demo", "err", err)
+			return 1
+		}
+		level.Info(logger).Log("msg", "demo mode: monitoring simulated providers on loopback", "servers_per_provider", f.demoServers)
+		d.loadConfig = func() (*config.Config, error) { return demoCfg, nil }
+	} else {
+		d.loadConfig = func() (*config.Config, error) { return config.Load(f.configFile) }
+	}
+
+	d.manager = collector.NewManager(d.store, logger, nil)
+	defer d.manager.Stop()
+	if err := d.reload(); err != nil {
+		level.Error(logger).Log("msg", "cannot load configuration", "file", f.configFile, "err", err)
+		return 1
+	}
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if err := d.reload(); err != nil {
+					level.Error(logger).Log("msg", "reload failed; keeping the previous configuration", "err", err)
+				}
+			}
+		}
+	}()
+
+	srv := &http.Server{
+		Handler:           d.routes(reg),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      2 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	slogger := slog.New(slgk.NewGoKitHandler(bare, nil))
+	errc := make(chan error, 1)
+	go func() { errc <- web.ListenAndServe(srv, f.webFlagConfig, slogger) }()
+	select {
+	case err := <-errc:
+		level.Error(logger).Log("msg", "web server failed", "err", err)
+		return 1
+	case <-ctx.Done():
+	}
+	level.Info(logger).Log("msg", "shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	return 0
+}
+
+func (d *daemon) register(reg *prometheus.Registry) {
+	d.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "vps_exporter_config_last_reload_successful", Help: "Whether the last configuration reload attempt was successful."})
+	d.reloadTime = prometheus.NewGauge(prometheus.GaugeOpts{Name: "vps_exporter_config_last_reload_success_timestamp_seconds", Help: "Timestamp of the last successful configuration reload."})
+	d.remEnabled = prometheus.NewGauge(prometheus.GaugeOpts{Name: "vps_remediation_enabled", Help: "1 when automatic remediation is enabled in the configuration."})
+	d.remDryRun = prometheus.NewGauge(prometheus.GaugeOpts{Name: "vps_remediation_dry_run", Help: "1 when remediation only logs and counts, calling nothing."})
+	d.api = collector.NewAPIMetrics(reg)
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		versioncollector.NewCollector(program),
+		collector.NewAccountCollector(d.store),
+		d.reloadOK, d.reloadTime, d.remEnabled, d.remDryRun,
+	)
+}
+
+// reload loads the configuration and applies it; on error the running
+// configuration stays.
+func (d *daemon) reload() error {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	c, err := d.loadConfig()
+	if err == nil {
+		err = d.apply(c)
+	}
+	if err != nil {
+		d.reloadOK.Set(0)
+		return err
+	}
+	d.reloadOK.Set(1)
+	d.reloadTime.SetToCurrentTime()
+	level.Info(d.logger).Log("msg", "configuration loaded", "accounts", len(c.Providers))
+	return nil
+}
+
+func (d *daemon) apply(c *config.Config) error {
+	accounts, err := buildAccounts(c, d.api)
+	if err != nil {
+		return err
+	}
+	d.cfg.Set(c)
+	d.manager.Apply(d.ctx, accounts)
+	now := map[string]string{}
+	for _, p := range c.Providers {
+		now[p.Name] = p.Type
+	}
+	for name, typ := range d.lastAccountOf {
+		if now[name] != typ {
+			d.api.Forget(typ, name)
+		}
+	}
+	d.lastAccountOf = now
+	bool01 := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	d.remEnabled.Set(bool01(c.Remediation.Enabled))
+	d.remDryRun.Set(bool01(c.Remediation.DryRun))
+	return nil
+}
+
+func (d *daemon) routes(reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(d.flags.metricsPath, collector.NewHandler(d.store, reg, d.logger))
+	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("Healthy\n"))
+	})
+	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if !d.manager.Ready() {
+			http.Error(w, "Not ready: waiting for the first refresh of every account", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("Ready\n"))
+	})
+	mux.HandleFunc("/-/reload", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost && r.Method != http.MethodPut {
+			w.Header().Set("Allow", "POST, PUT")
+			http.Error(w, "This endpoint requires a POST or PUT request.", http.StatusMethodNotAllowed)
+			return
+		}
+		if err := d.reload(); err != nil {
+			level.Error(d.logger).Log("msg", "reload failed; keeping the previous configuration", "err", err)
+			http.Error(w, fmt.Sprintf("failed to reload config: %s", err), http.StatusInternalServerError)
+			return
+		}
+		_, _ = w.Write([]byte("Reloaded\n"))
+	})
+	mux.HandleFunc("/api/v1/accounts", d.serveAccounts)
+	if d.flags.enablePprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	if d.flags.metricsPath != "/" {
+		landing, err := web.NewLandingPage(web.LandingConfig{
+			Name:        "VPS Exporter",
+			Description: "Prometheus exporter and health daemon for VPN.bingo, VPS.org and E2E Networks fleets",
+			Version:     version.Info(),
+			Links: []web.LandingLinks{
+				{Address: d.flags.metricsPath, Text: "Metrics"},
+				{Address: "/api/v1/accounts", Text: "Accounts", Description: "Refresh status of every account (JSON)"},
+				{Address: "/-/healthy", Text: "Health"},
+				{Address: "/-/ready", Text: "Readiness"},
+			},
+		})
+		if err != nil {
+			level.Error(d.logger).Log("msg", "cannot build landing page", "err", err)
+		} else {
+			mux.Handle("/", landing)
+		}
+	}
+	return mux
+}
+
+// accountStatus is one account in /api/v1/accounts.
+type accountStatus struct {
+	Provider    string     `json:"provider"`
+	Account     string     `json:"account"`
+	Up          bool       `json:"up"`
+	Servers     int        `json:"servers"`
+	LastAttempt *time.Time `json:"last_attempt,omitempty"`
+	LastSuccess *time.Time `json:"last_success,omitempty"`
+	DurationSec float64    `json:"refresh_duration_seconds"`
+	Error       string     `json:"error,omitempty"`
+}
+
+func (d *daemon) serveAccounts(w http.ResponseWriter, _ *http.Request) {
+	var out []accountStatus
+	for _, s := range d.store.Snapshots() {
+		st := accountStatus{Provider: s.Provider, Account: s.Account, Up: s.Up, Servers: len(s.Servers), DurationSec: s.Duration.Seconds(), Error: s.Err}
+		if !s.LastAttempt.IsZero() {
+			t := s.LastAttempt.UTC()
+			st.LastAttempt = &t
+		}
+		if !s.LastSuccess.IsZero() {
+			t := s.LastSuccess.UTC()
+			st.LastSuccess = &t
+		}
+		out = append(out, st)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(out); err != nil && !errors.Is(err, http.ErrHandlerTimeout) {
+		level.Debug(d.logger).Log("msg", "write accounts", "err", err)
+	}
+}

@@ -1,0 +1,370 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vps-exporter/vps_exporter/providers/sim"
+)
+
+// Recognisable fake secrets: none may ever show up in a log, metric or page.
+const (
+	secretBingo  = "tok-SECRET-bingo-4f1e"
+	secretVPS    = "tok-SECRET-vps-77a2"
+	secretE2ETok = "tok-SECRET-e2e-19bc"
+	secretE2EKey = "key-SECRET-e2e-5d03"
+)
+
+var secrets = []string{secretBingo, secretVPS, secretE2ETok, secretE2EKey}
+
+var binPath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "vps_exporter_e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binPath = filepath.Join(dir, "vps_exporter")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	out, err := exec.CommandContext(ctx, "go", "build", "-o", binPath, ".").CombinedOutput()
+	cancel()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// syncBuffer collects a process's output safely.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// exporter is the built binary running for one test.
+type exporter struct {
+	t    *testing.T
+	addr string
+	logs *syncBuffer
+	seen *syncBuffer // every body the test read, for the secrets check
+}
+
+func startExporter(t *testing.T, args ...string) *exporter {
+	t.Helper()
+	e := &exporter{t: t, addr: freePort(t), logs: &syncBuffer{}, seen: &syncBuffer{}}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	cmd := exec.CommandContext(ctx, binPath, append([]string{"--web.listen-address=" + e.addr, "--log.level=debug"}, args...)...)
+	cmd.Stdout, cmd.Stderr = e.logs, e.logs
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		cancel()
+		if t.Failed() {
+			t.Logf("exporter log:\n%s", e.logs.String())
+		}
+	})
+	e.waitFor("ready", func() bool { code, _ := e.get("/-/ready"); return code == 200 })
+	return e
+}
+
+func (e *exporter) do(method, path string) (int, string) {
+	req, _ := http.NewRequest(method, "http://"+e.addr+path, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	_, _ = e.seen.Write(b)
+	return resp.StatusCode, string(b)
+}
+
+func (e *exporter) get(path string) (int, string) { return e.do("GET", path) }
+
+func (e *exporter) metrics() string {
+	code, body := e.get("/metrics")
+	if code != 200 {
+		e.t.Fatalf("/metrics: HTTP %d", code)
+	}
+	return body
+}
+
+// waitFor polls cond for up to 20 s.
+func (e *exporter) waitFor(what string, cond func() bool) {
+	e.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func hasLine(body, line string) bool {
+	return strings.Contains("\n"+body, "\n"+line+"\n")
+}
+
+func writeConfig(t *testing.T, path string, urls map[sim.API]string, withE2E bool) {
+	t.Helper()
+	dir := filepath.Dir(path)
+	if err := os.WriteFile(filepath.Join(dir, "bingo.token"), []byte(secretBingo+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf(`global:
+  refresh_interval: 1s
+  request_timeout: 1s
+  max_concurrency: 4
+providers:
+  - type: vpnbingo
+    name: bingo-prod
+    base_url: %s
+    token_file: bingo.token
+  - type: vpsorg
+    name: vps-main
+    base_url: %s
+    token: %s
+`, urls[sim.VPNBingo], urls[sim.VPSOrg], secretVPS)
+	if withE2E {
+		cfg += fmt.Sprintf(`  - type: e2e
+    name: e2e-delhi
+    base_url: %s
+    token: %s
+    api_key: %s
+    project_id: "77"
+    location: Delhi
+`, urls[sim.E2E], secretE2ETok, secretE2EKey)
+	}
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func startSim(t *testing.T, n int) (*sim.Sim, map[sim.API]string) {
+	t.Helper()
+	s := sim.New(sim.Options{Servers: n, Seed: 7, PageSize: 10, Credentials: map[sim.API]sim.Credentials{
+		sim.VPNBingo: {Token: secretBingo},
+		sim.VPSOrg:   {Token: secretVPS},
+		sim.E2E:      {Token: secretE2ETok, APIKey: secretE2EKey, ProjectID: "77"},
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := s.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); s.Close(); srv.Close() })
+	return s, srv.URL
+}
+
+func up(provider, account string, v int) string {
+	return fmt.Sprintf(`vps_provider_up{account="%s",provider="%s"} %d`, account, provider, v)
+}
+
+func TestEndToEnd(t *testing.T) {
+	s, urls := startSim(t, 25)
+	cfgPath := filepath.Join(t.TempDir(), "vps_exporter.yml")
+	writeConfig(t, cfgPath, urls, true)
+	e := startExporter(t, "--config.file="+cfgPath)
+
+	m := e.metrics()
+	for _, want := range []string{
+		up("vpnbingo", "bingo-prod", 1), up("vpsorg", "vps-main", 1), up("e2e", "e2e-delhi", 1),
+		`vps_provider_servers{account="bingo-prod",provider="vpnbingo"} 25`,
+		`vps_provider_servers{account="vps-main",provider="vpsorg"} 25`,
+		`vps_provider_servers{account="e2e-delhi",provider="e2e"} 25`,
+		`vps_server_state{provider="vpnbingo",account="bingo-prod",id="1003",state="degraded"} 1`,
+		`vps_exporter_config_last_reload_successful 1`,
+		`vps_remediation_dry_run 1`,
+	} {
+		if !hasLine(m, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	promtoolCheck(t, m)
+
+	// Break one provider at a time: that account goes down, its servers
+	// stay (stale, not down), the others stay up; then it recovers.
+	for _, tc := range []struct {
+		name     string
+		api      sim.API
+		provider string
+		account  string
+		fault    sim.Fault
+	}{
+		{"5xx storm", sim.VPSOrg, "vpsorg", "vps-main", sim.Fault{Kind: sim.FaultStatus, Status: 503}},
+		{"junk JSON", sim.E2E, "e2e", "e2e-delhi", sim.Fault{Kind: sim.FaultJunk}},
+		{"HTML error page", sim.VPNBingo, "vpnbingo", "bingo-prod", sim.Fault{Kind: sim.FaultHTML}},
+		{"connection reset", sim.E2E, "e2e", "e2e-delhi", sim.Fault{Kind: sim.FaultReset}},
+		{"unauthorized", sim.VPSOrg, "vpsorg", "vps-main", sim.Fault{Kind: sim.FaultStatus, Status: 401}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s.SetFault(tc.api, tc.fault)
+			e.waitFor(tc.account+" down", func() bool { return hasLine(e.metrics(), up(tc.provider, tc.account, 0)) })
+			m := e.metrics()
+			for _, other := range [][2]string{{"vpnbingo", "bingo-prod"}, {"vpsorg", "vps-main"}, {"e2e", "e2e-delhi"}} {
+				if other[1] != tc.account && !hasLine(m, up(other[0], other[1], 1)) {
+					t.Errorf("%s went down with %s", other[1], tc.account)
+				}
+			}
+			if !strings.Contains(m, `vps_server_info{provider="`+tc.provider+`",account="`+tc.account+`"`) {
+				t.Errorf("servers of %s vanished while it was down", tc.account)
+			}
+			s.SetFault(tc.api, sim.Fault{})
+			e.waitFor(tc.account+" back up", func() bool { return hasLine(e.metrics(), up(tc.provider, tc.account, 1)) })
+		})
+	}
+
+	// Reload: drop the e2e account; then a broken file keeps the old config.
+	writeConfig(t, cfgPath, urls, false)
+	if code, body := e.do("POST", "/-/reload"); code != 200 {
+		t.Fatalf("reload: %d %s", code, body)
+	}
+	m = e.metrics()
+	if strings.Contains(m, `account="e2e-delhi"`) {
+		t.Error("removed account still exported after reload")
+	}
+	if err := os.WriteFile(cfgPath, []byte("providers: [{type: vpsorg, name: x, token: "+secretVPS+", bogus: 1}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, body := e.do("POST", "/-/reload")
+	if code != 500 || !strings.Contains(body, "field bogus not found") {
+		t.Errorf("bad reload answered %d %q", code, body)
+	}
+	m = e.metrics()
+	if !hasLine(m, "vps_exporter_config_last_reload_successful 0") || !hasLine(m, up("vpnbingo", "bingo-prod", 1)) {
+		t.Error("a failed reload must keep the running configuration and say so")
+	}
+	if code, _ := e.get("/-/reload"); code == 200 {
+		t.Error("GET must not reload")
+	}
+
+	// Every page the exporter serves, then the secrets check.
+	for _, p := range []string{"/", "/api/v1/accounts", "/-/healthy", "/metrics"} {
+		if code, _ := e.get(p); code != 200 {
+			t.Errorf("%s: HTTP %d", p, code)
+		}
+	}
+	assertNoSecrets(t, "logs", e.logs.String())
+	assertNoSecrets(t, "pages and metrics", e.seen.String())
+	if !strings.Contains(e.logs.String(), "refresh failed") {
+		t.Error("the faults were not logged")
+	}
+}
+
+func assertNoSecrets(t *testing.T, where, text string) {
+	t.Helper()
+	for _, s := range secrets {
+		if i := strings.Index(text, s); i >= 0 {
+			lo := max(0, i-200)
+			t.Errorf("secret %q found in %s: ...%s...", s, where, text[lo:min(len(text), i+50)])
+		}
+	}
+}
+
+// promtoolCheck runs `promtool check metrics` when promtool is installed;
+// under CI (CI=true) it must be.
+func promtoolCheck(t *testing.T, metrics string) {
+	t.Helper()
+	path, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("promtool not installed; .ci/run installs Debian's prometheus package")
+		}
+		t.Log("promtool not installed: skipping promtool check metrics")
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, "check", "metrics")
+	cmd.Stdin = strings.NewReader(metrics)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+}
+
+func TestDemo(t *testing.T) {
+	e := startExporter(t, "--demo", "--demo.servers=12")
+	m := e.metrics()
+	for _, want := range []string{up("vpnbingo", "demo-bingo", 1), up("vpsorg", "demo-vpsorg", 1), up("e2e", "demo-e2e", 1)} {
+		if !hasLine(m, want) {
+			t.Errorf("demo /metrics lacks %s", want)
+		}
+	}
+	promtoolCheck(t, m)
+}
+
+func TestConfigCheck(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yml")
+	bad := filepath.Join(dir, "bad.yml")
+	_ = os.WriteFile(good, []byte("providers: [{type: vpsorg, name: a, token: "+secretVPS+"}]\n"), 0o600)
+	_ = os.WriteFile(bad, []byte("providers: [{type: vpsorg, name: a, token: "+secretVPS+", rate_limit: -2}]\n"), 0o600)
+	for _, tc := range []struct {
+		file string
+		code int
+		want string
+	}{
+		{good, 0, "configuration is valid"},
+		{bad, 1, "providers[0] (a).rate_limit: must not be negative"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err := exec.CommandContext(ctx, binPath, "--config.check", "--config.file="+tc.file).CombinedOutput()
+		cancel()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		if code != tc.code || !strings.Contains(string(out), tc.want) {
+			t.Errorf("%s: exit %d, output %s", tc.file, code, out)
+		}
+		assertNoSecrets(t, "--config.check output", string(out))
+	}
+}
