@@ -44,8 +44,8 @@ func families() [numFamilies]family {
 		famExpiry:         {"vps_server_expiry_timestamp_seconds", "When the server's rental expires, as a Unix timestamp."},
 		famCreated:        {"vps_server_created_timestamp_seconds", "When the server was created, as a Unix timestamp."},
 		famStatusChange:   {"vps_server_status_change_timestamp_seconds", "When the provider last changed the server's status, as a Unix timestamp."},
-		famBandwidthLimit: {"vps_server_bandwidth_limit_bits_per_second", "Allocated bandwidth in bits per second."},
-		famBandwidthUsed:  {"vps_server_bandwidth_used_bits_per_second", "Bandwidth in use in bits per second."},
+		famBandwidthLimit: {"vps_server_bandwidth_limit_bytes_per_second", "Allocated bandwidth in bytes per second (VPN.bingo Mbps x 125000)."},
+		famBandwidthUsed:  {"vps_server_bandwidth_used_bytes_per_second", "Bandwidth in use in bytes per second (VPN.bingo Mbps x 125000)."},
 		famTransferLimit:  {"vps_server_transfer_limit_bytes", "Monthly data transfer allowance in bytes."},
 		famTransferUsed:   {"vps_server_transfer_used_bytes", "Data transferred this month in bytes."},
 		famCPU:            {"vps_server_cpu_usage_ratio", "CPU usage as a ratio from 0 to 1."},
@@ -133,9 +133,9 @@ func render(provider, account string, s providers.Server, names *[numFamilies]fa
 		case famStatusChange:
 			opt(f, s.StatusChangeTime)
 		case famBandwidthLimit:
-			opt(f, s.BandwidthLimitBps)
+			opt(f, s.BandwidthLimitBytesPerSecond)
 		case famBandwidthUsed:
-			opt(f, s.BandwidthUsedBps)
+			opt(f, s.BandwidthUsedBytesPerSecond)
 		case famTransferLimit:
 			opt(f, s.TransferLimitBytes)
 		case famTransferUsed:

@@ -68,12 +68,13 @@ func Bool(b bool) Value {
 }
 
 // Unit conventions used by every client (DESIGN.md): MB and GB are binary,
-// Mbps is decimal.
+// Mbps is decimal: MbpsInBytes converts it to bytes per second.
 const (
-	MB   = 1 << 20
-	GB   = 1 << 30
-	TB   = 1 << 40
-	Mbps = 1e6
+	MB          = 1 << 20
+	GB          = 1 << 30
+	TB          = 1 << 40
+	Mbps        = 1e6
+	MbpsInBytes = Mbps / 8
 )
 
 // Server is one machine as the provider reported it, normalized. It is a
@@ -94,10 +95,10 @@ type Server struct {
 	CreatedTime      Value // unix seconds
 	StatusChangeTime Value // unix seconds
 
-	BandwidthLimitBps  Value // bit/s
-	BandwidthUsedBps   Value // bit/s
-	TransferLimitBytes Value // bytes per billing month
-	TransferUsedBytes  Value // bytes this billing month
+	BandwidthLimitBytesPerSecond Value // bytes/s
+	BandwidthUsedBytesPerSecond  Value // bytes/s
+	TransferLimitBytes           Value // bytes per billing month
+	TransferUsedBytes            Value // bytes this billing month
 
 	CPUUsageRatio   Value // 0..1
 	VCPUs           Value

@@ -19,13 +19,13 @@ func readings() map[string]func(Server) Value {
 		"cpu_usage_ratio":                 func(s Server) Value { return s.CPUUsageRatio },
 		"memory_used_bytes":               func(s Server) Value { return s.MemoryUsedBytes },
 		"disk_used_bytes":                 func(s Server) Value { return s.DiskUsedBytes },
-		"bandwidth_used_bits_per_second":  func(s Server) Value { return s.BandwidthUsedBps },
+		"bandwidth_used_bytes_per_second": func(s Server) Value { return s.BandwidthUsedBytesPerSecond },
 		"transfer_used_bytes":             func(s Server) Value { return s.TransferUsedBytes },
 		"expiry_timestamp_seconds":        func(s Server) Value { return s.ExpiryTime },
 		"status_change_timestamp_seconds": func(s Server) Value { return s.StatusChangeTime },
 		"memory_usage_ratio":              ratio(func(s Server) Value { return s.MemoryUsedBytes }, func(s Server) Value { return s.MemoryBytes }),
 		"disk_usage_ratio":                ratio(func(s Server) Value { return s.DiskUsedBytes }, func(s Server) Value { return s.DiskBytes }),
-		"bandwidth_usage_ratio":           ratio(func(s Server) Value { return s.BandwidthUsedBps }, func(s Server) Value { return s.BandwidthLimitBps }),
+		"bandwidth_usage_ratio":           ratio(func(s Server) Value { return s.BandwidthUsedBytesPerSecond }, func(s Server) Value { return s.BandwidthLimitBytesPerSecond }),
 		"transfer_usage_ratio":            ratio(func(s Server) Value { return s.TransferUsedBytes }, func(s Server) Value { return s.TransferLimitBytes }),
 	}
 }

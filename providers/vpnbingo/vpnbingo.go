@@ -290,10 +290,10 @@ func (c *Client) convert(n Node) providers.Server {
 	s.CreatedTime = c.unix(string(n.CreateTime))
 	s.StatusChangeTime = c.unix(string(n.StatusUpdate))
 	if n.Bandwidth.Set {
-		s.BandwidthLimitBps = providers.Some(n.Bandwidth.V * providers.Mbps)
+		s.BandwidthLimitBytesPerSecond = providers.Some(n.Bandwidth.V * providers.MbpsInBytes)
 	}
 	if n.BandwidthUsedM.Set {
-		s.BandwidthUsedBps = providers.Some(n.BandwidthUsedM.V * providers.Mbps)
+		s.BandwidthUsedBytesPerSecond = providers.Some(n.BandwidthUsedM.V * providers.MbpsInBytes)
 	}
 	if n.CanRedeploy.Set {
 		s.CanRedeploy = providers.Bool(n.CanRedeploy.V)

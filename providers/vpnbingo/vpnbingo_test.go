@@ -37,10 +37,10 @@ func TestSeedListAndDetail(t *testing.T) {
 	want := providers.Server{
 		ID: "28", Name: "Basic-", Hostname: "test.vpn.bingo", IP: "1.1.1.1", Location: "us",
 		State: providers.StateRunning, RawStatus: "Deployment Successful", RawCode: "9",
-		ExpiryTime:        providers.Some(float64(time.Date(2025, 2, 13, 10, 36, 59, 0, time.UTC).Unix())),
-		CreatedTime:       providers.Some(float64(time.Date(2025, 2, 13, 10, 27, 0, 0, time.UTC).Unix())),
-		StatusChangeTime:  providers.Some(float64(time.Date(2025, 2, 13, 10, 27, 0, 0, time.UTC).Unix())),
-		BandwidthLimitBps: providers.Some(0), BandwidthUsedBps: providers.Some(0),
+		ExpiryTime:                   providers.Some(float64(time.Date(2025, 2, 13, 10, 36, 59, 0, time.UTC).Unix())),
+		CreatedTime:                  providers.Some(float64(time.Date(2025, 2, 13, 10, 27, 0, 0, time.UTC).Unix())),
+		StatusChangeTime:             providers.Some(float64(time.Date(2025, 2, 13, 10, 27, 0, 0, time.UTC).Unix())),
+		BandwidthLimitBytesPerSecond: providers.Some(0), BandwidthUsedBytesPerSecond: providers.Some(0),
 		CanRedeploy: providers.Some(1),
 	}
 	if list[0] != want {

@@ -1,0 +1,55 @@
+GO        ?= go
+BIN       ?= vps_exporter
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+BRANCH    ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)
+VPKG      := github.com/prometheus/common/version
+LDFLAGS   := -s -w -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION) -X $(VPKG).Branch=$(BRANCH) -X $(VPKG).BuildUser=$(shell id -un 2>/dev/null)@$(shell hostname 2>/dev/null) -X $(VPKG).BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
+LISTEN    ?= :9877
+DEMO_SERVERS ?= 30
+
+.PHONY: all build run test lint fmt vet bench fuzz clean
+
+all: lint test build
+
+## build: static binary ./vps_exporter
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) .
+
+## run: the exporter on its built-in simulated fleet (no credentials needed)
+run: build
+	./$(BIN) --demo --demo.servers=$(DEMO_SERVERS) --web.listen-address=$(LISTEN)
+
+## test: every test, with the race detector; promtool checks when installed
+test: vet
+	$(GO) test -race -count=1 -timeout 20m ./...
+	@if command -v promtool >/dev/null 2>&1 && [ -d alerts ] && ls alerts/*.yml >/dev/null 2>&1; then \
+		promtool check rules alerts/*.rules.yml && \
+		for t in alerts/*_test.yml; do [ -e "$$t" ] && promtool test rules "$$t" || true; done; \
+	fi
+
+## lint: formatting and vet
+lint: fmt vet
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+## bench: the benchmarks (see docs/benchmarks.md)
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./collector/ ./providers/... | tee bench.txt
+
+## fuzz: each fuzz target for FUZZTIME (default 30s)
+FUZZTIME ?= 30s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; \
+	done
+
+clean:
+	rm -f $(BIN) bench.txt
