@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/url"
+	"path/filepath"
 	"time"
 
 	commoncfg "github.com/prometheus/common/config"
@@ -17,7 +18,9 @@ import (
 
 // startDemo starts the simulated provider APIs on loopback and returns a
 // configuration that monitors them, with credentials made up for this run.
-func startDemo(ctx context.Context, servers int, refresh time.Duration) (*config.Config, *sim.Sim, error) {
+// Remediation runs in dry-run with sample rules and the webhook on, so that
+// its metrics and audit log have something to show.
+func startDemo(ctx context.Context, servers int, refresh time.Duration, stateDir string) (*config.Config, *sim.Sim, error) {
 	creds := map[sim.API]sim.Credentials{
 		sim.VPNBingo: {Token: randomHex()},
 		sim.VPSOrg:   {Token: randomHex()},
@@ -43,8 +46,19 @@ func startDemo(ctx context.Context, servers int, refresh time.Duration) (*config
 		Remediation: config.DefaultRemediation(),
 	}
 	c.Global.RefreshInterval = model.Duration(refresh)
+	r := &c.Remediation
+	r.Enabled, r.DryRun = true, true
+	r.StateFile = filepath.Join(stateDir, "remediation.db")
+	r.Webhook.Enabled = true
+	r.Rules = []config.Rule{
+		{Name: "redeploy-heartbeat-abnormal", Provider: config.TypeVPNBingo, State: []string{"degraded"}, For: model.Duration(2 * refresh), Action: "redeploy"},
+		{Name: "start-stopped-vps", Provider: config.TypeVPSOrg, State: []string{"stopped"}, For: model.Duration(2 * refresh), Action: "start"},
+		{Name: "reboot-hot-cpu", Provider: config.TypeVPSOrg, State: []string{"running"}, Metric: "cpu_usage_ratio", Above: ptr(0.95), For: model.Duration(2 * refresh), Action: "reboot"},
+	}
 	return c, s, nil
 }
+
+func ptr(v float64) *float64 { return &v }
 
 func randomHex() string {
 	b := make([]byte, 16)

@@ -30,6 +30,8 @@ import (
 
 	"github.com/vps-exporter/vps_exporter/collector"
 	"github.com/vps-exporter/vps_exporter/config"
+	"github.com/vps-exporter/vps_exporter/providers"
+	"github.com/vps-exporter/vps_exporter/remediation"
 )
 
 const program = "vps_exporter"
@@ -97,11 +99,12 @@ type daemon struct {
 	api     *collector.APIMetrics
 	ctx     context.Context
 
+	engine  *remediation.Engine
+	webhook *remediation.Webhook
+
 	reloadMu      sync.Mutex
 	reloadOK      prometheus.Gauge
 	reloadTime    prometheus.Gauge
-	remEnabled    prometheus.Gauge
-	remDryRun     prometheus.Gauge
 	loadConfig    func() (*config.Config, error)
 	lastAccountOf map[string]string // account -> provider type, to forget API series
 }
@@ -131,8 +134,21 @@ func run(args []string, stderr *os.File) int {
 	reg := prometheus.NewRegistry()
 	d.register(reg)
 
+	d.engine = remediation.NewEngine(remediation.Deps{
+		Snapshot: d.store.Snapshot,
+		Provider: func(account string) (providers.Provider, bool) { return d.manager.Provider(account) },
+	}, reg, logger, nil)
+	defer d.engine.Close()
+	d.webhook = remediation.NewWebhook(ctx, d.engine, 1024, 2)
+
 	if f.demo {
-		demoCfg, _, err := startDemo(ctx, f.demoServers, f.demoRefresh)
+		stateDir, err := os.MkdirTemp("", "vps_exporter_demo")
+		if err != nil {
+			level.Error(logger).Log("msg", "cannot create demo state directory", "err", err)
+			return 1
+		}
+		defer os.RemoveAll(stateDir)
+		demoCfg, _, err := startDemo(ctx, f.demoServers, f.demoRefresh, stateDir)
 		if err != nil {
 			level.Error(logger).Log("msg", "cannot start demo", "err", err)
 			return 1
@@ -143,7 +159,7 @@ func run(args []string, stderr *os.File) int {
 		d.loadConfig = func() (*config.Config, error) { return config.Load(f.configFile) }
 	}
 
-	d.manager = collector.NewManager(d.store, logger, nil)
+	d.manager = collector.NewManager(d.store, logger, d.engine.OnRefresh)
 	defer d.manager.Stop()
 	if err := d.reload(); err != nil {
 		level.Error(logger).Log("msg", "cannot load configuration", "file", f.configFile, "err", err)
@@ -193,15 +209,13 @@ func run(args []string, stderr *os.File) int {
 func (d *daemon) register(reg *prometheus.Registry) {
 	d.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "vps_exporter_config_last_reload_successful", Help: "Whether the last configuration reload attempt was successful."})
 	d.reloadTime = prometheus.NewGauge(prometheus.GaugeOpts{Name: "vps_exporter_config_last_reload_success_timestamp_seconds", Help: "Timestamp of the last successful configuration reload."})
-	d.remEnabled = prometheus.NewGauge(prometheus.GaugeOpts{Name: "vps_remediation_enabled", Help: "1 when automatic remediation is enabled in the configuration."})
-	d.remDryRun = prometheus.NewGauge(prometheus.GaugeOpts{Name: "vps_remediation_dry_run", Help: "1 when remediation only logs and counts, calling nothing."})
 	d.api = collector.NewAPIMetrics(reg)
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		versioncollector.NewCollector(program),
 		collector.NewAccountCollector(d.store),
-		d.reloadOK, d.reloadTime, d.remEnabled, d.remDryRun,
+		d.reloadOK, d.reloadTime,
 	)
 }
 
@@ -241,14 +255,9 @@ func (d *daemon) apply(c *config.Config) error {
 		}
 	}
 	d.lastAccountOf = now
-	bool01 := func(b bool) float64 {
-		if b {
-			return 1
-		}
-		return 0
-	}
-	d.remEnabled.Set(bool01(c.Remediation.Enabled))
-	d.remDryRun.Set(bool01(c.Remediation.DryRun))
+	// A remediation state file that cannot be opened turns remediation
+	// off (and says so); it does not fail the reload or the exporter.
+	_ = d.engine.Configure(c.Remediation, time.Duration(c.Global.RefreshInterval))
 	return nil
 }
 
@@ -279,6 +288,8 @@ func (d *daemon) routes(reg *prometheus.Registry) http.Handler {
 		_, _ = w.Write([]byte("Reloaded\n"))
 	})
 	mux.HandleFunc("/api/v1/accounts", d.serveAccounts)
+	mux.HandleFunc("/api/v1/remediation", d.serveRemediation)
+	mux.Handle("/webhook/alertmanager", d.webhook)
 	if d.flags.enablePprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -294,6 +305,7 @@ func (d *daemon) routes(reg *prometheus.Registry) http.Handler {
 			Links: []web.LandingLinks{
 				{Address: d.flags.metricsPath, Text: "Metrics"},
 				{Address: "/api/v1/accounts", Text: "Accounts", Description: "Refresh status of every account (JSON)"},
+				{Address: "/api/v1/remediation", Text: "Remediation", Description: "Recent remediation actions: the audit log (JSON)"},
 				{Address: "/-/healthy", Text: "Health"},
 				{Address: "/-/ready", Text: "Readiness"},
 			},
@@ -339,4 +351,29 @@ func (d *daemon) serveAccounts(w http.ResponseWriter, _ *http.Request) {
 	if err := enc.Encode(out); err != nil && !errors.Is(err, http.ErrHandlerTimeout) {
 		level.Debug(d.logger).Log("msg", "write accounts", "err", err)
 	}
+}
+
+// serveRemediation answers the newest audit records.
+func (d *daemon) serveRemediation(w http.ResponseWriter, _ *http.Request) {
+	c := d.cfg.Get()
+	out := struct {
+		Enabled bool                 `json:"enabled"`
+		DryRun  bool                 `json:"dry_run"`
+		Error   string               `json:"error,omitempty"`
+		Records []remediation.Record `json:"records"`
+	}{Enabled: d.engine.Enabled(), Records: []remediation.Record{}}
+	if c != nil {
+		out.DryRun = c.Remediation.DryRun
+	}
+	recs, err := d.engine.Recent(100)
+	if err != nil {
+		out.Error = err.Error()
+	}
+	if recs != nil {
+		out.Records = recs
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(out)
 }

@@ -104,6 +104,17 @@ func (m *Manager) Ready() bool {
 	return true
 }
 
+// Provider returns the client of a running account.
+func (m *Manager) Provider(account string) (providers.Provider, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, ok := m.pollers[account]
+	if !ok {
+		return nil, false
+	}
+	return p.acct.Provider, true
+}
+
 // RefreshNow refreshes one account at once, outside its schedule.
 func (m *Manager) RefreshNow(ctx context.Context, account string) bool {
 	m.mu.Lock()

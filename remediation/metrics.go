@@ -1,0 +1,50 @@
+package remediation
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	enabled, dryRun, stateOK prometheus.Gauge
+	actions                  *prometheus.CounterVec
+	suppressed               *prometheus.CounterVec
+	webhookAlerts            *prometheus.CounterVec
+	restored                 bool
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		enabled: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vps_remediation_enabled", Help: "1 when automatic remediation is enabled and its state file is usable."}),
+		dryRun:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "vps_remediation_dry_run", Help: "1 when remediation only logs and counts, calling nothing."}),
+		stateOK: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vps_remediation_state_ok", Help: "1 when the remediation state file is open and usable."}),
+		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vps_remediation_actions_total",
+			Help: "Remediation actions by result (success, failed, dry_run, unknown); kept across restarts.",
+		}, []string{"provider", "account", "action", "rule", "result"}),
+		suppressed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vps_remediation_suppressed_total",
+			Help: "Remediation actions the safety gate held back, by reason; kept across restarts.",
+		}, []string{"provider", "account", "action", "reason"}),
+		webhookAlerts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vps_remediation_webhook_alerts_total",
+			Help: "Alerts received on the Alertmanager webhook, by outcome (queued, resolved, no_remediation, rejected).",
+		}, []string{"outcome"}),
+	}
+	reg.MustRegister(m.enabled, m.dryRun, m.stateOK, m.actions, m.suppressed, m.webhookAlerts)
+	return m
+}
+
+// restore brings the counters back to their durable totals, once.
+func (m *metrics) restore(counts map[string]uint64) {
+	if m.restored {
+		return
+	}
+	m.restored = true
+	for k, n := range counts {
+		p := splitKey(k)
+		switch {
+		case p[0] == "a" && len(p) == 6:
+			m.actions.WithLabelValues(p[1], p[2], p[3], p[4], p[5]).Add(float64(n))
+		case p[0] == "s" && len(p) == 5:
+			m.suppressed.WithLabelValues(p[1], p[2], p[3], p[4]).Add(float64(n))
+		}
+	}
+}

@@ -1,0 +1,205 @@
+package remediation
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/go-kit/log/level"
+
+	"github.com/vps-exporter/vps_exporter/providers"
+)
+
+// MaxWebhookBody caps one webhook request body.
+const MaxWebhookBody = 1 << 20
+
+// Alertmanager's webhook payload, version 4.
+type amPayload struct {
+	Version  string    `json:"version"`
+	Status   string    `json:"status"`
+	Receiver string    `json:"receiver"`
+	Alerts   []amAlert `json:"alerts"`
+}
+
+type amAlert struct {
+	Status      string            `json:"status"`
+	Labels      map[string]string `json:"labels"`
+	Annotations map[string]string `json:"annotations"`
+	StartsAt    time.Time         `json:"startsAt"`
+	EndsAt      time.Time         `json:"endsAt"`
+	Fingerprint string            `json:"fingerprint"`
+}
+
+// job is one firing alert waiting for the gate.
+type job struct {
+	req Request
+	key string // fingerprint + startsAt: one occurrence of one alert
+}
+
+// Webhook receives Alertmanager notifications and feeds firing alerts that
+// carry provider, account, id and remediation labels to the engine, in the
+// background, through a bounded queue.
+type Webhook struct {
+	engine *Engine
+	queue  chan job
+	wg     sync.WaitGroup
+}
+
+// NewWebhook starts workers that drain a queue of the given size.
+func NewWebhook(ctx context.Context, e *Engine, queueSize, workers int) *Webhook {
+	w := &Webhook{engine: e, queue: make(chan job, queueSize)}
+	for i := 0; i < workers; i++ {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case j := <-w.queue:
+					w.process(ctx, j)
+				}
+			}
+		}()
+	}
+	return w
+}
+
+// Wait returns when the workers have stopped (their context ended).
+func (w *Webhook) Wait() { w.wg.Wait() }
+
+// Pending is how many alerts wait in the queue.
+func (w *Webhook) Pending() int { return len(w.queue) }
+
+func (w *Webhook) process(ctx context.Context, j job) {
+	e := w.engine
+	e.mu.Lock()
+	st := e.state
+	e.mu.Unlock()
+	if st == nil {
+		e.suppressed(j.req, Decision{Reason: ReasonNotAllowed, Detail: "remediation is disabled"})
+		return
+	}
+	fresh, err := st.SeenAlert(j.key, e.now())
+	if err != nil {
+		e.suppressed(j.req, Decision{Reason: ReasonStateError, Detail: err.Error()})
+		return
+	}
+	if !fresh {
+		e.suppressed(j.req, Decision{Reason: ReasonDuplicate, Detail: "this alert occurrence was already handled"})
+		return
+	}
+	e.Submit(ctx, j.req)
+}
+
+// ServeHTTP implements http.Handler: 200 once the alerts are queued, 400
+// for a malformed payload, 429 when the queue cannot take them all, 503
+// when remediation or the webhook is off.
+func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		rw.Header().Set("Allow", "POST")
+		http.Error(rw, "POST an Alertmanager webhook payload", http.StatusMethodNotAllowed)
+		return
+	}
+	e := w.engine
+	e.mu.Lock()
+	enabled := e.cfg.Enabled && e.cfg.Webhook.Enabled && e.state != nil
+	e.mu.Unlock()
+	if !enabled {
+		http.Error(rw, "remediation webhook is disabled", http.StatusServiceUnavailable)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(rw, r.Body, MaxWebhookBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			http.Error(rw, fmt.Sprintf("payload larger than %d bytes", MaxWebhookBody), http.StatusRequestEntityTooLarge)
+			return
+		}
+		http.Error(rw, "cannot read payload: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	var p amPayload
+	if err := json.Unmarshal(body, &p); err != nil {
+		http.Error(rw, "malformed payload: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if p.Version != "4" {
+		http.Error(rw, fmt.Sprintf("unsupported payload version %q (want \"4\")", p.Version), http.StatusBadRequest)
+		return
+	}
+	var jobs []job
+	for i, a := range p.Alerts {
+		if a.Status != "firing" {
+			e.m.webhookAlerts.WithLabelValues("resolved").Inc()
+			continue
+		}
+		action := a.Labels["remediation"]
+		if action == "" {
+			e.m.webhookAlerts.WithLabelValues("no_remediation").Inc()
+			continue
+		}
+		prov, acct, id := a.Labels["provider"], a.Labels["account"], a.Labels["id"]
+		if prov == "" || acct == "" || id == "" {
+			http.Error(rw, fmt.Sprintf("alerts[%d]: a remediation label needs provider, account and id labels", i), http.StatusBadRequest)
+			return
+		}
+		if a.StartsAt.IsZero() {
+			http.Error(rw, fmt.Sprintf("alerts[%d]: startsAt is missing", i), http.StatusBadRequest)
+			return
+		}
+		jobs = append(jobs, job{
+			req: Request{Provider: prov, Account: acct, ID: id, Action: providers.Action(action), Source: "alert", Rule: a.Labels["alertname"]},
+			key: alertKey(a),
+		})
+	}
+	// All or nothing: a batch the queue cannot hold is refused, so that
+	// Alertmanager retries it, rather than half taken.
+	if len(jobs) > cap(w.queue)-len(w.queue) {
+		e.m.webhookAlerts.WithLabelValues("rejected").Add(float64(len(jobs)))
+		level.Warn(e.logger).Log("msg", "webhook queue full; asking Alertmanager to retry", "alerts", len(jobs), "queued", len(w.queue))
+		rw.Header().Set("Retry-After", "10")
+		http.Error(rw, "remediation queue full, retry later", http.StatusTooManyRequests)
+		return
+	}
+	for _, j := range jobs {
+		select {
+		case w.queue <- j:
+			e.m.webhookAlerts.WithLabelValues("queued").Inc()
+		default:
+			// Another request filled the queue meanwhile: this alert is
+			// refused, and counted, never dropped silently.
+			e.m.webhookAlerts.WithLabelValues("rejected").Inc()
+			e.suppressed(j.req, Decision{Reason: ReasonRateLimit, Detail: "webhook queue full"})
+		}
+	}
+	rw.WriteHeader(http.StatusOK)
+	_, _ = fmt.Fprintf(rw, "queued %d alert(s)\n", len(jobs))
+}
+
+// alertKey identifies one occurrence of one alert: its fingerprint (or its
+// labels) and when it started firing.
+func alertKey(a amAlert) string {
+	fp := a.Fingerprint
+	if fp == "" {
+		names := make([]string, 0, len(a.Labels))
+		for k := range a.Labels {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		h := sha256.New()
+		for _, k := range names {
+			fmt.Fprintf(h, "%s=%s\x00", k, a.Labels[k])
+		}
+		fp = hex.EncodeToString(h.Sum(nil))[:16]
+	}
+	return fp + "@" + a.StartsAt.UTC().Format(time.RFC3339Nano)
+}
