@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/vps-exporter/vps_exporter/providers/sim"
 )
 
@@ -83,11 +85,18 @@ type exporter struct {
 	addr string
 	logs *syncBuffer
 	seen *syncBuffer // every body the test read, for the secrets check
+	user string      // basic auth, when the web config asks for it
+	pass string
 }
 
 func startExporter(t *testing.T, args ...string) *exporter {
 	t.Helper()
-	e := &exporter{t: t, addr: freePort(t), logs: &syncBuffer{}, seen: &syncBuffer{}}
+	return startExporterAuth(t, "", "", args...)
+}
+
+func startExporterAuth(t *testing.T, user, pass string, args ...string) *exporter {
+	t.Helper()
+	e := &exporter{t: t, addr: freePort(t), logs: &syncBuffer{}, seen: &syncBuffer{}, user: user, pass: pass}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	cmd := exec.CommandContext(ctx, binPath, append([]string{"--web.listen-address=" + e.addr, "--log.level=debug"}, args...)...)
 	cmd.Stdout, cmd.Stderr = e.logs, e.logs
@@ -115,7 +124,14 @@ func startExporter(t *testing.T, args ...string) *exporter {
 }
 
 func (e *exporter) do(method, path string) (int, string) {
-	req, _ := http.NewRequest(method, "http://"+e.addr+path, nil)
+	return e.send(method, path, "", true)
+}
+
+func (e *exporter) send(method, path, body string, auth bool) (int, string) {
+	req, _ := http.NewRequest(method, "http://"+e.addr+path, strings.NewReader(body))
+	if auth && e.user != "" {
+		req.SetBasicAuth(e.user, e.pass)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, ""
@@ -367,4 +383,65 @@ func TestConfigCheck(t *testing.T) {
 		}
 		assertNoSecrets(t, "--config.check output", string(out))
 	}
+}
+
+func TestWebhookRedeployBehindBasicAuth(t *testing.T) {
+	s, urls := startSim(t, 10)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "vps_exporter.yml")
+	writeConfig(t, cfgPath, urls, false)
+	f, err := os.OpenFile(cfgPath, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "remediation:\n  enabled: true\n  dry_run: false\n  state_file: %s\n  webhook: {enabled: true}\n", filepath.Join(dir, "state.db"))
+	f.Close()
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret-pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	webCfg := filepath.Join(dir, "web.yml")
+	if err := os.WriteFile(webCfg, []byte("basic_auth_users:\n  prom: "+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := startExporterAuth(t, "prom", "s3cret-pw", "--config.file="+cfgPath, "--web.config.file="+webCfg)
+
+	alert := fmt.Sprintf(`{"version":"4","status":"firing","receiver":"vps","alerts":[{"status":"firing",
+	  "labels":{"alertname":"VPNNodeHeartbeatAbnormal","provider":"vpnbingo","account":"bingo-prod","id":"1003","remediation":"redeploy"},
+	  "annotations":{},"startsAt":%q,"endsAt":"0001-01-01T00:00:00Z","fingerprint":"abc"}]}`, time.Now().UTC().Format(time.RFC3339))
+	for _, p := range []string{"/metrics", "/webhook/alertmanager", "/api/v1/remediation"} {
+		if code, _ := e.send("POST", p, alert, false); code != http.StatusUnauthorized {
+			t.Errorf("%s without credentials: HTTP %d, want 401", p, code)
+		}
+	}
+	if len(s.Actions()) != 0 {
+		t.Fatal("an unauthenticated webhook acted")
+	}
+	for i := 0; i < 2; i++ { // a resend of the same alert
+		if code, body := e.send("POST", "/webhook/alertmanager", alert, true); code != 200 {
+			t.Fatalf("webhook: %d %s", code, body)
+		}
+	}
+	e.waitFor("the redeploy", func() bool { return len(s.Actions()) > 0 })
+	acts := s.Actions()
+	newID := acts[0].NewID
+	e.waitFor("the new node in /metrics", func() bool {
+		return strings.Contains(e.metrics(), `vps_server_info{provider="vpnbingo",account="bingo-prod",id="`+newID+`"`)
+	})
+	m := e.metrics()
+	if !hasLine(m, `vps_remediation_actions_total{account="bingo-prod",action="redeploy",provider="vpnbingo",result="success",rule="VPNNodeHeartbeatAbnormal"} 1`) {
+		t.Error("the action is not counted")
+	}
+	if !hasLine(m, `vps_remediation_suppressed_total{account="bingo-prod",action="redeploy",provider="vpnbingo",reason="duplicate"} 1`) {
+		t.Error("the resend is not counted as a duplicate")
+	}
+	if n := len(s.Actions()); n != 1 {
+		t.Errorf("%d redeploys, want exactly 1", n)
+	}
+	_, audit := e.get("/api/v1/remediation")
+	if !strings.Contains(audit, `"result": "success"`) || !strings.Contains(audit, `"new_id": "`+newID+`"`) {
+		t.Errorf("audit page: %s", audit)
+	}
+	assertNoSecrets(t, "logs", e.logs.String())
+	assertNoSecrets(t, "pages", e.seen.String())
 }
