@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -87,6 +88,7 @@ type exporter struct {
 	seen *syncBuffer // every body the test read, for the secrets check
 	user string      // basic auth, when the web config asks for it
 	pass string
+	cmd  *exec.Cmd
 }
 
 func startExporter(t *testing.T, args ...string) *exporter {
@@ -104,6 +106,7 @@ func startExporterAuth(t *testing.T, user, pass string, args ...string) *exporte
 		cancel()
 		t.Fatal(err)
 	}
+	e.cmd = cmd
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(os.Interrupt)
 		done := make(chan struct{})
@@ -300,6 +303,15 @@ func TestEndToEnd(t *testing.T) {
 	if code, _ := e.get("/-/reload"); code == 200 {
 		t.Error("GET must not reload")
 	}
+	// SIGHUP reloads too: the e2e account comes back.
+	writeConfig(t, cfgPath, urls, true)
+	if err := e.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	e.waitFor("SIGHUP reload", func() bool {
+		m := e.metrics()
+		return hasLine(m, up("e2e", "e2e-delhi", 1)) && hasLine(m, "vps_exporter_config_last_reload_successful 1")
+	})
 
 	// Every page the exporter serves, then the secrets check.
 	for _, p := range []string{"/", "/api/v1/accounts", "/-/healthy", "/metrics"} {
