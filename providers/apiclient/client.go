@@ -84,7 +84,11 @@ func New(cfg Config) *Client {
 	}
 	c := &Client{cfg: cfg, http: cfg.HTTPClient}
 	if c.http == nil {
-		c.http = &http.Client{}
+		// Keep enough idle connections for concurrent detail requests:
+		// the default of 2 per host would re-dial most of them.
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = 64
+		c.http = &http.Client{Transport: t}
 	}
 	if cfg.RateLimit > 0 {
 		burst := int(cfg.RateLimit)
@@ -309,10 +313,9 @@ func (c *Client) attempt(ctx context.Context, req Request, u *url.URL, payload [
 	for k, vs := range c.cfg.Header {
 		hreq.Header[k] = vs
 	}
+	// The providers' documented requests carry this on every call.
 	hreq.Header.Set("Accept", "application/json")
-	if payload != nil {
-		hreq.Header.Set("Content-Type", "application/json")
-	}
+	hreq.Header.Set("Content-Type", "application/json")
 	start := time.Now()
 	resp, err := c.http.Do(hreq)
 	if err != nil {

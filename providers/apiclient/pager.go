@@ -27,6 +27,20 @@ type DRFPage[T any] struct {
 // another host is an error.
 func ListDRF[T any](ctx context.Context, c *Client, path, endpoint string, id func(T) string, decode func(body []byte) (DRFPage[T], error)) ([]T, error) {
 	var all []T
+	err := WalkDRF(ctx, c, path, endpoint, id, decode, func(items []T) error {
+		all = append(all, items...)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return all, nil
+}
+
+// WalkDRF is ListDRF handing each page's new items to fn as they arrive,
+// so that work on them can start before the list is complete.
+func WalkDRF[T any](ctx context.Context, c *Client, path, endpoint string, id func(T) string, decode func(body []byte) (DRFPage[T], error), fn func([]T) error) error {
+	total := 0
 	seenURL := map[string]bool{}
 	seenID := map[string]bool{}
 	req := Request{Method: http.MethodGet, Path: path, Endpoint: endpoint, Idempotent: true}
@@ -34,46 +48,52 @@ func ListDRF[T any](ctx context.Context, c *Client, path, endpoint string, id fu
 	guessed := false // req is a ?page= we made up, not a link the API gave
 	for page := 1; ; page++ {
 		if page > MaxPages {
-			return nil, c.Errorf(req, 0, "more than %d pages", MaxPages)
+			return c.Errorf(req, 0, "more than %d pages", MaxPages)
 		}
 		status, body, err := c.Do(ctx, req)
 		if err != nil {
 			if guessed && status == http.StatusNotFound {
-				return all, nil
+				return nil
 			}
-			return nil, err
+			return err
 		}
 		p, err := decode(body)
 		if err != nil {
-			return nil, c.Errorf(req, 0, "decode page %d: %v", page, err)
+			return c.Errorf(req, 0, "decode page %d: %v", page, err)
 		}
 		if count < 0 {
 			count = p.Count
 		}
-		fresh := 0
+		var items []T
 		for _, item := range p.Results {
 			k := id(item)
 			if seenID[k] {
 				continue
 			}
 			seenID[k] = true
-			all = append(all, item)
-			fresh++
+			items = append(items, item)
+		}
+		fresh := len(items)
+		total += fresh
+		if fresh > 0 {
+			if err := fn(items); err != nil {
+				return err
+			}
 		}
 		switch {
 		case p.Next != "":
 			if seenURL[p.Next] {
-				return nil, c.Errorf(req, 0, "paging link loops back to an earlier page")
+				return c.Errorf(req, 0, "paging link loops back to an earlier page")
 			}
 			seenURL[p.Next] = true
 			req = Request{Method: http.MethodGet, URL: p.Next, Endpoint: endpoint, Idempotent: true}
 			guessed = false
-		case len(all) < count && fresh > 0:
+		case total < count && fresh > 0:
 			req = Request{Method: http.MethodGet, Path: path, Endpoint: endpoint, Idempotent: true,
 				Query: url.Values{"page": {strconv.Itoa(page + 1)}}}
 			guessed = true
 		default:
-			return all, nil
+			return nil
 		}
 	}
 }

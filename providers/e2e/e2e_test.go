@@ -157,6 +157,19 @@ func TestActionsAgainstSimulator(t *testing.T) {
 	}
 }
 
+func TestEmptyFleet(t *testing.T) {
+	for _, body := range []string{
+		`{"code":200,"data":[],"errors":{},"message":"Success","total_count":0,"total_page_number":0}`,
+		`{"code":200,"data":{},"errors":{},"message":"Success"}`,
+	} {
+		srv := providertest.NewServer(t, map[string]providertest.Route{"GET /myaccount/api/v1/nodes/": {Body: body}})
+		got, err := client(t, srv, 0).List(context.Background())
+		if err != nil || len(got) != 0 {
+			t.Errorf("%s: %d nodes, %v", body, len(got), err)
+		}
+	}
+}
+
 func TestEnvelopeErrorCode(t *testing.T) {
 	srv := providertest.NewServer(t, map[string]providertest.Route{
 		"GET /myaccount/api/v1/nodes/": {Body: `{"code":403,"data":{},"errors":"project_id does not belong to this account","message":"Forbidden"}`},

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 
 	"golang.org/x/sync/errgroup"
 
@@ -130,39 +131,60 @@ func DecodeServer(body []byte) (Server, error) {
 // server's detail (resource usage, transfer quota) with bounded concurrency.
 // A server deleted between list and detail (404) keeps its list data.
 func (c *Client) List(ctx context.Context) ([]providers.Server, error) {
-	list, err := apiclient.ListDRF(ctx, c.api, serversPath, "servers_list", func(s Server) string { return string(s.ID) }, DecodeList)
-	if err != nil {
-		return nil, err
+	type item struct {
+		i int
+		s Server
 	}
-	out := make([]providers.Server, len(list))
+	var (
+		mu  sync.Mutex
+		out []providers.Server // in list order
+	)
+	items := make(chan item, 256)
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(c.concurrency)
-	for i, s := range list {
-		if s.ID == "" {
-			continue
-		}
-		g.Go(func() error {
-			d, err := c.detail(gctx, string(s.ID))
-			switch {
-			case errors.Is(err, providers.ErrNotFound):
-				d = s
-			case err != nil:
-				return err
+	// The pages are read ahead by one goroutine while max_concurrency
+	// workers fetch details, so no detail slot waits on a page boundary.
+	g.Go(func() error {
+		defer close(items)
+		return apiclient.WalkDRF(gctx, c.api, serversPath, "servers_list", func(s Server) string { return string(s.ID) }, DecodeList, func(page []Server) error {
+			for _, s := range page {
+				if s.ID == "" {
+					continue
+				}
+				mu.Lock()
+				i := len(out)
+				out = append(out, providers.Server{})
+				mu.Unlock()
+				select {
+				case items <- item{i, s}:
+				case <-gctx.Done():
+					return gctx.Err()
+				}
 			}
-			out[i] = convert(d)
+			return nil
+		})
+	})
+	for w := 0; w < c.concurrency; w++ {
+		g.Go(func() error {
+			for it := range items {
+				d, err := c.detail(gctx, string(it.s.ID))
+				switch {
+				case errors.Is(err, providers.ErrNotFound):
+					d = it.s
+				case err != nil:
+					return err
+				}
+				conv := convert(d)
+				mu.Lock()
+				out[it.i] = conv
+				mu.Unlock()
+			}
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	res := out[:0]
-	for _, s := range out {
-		if s.ID != "" {
-			res = append(res, s)
-		}
-	}
-	return res, nil
+	return out, nil
 }
 
 func (c *Client) detail(ctx context.Context, id string) (Server, error) {

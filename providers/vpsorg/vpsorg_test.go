@@ -47,8 +47,11 @@ func TestSeedListWithDetails(t *testing.T) {
 		t.Errorf("list-only server: %+v", got[1])
 	}
 	for _, r := range srv.Requests() {
-		if r.Header.Get("Authorization") != "Bearer "+token {
-			t.Errorf("%s: Authorization %q", r.Path, r.Header.Get("Authorization"))
+		if r.Header.Get("Authorization") != "Bearer "+token || r.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s: Authorization %q, Content-Type %q", r.Path, r.Header.Get("Authorization"), r.Header.Get("Content-Type"))
+		}
+		if len(r.Query) != 0 {
+			t.Errorf("%s: undocumented query %v", r.Path, r.Query)
 		}
 	}
 }
