@@ -2,9 +2,12 @@ package apiclient
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
+
+	"github.com/vps-exporter/vps_exporter/providers"
 )
 
 // MaxPages bounds how many pages one list may take, so that a server that
@@ -96,4 +99,23 @@ func WalkDRF[T any](ctx context.Context, c *Client, path, endpoint string, id fu
 			return nil
 		}
 	}
+}
+
+// Get fetches one object with GET path and decodes it. A 404 wraps
+// providers.ErrNotFound; a body that does not decode is an *Error.
+func Get[T any](ctx context.Context, c *Client, path, endpoint string, decode func([]byte) (T, error)) (T, error) {
+	var zero T
+	req := Request{Method: http.MethodGet, Path: path, Endpoint: endpoint, Idempotent: true}
+	status, body, err := c.Do(ctx, req)
+	if err != nil {
+		if status == http.StatusNotFound {
+			return zero, fmt.Errorf("%w: %w", providers.ErrNotFound, err)
+		}
+		return zero, err
+	}
+	v, err := decode(body)
+	if err != nil {
+		return zero, c.Errorf(req, status, "%v", err)
+	}
+	return v, nil
 }

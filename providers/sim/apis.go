@@ -87,6 +87,18 @@ func (s *Sim) drfPage(r *http.Request, total int) (lo, hi int, next, prev any, o
 	return lo, hi, next, prev, true
 }
 
+// detail renders one machine of api under the lock, or nil if it is gone.
+func (s *Sim) detail(api API, id int, render func(*Machine) map[string]any) map[string]any {
+	s.count(api, "detail")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.settleLocked(api)
+	if m := s.findLocked(api, id); m != nil {
+		return render(m)
+	}
+	return nil
+}
+
 // ---- VPN.bingo: /api/v2/nodes/ ----
 
 func (s *Sim) bingoNode(m *Machine) map[string]any {
@@ -138,15 +150,7 @@ func (s *Sim) serveBingo(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case rest == "" && r.Method == http.MethodGet:
-		s.count(VPNBingo, "detail")
-		s.mu.Lock()
-		s.settleLocked(VPNBingo)
-		m := s.findLocked(VPNBingo, id)
-		var node map[string]any
-		if m != nil {
-			node = s.bingoNode(m)
-		}
-		s.mu.Unlock()
+		node := s.detail(VPNBingo, id, s.bingoNode)
 		if node == nil {
 			writeJSON(w, http.StatusNotFound, map[string]any{"detail": "Can not find the server"})
 			return
@@ -296,15 +300,7 @@ func (s *Sim) serveVPS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rest == "" && r.Method == http.MethodGet {
-		s.count(VPSOrg, "detail")
-		s.mu.Lock()
-		s.settleLocked(VPSOrg)
-		m := s.findLocked(VPSOrg, id)
-		var body map[string]any
-		if m != nil {
-			body = s.vpsServer(m, true)
-		}
-		s.mu.Unlock()
+		body := s.detail(VPSOrg, id, func(m *Machine) map[string]any { return s.vpsServer(m, true) })
 		if body == nil {
 			writeJSON(w, http.StatusNotFound, map[string]any{"detail": "Not found - Server does not exist"})
 			return
@@ -419,15 +415,7 @@ func (s *Sim) serveE2E(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case rest == "" && r.Method == http.MethodGet:
-		s.count(E2E, "detail")
-		s.mu.Lock()
-		s.settleLocked(E2E)
-		m := s.findLocked(E2E, id)
-		var node map[string]any
-		if m != nil {
-			node = s.e2eNode(m)
-		}
-		s.mu.Unlock()
+		node := s.detail(E2E, id, s.e2eNode)
 		if node == nil {
 			writeJSON(w, http.StatusNotFound, e2eEnvelope(404, "Not Found", map[string]any{}, "Node not found"))
 			return

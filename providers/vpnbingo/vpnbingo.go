@@ -176,17 +176,9 @@ func (c *Client) List(ctx context.Context) ([]providers.Server, error) {
 
 // Get implements providers.Provider.
 func (c *Client) Get(ctx context.Context, id string) (providers.Server, error) {
-	req := apiclient.Request{Method: http.MethodGet, Path: nodesPath + url.PathEscape(id) + "/", Endpoint: "nodes_detail", Idempotent: true}
-	status, body, err := c.api.Do(ctx, req)
+	n, err := apiclient.Get(ctx, c.api, nodesPath+url.PathEscape(id)+"/", "nodes_detail", DecodeNode)
 	if err != nil {
-		if status == http.StatusNotFound {
-			return providers.Server{}, fmt.Errorf("%w: %w", providers.ErrNotFound, err)
-		}
 		return providers.Server{}, err
-	}
-	n, err := DecodeNode(body)
-	if err != nil {
-		return providers.Server{}, c.api.Errorf(req, status, "%v", err)
 	}
 	return c.convert(n), nil
 }

@@ -188,19 +188,7 @@ func (c *Client) List(ctx context.Context) ([]providers.Server, error) {
 }
 
 func (c *Client) detail(ctx context.Context, id string) (Server, error) {
-	req := apiclient.Request{Method: http.MethodGet, Path: serversPath + url.PathEscape(id) + "/", Endpoint: "servers_detail", Idempotent: true}
-	status, body, err := c.api.Do(ctx, req)
-	if err != nil {
-		if status == http.StatusNotFound {
-			return Server{}, fmt.Errorf("%w: %w", providers.ErrNotFound, err)
-		}
-		return Server{}, err
-	}
-	s, err := DecodeServer(body)
-	if err != nil {
-		return Server{}, c.api.Errorf(req, status, "%v", err)
-	}
-	return s, nil
+	return apiclient.Get(ctx, c.api, serversPath+url.PathEscape(id)+"/", "servers_detail", DecodeServer)
 }
 
 // Get implements providers.Provider.
