@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -179,13 +180,18 @@ func Parse(data []byte, baseDir string) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("parse config: %w", err)
+		// YAML type errors quote the offending value; it may be a secret
+		// pasted into the wrong field, so it is not repeated.
+		return nil, fmt.Errorf("parse config: %s", quotedValue.ReplaceAllString(err.Error(), "`<value>`"))
 	}
 	if err := c.validate(baseDir); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
+
+// quotedValue matches the backtick-quoted values in yaml.v3's errors.
+var quotedValue = regexp.MustCompile("`[^`]*`")
 
 func defaultBaseURL(typ string) string {
 	switch typ {

@@ -176,8 +176,19 @@ func TestInvalid(t *testing.T) {
 }
 
 func TestInvalidErrorsCarryNoSecret(t *testing.T) {
-	_, err := config.Parse([]byte("providers: [{type: vpsorg, name: a, token: tok-SECRET-x, api_key: key-SECRET-y}]"), ".")
-	if err == nil || strings.Contains(err.Error(), "SECRET") {
-		t.Fatalf("error %v", err)
+	for _, y := range []string{
+		"providers: [{type: vpsorg, name: a, token: tok-SECRET-x, api_key: key-SECRET-y}]",
+		// A token pasted into a number field: yaml quotes the value.
+		"providers: [{type: vpsorg, name: a, token: t, rate_limit: tok-SECRET-z}]",
+		"providers: [{type: vpsorg, name: a, token: t, max_concurrency: key-SECRET-w}]",
+	} {
+		_, err := config.Parse([]byte(y), ".")
+		if err == nil || strings.Contains(err.Error(), "SECRET") {
+			t.Errorf("error %v", err)
+		}
+	}
+	_, err := config.Parse([]byte("providers: [{type: vpsorg, name: a, token: t, rate_limit: tok-SECRET-z}]"), ".")
+	if err == nil || !strings.Contains(err.Error(), "cannot unmarshal !!str `<value>` into float64") {
+		t.Errorf("the error should still say what is wrong: %v", err)
 	}
 }
