@@ -20,7 +20,7 @@ import (
 // configuration that monitors them, with credentials made up for this run.
 // Remediation runs in dry-run with sample rules and the webhook on, so that
 // its metrics and audit log have something to show.
-func startDemo(ctx context.Context, servers int, refresh time.Duration, stateDir string) (*config.Config, *sim.Sim, error) {
+func startDemo(ctx context.Context, servers int, refresh time.Duration, stateDir string) (*config.Config, error) {
 	creds := map[sim.API]sim.Credentials{
 		sim.VPNBingo: {Token: randomHex()},
 		sim.VPSOrg:   {Token: randomHex()},
@@ -29,7 +29,7 @@ func startDemo(ctx context.Context, servers int, refresh time.Duration, stateDir
 	s := sim.New(sim.Options{Servers: servers, Seed: 1, Credentials: creds, Settle: 30 * time.Second})
 	srv, err := s.Start(ctx)
 	if err != nil {
-		return nil, nil, fmt.Errorf("start simulator: %w", err)
+		return nil, fmt.Errorf("start simulator: %w", err)
 	}
 	u := func(api sim.API) *url.URL {
 		v, _ := url.Parse(srv.URL[api])
@@ -55,7 +55,7 @@ func startDemo(ctx context.Context, servers int, refresh time.Duration, stateDir
 		{Name: "start-stopped-vps", Provider: config.TypeVPSOrg, State: []string{"stopped"}, For: model.Duration(2 * refresh), Action: "start"},
 		{Name: "reboot-hot-cpu", Provider: config.TypeVPSOrg, State: []string{"running"}, Metric: "cpu_usage_ratio", Above: ptr(0.95), For: model.Duration(2 * refresh), Action: "reboot"},
 	}
-	return c, s, nil
+	return c, nil
 }
 
 func ptr(v float64) *float64 { return &v }

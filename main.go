@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -93,7 +92,6 @@ func newLogger(f *flags, w *os.File) (log.Logger, log.Logger) {
 type daemon struct {
 	flags   *flags
 	logger  log.Logger
-	cfg     config.SafeConfig
 	store   *collector.Store
 	manager *collector.Manager
 	api     *collector.APIMetrics
@@ -148,7 +146,7 @@ func run(args []string, stderr *os.File) int {
 			return 1
 		}
 		defer os.RemoveAll(stateDir)
-		demoCfg, _, err := startDemo(ctx, f.demoServers, f.demoRefresh, stateDir)
+		demoCfg, err := startDemo(ctx, f.demoServers, f.demoRefresh, stateDir)
 		if err != nil {
 			level.Error(logger).Log("msg", "cannot start demo", "err", err)
 			return 1
@@ -243,7 +241,6 @@ func (d *daemon) apply(c *config.Config) error {
 	if err != nil {
 		return err
 	}
-	d.cfg.Set(c)
 	d.manager.Apply(d.ctx, accounts)
 	now := map[string]string{}
 	for _, p := range c.Providers {
@@ -348,23 +345,19 @@ func (d *daemon) serveAccounts(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	if err := enc.Encode(out); err != nil && !errors.Is(err, http.ErrHandlerTimeout) {
+	if err := enc.Encode(out); err != nil {
 		level.Debug(d.logger).Log("msg", "write accounts", "err", err)
 	}
 }
 
 // serveRemediation answers the newest audit records.
 func (d *daemon) serveRemediation(w http.ResponseWriter, _ *http.Request) {
-	c := d.cfg.Get()
 	out := struct {
 		Enabled bool                 `json:"enabled"`
 		DryRun  bool                 `json:"dry_run"`
 		Error   string               `json:"error,omitempty"`
 		Records []remediation.Record `json:"records"`
-	}{Enabled: d.engine.Enabled(), Records: []remediation.Record{}}
-	if c != nil {
-		out.DryRun = c.Remediation.DryRun
-	}
+	}{Enabled: d.engine.Enabled(), DryRun: d.engine.DryRun(), Records: []remediation.Record{}}
 	recs, err := d.engine.Recent(100)
 	if err != nil {
 		out.Error = err.Error()

@@ -115,18 +115,6 @@ func (m *Manager) Provider(account string) (providers.Provider, bool) {
 	return p.acct.Provider, true
 }
 
-// RefreshNow refreshes one account at once, outside its schedule.
-func (m *Manager) RefreshNow(ctx context.Context, account string) bool {
-	m.mu.Lock()
-	p, ok := m.pollers[account]
-	m.mu.Unlock()
-	if !ok {
-		return false
-	}
-	m.refresh(ctx, p.acct)
-	return true
-}
-
 func (m *Manager) run(ctx context.Context, a Account) {
 	m.refresh(ctx, a)
 	// Spread accounts over the interval so they do not refresh in step.

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"compress/flate"
 	"hash/crc32"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -96,7 +97,6 @@ func (s *Store) Update(provider, name string, servers []providers.Server, err er
 	for _, e := range a.entries {
 		old[e.srv.ID] = e
 	}
-	changed := len(sorted) != len(a.entries)
 	entries := make([]*entry, 0, len(sorted))
 	for i, sv := range sorted {
 		if i > 0 && sorted[i-1].ID == sv.ID {
@@ -104,15 +104,11 @@ func (s *Store) Update(provider, name string, servers []providers.Server, err er
 		}
 		if e, ok := old[sv.ID]; ok && e.srv == sv {
 			entries = append(entries, e)
-			if !changed && a.entries[len(entries)-1] != e {
-				changed = true
-			}
 			continue
 		}
-		changed = true
 		entries = append(entries, render(provider, name, sv, s.names))
 	}
-	if changed || len(entries) != len(a.entries) {
+	if !slices.Equal(entries, a.entries) {
 		s.gen++
 	}
 	a.entries = entries

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"time"
 
 	commoncfg "github.com/prometheus/common/config"
@@ -435,25 +434,4 @@ func (rule *Rule) validate(at string, accounts map[string]string) error {
 		return fmt.Errorf("%s.params: force and country_code apply to redeploy only", at)
 	}
 	return nil
-}
-
-// SafeConfig holds the current configuration for concurrent readers and
-// swaps it whole on reload.
-type SafeConfig struct {
-	mu sync.RWMutex
-	c  *Config
-}
-
-// Get returns the current configuration.
-func (s *SafeConfig) Get() *Config {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.c
-}
-
-// Set replaces the current configuration.
-func (s *SafeConfig) Set(c *Config) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.c = c
 }

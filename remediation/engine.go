@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"time"
 
@@ -177,12 +178,16 @@ func (e *Engine) Recent(n int) ([]Record, error) {
 	st, err := e.state, e.stateErr
 	e.mu.Unlock()
 	if st == nil {
-		if err != nil {
-			return nil, err
-		}
-		return nil, nil
+		return nil, err
 	}
 	return st.Since(time.Time{}, n)
+}
+
+// DryRun reports whether the configuration says dry-run.
+func (e *Engine) DryRun() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.cfg.DryRun
 }
 
 // OnRefresh evaluates the rules against a fresh snapshot of one account.
@@ -241,20 +246,11 @@ func (e *Engine) forgetGone(snap collector.Snapshot) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for k := range e.since {
-		_, srv, _ := cut(k, "\x00")
-		if len(srv) >= len(prefix) && srv[:len(prefix)] == prefix && !present[srv] {
+		_, srv, _ := strings.Cut(k, "\x00")
+		if strings.HasPrefix(srv, prefix) && !present[srv] {
 			delete(e.since, k)
 		}
 	}
-}
-
-func cut(s, sep string) (string, string, bool) {
-	for i := 0; i+len(sep) <= len(s); i++ {
-		if s[i:i+len(sep)] == sep {
-			return s[:i], s[i+len(sep):], true
-		}
-	}
-	return s, "", false
 }
 
 func ruleMatchesAccount(r *config.Rule, snap collector.Snapshot) bool {

@@ -313,10 +313,11 @@ func bytesOf(n apiclient.Num, bareUnit float64) providers.Value {
 	if err != nil {
 		unit = ""
 	}
-	scale := bareUnit
-	switch strings.ToUpper(strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(unit), "IB"), "B")) {
+	var scale float64
+	switch u := strings.ToUpper(unit); strings.TrimSuffix(strings.TrimSuffix(u, "IB"), "B") {
 	case "":
-		if strings.EqualFold(unit, "b") {
+		scale = bareUnit
+		if u == "B" {
 			scale = 1
 		}
 	case "K":
