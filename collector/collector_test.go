@@ -161,6 +161,27 @@ func TestGzipEqualsPlain(t *testing.T) {
 	}
 }
 
+func TestAcceptsGzip(t *testing.T) {
+	for header, want := range map[string]bool{
+		"":                        false,
+		"gzip":                    true,
+		"GZIP":                    true,
+		"identity, gzip":          true,
+		"gzip;q=0.5":              true,
+		"gzip; q=0":               false,
+		"gzip;q=0.0":              false,
+		"deflate, br":             false,
+		"*":                       true,
+		"*;q=0":                   false,
+		"gzip;q=0, *":             false,
+		"br;q=1.0, gzip;q=0.8, *": true,
+	} {
+		if got := acceptsGzip(header); got != want {
+			t.Errorf("acceptsGzip(%q) = %v, want %v", header, got, want)
+		}
+	}
+}
+
 func TestRenderOncePerChange(t *testing.T) {
 	s, ps := simFleet(t, 10)
 	st := NewStore()

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"hash/crc32"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -89,12 +90,28 @@ func (h *Handler) encodeGathered(buf *bytes.Buffer) {
 	}
 }
 
+// acceptsGzip reports whether an Accept-Encoding header accepts gzip: it is
+// listed (or "*" is) with a weight above 0.
 func acceptsGzip(header string) bool {
+	accept := false
 	for _, part := range strings.Split(header, ",") {
-		enc, params, _ := strings.Cut(strings.TrimSpace(part), ";")
-		if strings.EqualFold(strings.TrimSpace(enc), "gzip") {
-			return !strings.Contains(strings.ReplaceAll(params, " ", ""), "q=0") || strings.Contains(params, "q=0.")
+		enc, params, _ := strings.Cut(part, ";")
+		enc = strings.ToLower(strings.TrimSpace(enc))
+		if enc != "gzip" && enc != "*" {
+			continue
 		}
+		q := 1.0
+		for _, p := range strings.Split(params, ";") {
+			if k, v, ok := strings.Cut(strings.TrimSpace(p), "="); ok && strings.EqualFold(k, "q") {
+				if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+					q = f
+				}
+			}
+		}
+		if enc == "gzip" {
+			return q > 0 // an explicit gzip entry wins over "*"
+		}
+		accept = q > 0
 	}
-	return false
+	return accept
 }
