@@ -315,6 +315,9 @@ func TestEndToEnd(t *testing.T) {
 		return hasLine(m, up("e2e", "e2e-delhi", 1)) && hasLine(m, "vps_exporter_config_last_reload_successful 1")
 	})
 
+	if code, _ := e.get("/debug/pprof/"); code == 200 {
+		t.Error("/debug/pprof/ served without --web.enable-pprof")
+	}
 	// Every page the exporter serves, then the secrets check.
 	for _, p := range []string{"/", "/api/v1/accounts", "/-/healthy", "/metrics"} {
 		if code, _ := e.get(p); code != 200 {
@@ -361,7 +364,10 @@ func promtoolCheck(t testing.TB, metrics string) {
 }
 
 func TestDemo(t *testing.T) {
-	e := startExporter(t, "--demo", "--demo.servers=12")
+	e := startExporter(t, "--demo", "--demo.servers=12", "--web.enable-pprof")
+	if code, body := e.get("/debug/pprof/"); code != 200 || !strings.Contains(body, "goroutine") {
+		t.Errorf("/debug/pprof/ with --web.enable-pprof: %d", code)
+	}
 	m := e.metrics()
 	for _, want := range []string{up("vpnbingo", "demo-bingo", 1), up("vpsorg", "demo-vpsorg", 1), up("e2e", "demo-e2e", 1)} {
 		if !hasLine(m, want) {

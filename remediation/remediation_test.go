@@ -264,25 +264,30 @@ func TestCooldownSurvivesRestart(t *testing.T) {
 	}
 }
 
-func TestHourlyBudget(t *testing.T) {
-	cfg := baseConfig(t)
-	cfg.MaxActionsPerHour = 1
-	cfg.Rules = []config.Rule{redeployDegraded()}
-	h := newHarness(t, 20, cfg) // 1003 and 1013 degraded
-	h.refresh("bingo")
-	if n := len(h.actions(sim.VPNBingo)); n != 1 || h.suppressed("bingo", ReasonRateLimit) != 1 {
-		t.Fatalf("%d actions, rate_limit %v", n, h.suppressed("bingo", ReasonRateLimit))
-	}
-}
-
-func TestBlastRadius(t *testing.T) {
-	cfg := baseConfig(t)
-	cfg.MaxFleetFraction = 0.05 // 20 servers: at most 1 an hour
-	cfg.Rules = []config.Rule{startStopped()}
-	h := newHarness(t, 20, cfg) // 12006 and 12016 stopped
-	h.refresh("vps")
-	if n := len(h.actions(sim.VPSOrg)); n != 1 || h.suppressed("vps", ReasonBlastRadius) != 1 {
-		t.Fatalf("%d actions, blast_radius %v", n, h.suppressed("vps", ReasonBlastRadius))
+func TestBudgetAndBlastRadius(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		tune    func(*config.Remediation)
+		rule    config.Rule
+		account string
+		api     sim.API
+		reason  string
+	}{
+		// 1003 and 1013 are degraded: the second is over the hourly budget.
+		{"hourly budget", func(c *config.Remediation) { c.MaxActionsPerHour = 1 }, redeployDegraded(), "bingo", sim.VPNBingo, ReasonRateLimit},
+		// 12006 and 12016 are stopped; 5% of 20 servers allows one an hour.
+		{"blast radius", func(c *config.Remediation) { c.MaxFleetFraction = 0.05 }, startStopped(), "vps", sim.VPSOrg, ReasonBlastRadius},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := baseConfig(t)
+			tc.tune(&cfg)
+			cfg.Rules = []config.Rule{tc.rule}
+			h := newHarness(t, 20, cfg)
+			h.refresh(tc.account)
+			if n := len(h.actions(tc.api)); n != 1 || h.suppressed(tc.account, tc.reason) != 1 {
+				t.Fatalf("%d actions, %s %v", n, tc.reason, h.suppressed(tc.account, tc.reason))
+			}
+		})
 	}
 }
 

@@ -156,3 +156,29 @@ func TestObserve(t *testing.T) {
 		t.Errorf("observed %v", seen)
 	}
 }
+
+func TestRateLimit(t *testing.T) {
+	// 10 requests per second with a burst of 10: 25 requests cannot all be
+	// sent before 1.5 s have passed (10 at once, then one every 100 ms).
+	var calls atomic.Int32
+	u := server(t, func(w http.ResponseWriter, r *http.Request) { calls.Add(1) })
+	c := apiclient.New(apiclient.Config{BaseURL: u, RateLimit: 10})
+	start := time.Now()
+	for i := 0; i < 25; i++ {
+		if _, _, err := c.Do(context.Background(), apiclient.Request{Method: "GET", Path: "/", Idempotent: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if took := time.Since(start); took < 1400*time.Millisecond {
+		t.Errorf("25 requests at 10/s took %v: the token bucket did not hold them back", took)
+	}
+	// A caller's deadline ends the wait instead of queueing past it.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	for i := 0; i < 5; i++ {
+		if _, _, err := c.Do(ctx, apiclient.Request{Method: "GET", Path: "/", Idempotent: true}); err != nil {
+			return
+		}
+	}
+	t.Error("rate-limited requests ran past the caller's deadline")
+}
