@@ -8,7 +8,7 @@ LDFLAGS   := -s -w -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION)
 LISTEN    ?= :9877
 DEMO_SERVERS ?= 30
 
-.PHONY: all build run test lint fmt vet bench fuzz clean
+.PHONY: all build run test rules lint fmt vet bench fuzz clean
 
 all: lint test build
 
@@ -20,12 +20,19 @@ build:
 run: build
 	./$(BIN) --demo --demo.servers=$(DEMO_SERVERS) --web.listen-address=$(LISTEN)
 
-## test: every test, with the race detector; promtool checks when installed
-test: vet
-	$(GO) test -race -count=1 -timeout 20m ./...
-	@if command -v promtool >/dev/null 2>&1 && [ -d alerts ] && ls alerts/*.yml >/dev/null 2>&1; then \
-		promtool check rules alerts/*.rules.yml && \
-		for t in alerts/*_test.yml; do [ -e "$$t" ] && promtool test rules "$$t" || true; done; \
+## test: every test, with the race detector, and the alert rules' unit tests
+test: vet rules
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+## rules: promtool check and unit-test alerts/ (required under CI; skipped
+## with a warning when promtool is not installed elsewhere)
+rules:
+	@if command -v promtool >/dev/null 2>&1; then \
+		promtool check rules alerts/*.rules.yml && promtool test rules alerts/*_test.yml; \
+	elif [ -n "$$CI" ]; then \
+		echo "promtool not installed (Debian package prometheus); .ci/run installs it" >&2; exit 1; \
+	else \
+		echo "warning: promtool not installed: alerts/ not checked" >&2; \
 	fi
 
 ## lint: formatting and vet
