@@ -107,6 +107,7 @@ func (e *Engine) Configure(c config.Remediation, refresh time.Duration) error {
 	e.m.enabled.Set(b2f(c.Enabled))
 	e.m.dryRun.Set(b2f(c.DryRun))
 	if !c.Enabled {
+		e.m.stateOK.Set(1) // nothing to store: no state problem to report
 		return nil
 	}
 	if e.state != nil && e.statePath == c.StateFile {

@@ -363,7 +363,7 @@ func TestWebhookRejectsBadPayloads(t *testing.T) {
 	}{
 		{`{"version":"4","alerts":[`, 400, "malformed payload"},
 		{`{"version":"3","alerts":[]}`, 400, `unsupported payload version "3"`},
-		{`{"version":"4","alerts":[{"status":"firing","labels":{"remediation":"reboot","id":"1"},"startsAt":"2026-01-01T00:00:00Z"}]}`, 400, "alerts[0]: a remediation label needs provider, account and id labels"},
+		{`{"version":"4","alerts":[{"status":"firing","labels":{"remediation":"reboot","id":"1"},"startsAt":"2026-01-01T00:00:00Z"}]}`, 200, "queued 0 alert(s); ignored 1 without provider, account, id or startsAt"},
 		{webhookPayload("firing", "1", "2026-01-01T00:00:00Z"), 200, "queued 1"},
 		{webhookPayload("firing", "2", "2026-01-01T00:00:00Z"), 429, "queue full"},
 		{`{"version":"4","alerts":[]}` + strings.Repeat(" ", MaxWebhookBody), 413, "payload larger than"},

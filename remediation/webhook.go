@@ -100,8 +100,9 @@ func (w *Webhook) process(ctx context.Context, j job) {
 	e.Submit(ctx, j.req)
 }
 
-// ServeHTTP implements http.Handler: 200 once the alerts are queued, 400
-// for a malformed payload, 429 when the queue cannot take them all, 503
+// ServeHTTP implements http.Handler: 200 once the alerts are queued (an
+// alert asking for remediation without provider, account, id or startsAt is
+// skipped and counted as invalid), 400 for a malformed payload, 429 when the queue cannot take them all, 503
 // when remediation or the webhook is off.
 func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
@@ -137,6 +138,7 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var jobs []job
+	invalid := 0
 	for i, a := range p.Alerts {
 		if a.Status != "firing" {
 			e.m.webhookAlerts.WithLabelValues("resolved").Inc()
@@ -148,13 +150,14 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		prov, acct, id := a.Labels["provider"], a.Labels["account"], a.Labels["id"]
-		if prov == "" || acct == "" || id == "" {
-			http.Error(rw, fmt.Sprintf("alerts[%d]: a remediation label needs provider, account and id labels", i), http.StatusBadRequest)
-			return
-		}
-		if a.StartsAt.IsZero() {
-			http.Error(rw, fmt.Sprintf("alerts[%d]: startsAt is missing", i), http.StatusBadRequest)
-			return
+		if prov == "" || acct == "" || id == "" || a.StartsAt.IsZero() {
+			// One bad alert (a rule that drops labels) must not hold back
+			// the others Alertmanager grouped with it: skip it, loudly.
+			invalid++
+			e.m.webhookAlerts.WithLabelValues("invalid").Inc()
+			level.Warn(e.logger).Log("msg", "webhook alert ignored: a remediation label needs provider, account, id labels and startsAt",
+				"index", i, "alertname", a.Labels["alertname"], "remediation", action)
+			continue
 		}
 		jobs = append(jobs, job{
 			req: Request{Provider: prov, Account: acct, ID: id, Action: providers.Action(action), Source: "alert", Rule: a.Labels["alertname"]},
@@ -182,7 +185,11 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		}
 	}
 	rw.WriteHeader(http.StatusOK)
-	_, _ = fmt.Fprintf(rw, "queued %d alert(s)\n", len(jobs))
+	_, _ = fmt.Fprintf(rw, "queued %d alert(s)", len(jobs))
+	if invalid > 0 {
+		_, _ = fmt.Fprintf(rw, "; ignored %d without provider, account, id or startsAt", invalid)
+	}
+	_, _ = fmt.Fprintln(rw)
 }
 
 // alertKey identifies one occurrence of one alert: its fingerprint (or its
