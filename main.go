@@ -254,7 +254,7 @@ func (d *daemon) apply(c *config.Config) error {
 	d.lastAccountOf = now
 	// A remediation state file that cannot be opened turns remediation
 	// off (and says so); it does not fail the reload or the exporter.
-	_ = d.engine.Configure(c.Remediation, time.Duration(c.Global.RefreshInterval))
+	_ = d.engine.Configure(c.Remediation, time.Duration(c.Global.RefreshInterval), c.Providers)
 	return nil
 }
 

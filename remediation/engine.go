@@ -97,11 +97,16 @@ func NewEngine(deps Deps, reg prometheus.Registerer, logger log.Logger, now func
 
 // Configure applies a (re)loaded configuration. The state file is opened
 // when remediation is enabled; if it cannot be, remediation stays off and
-// the error is returned (the exporter goes on).
-func (e *Engine) Configure(c config.Remediation, refresh time.Duration) error {
+// the error is returned (the exporter goes on). The counters that the
+// configuration can move are created at zero for its accounts, so that a
+// first failure or suppression is an increase that alerts can see.
+func (e *Engine) Configure(c config.Remediation, refresh time.Duration, accounts []config.Provider) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.cfg = c
+	if c.Enabled {
+		e.initSeries(c, accounts)
+	}
 	// Data older than two refreshes and a margin is stale.
 	e.staleness = 2*refresh + 30*time.Second
 	e.m.enabled.Set(b2f(c.Enabled))
@@ -135,6 +140,40 @@ func (e *Engine) Configure(c config.Remediation, refresh time.Duration) error {
 	e.state, e.stateErr = st, nil
 	e.m.stateOK.Set(1)
 	return nil
+}
+
+// initSeries creates at zero the action and suppression counters that the
+// rules and the webhook's allowed actions can move on these accounts.
+func (e *Engine) initSeries(c config.Remediation, accounts []config.Provider) {
+	results := []string{ResultSuccess, ResultFailed, ResultUnknown}
+	if c.DryRun {
+		results = append(results, ResultDryRun)
+	}
+	reasons := []string{ReasonCooldown, ReasonRateLimit, ReasonBlastRadius, ReasonStaleData, ReasonNotAllowed,
+		ReasonInFlight, ReasonConditionCleared, ReasonDuplicate, ReasonStateError}
+	for _, a := range accounts {
+		actions := map[string]bool{}
+		for i := range c.Rules {
+			r := &c.Rules[i]
+			if (r.Provider != "" && r.Provider != a.Type) || (r.Account != "" && r.Account != a.Name) {
+				continue
+			}
+			actions[r.Action] = true
+			for _, res := range results {
+				e.m.actions.WithLabelValues(a.Type, a.Name, r.Action, r.Name, res)
+			}
+		}
+		if c.Webhook.Enabled {
+			for _, act := range c.Webhook.AllowedActions {
+				actions[act] = true
+			}
+		}
+		for act := range actions {
+			for _, reason := range reasons {
+				e.m.suppressed.WithLabelValues(a.Type, a.Name, act, reason)
+			}
+		}
+	}
 }
 
 // loadLocked recovers interrupted actions and restores the counters.

@@ -95,10 +95,19 @@ func (h *harness) start() {
 		Snapshot: h.store.Snapshot,
 		Provider: func(a string) (providers.Provider, bool) { p, ok := h.provs[a]; return p, ok },
 	}, h.reg, log.NewNopLogger(), h.now)
-	if err := h.engine.Configure(h.cfg, time.Minute); err != nil {
+	if err := h.engine.Configure(h.cfg, time.Minute, h.accounts()); err != nil {
 		h.t.Fatal(err)
 	}
 	h.t.Cleanup(h.engine.Close)
+}
+
+// accounts lists the harness's accounts as configured providers.
+func (h *harness) accounts() []config.Provider {
+	var out []config.Provider
+	for name, p := range h.provs {
+		out = append(out, config.Provider{Type: p.Type(), Name: name})
+	}
+	return out
 }
 
 // refresh lists an account and runs the rules, as a poller would.
@@ -457,7 +466,7 @@ func TestCorruptStateFileDisablesRemediationOnly(t *testing.T) {
 		Snapshot: func(string) (collector.Snapshot, bool) { return collector.Snapshot{}, false },
 		Provider: func(string) (providers.Provider, bool) { return nil, false },
 	}, prometheus.NewRegistry(), log.NewNopLogger(), nil)
-	err := e.Configure(cfg, time.Minute)
+	err := e.Configure(cfg, time.Minute, nil)
 	if err == nil || !strings.Contains(err.Error(), "open remediation state "+cfg.StateFile) {
 		t.Fatalf("err %v", err)
 	}
@@ -477,5 +486,43 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("timed out")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The counters a configuration can move exist at zero from the start, so
+// that increase() sees a first failure or suppression; with remediation off
+// there are none, and the state is not reported broken.
+func TestCountersStartAtZero(t *testing.T) {
+	cfg := baseConfig(t)
+	cfg.Rules = []config.Rule{redeployDegraded()}
+	cfg.Webhook.Enabled = true
+	cfg.Webhook.AllowedActions = []string{"reboot"}
+	h := newHarness(t, 5, cfg)
+	for _, tc := range []struct {
+		c    prometheus.Collector
+		want int
+	}{
+		// the rule matches bingo only: 3 results (no dry_run when live)
+		{h.engine.m.actions, 3},
+		// bingo: redeploy (rule) + reboot (webhook); every other account: reboot
+		{h.engine.m.suppressed, 9 * (2 + len(h.provs) - 1)},
+	} {
+		if n := testutil.CollectAndCount(tc.c); n != tc.want {
+			t.Errorf("%d series, want %d", n, tc.want)
+		}
+	}
+	if v := testutil.ToFloat64(h.engine.m.actions.WithLabelValues("vpnbingo", "bingo", "redeploy", "redeploy-degraded", ResultFailed)); v != 0 {
+		t.Errorf("failed counter %v", v)
+	}
+
+	off := NewEngine(Deps{}, prometheus.NewRegistry(), log.NewNopLogger(), nil)
+	if err := off.Configure(config.DefaultRemediation(), time.Minute, h.accounts()); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(off.m.suppressed); n != 0 {
+		t.Errorf("remediation off: %d suppression series", n)
+	}
+	if v := testutil.ToFloat64(off.m.stateOK); v != 1 {
+		t.Errorf("remediation off: state_ok %v, want 1", v)
 	}
 }
