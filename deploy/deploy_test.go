@@ -1,0 +1,368 @@
+// Package deploy_test checks the deployment files: every config parses with
+// the tool that will read it, the Kubernetes PrometheusRule carries the same
+// rules as alerts/, and the systemd unit verifies and stays hardened.
+package deploy_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"io"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/vps-exporter/vps_exporter/config"
+)
+
+// tool finds a binary from Debian's packages; under CI it must exist.
+func tool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s not installed; .ci/run installs it", name)
+		}
+		t.Skipf("%s not installed", name)
+	}
+	return p
+}
+
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		t.Errorf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// relocate copies a config file with its absolute paths under prefix moved
+// into dir, creating each file it names, so that tools which open them can
+// check it.
+func relocate(t *testing.T, src, prefix, dir string) string {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(regexp.QuoteMeta(prefix) + `[\w./-]+`)
+	for _, p := range re.FindAllString(string(b), -1) {
+		dst := filepath.Join(dir, strings.TrimPrefix(p, prefix))
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		content := "x\n"
+		switch {
+		case strings.HasSuffix(p, ".crt"):
+			content = testCert(t).cert
+		case strings.HasSuffix(p, ".key"):
+			content = testCert(t).key
+		case strings.HasSuffix(p, ".rules.yml"):
+			r, err := os.ReadFile("../alerts/vps_exporter.rules.yml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			content = string(r)
+		}
+		if err := os.WriteFile(dst, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := filepath.Join(dir, filepath.Base(src))
+	if err := os.WriteFile(out, []byte(strings.ReplaceAll(string(b), prefix, dir+"/")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+type certPair struct{ cert, key string }
+
+var (
+	certOnce sync.Once
+	certPEM  certPair
+)
+
+// testCert is a self-signed certificate and key, made once.
+func testCert(t *testing.T) certPair {
+	certOnce.Do(func() {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "vps-exporter.example.internal"},
+			DNSNames: []string{"vps-exporter.example.internal"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kb, err := x509.MarshalECPrivateKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		certPEM = certPair{
+			cert: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+			key:  string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})),
+		}
+	})
+	return certPEM
+}
+
+func TestExporterConfigs(t *testing.T) {
+	dir := t.TempDir()
+	c, err := config.Load(relocate(t, "vps_exporter.example.yml", "/etc/vps_exporter/", dir))
+	if err != nil {
+		t.Fatalf("vps_exporter.example.yml: %v", err)
+	}
+	if len(c.Providers) != 3 || c.Remediation.Enabled || !c.Remediation.DryRun || len(c.Remediation.Rules) == 0 {
+		t.Errorf("example config: %d providers, remediation %+v", len(c.Providers), c.Remediation)
+	}
+	// The Kubernetes ConfigMap's config, with the Secret's keys as files.
+	var cm struct {
+		Data map[string]string `yaml:"data"`
+	}
+	decodeFile(t, "kubernetes/configmap.yaml", &cm)
+	var secret struct {
+		StringData map[string]string `yaml:"stringData"`
+	}
+	decodeFile(t, "kubernetes/secret.yaml", &secret)
+	kdir := t.TempDir()
+	for k, v := range secret.StringData {
+		if err := os.WriteFile(filepath.Join(kdir, k), []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kc, err := config.Parse([]byte(strings.ReplaceAll(cm.Data["vps_exporter.yml"], "/etc/vps_exporter/secrets/", kdir+"/")), kdir)
+	if err != nil {
+		t.Fatalf("kubernetes/configmap.yaml: %v", err)
+	}
+	if len(kc.Providers) != len(secret.StringData)-1 { // e2e has a token and a key
+		t.Errorf("configmap has %d providers for %d secrets", len(kc.Providers), len(secret.StringData))
+	}
+}
+
+func TestPrometheusConfigs(t *testing.T) {
+	promtool := tool(t, "promtool")
+	dir := t.TempDir()
+	run(t, promtool, "check", "config", relocate(t, "prometheus.example.yml", "/etc/prometheus/", dir))
+	run(t, promtool, "check", "config", "--syntax-only", "compose/prometheus.yml")
+	run(t, promtool, "check", "web-config", relocate(t, "web-config.example.yml", "/etc/vps_exporter/", t.TempDir()))
+}
+
+func TestAlertmanagerConfigs(t *testing.T) {
+	amtool := tool(t, "amtool")
+	for _, f := range []string{"alertmanager.example.yml", "compose/alertmanager.yml"} {
+		out := run(t, amtool, "check-config", f)
+		if !strings.Contains(out, "SUCCESS") {
+			t.Errorf("%s: %s", f, out)
+		}
+		// The repair route: alerts with a remediation label reach the webhook.
+		var c struct {
+			Route struct {
+				Routes []struct {
+					Receiver string   `yaml:"receiver"`
+					Matchers []string `yaml:"matchers"`
+					Continue bool     `yaml:"continue"`
+				} `yaml:"routes"`
+			} `yaml:"route"`
+			Receivers []struct {
+				Name     string `yaml:"name"`
+				Webhooks []struct {
+					URL string `yaml:"url"`
+				} `yaml:"webhook_configs"`
+			} `yaml:"receivers"`
+		}
+		decodeFile(t, f, &c)
+		found := false
+		for _, r := range c.Route.Routes {
+			if len(r.Matchers) == 1 && strings.HasPrefix(r.Matchers[0], "remediation=~") && r.Continue {
+				for _, rc := range c.Receivers {
+					for _, w := range rc.Webhooks {
+						found = found || (rc.Name == r.Receiver && strings.HasSuffix(w.URL, "/webhook/alertmanager"))
+					}
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%s: no route from remediation alerts to /webhook/alertmanager", f)
+		}
+	}
+}
+
+// The PrometheusRule carries exactly the rules of alerts/.
+func TestPrometheusRuleMatchesAlerts(t *testing.T) {
+	var alerts struct {
+		Groups []any `yaml:"groups"`
+	}
+	decodeFile(t, "../alerts/vps_exporter.rules.yml", &alerts)
+	var pr struct {
+		Kind string `yaml:"kind"`
+		Spec struct {
+			Groups []any `yaml:"groups"`
+		} `yaml:"spec"`
+	}
+	decodeFile(t, "kubernetes/prometheusrule.yaml", &pr)
+	if pr.Kind != "PrometheusRule" || len(alerts.Groups) == 0 || !reflect.DeepEqual(alerts.Groups, pr.Spec.Groups) {
+		t.Error("kubernetes/prometheusrule.yaml differs from alerts/vps_exporter.rules.yml; copy the groups over")
+	}
+}
+
+// Every Kubernetes manifest is well-formed, listed in the kustomization, and
+// the pod runs unprivileged with its state on a volume.
+func TestKubernetesManifests(t *testing.T) {
+	var k struct {
+		Resources []string `yaml:"resources"`
+	}
+	decodeFile(t, "kubernetes/kustomization.yaml", &k)
+	files, _ := filepath.Glob("kubernetes/*.yaml")
+	listed := map[string]bool{"kustomization.yaml": true}
+	for _, r := range k.Resources {
+		listed[r] = true
+	}
+	kinds := map[string]bool{}
+	for _, f := range files {
+		if !listed[filepath.Base(f)] {
+			t.Errorf("%s is not in kustomization.yaml", f)
+		}
+		if filepath.Base(f) == "kustomization.yaml" {
+			continue
+		}
+		var m struct {
+			APIVersion string `yaml:"apiVersion"`
+			Kind       string `yaml:"kind"`
+			Metadata   struct {
+				Name string `yaml:"name"`
+			} `yaml:"metadata"`
+		}
+		decodeFile(t, f, &m)
+		if m.APIVersion == "" || m.Kind == "" || m.Metadata.Name == "" {
+			t.Errorf("%s: apiVersion %q kind %q name %q", f, m.APIVersion, m.Kind, m.Metadata.Name)
+		}
+		kinds[m.Kind] = true
+	}
+	for _, want := range []string{"Deployment", "Service", "Secret", "ConfigMap", "ServiceMonitor", "PrometheusRule", "PersistentVolumeClaim"} {
+		if !kinds[want] {
+			t.Errorf("no %s manifest", want)
+		}
+	}
+	var d struct {
+		Spec struct {
+			Replicas int `yaml:"replicas"`
+			Template struct {
+				Spec struct {
+					SecurityContext struct {
+						RunAsNonRoot bool `yaml:"runAsNonRoot"`
+					} `yaml:"securityContext"`
+					Containers []struct {
+						SecurityContext struct {
+							ReadOnlyRootFilesystem   bool `yaml:"readOnlyRootFilesystem"`
+							AllowPrivilegeEscalation bool `yaml:"allowPrivilegeEscalation"`
+						} `yaml:"securityContext"`
+						VolumeMounts []struct {
+							MountPath string `yaml:"mountPath"`
+						} `yaml:"volumeMounts"`
+					} `yaml:"containers"`
+				} `yaml:"spec"`
+			} `yaml:"template"`
+		} `yaml:"spec"`
+	}
+	decodeFile(t, "kubernetes/deployment.yaml", &d)
+	ps := d.Spec.Template.Spec
+	if d.Spec.Replicas != 1 || !ps.SecurityContext.RunAsNonRoot || len(ps.Containers) != 1 ||
+		!ps.Containers[0].SecurityContext.ReadOnlyRootFilesystem || ps.Containers[0].SecurityContext.AllowPrivilegeEscalation {
+		t.Errorf("deployment: %+v", d.Spec)
+	}
+	state := false
+	for _, v := range ps.Containers[0].VolumeMounts {
+		state = state || v.MountPath == "/var/lib/vps_exporter"
+	}
+	if !state {
+		t.Error("deployment: the remediation state directory is not on a volume")
+	}
+}
+
+// The docker-compose stack mounts files that exist.
+func TestComposeMounts(t *testing.T) {
+	var c struct {
+		Services map[string]struct {
+			Volumes []string `yaml:"volumes"`
+		} `yaml:"services"`
+	}
+	decodeFile(t, "compose/docker-compose.yml", &c)
+	for _, want := range []string{"vps_exporter", "prometheus", "alertmanager", "grafana"} {
+		if _, ok := c.Services[want]; !ok {
+			t.Errorf("compose: no %s service", want)
+		}
+	}
+	for name, s := range c.Services {
+		for _, v := range s.Volumes {
+			src := strings.SplitN(v, ":", 2)[0]
+			if !strings.HasPrefix(src, ".") {
+				continue // a named volume
+			}
+			if _, err := os.Stat(filepath.Join("compose", src)); err != nil {
+				t.Errorf("compose %s mounts %s: %v", name, src, err)
+			}
+		}
+	}
+}
+
+// The systemd unit verifies, and its exposure stays low.
+func TestSystemdUnit(t *testing.T) {
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze not installed")
+	}
+	b, err := os.ReadFile("systemd/vps_exporter.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// verify wants ExecStart to exist: point it at a real executable.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := filepath.Join(t.TempDir(), "vps_exporter.service")
+	if err := os.WriteFile(unit, bytes.ReplaceAll(b, []byte("/usr/local/bin/vps_exporter"), []byte(self)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(t, analyze, "verify", unit)
+	out := run(t, analyze, "security", "--offline=yes", unit)
+	m := regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no exposure level in:\n%s", out)
+	}
+	if v, _ := strconv.ParseFloat(m[1], 64); v > 2.0 {
+		t.Errorf("systemd exposure %s, want at most 2.0 (OK)", m[1])
+	}
+}
+
+func decodeFile(t *testing.T, path string, v any) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := yaml.NewDecoder(f).Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		t.Fatalf("%s: %v", path, err)
+	}
+}
