@@ -16,17 +16,30 @@ import (
 	"github.com/vps-exporter/vps_exporter/providers/sim"
 )
 
+// demoSplit divides a fleet of n servers among the three simulated APIs.
+func demoSplit(n int) map[sim.API]int {
+	out := map[sim.API]int{}
+	for i, api := range sim.APIs() {
+		out[api] = n / 3
+		if i < n%3 {
+			out[api]++
+		}
+	}
+	return out
+}
+
 // startDemo starts the simulated provider APIs on loopback and returns a
 // configuration that monitors them, with credentials made up for this run.
 // Remediation runs in dry-run with sample rules and the webhook on, so that
 // its metrics and audit log have something to show.
+// servers is the whole simulated fleet, shared among the three providers.
 func startDemo(ctx context.Context, servers int, refresh time.Duration, stateDir string) (*config.Config, error) {
 	creds := map[sim.API]sim.Credentials{
 		sim.VPNBingo: {Token: randomHex()},
 		sim.VPSOrg:   {Token: randomHex()},
 		sim.E2E:      {Token: randomHex(), APIKey: randomHex(), ProjectID: "demo"},
 	}
-	s := sim.New(sim.Options{Servers: servers, Seed: 1, Credentials: creds, Settle: 30 * time.Second})
+	s := sim.New(sim.Options{PerAPI: demoSplit(servers), Seed: 1, Credentials: creds, Settle: 30 * time.Second})
 	srv, err := s.Start(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("start simulator: %w", err)

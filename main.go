@@ -59,7 +59,7 @@ func parseFlags(args []string) (*flags, error) {
 	app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").StringVar(&f.metricsPath)
 	app.Flag("web.enable-pprof", "Serve Go profiling endpoints under /debug/pprof/.").BoolVar(&f.enablePprof)
 	app.Flag("demo", "Start simulated VPN.bingo, VPS.org and E2E APIs in-process and monitor them (no configuration, no credentials).").BoolVar(&f.demo)
-	app.Flag("demo.servers", "Servers per simulated provider in --demo.").Default("30").IntVar(&f.demoServers)
+	app.Flag("demo.servers", "Size of the simulated fleet in --demo, shared among the three providers.").Default("150").IntVar(&f.demoServers)
 	app.Flag("demo.refresh-interval", "Refresh interval in --demo.").Default("15s").DurationVar(&f.demoRefresh)
 	app.Flag("log.level", "Only log messages with the given severity or above. One of: [debug, info, warn, error]").Default("info").EnumVar(&f.logLevel, "debug", "info", "warn", "error")
 	app.Flag("log.format", "Output format of log messages. One of: [logfmt, json]").Default("logfmt").EnumVar(&f.logFormat, "logfmt", "json")
@@ -151,7 +151,7 @@ func run(args []string, stderr *os.File) int {
 			level.Error(logger).Log("msg", "cannot start demo", "err", err)
 			return 1
 		}
-		level.Info(logger).Log("msg", "demo mode: monitoring simulated providers on loopback", "servers_per_provider", f.demoServers)
+		level.Info(logger).Log("msg", "demo mode: monitoring simulated providers on loopback", "servers", f.demoServers)
 		d.loadConfig = func() (*config.Config, error) { return demoCfg, nil }
 	} else {
 		d.loadConfig = func() (*config.Config, error) { return config.Load(f.configFile) }

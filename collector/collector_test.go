@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -315,4 +316,37 @@ func TestManagerApply(t *testing.T) {
 		t.Error("removed account still in the store")
 	}
 	_ = s
+}
+
+// A long-lived store, whose unchanged servers' lines live only in the last
+// assembled body, serves exactly what a fresh store renders from the same
+// data, after any sequence of changes, removals and scrapes.
+func TestStoreAfterChangesEqualsFreshRender(t *testing.T) {
+	s, ps := simFleet(t, 30)
+	st := NewStore()
+	reg := prometheus.NewRegistry()
+	h := NewHandler(st, reg, log.NewNopLogger())
+	r := rand.New(rand.NewPCG(1, 2))
+	codes := []int{9, 10, 18, 19, 20, -10}
+	for round := 0; round < 25; round++ {
+		for i := 0; i < r.IntN(4); i++ {
+			s.SetBingoStatus(1000+r.IntN(30), codes[r.IntN(len(codes))])
+		}
+		refreshAll(t, st, ps)
+		if round%7 == 3 {
+			st.Remove(ps[1].Account()) // an account leaves, and comes back next round
+		}
+		if r.IntN(2) == 0 {
+			continue // several changes may pile up between scrapes
+		}
+		got, _ := scrape(t, h, round%2 == 0)
+		fresh := NewStore()
+		for _, sn := range st.Snapshots() {
+			fresh.Update(sn.Provider, sn.Account, sn.Servers, nil, fixedNow, 1500*time.Millisecond)
+		}
+		want, _ := scrape(t, NewHandler(fresh, reg, log.NewNopLogger()), false)
+		if got != want {
+			t.Fatalf("round %d: the long-lived store's /metrics differs from a fresh render", round)
+		}
+	}
 }

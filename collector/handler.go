@@ -48,11 +48,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	dyn.Reset()
 	defer h.bufs.Put(dyn)
-	h.encodeGathered(dyn)
+	// The registry (Go, process, account and API metrics) is gathered
+	// while the stored bytes are written: the scrape waits for the longer
+	// of the two, not their sum.
+	gathered := make(chan struct{})
+	go func() {
+		defer close(gathered)
+		h.encodeGathered(dyn)
+	}()
 
 	w.Header().Set("Content-Type", contentType)
 	if !acceptsGzip(r.Header.Get("Accept-Encoding")) {
 		_, _ = w.Write(b.plain)
+		<-gathered
 		_, _ = w.Write(dyn.Bytes())
 		return
 	}
@@ -60,6 +68,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Add("Vary", "Accept-Encoding")
 	_, _ = w.Write(gzipHeader[:])
 	_, _ = w.Write(b.deflate)
+	<-gathered
 	fw, _ := h.flaters.Get().(*flate.Writer)
 	if fw == nil {
 		fw, _ = flate.NewWriter(w, flate.BestSpeed)

@@ -60,15 +60,28 @@ func families() [numFamilies]family {
 }
 
 // entry is one server with its series rendered in the text exposition
-// format: buf[off[f]:off[f+1]] holds the lines of family f.
+// format. Until the next assembly its lines are in buf, family f at
+// buf[off[f]:off[f+1]]; the assembly copies them into the body and drops
+// buf, and from then on family f starts at at[f] in that body. So each
+// server's bytes are held once.
 type entry struct {
 	srv providers.Server
 	buf []byte
 	off [numFamilies + 1]uint32
+	at  [numFamilies]uint32
 }
 
-// bytes returns the rendered lines of family f.
-func (e *entry) bytes(f int) []byte { return e.buf[e.off[f]:e.off[f+1]] }
+// size is the length of all the entry's lines.
+func (e *entry) size() int { return int(e.off[numFamilies]) }
+
+// lines returns the rendered lines of family f; body is the assembled body
+// the entry was last moved into.
+func (e *entry) lines(f int, body []byte) []byte {
+	if e.buf != nil {
+		return e.buf[e.off[f]:e.off[f+1]]
+	}
+	return body[e.at[f] : e.at[f]+e.off[f+1]-e.off[f]]
+}
 
 // render writes a server's series once; the scrape path only copies them.
 func render(provider, account string, s providers.Server, names *[numFamilies]family) *entry {

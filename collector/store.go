@@ -48,10 +48,12 @@ type Store struct {
 	gen      uint64 // bumped whenever the rendered series change
 
 	bodyMu sync.Mutex
-	body   body
+	body   *body // nil until first assembled; never modified once built
 }
 
-// body is the assembled per-server part of /metrics for one generation.
+// body is the assembled per-server part of /metrics for one generation. It
+// is the only copy of the rendered series of servers that did not change
+// since it was assembled: their entries point into it.
 type body struct {
 	gen   uint64
 	plain []byte
@@ -59,7 +61,6 @@ type body struct {
 	// sync flush, so a scrape can append its dynamic part in new blocks.
 	deflate []byte
 	crc     uint32
-	built   bool
 }
 
 // NewStore returns an empty store.
@@ -186,30 +187,37 @@ func (s *Store) current() *body {
 	s.mu.RUnlock()
 	s.bodyMu.Lock()
 	defer s.bodyMu.Unlock()
-	if s.body.built && s.body.gen == gen {
-		return &s.body
+	if s.body != nil && s.body.gen == gen {
+		return s.body
 	}
-	s.mu.RLock()
+	// Assembly moves every entry's lines into the new body: exclusive.
+	s.mu.Lock()
 	gen = s.gen
 	plain := s.assembleLocked()
-	s.mu.RUnlock()
+	s.mu.Unlock()
 	var z bytes.Buffer
+	z.Grow(len(plain) / 4)
 	fw, _ := flate.NewWriter(&z, flate.BestSpeed)
 	_, _ = fw.Write(plain)
 	_ = fw.Flush() // sync flush: byte-aligned, not final
-	s.body = body{gen: gen, plain: plain, deflate: z.Bytes(), crc: crc32.ChecksumIEEE(plain), built: true}
-	return &s.body
+	s.body = &body{gen: gen, plain: plain, deflate: bytes.Clone(z.Bytes()), crc: crc32.ChecksumIEEE(plain)}
+	return s.body
 }
 
 // assembleLocked writes each family's HELP/TYPE once, then that family's
-// stored lines of every server of every account.
+// stored lines of every server of every account, and points every entry at
+// its lines in the result (dropping its own copy, if it had one).
 func (s *Store) assembleLocked() []byte {
+	var prev []byte
+	if s.body != nil {
+		prev = s.body.plain
+	}
 	names := make([]string, 0, len(s.accounts))
 	size := 0
 	for n, a := range s.accounts {
 		names = append(names, n)
 		for _, e := range a.entries {
-			size += len(e.buf)
+			size += e.size()
 		}
 	}
 	sort.Strings(names)
@@ -218,7 +226,7 @@ func (s *Store) assembleLocked() []byte {
 		header := false
 		for _, n := range names {
 			for _, e := range s.accounts[n].entries {
-				lines := e.bytes(f)
+				lines := e.lines(f, prev)
 				if len(lines) == 0 {
 					continue
 				}
@@ -232,8 +240,15 @@ func (s *Store) assembleLocked() []byte {
 					out = append(out, " gauge\n"...)
 					header = true
 				}
+				// Family f is not read again in this pass: repoint it now.
+				e.at[f] = uint32(len(out))
 				out = append(out, lines...)
 			}
+		}
+	}
+	for _, a := range s.accounts {
+		for _, e := range a.entries {
+			e.buf = nil
 		}
 	}
 	return out
