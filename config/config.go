@@ -297,6 +297,9 @@ func (p *Provider) validate(at, baseDir string) error {
 	return nil
 }
 
+// maxSecretFile bounds a *_file secret.
+const maxSecretFile = 64 << 10
+
 // readSecret fills *s from file when file is set; both set is an error.
 func readSecret(s *commoncfg.Secret, file, at, baseDir string) error {
 	if file == "" {
@@ -308,9 +311,19 @@ func readSecret(s *commoncfg.Secret, file, at, baseDir string) error {
 	if !filepath.IsAbs(file) {
 		file = filepath.Join(baseDir, file)
 	}
-	b, err := os.ReadFile(file)
+	f, err := os.Open(file)
 	if err != nil {
 		return fmt.Errorf("%s_file: %w", at, err)
+	}
+	defer f.Close()
+	// A secret is a line of text: a file that is bigger (a device, a
+	// wrong path) is refused rather than read without end.
+	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
+	if err != nil {
+		return fmt.Errorf("%s_file: %w", at, err)
+	}
+	if len(b) > maxSecretFile {
+		return fmt.Errorf("%s_file: %s is larger than %d bytes; it should hold only the secret", at, file, maxSecretFile)
 	}
 	v := strings.TrimSpace(string(b))
 	if v == "" {

@@ -142,6 +142,7 @@ func TestInvalid(t *testing.T) {
 		{"no token", "providers: [{type: vpnbingo, name: a}]", "providers[0] (a).token: required (token or token_file)"},
 		{"both token forms", "providers: [{type: vpnbingo, name: a, token: t, token_file: /x}]", "providers[0] (a).token: set either token or token_file, not both"},
 		{"missing token file", "providers: [{type: vpnbingo, name: a, token_file: /nonexistent/tok}]", "providers[0] (a).token_file: open /nonexistent/tok: no such file or directory"},
+		{"endless token file", "providers: [{type: vpnbingo, name: a, token_file: /dev/zero}]", "providers[0] (a).token_file: /dev/zero is larger than 65536 bytes; it should hold only the secret"},
 		{"e2e no key", "providers: [{type: e2e, name: a, token: t, project_id: '1'}]", "providers[0] (a).api_key: required for e2e (api_key or api_key_file)"},
 		{"e2e no project", "providers: [{type: e2e, name: a, token: t, api_key: k}]", "providers[0] (a).project_id: required for e2e"},
 		{"key on vpsorg", "providers: [{type: vpsorg, name: a, token: t, api_key: k}]", "providers[0] (a).api_key: only e2e accounts take it"},
@@ -191,4 +192,39 @@ func TestInvalidErrorsCarryNoSecret(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "cannot unmarshal !!str `<value>` into float64") {
 		t.Errorf("the error should still say what is wrong: %v", err)
 	}
+}
+
+// FuzzParse: any file is refused with an error or accepted as a config with
+// accounts whose marshalled form hides the secrets; never a panic. Seeds:
+// DESIGN.md's example, a few shapes of the cases above, and
+// testdata/fuzz/FuzzParse.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(designExample))
+	f.Add([]byte("providers: [{type: vpsorg, name: a, token: t}]\n"))
+	f.Add([]byte("providers: [{type: e2e, name: a, token: t, api_key: k, project_id: '1'}]\nremediation: {enabled: true, state_file: s, rules: [{name: r, metric: cpu_usage_ratio, above: 0.9, action: reboot}]}\n"))
+	f.Add([]byte("global: {refresh_interval: 0s}\n"))
+	f.Add([]byte("providers: [{type: vpnbingo, name: a, token_file: tok}]\n"))
+	dir := f.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "tok"), []byte("tok-SECRET-f\n"), 0o600); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := config.Parse(data, dir)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error")
+			}
+			return
+		}
+		if len(c.Providers) == 0 {
+			t.Fatal("accepted a config without accounts")
+		}
+		out, err := yaml.Marshal(c)
+		if err != nil {
+			t.Fatalf("accepted config does not marshal: %v", err)
+		}
+		if strings.Contains(string(out), "tok-SECRET-f") {
+			t.Fatal("a secret read from a file shows in the marshalled config")
+		}
+	})
 }

@@ -34,6 +34,7 @@ const (
 	ReasonConditionCleared = "condition_cleared"
 	ReasonDuplicate        = "duplicate"
 	ReasonStateError       = "state_error"
+	ReasonShutdown         = "shutdown"
 )
 
 // Results of an action.
@@ -150,7 +151,7 @@ func (e *Engine) initSeries(c config.Remediation, accounts []config.Provider) {
 		results = append(results, ResultDryRun)
 	}
 	reasons := []string{ReasonCooldown, ReasonRateLimit, ReasonBlastRadius, ReasonStaleData, ReasonNotAllowed,
-		ReasonInFlight, ReasonConditionCleared, ReasonDuplicate, ReasonStateError}
+		ReasonInFlight, ReasonConditionCleared, ReasonDuplicate, ReasonStateError, ReasonShutdown}
 	for _, a := range accounts {
 		actions := map[string]bool{}
 		for i := range c.Rules {

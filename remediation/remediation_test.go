@@ -505,7 +505,7 @@ func TestCountersStartAtZero(t *testing.T) {
 		// the rule matches bingo only: 3 results (no dry_run when live)
 		{h.engine.m.actions, 3},
 		// bingo: redeploy (rule) + reboot (webhook); every other account: reboot
-		{h.engine.m.suppressed, 9 * (2 + len(h.provs) - 1)},
+		{h.engine.m.suppressed, 10 * (2 + len(h.provs) - 1)}, // 10 reasons
 	} {
 		if n := testutil.CollectAndCount(tc.c); n != tc.want {
 			t.Errorf("%d series, want %d", n, tc.want)

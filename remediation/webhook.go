@@ -51,6 +51,9 @@ type Webhook struct {
 	engine *Engine
 	queue  chan job
 	wg     sync.WaitGroup
+	// enq makes a batch's room check and its enqueueing one step, so a
+	// batch is queued whole or refused whole.
+	enq sync.Mutex
 }
 
 // NewWebhook starts workers that drain a queue of the given size.
@@ -63,6 +66,7 @@ func NewWebhook(ctx context.Context, e *Engine, queueSize, workers int) *Webhook
 			for {
 				select {
 				case <-ctx.Done():
+					w.drain()
 					return
 				case j := <-w.queue:
 					w.process(ctx, j)
@@ -71,6 +75,19 @@ func NewWebhook(ctx context.Context, e *Engine, queueSize, workers int) *Webhook
 		}()
 	}
 	return w
+}
+
+// drain records every alert still queued at shutdown as suppressed: it was
+// accepted, so it is accounted for, not dropped silently.
+func (w *Webhook) drain() {
+	for {
+		select {
+		case j := <-w.queue:
+			w.engine.suppressed(j.req, Decision{Reason: ReasonShutdown, Detail: "the exporter stopped before this alert was handled"})
+		default:
+			return
+		}
+	}
 }
 
 // Wait returns when the workers have stopped (their context ended).
@@ -165,25 +182,23 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		})
 	}
 	// All or nothing: a batch the queue cannot hold is refused, so that
-	// Alertmanager retries it, rather than half taken.
+	// Alertmanager retries it, rather than half taken. Workers only take
+	// from the queue meanwhile, so room checked under enq stays room.
+	w.enq.Lock()
 	if len(jobs) > cap(w.queue)-len(w.queue) {
+		queued := len(w.queue)
+		w.enq.Unlock()
 		e.m.webhookAlerts.WithLabelValues("rejected").Add(float64(len(jobs)))
-		level.Warn(e.logger).Log("msg", "webhook queue full; asking Alertmanager to retry", "alerts", len(jobs), "queued", len(w.queue))
+		level.Warn(e.logger).Log("msg", "webhook queue full; asking Alertmanager to retry", "alerts", len(jobs), "queued", queued)
 		rw.Header().Set("Retry-After", "10")
 		http.Error(rw, "remediation queue full, retry later", http.StatusTooManyRequests)
 		return
 	}
 	for _, j := range jobs {
-		select {
-		case w.queue <- j:
-			e.m.webhookAlerts.WithLabelValues("queued").Inc()
-		default:
-			// Another request filled the queue meanwhile: this alert is
-			// refused, and counted, never dropped silently.
-			e.m.webhookAlerts.WithLabelValues("rejected").Inc()
-			e.suppressed(j.req, Decision{Reason: ReasonRateLimit, Detail: "webhook queue full"})
-		}
+		w.queue <- j
 	}
+	w.enq.Unlock()
+	e.m.webhookAlerts.WithLabelValues("queued").Add(float64(len(jobs)))
 	rw.WriteHeader(http.StatusOK)
 	_, _ = fmt.Fprintf(rw, "queued %d alert(s)", len(jobs))
 	if invalid > 0 {

@@ -4,14 +4,19 @@ package providertest
 
 import (
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"reflect"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/vps-exporter/vps_exporter/providers"
 	"github.com/vps-exporter/vps_exporter/providers/apiclient"
+	"github.com/vps-exporter/vps_exporter/providers/sim"
 )
 
 // Route is one canned answer.
@@ -98,4 +103,80 @@ func (s *Server) BaseURL(t testing.TB) *url.URL {
 // FastHTTP is a client config for tests: short back-off.
 func FastHTTP() apiclient.Config {
 	return apiclient.Config{BackoffBase: 5 * 1e6}
+}
+
+// Canned answers a request for one of its paths with that path's body, and
+// any other request with Default (200, application/json): fuzz targets set
+// the bodies per input.
+type Canned struct {
+	mu    sync.Mutex
+	paths map[string][]byte
+	dflt  []byte
+}
+
+// Set sets the body for one path and the default for all others.
+func (c *Canned) Set(path string, body, dflt []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.paths = map[string][]byte{path: body}
+	c.dflt = dflt
+}
+
+// ServeHTTP implements http.Handler.
+func (c *Canned) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c.mu.Lock()
+	body, ok := c.paths[r.URL.Path]
+	if !ok {
+		body = c.dflt
+	}
+	c.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(body)
+}
+
+// FuzzHTTP is a client config for fuzzing: no retries, short timeouts.
+func FuzzHTTP() apiclient.Config {
+	return apiclient.Config{MaxRetries: -1, Timeout: 2 * time.Second}
+}
+
+// SimBody returns the simulator's answer to GET path of one API, for seeds.
+func SimBody(t testing.TB, api sim.API, path string) []byte {
+	t.Helper()
+	creds := map[sim.API]sim.Credentials{api: {Token: "t", APIKey: "k", ProjectID: "1"}}
+	s := sim.New(sim.Options{Servers: 12, Seed: 3, PageSize: 5, Credentials: creds})
+	defer s.Close()
+	req := httptest.NewRequest(http.MethodGet, path+"?apikey=k&project_id=1", nil)
+	req.Header.Set("Authorization", "Bearer t")
+	rec := httptest.NewRecorder()
+	s.Handler(api).ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("simulator %s %s: %d %s", api, path, rec.Code, rec.Body.String())
+	}
+	return rec.Body.Bytes()
+}
+
+// CheckServers fails t unless every server is well-formed: an id, a
+// normalized state, finite values, and no more servers than the response
+// bytes could describe.
+func CheckServers(t testing.TB, servers []providers.Server, inputBytes int) {
+	t.Helper()
+	if len(servers) > inputBytes {
+		t.Fatalf("%d servers from %d bytes", len(servers), inputBytes)
+	}
+	valid := map[providers.State]bool{}
+	for _, s := range providers.States() {
+		valid[s] = true
+	}
+	for _, s := range servers {
+		if s.ID == "" || !valid[s.State] {
+			t.Fatalf("server id %q state %q", s.ID, s.State)
+		}
+		rv := reflect.ValueOf(s)
+		for i := 0; i < rv.NumField(); i++ {
+			v, ok := rv.Field(i).Interface().(providers.Value)
+			if ok && v.OK && (math.IsNaN(v.V) || math.IsInf(v.V, 0)) {
+				t.Fatalf("server %s: %s = %v", s.ID, rv.Type().Field(i).Name, v.V)
+			}
+		}
+	}
 }
