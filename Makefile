@@ -20,9 +20,11 @@ build:
 run: build
 	./$(BIN) --demo --demo.servers=$(DEMO_SERVERS) --web.listen-address=$(LISTEN)
 
-## test: every test, with the race detector, and the alert rules' unit tests
+## test: every test, with the race detector, the alert rules' unit tests,
+## and each fuzz target briefly (FUZZTIME=5s)
 test: vet rules
 	$(GO) test -race -count=1 -timeout 30m ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 
 ## rules: promtool check and unit-test alerts/ (required under CI; skipped
 ## with a warning when promtool is not installed elsewhere)
@@ -54,10 +56,11 @@ bench:
 
 ## fuzz: each fuzz target for FUZZTIME (default 30s)
 FUZZTIME ?= 30s
+FUZZMINIMIZETIME ?= 1s
 fuzz:
 	@for pkg in $$($(GO) list ./...); do \
 		for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
-			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $$pkg || exit 1; \
 		done; \
 	done
 

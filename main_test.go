@@ -99,14 +99,22 @@ func startExporter(t testing.TB, args ...string) *exporter {
 func startExporterAuth(t testing.TB, user, pass string, args ...string) *exporter {
 	t.Helper()
 	e := &exporter{t: t, addr: freePort(t), logs: &syncBuffer{}, seen: &syncBuffer{}, user: user, pass: pass}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	cmd := exec.CommandContext(ctx, binPath, append([]string{"--web.listen-address=" + e.addr, "--log.level=debug"}, args...)...)
-	cmd.Stdout, cmd.Stderr = e.logs, e.logs
+	e.cmd = startRaw(t, e.logs, append([]string{"--web.listen-address=" + e.addr, "--log.level=debug"}, args...)...)
+	e.waitFor("ready", func() bool { code, _ := e.get("/-/ready"); return code == 200 })
+	return e
+}
+
+// startRaw runs the built binary with args, its output into logs, stopped
+// (SIGINT, then kill) when the test ends.
+func startRaw(t testing.TB, logs *syncBuffer, args ...string) *exec.Cmd {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	cmd := exec.CommandContext(ctx, binPath, args...)
+	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		cancel()
 		t.Fatal(err)
 	}
-	e.cmd = cmd
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(os.Interrupt)
 		done := make(chan struct{})
@@ -119,11 +127,10 @@ func startExporterAuth(t testing.TB, user, pass string, args ...string) *exporte
 		}
 		cancel()
 		if t.Failed() {
-			t.Logf("exporter log:\n%s", e.logs.String())
+			t.Logf("exporter log:\n%s", logs.String())
 		}
 	})
-	e.waitFor("ready", func() bool { code, _ := e.get("/-/ready"); return code == 200 })
-	return e
+	return cmd
 }
 
 func (e *exporter) do(method, path string) (int, string) {

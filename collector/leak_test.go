@@ -61,7 +61,11 @@ func TestNoLeakOver1000FaultyRefreshes(t *testing.T) {
 	defer s.Close()
 	u := func(api sim.API) *url.URL { v, _ := url.Parse(srv.URL[api]); return v }
 	hc := apiclient.Config{MaxBodyBytes: 1 << 20, BackoffBase: time.Millisecond}
-	const interval = 60 * time.Millisecond
+	const interval = 80 * time.Millisecond
+	// A refresh may end a little after its deadline on a loaded machine
+	// (the race detector, other packages' tests); a retry or back-off
+	// that ignored the deadline would take seconds (Retry-After: 5).
+	const slack = 300 * time.Millisecond
 	accounts := []Account{
 		{Provider: vpnbingo.New(vpnbingo.Options{Account: "bingo", BaseURL: u(sim.VPNBingo), Token: "t", HTTP: hc}), Interval: interval, Key: "b"},
 		{Provider: vpsorg.New(vpsorg.Options{Account: "vps", BaseURL: u(sim.VPSOrg), Token: "t", MaxConcurrency: 3, HTTP: hc}), Interval: interval, Key: "v"},
@@ -89,7 +93,7 @@ func TestNoLeakOver1000FaultyRefreshes(t *testing.T) {
 	m := NewManager(NewStore(), log.NewNopLogger(), func(_ context.Context, snap Snapshot) {
 		n := refreshes.Add(1)
 		mu.Lock()
-		if snap.Duration > interval+20*time.Millisecond {
+		if snap.Duration > interval+slack {
 			overrun = append(overrun, snap.Duration)
 		}
 		if !snap.Up {
@@ -145,7 +149,7 @@ func TestNoLeakOver1000FaultyRefreshes(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	if len(overrun) > 0 {
-		t.Errorf("%d refreshes outlived the %v deadline: %v", len(overrun), interval, overrun)
+		t.Errorf("%d refreshes outlived the %v deadline by more than %v: %v", len(overrun), interval, slack, overrun)
 	}
 	for _, a := range []string{"bingo", "vps", "e2e"} {
 		if downs[a] < 50 {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 )
 
@@ -56,8 +57,15 @@ type Value struct {
 	OK bool
 }
 
-// Some returns a present Value.
-func Some(v float64) Value { return Value{V: v, OK: true} }
+// Some returns a present Value, or an absent one when v is not finite: a
+// number out of float64's range after scaling (a provider's "1e305 Mbps")
+// is as good as not given, never +Inf in a metric or a threshold.
+func Some(v float64) Value {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return Value{}
+	}
+	return Value{V: v, OK: true}
+}
 
 // Bool returns a present 0/1 Value.
 func Bool(b bool) Value {

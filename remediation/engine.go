@@ -457,6 +457,7 @@ func (e *Engine) gate(ctx context.Context, req Request) (Decision, *Record, prov
 		if err != nil {
 			return release(Decision{Reason: ReasonStateError, Detail: err.Error()})
 		}
+		e.m.stateOK.Set(1)
 		e.m.actions.WithLabelValues(req.Provider, req.Account, string(req.Action), req.Rule, ResultDryRun).Inc()
 		level.Info(e.logger).Log("msg", "dry run: would act", "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule)
 		return Decision{Acted: true, Result: ResultDryRun}, rec, prov
@@ -464,6 +465,7 @@ func (e *Engine) gate(ctx context.Context, req Request) (Decision, *Record, prov
 	if err := st.Begin(rec); err != nil {
 		return release(Decision{Reason: ReasonStateError, Detail: "cannot record the intent, not acting: " + err.Error()})
 	}
+	e.m.stateOK.Set(1)
 	return Decision{Acted: true}, rec, prov
 }
 
@@ -503,6 +505,9 @@ func (e *Engine) execute(ctx context.Context, req Request, rec *Record, prov pro
 
 func (e *Engine) suppressed(req Request, d Decision) {
 	e.m.suppressed.WithLabelValues(req.Provider, req.Account, string(req.Action), d.Reason).Inc()
+	if d.Reason == ReasonStateError {
+		e.m.stateOK.Set(0) // alerts: the state file stopped taking writes
+	}
 	e.mu.Lock()
 	st := e.state
 	e.mu.Unlock()

@@ -14,7 +14,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		enabled: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vps_remediation_enabled", Help: "1 when automatic remediation is enabled and its state file is usable."}),
 		dryRun:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "vps_remediation_dry_run", Help: "1 when remediation only logs and counts, calling nothing."}),
-		stateOK: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vps_remediation_state_ok", Help: "0 when remediation is configured on but its state file cannot be opened or written (remediation then stays off); 1 otherwise."}),
+		stateOK: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vps_remediation_state_ok", Help: "0 when remediation is configured on but its state file cannot be opened, or its last write failed (no action is taken without a durable record); 1 otherwise."}),
 		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vps_remediation_actions_total",
 			Help: "Remediation actions by result (success, failed, dry_run, unknown); kept across restarts.",

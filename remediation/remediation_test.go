@@ -526,3 +526,81 @@ func TestCountersStartAtZero(t *testing.T) {
 		t.Errorf("remediation off: state_ok %v, want 1", v)
 	}
 }
+
+// A state file that stops taking writes (disk full, read-only remount,
+// yanked volume) never lets an action through: no intent recorded, no
+// provider call; the refusal is counted as state_error.
+func TestStateWriteFailureNeverActs(t *testing.T) {
+	cfg := baseConfig(t)
+	cfg.Rules = []config.Rule{redeployDegraded()}
+	h := newHarness(t, 10, cfg)
+	h.refresh("vps")
+	_ = h.engine.state.db.Close() // every read and write now fails
+	for i := 0; i < 3; i++ {
+		h.refresh("bingo")
+		h.advance(time.Minute)
+	}
+	d := h.engine.Submit(context.Background(), Request{Provider: "vpnbingo", Account: "bingo", ID: "1003", Action: "redeploy", Source: "alert", Rule: "X"})
+	if d.Acted || d.Reason != ReasonStateError {
+		t.Errorf("webhook request with a dead state file: %+v", d)
+	}
+	if n := len(h.sim.Actions()); n != 0 {
+		t.Fatalf("%d provider calls without a durable intent", n)
+	}
+	if h.suppressed("bingo", ReasonStateError) < 4 {
+		t.Errorf("state_error suppressions: %v", h.suppressed("bingo", ReasonStateError))
+	}
+	if v := testutil.ToFloat64(h.engine.m.stateOK); v != 0 {
+		t.Errorf("vps_remediation_state_ok %v with a dead state file", v)
+	}
+}
+
+// A state file that cannot be created (its directory is a file, or on a
+// read-only file system) keeps remediation off and says why.
+func TestUnopenableStateFile(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "not-a-dir")
+	if err := os.WriteFile(f, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{filepath.Join(f, "state.db"), "/proc/vps_exporter_state.db"} {
+		cfg := baseConfig(t)
+		cfg.StateFile = path
+		e := NewEngine(Deps{}, prometheus.NewRegistry(), log.NewNopLogger(), nil)
+		err := e.Configure(cfg, time.Minute, nil)
+		if err == nil || !strings.Contains(err.Error(), path) {
+			t.Errorf("%s: err %v", path, err)
+		}
+		if e.Enabled() || testutil.ToFloat64(e.m.stateOK) != 0 {
+			t.Errorf("%s: remediation on without a state file", path)
+		}
+	}
+}
+
+// A provider that flaps between answering and failing: the rule's `for`
+// needs consecutive fresh readings, and nothing is done on a failed refresh.
+func TestFlappingProviderDoesNotRushActions(t *testing.T) {
+	cfg := baseConfig(t)
+	r := redeployDegraded()
+	r.For = model.Duration(10 * time.Minute)
+	cfg.Rules = []config.Rule{r}
+	h := newHarness(t, 10, cfg)
+	for i := 0; i < 12; i++ { // 2 minutes apart: up, down, up, down...
+		if i%2 == 1 {
+			h.sim.SetFault(sim.VPNBingo, sim.Fault{Kind: sim.FaultStatus, Status: 503})
+		} else {
+			h.sim.SetFault(sim.VPNBingo, sim.Fault{})
+		}
+		before := len(h.actions(sim.VPNBingo))
+		snap := h.refresh("bingo")
+		if snap.Up == (i%2 == 1) {
+			t.Fatalf("refresh %d: up=%v", i, snap.Up)
+		}
+		if after := len(h.actions(sim.VPNBingo)); !snap.Up && after != before {
+			t.Fatalf("acted on a failed refresh (%d)", i)
+		}
+		h.advance(2 * time.Minute)
+	}
+	if n := len(h.actions(sim.VPNBingo)); n > 2 {
+		t.Errorf("%d redeploys for 2 degraded nodes while flapping", n)
+	}
+}
