@@ -31,9 +31,13 @@ func TestOddResponses(t *testing.T) {
 				return !s.VCPUs.OK && !s.CPUUsageRatio.OK && !s.MemoryUsedBytes.OK && !s.BackupsEnabled.OK && s.Name == ""
 			}, ""},
 		{"missing fields", one, `{"id":7}`,
-			func(s providers.Server) bool { return s.ID == "7" && s.State == providers.StateUnknown && !s.DiskBytes.OK }, ""},
+			func(s providers.Server) bool {
+				return s.ID == "7" && s.State == providers.StateUnknown && !s.DiskBytes.OK
+			}, ""},
 		{"unknown status kept raw", one, `{"id":7,"status":"Hibernating"}`,
-			func(s providers.Server) bool { return s.State == providers.StateUnknown && s.RawStatus == "Hibernating" }, ""},
+			func(s providers.Server) bool {
+				return s.State == providers.StateUnknown && s.RawStatus == "Hibernating"
+			}, ""},
 		{"time without zone is UTC", one, `{"id":7,"status":"active","created_at":"2025-01-10 14:30:00"}`,
 			func(s providers.Server) bool {
 				return s.CreatedTime.V == float64(time.Date(2025, 1, 10, 14, 30, 0, 0, time.UTC).Unix())
