@@ -183,12 +183,7 @@ func TestWebhookFlood(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "vps_exporter.yml")
 	writeConfig(t, cfgPath, urls, false)
-	f, err := os.OpenFile(cfgPath, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, "remediation:\n  enabled: true\n  dry_run: true\n  max_actions_per_hour: 100000\n  max_fleet_fraction: 1\n  state_file: %s\n  webhook: {enabled: true}\n", filepath.Join(dir, "state.db"))
-	f.Close()
+	appendRemediation(t, cfgPath, "  dry_run: true\n  max_actions_per_hour: 100000\n  max_fleet_fraction: 1\n  webhook: {enabled: true}\n")
 	e := startExporter(t, "--config.file="+cfgPath)
 	e.seen = nil
 	const total, batch, senders = 10000, 50, 20

@@ -105,12 +105,21 @@ func startExporterAuth(t testing.TB, user, pass string, args ...string) *exporte
 }
 
 // startRaw runs the built binary with args, its output into logs, stopped
-// (SIGINT, then kill) when the test ends.
+// when the test ends.
 func startRaw(t testing.TB, logs *syncBuffer, args ...string) *exec.Cmd {
 	t.Helper()
+	return startCmd(t, logs, "exporter", binPath, args...)
+}
+
+// startCmd runs a process for the test (at most 5 minutes), its output
+// into logs; at cleanup it is interrupted, killed after 10 s, reaped, and
+// its output shown if the test failed.
+func startCmd(t testing.TB, logs *syncBuffer, label, name string, args ...string) *exec.Cmd {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	cmd := exec.CommandContext(ctx, binPath, args...)
+	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Stdout, cmd.Stderr = logs, logs
+	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
 		cancel()
 		t.Fatal(err)
@@ -127,7 +136,7 @@ func startRaw(t testing.TB, logs *syncBuffer, args ...string) *exec.Cmd {
 		}
 		cancel()
 		if t.Failed() {
-			t.Logf("exporter log:\n%s", logs.String())
+			t.Logf("%s log:\n%s", label, logs.String())
 		}
 	})
 	return cmd
@@ -211,6 +220,20 @@ providers:
 `, urls[sim.E2E], secretE2ETok, secretE2EKey)
 	}
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// appendRemediation turns remediation on in the config at path, with its
+// state file beside it and the extra YAML lines (indented under remediation).
+func appendRemediation(t testing.TB, path, extra string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := fmt.Fprintf(f, "remediation:\n  enabled: true\n  state_file: %s\n%s", filepath.Join(filepath.Dir(path), "state.db"), extra); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -417,12 +440,7 @@ func TestWebhookRedeployBehindBasicAuth(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "vps_exporter.yml")
 	writeConfig(t, cfgPath, urls, false)
-	f, err := os.OpenFile(cfgPath, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, "remediation:\n  enabled: true\n  dry_run: false\n  state_file: %s\n  webhook: {enabled: true}\n", filepath.Join(dir, "state.db"))
-	f.Close()
+	appendRemediation(t, cfgPath, "  dry_run: false\n  webhook: {enabled: true}\n")
 	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret-pw"), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)

@@ -36,33 +36,6 @@ func lookTool(t *testing.T, name string) string {
 	return p
 }
 
-// startProc runs a helper process (Prometheus, Alertmanager) for the test,
-// killed and reaped at cleanup; its output is shown if the test fails.
-func startProc(t *testing.T, ctx context.Context, name string, args ...string) {
-	t.Helper()
-	logs := &syncBuffer{}
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("%s log:\n%s", filepath.Base(name), logs.String())
-		}
-	})
-}
-
 // promAPI is a small client of Prometheus' HTTP API.
 type promAPI struct{ base string }
 
@@ -248,12 +221,7 @@ func TestStack(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "vps_exporter.yml")
 	writeConfig(t, cfgPath, urls, true)
-	f, err := os.OpenFile(cfgPath, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, "remediation:\n  enabled: true\n  dry_run: false\n  state_file: %s\n  webhook: {enabled: true, allowed_actions: [redeploy]}\n", filepath.Join(dir, "state.db"))
-	f.Close()
+	appendRemediation(t, cfgPath, "  dry_run: false\n  webhook: {enabled: true, allowed_actions: [redeploy]}\n")
 	const user, pass = "prometheus", "stack-pw-0b7e"
 	hash, err := bcrypt.GenerateFromPassword([]byte(pass), bcrypt.MinCost)
 	if err != nil {
@@ -287,7 +255,7 @@ receivers:
         http_config:
           basic_auth: {username: %s, password: %s}
 `, e.addr, user, pass))
-	startProc(t, ctx, amBin, "--config.file="+amCfg, "--storage.path="+filepath.Join(dir, "am"),
+	startCmd(t, &syncBuffer{}, "alertmanager", amBin, "--config.file="+amCfg, "--storage.path="+filepath.Join(dir, "am"),
 		"--web.listen-address="+amAddr, "--cluster.listen-address=", "--log.level=debug")
 
 	rules := filepath.Join(dir, "rules.yml")
@@ -305,7 +273,7 @@ scrape_configs:
     basic_auth: {username: %s, password: %s}
     static_configs: [{targets: [%q]}]
 `, rules, amAddr, user, pass, e.addr))
-	startProc(t, ctx, promBin, "--config.file="+promCfg, "--storage.tsdb.path="+filepath.Join(dir, "prom"),
+	startCmd(t, &syncBuffer{}, "prometheus", promBin, "--config.file="+promCfg, "--storage.tsdb.path="+filepath.Join(dir, "prom"),
 		"--web.listen-address="+promAddr, "--log.level=debug")
 	prom := promAPI{base: "http://" + promAddr}
 

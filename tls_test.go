@@ -13,7 +13,6 @@ import (
 	"math/big"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -62,12 +61,7 @@ func TestTLSAndBasicAuth(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "vps_exporter.yml")
 	writeConfig(t, cfgPath, urls, false)
-	f, err := os.OpenFile(cfgPath, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, "remediation:\n  enabled: true\n  state_file: %s\n  webhook: {enabled: true}\n", filepath.Join(dir, "state.db"))
-	f.Close()
+	appendRemediation(t, cfgPath, "  webhook: {enabled: true}\n")
 	certFile, keyFile, pool := selfSigned(t, dir)
 	hash, err := bcrypt.GenerateFromPassword([]byte("tls-pw-31"), bcrypt.MinCost)
 	if err != nil {

@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"os"
 	"runtime"
@@ -140,8 +141,11 @@ func TestNoLeakOver1000FaultyRefreshes(t *testing.T) {
 		}
 	}
 	g, fd, ok := settles(t, g0, fd0, 12)
-	t.Logf("after warm-up: %d goroutines, %d fds; after 1,000 faulty refreshes: %d goroutines, %d fds; refreshes failed per account %v",
-		g0, fd0, g, fd, downs)
+	mu.Lock()
+	failed := fmt.Sprint(downs) // the pollers still run: read under the lock
+	mu.Unlock()
+	t.Logf("after warm-up: %d goroutines, %d fds; after 1,000 faulty refreshes: %d goroutines, %d fds; refreshes failed per account %s",
+		g0, fd0, g, fd, failed)
 	if !ok {
 		buf := make([]byte, 1<<20)
 		t.Fatalf("leak: goroutines %d -> %d, fds %d -> %d\n%s", g0, g, fd0, fd, buf[:runtime.Stack(buf, true)])

@@ -3,6 +3,7 @@
 package providertest
 
 import (
+	"context"
 	"io"
 	"math"
 	"net/http"
@@ -177,6 +178,47 @@ func CheckServers(t testing.TB, servers []providers.Server, inputBytes int) {
 			if ok && v.OK && (math.IsNaN(v.V) || math.IsInf(v.V, 0)) {
 				t.Fatalf("server %s: %s = %v", s.ID, rv.Type().Field(i).Name, v.V)
 			}
+		}
+	}
+}
+
+// Fuzz runs the common fuzz body for a provider client served by canned:
+// the first input answers listPath, the second every other request
+// (details and action answers). Whatever arrives, the client returns
+// well-formed servers or an error, within its deadline, never a panic.
+func Fuzz(f *testing.F, canned *Canned, p providers.Provider, listPath string, action providers.Action) {
+	f.Fuzz(func(t *testing.T, list, other []byte) {
+		canned.Set(listPath, list, other)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if servers, err := p.List(ctx); err == nil {
+			CheckServers(t, servers, len(list)+len(other))
+		}
+		if s, err := p.Get(ctx, "1"); err == nil {
+			CheckServers(t, []providers.Server{s}, len(other))
+		}
+		_, _ = p.Do(ctx, "1", action, providers.ActionParams{})
+		if ctx.Err() != nil {
+			t.Fatal("the client outlived its deadline on a loopback answer")
+		}
+	})
+}
+
+// AddFileSeeds adds every pair of the files as a seed of a two-input fuzz
+// target.
+func AddFileSeeds(f *testing.F, files ...string) {
+	f.Helper()
+	for _, a := range files {
+		for _, b := range files {
+			x, err := os.ReadFile(a)
+			if err != nil {
+				f.Fatal(err)
+			}
+			y, err := os.ReadFile(b)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(x, y)
 		}
 	}
 }
