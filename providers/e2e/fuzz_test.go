@@ -3,9 +3,9 @@ package e2e_test
 import (
 	"testing"
 
+	"github.com/vps-exporter/vps_exporter/providers/e2e"
 	"github.com/vps-exporter/vps_exporter/providers/providertest"
 	"github.com/vps-exporter/vps_exporter/providers/sim"
-	"github.com/vps-exporter/vps_exporter/providers/e2e"
 )
 
 // FuzzResponses sends the client arbitrary bodies for the list (first
