@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,6 +20,24 @@ import (
 	"github.com/vps-exporter/vps_exporter/providers/vpnbingo"
 	"github.com/vps-exporter/vps_exporter/providers/vpsorg"
 )
+
+// lockedBuffer is a log destination safe for concurrent pollers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
 
 func openFDs(t *testing.T) int {
 	ents, err := os.ReadDir("/proc/self/fd")
@@ -67,10 +86,12 @@ func TestNoLeakOver1000FaultyRefreshes(t *testing.T) {
 	// (the race detector, other packages' tests); a retry or back-off
 	// that ignored the deadline would take seconds (Retry-After: 5).
 	const slack = 300 * time.Millisecond
+	// Every fault's error, logged at debug level, is checked for these.
+	const tok, key = "tok-LEAK-SECRET-71", "key-LEAK-SECRET-72"
 	accounts := []Account{
-		{Provider: vpnbingo.New(vpnbingo.Options{Account: "bingo", BaseURL: u(sim.VPNBingo), Token: "t", HTTP: hc}), Interval: interval, Key: "b"},
-		{Provider: vpsorg.New(vpsorg.Options{Account: "vps", BaseURL: u(sim.VPSOrg), Token: "t", MaxConcurrency: 3, HTTP: hc}), Interval: interval, Key: "v"},
-		{Provider: e2e.New(e2e.Options{Account: "e2e", BaseURL: u(sim.E2E), Token: "t", APIKey: "k", ProjectID: "1", PerPage: 4, HTTP: hc}), Interval: interval, Key: "e"},
+		{Provider: vpnbingo.New(vpnbingo.Options{Account: "bingo", BaseURL: u(sim.VPNBingo), Token: tok, HTTP: hc}), Interval: interval, Key: "b"},
+		{Provider: vpsorg.New(vpsorg.Options{Account: "vps", BaseURL: u(sim.VPSOrg), Token: tok, MaxConcurrency: 3, HTTP: hc}), Interval: interval, Key: "v"},
+		{Provider: e2e.New(e2e.Options{Account: "e2e", BaseURL: u(sim.E2E), Token: tok, APIKey: key, ProjectID: "1", PerPage: 4, HTTP: hc}), Interval: interval, Key: "e"},
 	}
 	api := map[string]sim.API{"bingo": sim.VPNBingo, "vps": sim.VPSOrg, "e2e": sim.E2E}
 	faults := []sim.Fault{
@@ -91,7 +112,8 @@ func TestNoLeakOver1000FaultyRefreshes(t *testing.T) {
 		doneOnce  sync.Once
 		stopFault atomic.Bool
 	)
-	m := NewManager(NewStore(), log.NewNopLogger(), func(_ context.Context, snap Snapshot) {
+	logs := &lockedBuffer{}
+	m := NewManager(NewStore(), log.NewLogfmtLogger(logs), func(_ context.Context, snap Snapshot) {
 		n := refreshes.Add(1)
 		mu.Lock()
 		if snap.Duration > interval+slack {
@@ -149,6 +171,14 @@ func TestNoLeakOver1000FaultyRefreshes(t *testing.T) {
 	if !ok {
 		buf := make([]byte, 1<<20)
 		t.Fatalf("leak: goroutines %d -> %d, fds %d -> %d\n%s", g0, g, fd0, fd, buf[:runtime.Stack(buf, true)])
+	}
+	for _, secret := range []string{tok, key} {
+		if strings.Contains(logs.String(), secret) {
+			t.Errorf("secret %q in the log of the faulty refreshes", secret)
+		}
+	}
+	if !strings.Contains(logs.String(), "refresh failed") {
+		t.Error("the failed refreshes were not logged")
 	}
 	mu.Lock()
 	defer mu.Unlock()
