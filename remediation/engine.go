@@ -156,7 +156,7 @@ func (e *Engine) initSeries(c config.Remediation, accounts []config.Provider) {
 		actions := map[string]bool{}
 		for i := range c.Rules {
 			r := &c.Rules[i]
-			if (r.Provider != "" && r.Provider != a.Type) || (r.Account != "" && r.Account != a.Name) {
+			if !ruleMatchesAccount(r, a.Type, a.Name) {
 				continue
 			}
 			actions[r.Action] = true
@@ -245,7 +245,7 @@ func (e *Engine) OnRefresh(ctx context.Context, snap collector.Snapshot) {
 	now := e.now()
 	for i := range cfg.Rules {
 		rule := &cfg.Rules[i]
-		if !ruleMatchesAccount(rule, snap) {
+		if !ruleMatchesAccount(rule, snap.Provider, snap.Account) {
 			continue
 		}
 		for _, s := range snap.Servers {
@@ -294,8 +294,8 @@ func (e *Engine) forgetGone(snap collector.Snapshot) {
 	}
 }
 
-func ruleMatchesAccount(r *config.Rule, snap collector.Snapshot) bool {
-	return (r.Provider == "" || r.Provider == snap.Provider) && (r.Account == "" || r.Account == snap.Account)
+func ruleMatchesAccount(r *config.Rule, provider, account string) bool {
+	return (r.Provider == "" || r.Provider == provider) && (r.Account == "" || r.Account == account)
 }
 
 // conditionHolds evaluates a rule's state, status and threshold filters.

@@ -9,12 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-kit/log"
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/vps-exporter/vps_exporter/collector"
 	"github.com/vps-exporter/vps_exporter/config"
-	"github.com/vps-exporter/vps_exporter/providers"
 )
 
 // FuzzWebhook posts arbitrary bodies to the Alertmanager webhook: it answers
@@ -31,10 +26,7 @@ func FuzzWebhook(f *testing.F) {
 	c.Enabled, c.DryRun, c.Webhook.Enabled = true, false, true
 	c.Webhook.AllowedActions = []string{"reboot", "redeploy", "start", "stop"}
 	c.StateFile = filepath.Join(f.TempDir(), "state.db")
-	e := NewEngine(Deps{
-		Snapshot: func(string) (collector.Snapshot, bool) { return collector.Snapshot{}, false },
-		Provider: func(string) (providers.Provider, bool) { return nil, false },
-	}, prometheus.NewRegistry(), log.NewNopLogger(), nil)
+	e := accountlessEngine()
 	if err := e.Configure(c, time.Minute, nil); err != nil {
 		f.Fatal(err)
 	}

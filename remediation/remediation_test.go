@@ -101,6 +101,15 @@ func (h *harness) start() {
 	h.t.Cleanup(h.engine.Close)
 }
 
+// accountlessEngine is an engine that knows no account: every request it
+// gets is suppressed.
+func accountlessEngine() *Engine {
+	return NewEngine(Deps{
+		Snapshot: func(string) (collector.Snapshot, bool) { return collector.Snapshot{}, false },
+		Provider: func(string) (providers.Provider, bool) { return nil, false },
+	}, prometheus.NewRegistry(), log.NewNopLogger(), nil)
+}
+
 // accounts lists the harness's accounts as configured providers.
 func (h *harness) accounts() []config.Provider {
 	var out []config.Provider
@@ -462,10 +471,7 @@ func TestCorruptStateFileDisablesRemediationOnly(t *testing.T) {
 	if err := os.WriteFile(cfg.StateFile, bytes.Repeat([]byte("not a bolt file "), 512), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e := NewEngine(Deps{
-		Snapshot: func(string) (collector.Snapshot, bool) { return collector.Snapshot{}, false },
-		Provider: func(string) (providers.Provider, bool) { return nil, false },
-	}, prometheus.NewRegistry(), log.NewNopLogger(), nil)
+	e := accountlessEngine()
 	err := e.Configure(cfg, time.Minute, nil)
 	if err == nil || !strings.Contains(err.Error(), "open remediation state "+cfg.StateFile) {
 		t.Fatalf("err %v", err)
@@ -515,7 +521,7 @@ func TestCountersStartAtZero(t *testing.T) {
 		t.Errorf("failed counter %v", v)
 	}
 
-	off := NewEngine(Deps{}, prometheus.NewRegistry(), log.NewNopLogger(), nil)
+	off := accountlessEngine()
 	if err := off.Configure(config.DefaultRemediation(), time.Minute, h.accounts()); err != nil {
 		t.Fatal(err)
 	}
@@ -565,7 +571,7 @@ func TestUnopenableStateFile(t *testing.T) {
 	for _, path := range []string{filepath.Join(f, "state.db"), "/proc/vps_exporter_state.db"} {
 		cfg := baseConfig(t)
 		cfg.StateFile = path
-		e := NewEngine(Deps{}, prometheus.NewRegistry(), log.NewNopLogger(), nil)
+		e := accountlessEngine()
 		err := e.Configure(cfg, time.Minute, nil)
 		if err == nil || !strings.Contains(err.Error(), path) {
 			t.Errorf("%s: err %v", path, err)

@@ -316,98 +316,111 @@ func (s *Sim) generate() {
 		n = max(n, count[api])
 	}
 	for i := 0; i < n; i++ {
-		id := 1000 + i
 		created := now.Add(-time.Duration(30+r.IntN(700)) * 24 * time.Hour)
 		if i < count[VPNBingo] {
-			b := &Machine{
-				ID: id, Name: fmt.Sprintf("vpn-%04d", i), Host: fmt.Sprintf("n%d.vpn.example", id),
-				IP:       fmt.Sprintf("198.51.%d.%d", (i/250)%256, i%250+1),
-				Location: bingoCountries[i%len(bingoCountries)], Code: 19,
-				CanRedepl: true, BandwidthMbps: float64(100 * (1 + r.IntN(10))),
-				Created: created, StatusUpdate: created.Add(time.Hour),
-				Expire: now.Add(time.Duration(30+r.IntN(300)) * 24 * time.Hour),
-			}
-			b.BandwidthUsedMbps = float64(int(b.BandwidthMbps * r.Float64() * 0.6))
-			switch {
-			case i%10 == 3:
-				b.Code = 18
-			case i%25 == 7:
-				b.Code = 10
-			case i%40 == 11:
-				b.Code, b.CanRedepl = -10, false
-			case i%50 == 44:
-				b.Code = 20
-			case i%60 == 17:
-				b.Code = 7 // undocumented code: must come out as unknown
-			case i%2 == 0:
-				b.Code = 9
-			}
-			switch {
-			case i%20 == 5:
-				b.Expire = now.Add(time.Duration(2+r.IntN(4)) * 24 * time.Hour)
-			case i%30 == 9:
-				b.Expire = now.Add(time.Duration(1+r.IntN(20)) * time.Hour)
-			}
-			if i%15 == 4 {
-				b.BandwidthUsedMbps = b.BandwidthMbps * 0.97
-				b.CanRedepl = false
-			}
-			b.Display = BingoDisplay(b.Code)
-			s.fleets[VPNBingo] = append(s.fleets[VPNBingo], b)
+			s.fleets[VPNBingo] = append(s.fleets[VPNBingo], genBingo(r, i, now, created))
 		}
-
 		if i < count[VPSOrg] {
-			p := vpsPlans[i%len(vpsPlans)]
-			v := &Machine{
-				ID: 12000 + i, Name: fmt.Sprintf("web-%04d", i), Host: fmt.Sprintf("web%d.example.com", i),
-				IP:       fmt.Sprintf("203.0.%d.%d", (i/250)%256, i%250+1),
-				Location: vpsLocations[i%len(vpsLocations)], Plan: p.name, Image: vpsImages[i%len(vpsImages)],
-				Status: "active", VCPUs: p.vcpus, MemoryMB: p.mem, DiskGB: p.stor, TransferGB: p.transferGB,
-				CPUPercent: float64(int(r.Float64()*600)) / 10, MemoryUsedMB: p.mem * (20 + r.IntN(50)) / 100,
-				DiskUsedGB: p.stor * (10 + r.IntN(60)) / 100, TransferUsedGB: p.transferGB * r.IntN(60) / 100,
-				Backups: i%3 == 0, Created: created, StatusUpdate: created,
-			}
-			switch {
-			case i%10 == 6:
-				v.Status = "stopped"
-			case i%30 == 8:
-				v.Status = "suspended"
-			case i%40 == 21:
-				v.Status = "provisioning"
-			case i%50 == 23:
-				v.Status = "rebooting"
-			}
-			switch i % 12 {
-			case 1:
-				v.CPUPercent = 97.5
-			case 2:
-				v.MemoryUsedMB = p.mem * 96 / 100
-			case 5:
-				v.DiskUsedGB = p.stor * 95 / 100
-			case 10:
-				v.TransferUsedGB = p.transferGB * 93 / 100
-			}
-			s.fleets[VPSOrg] = append(s.fleets[VPSOrg], v)
+			s.fleets[VPSOrg] = append(s.fleets[VPSOrg], genVPS(r, i, created))
 		}
-
 		if i < count[E2E] {
-			ep := e2ePlans[i%len(e2ePlans)]
-			vc, _ := strconv.Atoi(ep.vcpus)
-			e := &Machine{
-				ID: 169 + i, Name: fmt.Sprintf("node-%04d", i), IP: fmt.Sprintf("101.53.%d.%d", (i/250)%256, i%250+1),
-				Host: fmt.Sprintf("172.16.%d.%d", (i/250)%256, i%250+1), Location: "Delhi", Plan: ep.name,
-				Image: "Ubuntu-22.04", Status: "Running", VCPUs: vc, Created: created, Backups: i%4 == 0,
-			}
-			e.MemoryMB, e.DiskGB = parseSizeMB(ep.mem), parseSizeGB(ep.disk)
-			if i%10 == 2 {
-				e.Status = e2eStatus[1+(i/10)%(len(e2eStatus)-1)]
-			}
-			s.fleets[E2E] = append(s.fleets[E2E], e)
+			s.fleets[E2E] = append(s.fleets[E2E], genE2E(i, created))
 		}
 	}
 	s.nextID[VPNBingo] = 1000 + n
 	s.nextID[VPSOrg] = 12000 + n
 	s.nextID[E2E] = 169 + n
+}
+
+// genBingo makes VPN.bingo node i of a generated fleet.
+func genBingo(r *rand.Rand, i int, now, created time.Time) *Machine {
+	id := 1000 + i
+	b := &Machine{
+		ID: id, Name: fmt.Sprintf("vpn-%04d", i), Host: fmt.Sprintf("n%d.vpn.example", id),
+		IP:       fmt.Sprintf("198.51.%d.%d", (i/250)%256, i%250+1),
+		Location: bingoCountries[i%len(bingoCountries)], Code: 19,
+		CanRedepl: true, BandwidthMbps: float64(100 * (1 + r.IntN(10))),
+		Created: created, StatusUpdate: created.Add(time.Hour),
+		Expire: now.Add(time.Duration(30+r.IntN(300)) * 24 * time.Hour),
+	}
+	b.BandwidthUsedMbps = float64(int(b.BandwidthMbps * r.Float64() * 0.6))
+	switch {
+	case i%10 == 3:
+		b.Code = 18
+	case i%25 == 7:
+		b.Code = 10
+	case i%40 == 11:
+		b.Code, b.CanRedepl = -10, false
+	case i%50 == 44:
+		b.Code = 20
+	case i%60 == 17:
+		b.Code = 7 // undocumented code: must come out as unknown
+	case i%2 == 0:
+		b.Code = 9
+	}
+	switch {
+	case i%20 == 5:
+		b.Expire = now.Add(time.Duration(2+r.IntN(4)) * 24 * time.Hour)
+	case i%30 == 9:
+		b.Expire = now.Add(time.Duration(1+r.IntN(20)) * time.Hour)
+	}
+	if i%15 == 4 {
+		b.BandwidthUsedMbps = b.BandwidthMbps * 0.97
+		b.CanRedepl = false
+	}
+	b.Display = BingoDisplay(b.Code)
+	return b
+}
+
+// genVPS makes VPS.org server i of a generated fleet.
+func genVPS(r *rand.Rand, i int, created time.Time) *Machine {
+	p := vpsPlans[i%len(vpsPlans)]
+	v := &Machine{
+		ID: 12000 + i, Name: fmt.Sprintf("web-%04d", i), Host: fmt.Sprintf("web%d.example.com", i),
+		IP:       fmt.Sprintf("203.0.%d.%d", (i/250)%256, i%250+1),
+		Location: vpsLocations[i%len(vpsLocations)], Plan: p.name, Image: vpsImages[i%len(vpsImages)],
+		Status: "active", VCPUs: p.vcpus, MemoryMB: p.mem, DiskGB: p.stor, TransferGB: p.transferGB,
+		CPUPercent: float64(int(r.Float64()*600)) / 10, MemoryUsedMB: p.mem * (20 + r.IntN(50)) / 100,
+		DiskUsedGB: p.stor * (10 + r.IntN(60)) / 100, TransferUsedGB: p.transferGB * r.IntN(60) / 100,
+		Backups: i%3 == 0, Created: created, StatusUpdate: created,
+	}
+	switch {
+	case i%10 == 6:
+		v.Status = "stopped"
+	case i%30 == 8:
+		v.Status = "suspended"
+	case i%40 == 21:
+		v.Status = "provisioning"
+	case i%50 == 23:
+		v.Status = "rebooting"
+	}
+	switch i % 12 {
+	case 1:
+		v.CPUPercent = 97.5
+	case 2:
+		v.MemoryUsedMB = p.mem * 96 / 100
+	case 5:
+		v.DiskUsedGB = p.stor * 95 / 100
+	case 10:
+		v.TransferUsedGB = p.transferGB * 93 / 100
+	}
+	return v
+}
+
+// genE2E makes E2E node i of a generated fleet.
+func genE2E(i int, created time.Time) *Machine {
+	ep := e2ePlans[i%len(e2ePlans)]
+	vc, _ := strconv.Atoi(ep.vcpus)
+	e := &Machine{
+		ID: 169 + i, Name: fmt.Sprintf("node-%04d", i), IP: fmt.Sprintf("101.53.%d.%d", (i/250)%256, i%250+1),
+		Host: fmt.Sprintf("172.16.%d.%d", (i/250)%256, i%250+1), Location: "Delhi", Plan: ep.name,
+		Image: "Ubuntu-22.04", Status: "Running", VCPUs: vc, Created: created, Backups: i%4 == 0,
+	}
+	e.MemoryMB, e.DiskGB = parseSizeMB(ep.mem), parseSizeGB(ep.disk)
+	if i%10 == 2 {
+		e.Status = e2eStatus[1+(i/10)%(len(e2eStatus)-1)]
+	}
+	return e
 }
 
 func parseSizeMB(s string) int {
