@@ -224,6 +224,22 @@ providers:
 	}
 }
 
+// writeWebConfig writes an exporter-toolkit web config into dir with one
+// basic-auth user (password bcrypt-hashed) after the extra lines, and
+// returns its path.
+func writeWebConfig(t testing.TB, dir, user, pass, extra string) string {
+	t.Helper()
+	hash, err := bcrypt.GenerateFromPassword([]byte(pass), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "web.yml")
+	if err := os.WriteFile(path, []byte(extra+"basic_auth_users:\n  "+user+": "+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // appendRemediation turns remediation on in the config at path, with its
 // state file beside it and the extra YAML lines (indented under remediation).
 func appendRemediation(t testing.TB, path, extra string) {
@@ -441,14 +457,7 @@ func TestWebhookRedeployBehindBasicAuth(t *testing.T) {
 	cfgPath := filepath.Join(dir, "vps_exporter.yml")
 	writeConfig(t, cfgPath, urls, false)
 	appendRemediation(t, cfgPath, "  dry_run: false\n  webhook: {enabled: true}\n")
-	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret-pw"), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	webCfg := filepath.Join(dir, "web.yml")
-	if err := os.WriteFile(webCfg, []byte("basic_auth_users:\n  prom: "+string(hash)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	webCfg := writeWebConfig(t, dir, "prom", "s3cret-pw", "")
 	e := startExporterAuth(t, "prom", "s3cret-pw", "--config.file="+cfgPath, "--web.config.file="+webCfg)
 
 	alert := fmt.Sprintf(`{"version":"4","status":"firing","receiver":"vps","alerts":[{"status":"firing",

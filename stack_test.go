@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/vps-exporter/vps_exporter/providers/sim"
 )
@@ -223,14 +222,7 @@ func TestStack(t *testing.T) {
 	writeConfig(t, cfgPath, urls, true)
 	appendRemediation(t, cfgPath, "  dry_run: false\n  webhook: {enabled: true, allowed_actions: [redeploy]}\n")
 	const user, pass = "prometheus", "stack-pw-0b7e"
-	hash, err := bcrypt.GenerateFromPassword([]byte(pass), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	webCfg := filepath.Join(dir, "web.yml")
-	if err := os.WriteFile(webCfg, []byte("basic_auth_users:\n  "+user+": "+string(hash)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	webCfg := writeWebConfig(t, dir, user, pass, "")
 	e := startExporterAuth(t, user, pass, "--config.file="+cfgPath, "--web.config.file="+webCfg)
 	e.seen = nil // bodies are checked for secrets below, at the end
 

@@ -6,15 +6,8 @@ package deploy_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,6 +22,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/vps-exporter/vps_exporter/config"
+	"github.com/vps-exporter/vps_exporter/internal/testcert"
 )
 
 // tool finds a binary from Debian's packages; under CI it must exist.
@@ -101,27 +95,12 @@ var (
 	certPEM  certPair
 )
 
-// testCert is a self-signed certificate and key, made once.
+// testCert is a self-signed certificate and key, made once so that the
+// .crt and .key files relocate writes belong together.
 func testCert(t *testing.T) certPair {
 	certOnce.Do(func() {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "vps-exporter.example.internal"},
-			DNSNames: []string{"vps-exporter.example.internal"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kb, err := x509.MarshalECPrivateKey(key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		certPEM = certPair{
-			cert: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-			key:  string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})),
-		}
+		c, k, _ := testcert.PEM(t, "vps-exporter.example.internal")
+		certPEM = certPair{cert: string(c), key: string(k)}
 	})
 	return certPEM
 }
