@@ -80,11 +80,11 @@ func TestNoLeakOver1000FaultyRefreshes(t *testing.T) {
 	defer srv.Close()
 	defer s.Close()
 	u := func(api sim.API) *url.URL { v, _ := url.Parse(srv.URL[api]); return v }
-	hc := apiclient.Config{MaxBodyBytes: 1 << 20, BackoffBase: time.Millisecond}
+	hc := apiclient.Config{MaxBodyBytes: 1 << 20, BackoffBase: time.Millisecond, ThrottleRecovery: 2 * time.Second}
 	const interval = 80 * time.Millisecond
 	// A refresh may end a little after its deadline on a loaded machine
 	// (the race detector, other packages' tests); a retry or back-off
-	// that ignored the deadline would take seconds (Retry-After: 5).
+	// that ignored the deadline would take seconds (Retry-After: 2).
 	const slack = 300 * time.Millisecond
 	// Every fault's error, logged at debug level, is checked for these.
 	const tok, key = "tok-LEAK-SECRET-71", "key-LEAK-SECRET-72"
@@ -95,7 +95,7 @@ func TestNoLeakOver1000FaultyRefreshes(t *testing.T) {
 	}
 	api := map[string]sim.API{"bingo": sim.VPNBingo, "vps": sim.VPSOrg, "e2e": sim.E2E}
 	faults := []sim.Fault{
-		{}, {Kind: sim.FaultStatus, Status: 500, Count: 10}, {Kind: sim.FaultStatus, Status: 429, RetryAfter: "5", Count: 1},
+		{}, {Kind: sim.FaultStatus, Status: 500, Count: 10}, {Kind: sim.FaultStatus, Status: 429, RetryAfter: "2", Count: 1},
 		{Kind: sim.FaultJunk, Count: 1}, {Kind: sim.FaultHTML, Count: 1}, {Kind: sim.FaultHang, Count: 1},
 		{Kind: sim.FaultReset, Count: 1}, {Kind: sim.FaultSlowDrip, DripEvery: 5 * time.Millisecond, Count: 1},
 		{Kind: sim.FaultOversize, Size: 2 << 20, Count: 1},

@@ -13,6 +13,7 @@ import (
 type AccountCollector struct {
 	store                              *Store
 	up, servers, duration, lastSuccess *prometheus.Desc
+	backlog                            *prometheus.Desc
 }
 
 // NewAccountCollector returns the per-account collector.
@@ -24,6 +25,7 @@ func NewAccountCollector(store *Store) *AccountCollector {
 		servers:     prometheus.NewDesc("vps_provider_servers", "Servers the account had at its last successful refresh.", l, nil),
 		duration:    prometheus.NewDesc("vps_provider_refresh_duration_seconds", "How long the account's last refresh took.", l, nil),
 		lastSuccess: prometheus.NewDesc("vps_provider_last_refresh_success_timestamp_seconds", "When the account was last refreshed successfully, as a Unix timestamp.", l, nil),
+		backlog:     prometheus.NewDesc("vps_provider_detail_backlog", "Servers of the account whose per-server detail data is missing or older than the refresh interval (accounts with detail reads only).", l, nil),
 	}
 }
 
@@ -33,6 +35,7 @@ func (c *AccountCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.servers
 	ch <- c.duration
 	ch <- c.lastSuccess
+	ch <- c.backlog
 }
 
 // Collect implements prometheus.Collector.
@@ -46,6 +49,9 @@ func (c *AccountCollector) Collect(ch chan<- prometheus.Metric) {
 		if !s.LastSuccess.IsZero() {
 			ch <- prometheus.MustNewConstMetric(c.servers, prometheus.GaugeValue, float64(len(s.Servers)), s.Provider, s.Account)
 			ch <- prometheus.MustNewConstMetric(c.lastSuccess, prometheus.GaugeValue, float64(s.LastSuccess.UnixNano())/1e9, s.Provider, s.Account)
+		}
+		if s.Details && s.Refreshed {
+			ch <- prometheus.MustNewConstMetric(c.backlog, prometheus.GaugeValue, float64(s.DetailBacklog), s.Provider, s.Account)
 		}
 		if s.Refreshed {
 			ch <- prometheus.MustNewConstMetric(c.duration, prometheus.GaugeValue, s.Duration.Seconds(), s.Provider, s.Account)

@@ -20,6 +20,9 @@ type Account struct {
 	// Key identifies the account's configuration: an account whose key
 	// is unchanged on reload keeps its poller and its data.
 	Key string
+	// MaxConcurrency bounds the detail reads in flight (providers that
+	// implement providers.Detailer); 0 means 8.
+	MaxConcurrency int
 }
 
 // RefreshFunc is told of every refresh, after the store has it.
@@ -31,6 +34,10 @@ type Manager struct {
 	logger    log.Logger
 	onRefresh RefreshFunc
 
+	// applyMu serializes Apply and Stop; mu guards pollers and is never
+	// held while waiting for a poller, which may itself ask for Provider
+	// (its refresh hook runs the remediation rules).
+	applyMu sync.Mutex
 	mu      sync.Mutex
 	pollers map[string]*poller
 	wg      sync.WaitGroup
@@ -47,27 +54,44 @@ func NewManager(store *Store, logger log.Logger, onRefresh RefreshFunc) *Manager
 	return &Manager{store: store, logger: logger, onRefresh: onRefresh, pollers: map[string]*poller{}}
 }
 
+// stopWait bounds how long Apply waits for a replaced poller to finish
+// its refresh; it has been cancelled, so it ends within a request's time.
+const stopWait = 15 * time.Second
+
 // Apply makes the running pollers match accounts: unchanged ones keep
 // running, changed ones restart, removed ones stop and leave the store.
+// Replaced pollers are cancelled under the lock but waited for outside it.
 func (m *Manager) Apply(ctx context.Context, accounts []Account) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
 	want := map[string]Account{}
 	for _, a := range accounts {
 		want[a.Provider.Account()] = a
 	}
+	var stopped []*poller
+	m.mu.Lock()
 	for name, p := range m.pollers {
 		if a, ok := want[name]; ok && a.Key == p.acct.Key {
 			delete(want, name)
 			continue
 		}
 		p.cancel()
-		<-p.done
+		stopped = append(stopped, p)
 		delete(m.pollers, name)
-		if _, ok := want[name]; !ok {
-			m.store.Remove(name)
+	}
+	m.mu.Unlock()
+	for _, p := range stopped {
+		select {
+		case <-p.done:
+		case <-time.After(stopWait):
+			level.Warn(m.logger).Log("msg", "a replaced poller did not stop in time; going on without it", "account", p.acct.Provider.Account())
+		}
+		if _, ok := want[p.acct.Provider.Account()]; !ok {
+			m.store.Remove(p.acct.Provider.Account())
 		}
 	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	for name, a := range want {
 		pctx, cancel := context.WithCancel(ctx)
 		p := &poller{acct: a, cancel: cancel, done: make(chan struct{})}
@@ -81,15 +105,23 @@ func (m *Manager) Apply(ctx context.Context, accounts []Account) {
 	}
 }
 
-// Stop ends every poller and waits for them.
+// Stop ends every poller and waits for them, at most stopWait.
 func (m *Manager) Stop() {
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
 	m.mu.Lock()
 	for _, p := range m.pollers {
 		p.cancel()
 	}
 	m.pollers = map[string]*poller{}
 	m.mu.Unlock()
-	m.wg.Wait()
+	done := make(chan struct{})
+	go func() { m.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(stopWait):
+		level.Warn(m.logger).Log("msg", "pollers did not stop in time")
+	}
 }
 
 // Ready reports whether every account has been refreshed at least once.
@@ -116,35 +148,87 @@ func (m *Manager) Provider(account string) (providers.Provider, bool) {
 }
 
 func (m *Manager) run(ctx context.Context, a Account) {
-	m.refresh(ctx, a)
+	pl := &pollState{acct: a}
+	if d, ok := a.Provider.(providers.Detailer); ok {
+		logger := log.With(m.logger, "provider", d.Type(), "account", d.Account())
+		pl.details = newDetails(d, a.Interval, logger)
+		conc := a.MaxConcurrency
+		if conc <= 0 {
+			conc = 8
+		}
+		dctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); pl.details.run(dctx, conc) }()
+		defer func() { cancel(); <-done }()
+	}
+	m.refresh(ctx, pl)
 	// Spread accounts over the interval so they do not refresh in step.
 	jitter := time.Duration(rand.Int64N(int64(a.Interval)/10 + 1))
 	t := time.NewTimer(a.Interval + jitter)
 	defer t.Stop()
+	// Details that arrived between lists are published this often.
+	publish := make(<-chan time.Time)
+	if pl.details != nil {
+		tk := time.NewTicker(min(max(a.Interval/4, time.Second), 5*time.Second))
+		defer tk.Stop()
+		publish = tk.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			m.refresh(ctx, a)
+			m.refresh(ctx, pl)
 			t.Reset(a.Interval)
+		case <-publish:
+			if pl.last != nil && pl.details.takeDirty() {
+				now := time.Now()
+				servers, at, backlog := pl.details.merge(pl.last, now)
+				m.store.Apply(Refresh{Provider: a.Provider.Type(), Account: a.Provider.Account(), Servers: servers,
+					DetailAt: at, Details: true, Backlog: backlog, DetailsOnly: true, At: now})
+			}
 		}
 	}
 }
 
+// pollState is what one account's poller keeps between refreshes.
+type pollState struct {
+	acct    Account
+	details *details           // nil when the provider has no detail reads
+	last    []providers.Server // the last list, for merging details into
+}
+
 // refresh lists an account once, bounded by its interval, and stores the
-// result. A failure leaves the previous servers in place, marked stale.
-func (m *Manager) refresh(ctx context.Context, a Account) {
-	p := a.Provider
-	rctx, cancel := context.WithTimeout(ctx, a.Interval)
+// result with the detail values read so far. A failure leaves the
+// previous servers in place, marked stale.
+func (m *Manager) refresh(ctx context.Context, pl *pollState) {
+	p := pl.acct.Provider
+	rctx, cancel := context.WithTimeout(ctx, pl.acct.Interval)
 	defer cancel()
 	start := time.Now()
-	servers, err := p.List(rctx)
+	var servers []providers.Server
+	var err error
+	if pl.details != nil {
+		servers, err = pl.details.p.ListSummary(rctx)
+	} else {
+		servers, err = p.List(rctx)
+	}
 	took := time.Since(start)
 	if ctx.Err() != nil {
 		return // shutting down or replaced: not a provider failure
 	}
-	snap := m.store.Update(p.Type(), p.Account(), servers, err, start, took)
+	r := Refresh{Provider: p.Type(), Account: p.Account(), Servers: servers, Err: err, Started: start, Took: took, At: start.Add(took)}
+	if pl.details != nil {
+		r.Details = true
+		if err == nil {
+			pl.details.setList(servers)
+			pl.last = servers
+		}
+		if pl.last != nil {
+			r.Servers, r.DetailAt, r.Backlog = pl.details.merge(pl.last, r.At)
+		}
+	}
+	snap := m.store.Apply(r)
 	logger := log.With(m.logger, "provider", p.Type(), "account", p.Account())
 	if err != nil {
 		level.Warn(logger).Log("msg", "refresh failed; account marked down, last servers kept as stale", "duration", took, "err", err)

@@ -29,6 +29,7 @@ const (
 	famDiskUsed
 	famCanRedeploy
 	famBackups
+	famDetailAge
 	numFamilies
 )
 
@@ -56,6 +57,7 @@ func families() [numFamilies]family {
 		famDiskUsed:       {"vps_server_disk_used_bytes", "Disk space in use in bytes."},
 		famCanRedeploy:    {"vps_server_can_redeploy", "1 when the provider allows a redeploy without force."},
 		famBackups:        {"vps_server_backups_enabled", "1 when provider backups are enabled."},
+		famDetailAge:      {"vps_server_detail_age_seconds", "Age of the server's per-server detail data (VPS.org resource usage) at the account's last update; absent without detail data."},
 	}
 }
 
@@ -66,6 +68,7 @@ func families() [numFamilies]family {
 // server's bytes are held once.
 type entry struct {
 	srv providers.Server
+	age int64 // detail age in seconds; -1: no detail data
 	buf []byte
 	off [numFamilies + 1]uint32
 	at  [numFamilies]uint32
@@ -84,8 +87,8 @@ func (e *entry) lines(f int, body []byte) []byte {
 }
 
 // render writes a server's series once; the scrape path only copies them.
-func render(provider, account string, s providers.Server, names *[numFamilies]family) *entry {
-	e := &entry{srv: s}
+func render(provider, account string, s providers.Server, age int64, names *[numFamilies]family) *entry {
+	e := &entry{srv: s, age: age}
 	b := make([]byte, 0, 2048)
 	// The identifying labels every series shares.
 	lbl := make([]byte, 0, 96)
@@ -169,6 +172,10 @@ func render(provider, account string, s providers.Server, names *[numFamilies]fa
 			opt(f, s.CanRedeploy)
 		case famBackups:
 			opt(f, s.BackupsEnabled)
+		case famDetailAge:
+			if age >= 0 {
+				sample(f, nil, float64(age))
+			}
 		}
 	}
 	e.off[numFamilies] = uint32(len(b))

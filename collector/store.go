@@ -32,6 +32,30 @@ type Snapshot struct {
 	Duration    time.Duration
 	// Err is the last refresh's error text (already free of secrets).
 	Err string
+	// Details is whether the account has per-server detail reads apart
+	// from its list; DetailBacklog is how many of its servers have no
+	// detail read younger than the refresh interval.
+	Details       bool
+	DetailBacklog int
+}
+
+// Refresh is one update of an account: a list refresh, or (DetailsOnly)
+// detail values read since the last one.
+type Refresh struct {
+	Provider, Account string
+	Servers           []providers.Server
+	// DetailAt, when not nil, is parallel to Servers: when each server's
+	// detail values were read (zero: it has none).
+	DetailAt []time.Time
+	Details  bool
+	Backlog  int
+	// DetailsOnly updates the servers only, not the refresh status.
+	DetailsOnly bool
+	Err         error
+	Started     time.Time
+	Took        time.Duration
+	// At is when the data was current: detail ages are counted to it.
+	At time.Time
 }
 
 type account struct {
@@ -69,45 +93,70 @@ func NewStore() *Store {
 	return &Store{names: &names, accounts: map[string]*account{}}
 }
 
-// Update records one refresh of an account. On error the previous servers
-// are kept (stale) and only the account's status changes.
+// Update records one list refresh of an account (without detail reads).
+// On error the previous servers are kept (stale) and only the account's
+// status changes.
 func (s *Store) Update(provider, name string, servers []providers.Server, err error, started time.Time, took time.Duration) Snapshot {
+	return s.Apply(Refresh{Provider: provider, Account: name, Servers: servers, Err: err, Started: started, Took: took, At: started.Add(took)})
+}
+
+// Apply records one update of an account. A failed refresh keeps the
+// previous servers (stale) and changes only the account's status.
+func (s *Store) Apply(r Refresh) Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	provider, name := r.Provider, r.Account
 	a := s.accounts[name]
 	if a == nil || a.snap.Provider != provider {
 		a = &account{snap: Snapshot{Provider: provider, Account: name}}
 		s.accounts[name] = a
 		s.gen++
 	}
-	a.snap.Refreshed = true
-	a.snap.LastAttempt = started
-	a.snap.Duration = took
-	if err != nil {
-		a.snap.Up = false
-		a.snap.Err = err.Error()
+	a.snap.Details = r.Details
+	if !r.DetailsOnly {
+		a.snap.Refreshed = true
+		a.snap.LastAttempt = r.Started
+		a.snap.Duration = r.Took
+		if r.Err != nil {
+			a.snap.Up = false
+			a.snap.Err = r.Err.Error()
+		} else {
+			a.snap.Up = true
+			a.snap.Err = ""
+			a.snap.LastSuccess = r.Started.Add(r.Took)
+		}
+	}
+	if r.Err != nil && r.DetailAt == nil {
 		return copySnap(a.snap)
 	}
-	a.snap.Up = true
-	a.snap.Err = ""
-	a.snap.LastSuccess = started.Add(took)
+	a.snap.DetailBacklog = r.Backlog
 
-	sorted := append([]providers.Server(nil), servers...)
-	sort.Slice(sorted, func(i, j int) bool { return idLess(sorted[i].ID, sorted[j].ID) })
+	type item struct {
+		srv providers.Server
+		age int64
+	}
+	sorted := make([]item, len(r.Servers))
+	for i, sv := range r.Servers {
+		sorted[i] = item{sv, -1}
+		if r.DetailAt != nil && !r.DetailAt[i].IsZero() {
+			sorted[i].age = max(0, int64(r.At.Sub(r.DetailAt[i]).Round(time.Second)/time.Second))
+		}
+	}
+	sort.Slice(sorted, func(i, j int) bool { return idLess(sorted[i].srv.ID, sorted[j].srv.ID) })
 	old := make(map[string]*entry, len(a.entries))
 	for _, e := range a.entries {
 		old[e.srv.ID] = e
 	}
 	entries := make([]*entry, 0, len(sorted))
-	for i, sv := range sorted {
-		if i > 0 && sorted[i-1].ID == sv.ID {
+	for i, it := range sorted {
+		if i > 0 && sorted[i-1].srv.ID == it.srv.ID {
 			continue // a duplicate id would emit duplicate series
 		}
-		if e, ok := old[sv.ID]; ok && e.srv == sv {
+		if e, ok := old[it.srv.ID]; ok && e.srv == it.srv && e.age == it.age {
 			entries = append(entries, e)
 			continue
 		}
-		entries = append(entries, render(provider, name, sv, s.names))
+		entries = append(entries, render(provider, name, it.srv, it.age, s.names))
 	}
 	if !slices.Equal(entries, a.entries) {
 		s.gen++

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"time"
@@ -82,6 +83,9 @@ type Provider struct {
 	Timezone string `yaml:"timezone,omitempty"`
 	// RateLimit is requests per second to this account (0: unlimited).
 	RateLimit float64 `yaml:"rate_limit,omitempty"`
+	// DetailBudget caps the per-server detail reads at this share of
+	// RateLimit (0: what the lists and re-reads leave).
+	DetailBudget float64 `yaml:"detail_budget,omitempty"`
 	// TLSConfig and ProxyURL configure the HTTP client.
 	TLSConfig commoncfg.TLSConfig `yaml:"tls_config,omitempty"`
 	ProxyURL  commoncfg.URL       `yaml:"proxy_url,omitempty"`
@@ -179,8 +183,12 @@ func Parse(data []byte, baseDir string) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		// YAML type errors quote the offending value; it may be a secret
-		// pasted into the wrong field, so it is not repeated.
+		// Name the field. YAML type errors quote the offending value; it
+		// may be a secret pasted into the wrong field, so it is not
+		// repeated.
+		if located := locate(data, reflect.TypeOf(Config{}), err); located != nil {
+			return nil, fmt.Errorf("parse config: %w", located)
+		}
 		return nil, fmt.Errorf("parse config: %s", quotedValue.ReplaceAllString(err.Error(), "`<value>`"))
 	}
 	if err := c.validate(baseDir); err != nil {
@@ -290,6 +298,14 @@ func (p *Provider) validate(at, baseDir string) error {
 	}
 	if p.RateLimit < 0 {
 		return fmt.Errorf("%s.rate_limit: must not be negative", at)
+	}
+	if p.DetailBudget != 0 {
+		switch {
+		case p.DetailBudget < 0 || p.DetailBudget > 1:
+			return fmt.Errorf("%s.detail_budget: must be in (0, 1], got %v", at, p.DetailBudget)
+		case p.RateLimit == 0:
+			return fmt.Errorf("%s.detail_budget: is a share of rate_limit; set rate_limit too", at)
+		}
 	}
 	if err := p.TLSConfig.Validate(); err != nil {
 		return fmt.Errorf("%s.tls_config: %w", at, err)

@@ -91,7 +91,10 @@ type Server struct {
 	ID        string
 	Name      string
 	Hostname  string
-	IP        string
+	IP        string // the address the provider lists first (public where it has one)
+	PrivateIP string // a private IPv4 address, where the provider gives one
+	IPv6      string // a public IPv6 address, where the provider gives one
+	Port      string // the service port (VPN.bingo), where the provider gives one
 	Location  string
 	Plan      string
 	Image     string
@@ -160,6 +163,24 @@ type Provider interface {
 	Actions() []Action
 	// Do carries out an action on one server.
 	Do(ctx context.Context, id string, a Action, p ActionParams) (ActionResult, error)
+}
+
+// Detailer is a Provider whose list lacks fields that only a per-server
+// read gives (VPS.org: resource usage, transfer quota, IPv6, backups). The
+// collector reads the list with ListSummary every refresh interval and the
+// details on their own schedule, within the account's API budget, so that
+// a big account never has to read every detail inside one interval.
+// Provider.List still returns list and details together.
+type Detailer interface {
+	Provider
+	// ListSummary returns every server from the list pages alone.
+	ListSummary(ctx context.Context) ([]Server, error)
+	// Detail reads one server at background priority: it takes only the
+	// request rate that lists and re-reads leave, and is not retried.
+	Detail(ctx context.Context, id string) (Server, error)
+	// MergeDetail returns the list data with the fields that only the
+	// detail read has taken from detail.
+	MergeDetail(list, detail Server) Server
 }
 
 // ErrNotFound is wrapped by Get when the provider says the server does not

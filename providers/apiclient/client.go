@@ -17,8 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // DefaultMaxBodyBytes caps one response body unless Config says otherwise.
@@ -39,7 +37,15 @@ type Config struct {
 	// Timeout bounds one attempt; 0 means 10s.
 	Timeout time.Duration
 	// RateLimit is requests per second to this account; 0 means unlimited.
+	// A 429 slows it down (and pauses the account for Retry-After) either
+	// way; it recovers gradually.
 	RateLimit float64
+	// ThrottleRecovery is how long a rate cut by a 429 takes to recover
+	// (0 means 30s).
+	ThrottleRecovery time.Duration
+	// DetailBudget, when in (0, 1], caps background requests at this
+	// share of RateLimit; otherwise they use what the foreground leaves.
+	DetailBudget float64
 	// MaxBodyBytes caps a response body; 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
 	// MaxRetries is how often a failed attempt is tried again; negative
@@ -59,10 +65,10 @@ type Config struct {
 
 // Client sends requests to one account's API.
 type Client struct {
-	cfg     Config
-	limiter *rate.Limiter
-	http    *http.Client
-	redact  *strings.Replacer
+	cfg      Config
+	throttle *throttle
+	http     *http.Client
+	redact   *strings.Replacer
 }
 
 // New returns a Client for cfg.
@@ -90,13 +96,7 @@ func New(cfg Config) *Client {
 		t.MaxIdleConnsPerHost = 64
 		c.http = &http.Client{Transport: t}
 	}
-	if cfg.RateLimit > 0 {
-		burst := int(cfg.RateLimit)
-		if burst < 1 {
-			burst = 1
-		}
-		c.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), burst)
-	}
+	c.throttle = newThrottle(cfg.RateLimit, cfg.DetailBudget, cfg.ThrottleRecovery)
 	var pairs []string
 	for _, s := range cfg.Secrets {
 		if s == "" {
@@ -125,6 +125,10 @@ type Request struct {
 	// Idempotent requests are retried on 5xx and transport errors; others
 	// only on 429, which means the request was not carried out.
 	Idempotent bool
+	// Background requests (per-server detail reads) take only the rate
+	// the foreground leaves and are not retried: the caller reads the
+	// server again on its next turn.
+	Background bool
 }
 
 // Error is a failed API call. Its text names provider, account, method and
@@ -164,6 +168,10 @@ type redactedError struct {
 
 func (e *redactedError) Error() string { return e.msg }
 func (e *redactedError) Unwrap() error { return e.cause }
+
+// RateLimit is the request rate in force for the account (requests per
+// second; +Inf when unlimited): the configured one, or less after a 429.
+func (c *Client) RateLimit() float64 { return float64(c.throttle.Limit()) }
 
 // Redact removes every configured secret from s.
 func (c *Client) Redact(s string) string { return c.redact.Replace(s) }
@@ -241,7 +249,7 @@ func (c *Client) Do(ctx context.Context, req Request) (int, []byte, error) {
 			return status, body, nil
 		}
 		lastErr = err
-		if attempt >= c.cfg.MaxRetries || !c.retryable(req, status, err) || ctx.Err() != nil {
+		if req.Background || attempt >= c.cfg.MaxRetries || !c.retryable(req, status, err) || ctx.Err() != nil {
 			return status, body, lastErr
 		}
 		wait := c.backoff(attempt)
@@ -295,10 +303,8 @@ func (c *Client) attempt(ctx context.Context, req Request, u *url.URL, payload [
 			Msg: c.Redact(msg), Err: cause,
 		}
 	}
-	if c.limiter != nil {
-		if err := c.limiter.Wait(ctx); err != nil {
-			return 0, nil, 0, fail(0, "rate limit wait: "+err.Error(), ctx.Err())
-		}
+	if err := c.throttle.wait(ctx, req.Background); err != nil {
+		return 0, nil, 0, fail(0, "rate limit wait: "+err.Error(), ctx.Err())
 	}
 	actx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
@@ -332,6 +338,11 @@ func (c *Client) attempt(ctx context.Context, req Request, u *url.URL, payload [
 	}
 	if int64(len(body)) > c.cfg.MaxBodyBytes {
 		return 0, nil, 0, fail(resp.StatusCode, fmt.Sprintf("response exceeds %d bytes", c.cfg.MaxBodyBytes), errBodyTooLarge)
+	}
+	if resp.StatusCode == http.StatusTooManyRequests {
+		wait := throttleWait(resp.Header.Get("Retry-After"), body)
+		c.throttle.throttled(wait)
+		return resp.StatusCode, body, wait, fail(resp.StatusCode, APIMessage(body), nil)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return resp.StatusCode, body, parseRetryAfter(resp.Header.Get("Retry-After")),

@@ -104,8 +104,12 @@ func WalkDRF[T any](ctx context.Context, c *Client, path, endpoint string, id fu
 // Get fetches one object with GET path and decodes it. A 404 wraps
 // providers.ErrNotFound; a body that does not decode is an *Error.
 func Get[T any](ctx context.Context, c *Client, path, endpoint string, decode func([]byte) (T, error)) (T, error) {
+	return GetRequest(ctx, c, Request{Method: http.MethodGet, Path: path, Endpoint: endpoint, Idempotent: true}, decode)
+}
+
+// GetRequest is Get for a request the caller built (a background read).
+func GetRequest[T any](ctx context.Context, c *Client, req Request, decode func([]byte) (T, error)) (T, error) {
 	var zero T
-	req := Request{Method: http.MethodGet, Path: path, Endpoint: endpoint, Idempotent: true}
 	status, body, err := c.Do(ctx, req)
 	if err != nil {
 		if status == http.StatusNotFound {

@@ -287,7 +287,7 @@ func StateOf(status string) providers.State {
 		return providers.StateRunning
 	case "powered off", "power off":
 		return providers.StateStopped
-	case "create", "creating", "reinstalling":
+	case "create", "created", "creating", "reinstalling":
 		return providers.StateProvisioning
 	case "terminate", "terminating":
 		return providers.StateTerminating
@@ -339,6 +339,7 @@ func (c *Client) convert(n Node) providers.Server {
 		ID:        string(n.ID),
 		Name:      string(n.Name),
 		IP:        string(n.PublicIP),
+		PrivateIP: string(n.PrivateIP),
 		Plan:      string(n.Plan),
 		Image:     string(n.Image),
 		RawStatus: string(n.Status),

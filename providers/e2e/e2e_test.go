@@ -35,7 +35,7 @@ func TestSeedList(t *testing.T) {
 		t.Fatalf("got %d", len(got))
 	}
 	want := providers.Server{
-		ID: "169", Name: "node-awa", IP: "101.53.147.102", Location: "national capitail",
+		ID: "169", Name: "node-awa", IP: "101.53.147.102", PrivateIP: "172.16.215.166", Location: "national capitail",
 		Plan: "B-2VCPU-8RAM-115DISK", State: providers.StateProvisioning, RawStatus: "Create",
 		CreatedTime: providers.Some(float64(time.Date(2019, 4, 23, 9, 19, 28, 0, time.UTC).Unix())),
 		VCPUs:       providers.Some(2), MemoryBytes: providers.Some(15 * providers.GB), DiskBytes: providers.Some(60 * providers.GB),

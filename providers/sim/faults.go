@@ -2,6 +2,7 @@ package sim
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -28,6 +29,9 @@ const (
 	FaultSlowDrip
 	// FaultOversize answers 200 with a body of Size bytes.
 	FaultOversize
+
+	// faultThrottled is the throttle's 429 (SetThrottle).
+	faultThrottled
 )
 
 // Fault describes an injected failure.
@@ -43,6 +47,64 @@ type Fault struct {
 	Size int64
 	// Only, when set, limits the fault to requests whose path contains it.
 	Only string
+}
+
+// SetThrottle makes api answer 429 once more than perSecond requests a
+// second arrive (a token bucket of burst tokens), as a throttling provider
+// does: a Retry-After header and, for the DRF-style APIs, DRF's message
+// "Request was throttled. Expected available in N seconds.". 0 clears it.
+func (s *Sim) SetThrottle(api API, perSecond float64, burst int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if perSecond <= 0 {
+		delete(s.throttles, api)
+		return
+	}
+	s.throttles[api] = &bucket{rate: perSecond, burst: float64(max(burst, 1)), tokens: float64(max(burst, 1)), at: time.Now()}
+}
+
+// SetDetailFault makes the detail read (GET of the object) of one server
+// of api misbehave as f; a zero Fault clears it. Lists and other servers
+// are unaffected.
+func (s *Sim) SetDetailFault(api API, id int, f Fault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f.Kind == FaultNone {
+		delete(s.detailFaults[api], id)
+		return
+	}
+	if s.detailFaults[api] == nil {
+		s.detailFaults[api] = map[int]*Fault{}
+	}
+	s.detailFaults[api][id] = &f
+}
+
+// bucket is a server-side token bucket.
+type bucket struct {
+	rate, burst, tokens float64
+	at                  time.Time
+}
+
+// take spends a token, or says how long until one is there.
+func (b *bucket) take(now time.Time) (bool, time.Duration) {
+	b.tokens = min(b.burst, b.tokens+now.Sub(b.at).Seconds()*b.rate)
+	b.at = now
+	if b.tokens >= 1 {
+		b.tokens--
+		return true, 0
+	}
+	return false, time.Duration((1 - b.tokens) / b.rate * float64(time.Second))
+}
+
+// detailPrefix is the object path prefix of each API.
+func detailPrefix(api API) string {
+	switch api {
+	case VPNBingo:
+		return "/api/v2/nodes/"
+	case VPSOrg:
+		return "/api/v1/servers/"
+	}
+	return "/myaccount/api/v1/nodes/"
 }
 
 // SetFault makes api misbehave as f; a zero Fault clears it.
@@ -62,6 +124,8 @@ func (s *Sim) ClearFaults() {
 	defer s.mu.Unlock()
 	s.faults = map[API]*Fault{}
 	s.latency = map[API]time.Duration{}
+	s.detailFaults = map[API]map[int]*Fault{}
+	s.throttles = map[API]*bucket{}
 }
 
 // takeFault returns the fault to apply to r, consuming one use of it.
@@ -69,6 +133,26 @@ func (s *Sim) takeFault(api API, r *http.Request) (Fault, time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	lat := s.latency[api]
+	if b := s.throttles[api]; b != nil {
+		if ok, wait := b.take(time.Now()); !ok {
+			secs := int(wait/time.Second) + 1
+			s.requests[api]["throttled"]++
+			return Fault{Kind: faultThrottled, Status: http.StatusTooManyRequests, RetryAfter: strconv.Itoa(secs)}, lat
+		}
+	}
+	if r.Method == http.MethodGet {
+		if id, rest, ok := pathID(r.URL.Path, detailPrefix(api)); ok && rest == "" {
+			if f := s.detailFaults[api][id]; f != nil {
+				out := *f
+				if f.Count > 0 {
+					if f.Count--; f.Count == 0 {
+						delete(s.detailFaults[api], id)
+					}
+				}
+				return out, lat
+			}
+		}
+	}
 	f := s.faults[api]
 	if f == nil || (f.Only != "" && !strings.Contains(r.URL.Path, f.Only)) {
 		return Fault{}, lat
@@ -114,6 +198,15 @@ func (s *Sim) withFaults(api API, next http.Handler) http.Handler {
 				writeJSON(w, status, map[string]any{"success": false, "data": nil, "error": map[string]any{"code": status, "message": http.StatusText(status)}})
 			default:
 				writeJSON(w, status, map[string]any{"detail": http.StatusText(status)})
+			}
+		case faultThrottled:
+			w.Header().Set("Retry-After", f.RetryAfter)
+			msg := "Request was throttled. Expected available in " + f.RetryAfter + " seconds."
+			switch api {
+			case E2E:
+				writeJSON(w, f.Status, e2eEnvelope(f.Status, msg, map[string]any{}, msg))
+			default:
+				writeJSON(w, f.Status, map[string]any{"detail": msg})
 			}
 		case FaultJunk:
 			s.count(api, "fault")

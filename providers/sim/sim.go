@@ -113,15 +113,18 @@ type ActionRecord struct {
 type Sim struct {
 	opts Options
 
-	mu       sync.Mutex
-	fleets   map[API][]*Machine
-	nextID   map[API]int
-	faults   map[API]*Fault
-	latency  map[API]time.Duration
-	requests map[API]map[string]int
-	actions  []ActionRecord
-	closed   chan struct{}
-	once     sync.Once
+	mu      sync.Mutex
+	fleets  map[API][]*Machine
+	nextID  map[API]int
+	faults  map[API]*Fault
+	latency map[API]time.Duration
+	// detailFaults are per-server faults of the detail read.
+	detailFaults map[API]map[int]*Fault
+	throttles    map[API]*bucket
+	requests     map[API]map[string]int
+	actions      []ActionRecord
+	closed       chan struct{}
+	once         sync.Once
 }
 
 // New returns a Sim with a generated fleet.
@@ -139,13 +142,15 @@ func New(o Options) *Sim {
 		o.Settle = 2 * time.Second
 	}
 	s := &Sim{
-		opts:     o,
-		fleets:   map[API][]*Machine{},
-		nextID:   map[API]int{},
-		faults:   map[API]*Fault{},
-		latency:  map[API]time.Duration{},
-		requests: map[API]map[string]int{},
-		closed:   make(chan struct{}),
+		opts:         o,
+		fleets:       map[API][]*Machine{},
+		nextID:       map[API]int{},
+		faults:       map[API]*Fault{},
+		latency:      map[API]time.Duration{},
+		detailFaults: map[API]map[int]*Fault{},
+		throttles:    map[API]*bucket{},
+		requests:     map[API]map[string]int{},
+		closed:       make(chan struct{}),
 	}
 	for _, api := range APIs() {
 		s.requests[api] = map[string]int{}

@@ -278,6 +278,9 @@ func (c *Client) convert(n Node) providers.Server {
 	if s.RawStatus == "" {
 		s.RawStatus = s.RawCode
 	}
+	if p := n.Port.V; n.Port.Set && p == float64(int(p)) && p > 0 && p < 65536 {
+		s.Port = strconv.Itoa(int(p))
+	}
 	s.ExpiryTime = c.unix(string(n.ExpireTime))
 	s.CreatedTime = c.unix(string(n.CreateTime))
 	s.StatusChangeTime = c.unix(string(n.StatusUpdate))

@@ -35,7 +35,7 @@ func TestSeedListAndDetail(t *testing.T) {
 		t.Fatalf("got %d servers", len(list))
 	}
 	want := providers.Server{
-		ID: "28", Name: "Basic-", Hostname: "test.vpn.bingo", IP: "1.1.1.1", Location: "us",
+		ID: "28", Name: "Basic-", Hostname: "test.vpn.bingo", IP: "1.1.1.1", Port: "443", Location: "us",
 		State: providers.StateRunning, RawStatus: "Deployment Successful", RawCode: "9",
 		ExpiryTime:                   providers.Some(float64(time.Date(2025, 2, 13, 10, 36, 59, 0, time.UTC).Unix())),
 		CreatedTime:                  providers.Some(float64(time.Date(2025, 2, 13, 10, 27, 0, 0, time.UTC).Unix())),

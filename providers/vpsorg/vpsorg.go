@@ -188,7 +188,62 @@ func (c *Client) List(ctx context.Context) ([]providers.Server, error) {
 }
 
 func (c *Client) detail(ctx context.Context, id string) (Server, error) {
-	return apiclient.Get(ctx, c.api, serversPath+url.PathEscape(id)+"/", "servers_detail", DecodeServer)
+	return c.getServer(ctx, id, false)
+}
+
+func (c *Client) getServer(ctx context.Context, id string, background bool) (Server, error) {
+	return apiclient.GetRequest(ctx, c.api, apiclient.Request{
+		Method: http.MethodGet, Path: serversPath + url.PathEscape(id) + "/",
+		Endpoint: "servers_detail", Idempotent: true, Background: background,
+	}, DecodeServer)
+}
+
+// ListSummary implements providers.Detailer: the list pages only.
+func (c *Client) ListSummary(ctx context.Context) ([]providers.Server, error) {
+	list, err := apiclient.ListDRF(ctx, c.api, serversPath, "servers_list", func(s Server) string { return string(s.ID) }, DecodeList)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]providers.Server, 0, len(list))
+	for _, s := range list {
+		if s.ID != "" {
+			out = append(out, convert(s))
+		}
+	}
+	return out, nil
+}
+
+// Detail implements providers.Detailer: GET /api/v1/servers/{id}/ at
+// background priority.
+func (c *Client) Detail(ctx context.Context, id string) (providers.Server, error) {
+	s, err := c.getServer(ctx, id, true)
+	if err != nil {
+		return providers.Server{}, err
+	}
+	return convert(s), nil
+}
+
+// MergeDetail implements providers.Detailer. State, name, address, plan
+// and image come from the list, which is read every interval; the fields
+// the list lacks (the API documents them on the detail only) from detail.
+// A plan field the list omitted is taken from the detail too.
+func (c *Client) MergeDetail(list, detail providers.Server) providers.Server {
+	out := list
+	out.TransferLimitBytes = detail.TransferLimitBytes
+	out.CPUUsageRatio = detail.CPUUsageRatio
+	out.MemoryUsedBytes = detail.MemoryUsedBytes
+	out.DiskUsedBytes = detail.DiskUsedBytes
+	out.TransferUsedBytes = detail.TransferUsedBytes
+	out.BackupsEnabled = detail.BackupsEnabled
+	out.IPv6 = detail.IPv6
+	for _, f := range []struct{ dst, src *providers.Value }{
+		{&out.VCPUs, &detail.VCPUs}, {&out.MemoryBytes, &detail.MemoryBytes}, {&out.DiskBytes, &detail.DiskBytes},
+	} {
+		if !f.dst.OK {
+			*f.dst = *f.src
+		}
+	}
+	return out
 }
 
 // Get implements providers.Provider.
@@ -252,6 +307,7 @@ func convert(s Server) providers.Server {
 		Name:      string(s.Name),
 		Hostname:  string(s.Hostname),
 		IP:        string(s.IPAddress),
+		IPv6:      string(s.IPv6),
 		Location:  string(s.Location),
 		RawStatus: string(s.Status),
 		State:     StateOf(string(s.Status)),

@@ -29,7 +29,7 @@ func TestSeedListWithDetails(t *testing.T) {
 		t.Fatalf("got %d", len(got))
 	}
 	want := providers.Server{
-		ID: "12345", Name: "web-server-01", Hostname: "web01.example.com", IP: "203.0.113.10",
+		ID: "12345", Name: "web-server-01", Hostname: "web01.example.com", IP: "203.0.113.10", IPv6: "2001:0db8::1",
 		Location: "us-west", Plan: "Standard VPS", Image: "Ubuntu 22.04 LTS",
 		State: providers.StateRunning, RawStatus: "active",
 		CreatedTime:        providers.Some(float64(time.Date(2025, 1, 10, 14, 30, 0, 0, time.UTC).Unix())),

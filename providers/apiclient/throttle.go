@@ -1,0 +1,252 @@
+package apiclient
+
+import (
+	"context"
+	"math"
+	"regexp"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// throttle is an account's request budget: the configured token bucket,
+// cut down after a 429 and recovered gradually over time, and an
+// account-wide pause honouring Retry-After. Foreground requests (lists,
+// the re-read before an action, actions) take a token whenever one is
+// there; background requests (per-server detail reads) only when the
+// bucket holds more than a reserve, so they use what the foreground leaves.
+type throttle struct {
+	lim *rate.Limiter
+	// bg, when set, caps the background rate (detail_budget).
+	bg *rate.Limiter
+	// recovery is how long a cut rate takes to come back (configured
+	// rate: linearly; unlimited: doubling every recovery/6).
+	recovery time.Duration
+
+	mu         sync.Mutex
+	base       rate.Limit // configured rate; rate.Inf when none
+	burst      int
+	cur        rate.Limit // in force now
+	cutTo      rate.Limit // the rate the last 429 cut to
+	cutAt      time.Time  // when; zero when not recovering
+	pauseUntil time.Time
+	starts     [32]time.Time // the latest attempts, to estimate the rate in use
+	next       int
+}
+
+func newThrottle(limit, budget float64, recovery time.Duration) *throttle {
+	if recovery <= 0 {
+		recovery = 30 * time.Second
+	}
+	t := &throttle{base: rate.Inf, cur: rate.Inf, burst: 1, recovery: recovery}
+	if limit > 0 {
+		t.base, t.cur = rate.Limit(limit), rate.Limit(limit)
+		t.burst = max(1, int(limit))
+	}
+	t.lim = rate.NewLimiter(t.cur, t.burst)
+	if budget > 0 && limit > 0 {
+		t.bg = rate.NewLimiter(rate.Limit(limit*budget), max(1, int(limit*budget)))
+	}
+	return t
+}
+
+// Limit returns the rate in force (rate.Inf when unlimited).
+func (t *throttle) Limit() rate.Limit {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.recoverLocked(time.Now())
+	return t.cur
+}
+
+// recoverLocked brings a cut rate back towards the configured one as
+// time passes without a 429.
+func (t *throttle) recoverLocked(now time.Time) {
+	if t.cutAt.IsZero() {
+		return
+	}
+	since := now.Sub(t.cutAt)
+	var l rate.Limit
+	if t.base == rate.Inf {
+		l = t.cutTo * rate.Limit(math.Exp2(6*since.Seconds()/t.recovery.Seconds()))
+		if l > 1000 {
+			l = rate.Inf
+		}
+	} else {
+		l = min(t.base, t.cutTo+(t.base-t.cutTo)*rate.Limit(since.Seconds()/t.recovery.Seconds()))
+	}
+	if l == t.base {
+		t.cutAt = time.Time{}
+	}
+	if l != t.cur {
+		t.setLocked(now, l)
+	}
+}
+
+// wait blocks until the account may send one more request: after any
+// pause, then a token (background: a token beyond the reserve).
+func (t *throttle) wait(ctx context.Context, background bool) error {
+	if err := t.waitPause(ctx); err != nil {
+		return err
+	}
+	if !background {
+		if err := t.lim.Wait(ctx); err != nil {
+			return err
+		}
+		t.record()
+		return nil
+	}
+	if t.bg != nil {
+		if err := t.bg.Wait(ctx); err != nil {
+			return err
+		}
+	}
+	for {
+		if err := t.waitPause(ctx); err != nil {
+			return err
+		}
+		now := time.Now()
+		limit := t.lim.Limit()
+		if limit == rate.Inf {
+			t.record()
+			return nil
+		}
+		// Keep one token (of a bucket of at least two) for the
+		// foreground: a list page or a re-read never queues behind
+		// the detail backlog.
+		reserve := 1.0
+		if t.lim.Burst() < 2 {
+			reserve = 0
+		}
+		tokens := t.lim.TokensAt(now)
+		if tokens >= 1+reserve {
+			r := t.lim.ReserveN(now, 1)
+			if r.OK() && r.DelayFrom(now) == 0 {
+				t.record()
+				return nil
+			}
+			r.CancelAt(now)
+		}
+		need := max(1+reserve-tokens, 0.1)
+		d := time.Duration(need / float64(limit) * float64(time.Second))
+		if err := sleep(ctx, max(d, time.Millisecond)); err != nil {
+			return err
+		}
+	}
+}
+
+// waitPause waits out an account-wide pause and applies any recovery.
+func (t *throttle) waitPause(ctx context.Context) error {
+	for {
+		t.mu.Lock()
+		now := time.Now()
+		t.recoverLocked(now)
+		pause := t.pauseUntil.Sub(now)
+		t.mu.Unlock()
+		if pause <= 0 {
+			return nil
+		}
+		if err := sleep(ctx, pause); err != nil {
+			return err
+		}
+	}
+}
+
+func (t *throttle) record() {
+	t.mu.Lock()
+	t.starts[t.next%len(t.starts)] = time.Now()
+	t.next++
+	t.mu.Unlock()
+}
+
+// observedLocked estimates the request rate of the latest attempts.
+func (t *throttle) observedLocked() rate.Limit {
+	n := min(t.next, len(t.starts))
+	if n < 2 {
+		return 10 // nothing to go by: a modest rate to start from
+	}
+	newest := t.starts[(t.next-1)%len(t.starts)]
+	oldest := t.starts[(t.next-n)%len(t.starts)]
+	span := newest.Sub(oldest).Seconds()
+	if span <= 0 {
+		return rate.Limit(n)
+	}
+	return rate.Limit(float64(n-1) / span)
+}
+
+// throttled is told of a 429: the whole account pauses for retryAfter (a
+// second when the API did not say) and the rate is halved, once per
+// pause: the other requests that were in flight get their 429 too.
+func (t *throttle) throttled(retryAfter time.Duration) {
+	if retryAfter <= 0 {
+		retryAfter = time.Second
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := time.Now()
+	t.recoverLocked(now)
+	paused := now.Before(t.pauseUntil)
+	if until := now.Add(retryAfter); until.After(t.pauseUntil) {
+		t.pauseUntil = until
+	}
+	if paused {
+		return
+	}
+	cur := t.cur
+	if cur == rate.Inf {
+		cur = t.observedLocked()
+	}
+	floor := rate.Limit(0.5)
+	if t.base != rate.Inf {
+		floor = t.base * minRateShare
+	}
+	t.cutTo, t.cutAt = max(cur/2, floor), now
+	t.setLocked(now, t.cutTo)
+}
+
+// minRateShare is how far 429s may push a configured rate down.
+const minRateShare = 1.0 / 16
+
+func (t *throttle) setLocked(now time.Time, l rate.Limit) {
+	t.cur = l
+	if l == rate.Inf {
+		t.lim.SetLimitAt(now, rate.Inf)
+		return
+	}
+	b := max(1, min(int(l), t.burst))
+	if t.base == rate.Inf {
+		b = max(1, int(l))
+	}
+	t.lim.SetBurstAt(now, b)
+	t.lim.SetLimitAt(now, l)
+}
+
+// drfThrottle matches Django REST framework's throttle message, which some
+// APIs send instead of (or besides) a Retry-After header.
+var drfThrottle = regexp.MustCompile(`(?i)expected available in ([0-9]+(?:\.[0-9]+)?) seconds?`)
+
+// throttleWait reads how long a 429 asks to wait: Retry-After, else the
+// DRF message in the body.
+func throttleWait(header string, body []byte) time.Duration {
+	if d := parseRetryAfter(header); d > 0 {
+		return d
+	}
+	if m := drfThrottle.FindSubmatch(body); m != nil {
+		if secs, err := strconv.ParseFloat(string(m[1]), 64); err == nil {
+			return min(time.Duration(secs*float64(time.Second)), 5*time.Minute)
+		}
+	}
+	return 0
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

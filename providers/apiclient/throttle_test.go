@@ -1,0 +1,176 @@
+package apiclient_test
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vps-exporter/vps_exporter/providers/apiclient"
+)
+
+func get(c *apiclient.Client, ctx context.Context, path string, background bool) error {
+	_, _, err := c.Do(ctx, apiclient.Request{Method: "GET", Path: path, Idempotent: true, Background: background})
+	return err
+}
+
+// A 429 pauses the whole account, not just the request that got it: no
+// request of any kind is sent before Retry-After has passed.
+func TestThrottlePausesWholeAccount(t *testing.T) {
+	var mu sync.Mutex
+	var throttledAt time.Time
+	var early int
+	u := server(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if r.URL.Path == "/first/" && throttledAt.IsZero() {
+			throttledAt = time.Now()
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		if !throttledAt.IsZero() && time.Since(throttledAt) < 950*time.Millisecond {
+			early++
+		}
+	})
+	c := apiclient.New(apiclient.Config{BaseURL: u, BackoffBase: time.Millisecond})
+	if err := get(c, context.Background(), "/first/", false); err != nil {
+		t.Fatal(err)
+	}
+	// Retried after the pause; other requests sent now wait for it too.
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = get(c, context.Background(), "/other/", i%2 == 0) }()
+	}
+	wg.Wait()
+	if early != 0 {
+		t.Errorf("%d requests were sent during the account's Retry-After pause", early)
+	}
+}
+
+// Django REST framework's throttle message is honoured when the header is
+// missing.
+func TestThrottleDRFMessage(t *testing.T) {
+	var calls atomic.Int32
+	var gap time.Duration
+	var first time.Time
+	u := server(t, func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			first = time.Now()
+			w.WriteHeader(http.StatusTooManyRequests)
+			_, _ = w.Write([]byte(`{"detail":"Request was throttled. Expected available in 1 second."}`))
+			return
+		}
+		gap = time.Since(first)
+	})
+	c := apiclient.New(apiclient.Config{BaseURL: u, BackoffBase: time.Millisecond})
+	if err := get(c, context.Background(), "/", false); err != nil {
+		t.Fatal(err)
+	}
+	if gap < 900*time.Millisecond {
+		t.Errorf("retried after %v; the API asked for 1 s", gap)
+	}
+}
+
+// After a 429 the account's rate is halved once per pause (the other
+// in-flight requests' 429s do not cut it again), cut again by a later
+// 429, never below a sixteenth, and recovers gradually over time; a
+// background request is not retried.
+func TestThrottleSlowsAndRecovers(t *testing.T) {
+	var throttle atomic.Bool
+	u := server(t, func(w http.ResponseWriter, r *http.Request) {
+		if throttle.Load() {
+			w.Header().Set("Retry-After", "0.05")
+			w.WriteHeader(http.StatusTooManyRequests)
+		}
+	})
+	c := apiclient.New(apiclient.Config{BaseURL: u, RateLimit: 100, ThrottleRecovery: 400 * time.Millisecond})
+	throttle.Store(true)
+	if err := get(c, context.Background(), "/", true); err == nil {
+		t.Fatal("want the 429 back: background requests are not retried")
+	}
+	if got := c.RateLimit(); got < 49 || got > 52 {
+		t.Fatalf("rate after one 429: %v, want about 50", got)
+	}
+	for i := 0; i < 10; i++ {
+		_ = get(c, context.Background(), "/", true)
+	}
+	if got := c.RateLimit(); got >= 25 {
+		t.Fatalf("rate after eleven spaced 429s: %v, want it cut further", got)
+	}
+	throttle.Store(false)
+	time.Sleep(100 * time.Millisecond)
+	if got := c.RateLimit(); got >= 100 {
+		t.Fatalf("rate 100 ms after the last 429: %v; want a gradual recovery", got)
+	}
+	time.Sleep(400 * time.Millisecond)
+	if got := c.RateLimit(); got != 100 {
+		t.Fatalf("rate after the recovery period: %v, want the configured 100", got)
+	}
+}
+
+// Without a configured rate, a 429 still slows the account down.
+func TestThrottleUnlimitedSlowsDown(t *testing.T) {
+	var n atomic.Int32
+	u := server(t, func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 20 {
+			w.Header().Set("Retry-After", "0")
+			w.WriteHeader(http.StatusTooManyRequests)
+		}
+	})
+	c := apiclient.New(apiclient.Config{BaseURL: u})
+	for i := 0; i < 19; i++ {
+		_ = get(c, context.Background(), "/", false)
+	}
+	if got := c.RateLimit(); got < 1e308 {
+		t.Fatalf("rate before any 429: %v, want unlimited", got)
+	}
+	_ = get(c, context.Background(), "/", true)
+	if got := c.RateLimit(); got > 1e6 {
+		t.Fatalf("rate after a 429: %v, want a finite limit", got)
+	}
+}
+
+// Background requests use only what the foreground leaves: with the
+// bucket kept busy by background readers, a foreground request still
+// goes out within about one token's time.
+func TestBackgroundLeavesRoomForForeground(t *testing.T) {
+	u := server(t, func(w http.ResponseWriter, r *http.Request) {})
+	c := apiclient.New(apiclient.Config{BaseURL: u, RateLimit: 10})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	var bg atomic.Int32
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				if get(c, ctx, "/bg/", true) == nil {
+					bg.Add(1)
+				}
+			}
+		}()
+	}
+	time.Sleep(1200 * time.Millisecond) // the initial burst is spent
+	worst := time.Duration(0)
+	for i := 0; i < 5; i++ {
+		start := time.Now()
+		if err := get(c, ctx, "/fg/", false); err != nil {
+			t.Fatal(err)
+		}
+		worst = max(worst, time.Since(start))
+		time.Sleep(150 * time.Millisecond)
+	}
+	cancel()
+	wg.Wait()
+	if worst > 250*time.Millisecond {
+		t.Errorf("a foreground request waited %v behind background reads (bucket 10/s)", worst)
+	}
+	if bg.Load() < 10 {
+		t.Errorf("background reads got %d requests in 3 s at 10/s: they should use what is left", bg.Load())
+	}
+}
