@@ -31,6 +31,9 @@ func buildAccounts(c *config.Config, api *collector.APIMetrics) ([]collector.Acc
 			Provider: prov,
 			Interval: time.Duration(c.Global.RefreshInterval),
 			Key:      accountKey(c.Global, p),
+			// Detail reads in flight; VPS.org's List (not used by the
+			// poller) takes the same bound.
+			MaxConcurrency: c.Global.MaxConcurrency,
 		})
 	}
 	return out, nil
@@ -45,10 +48,11 @@ func buildProvider(g config.Global, p config.Provider, api *collector.APIMetrics
 		return nil, fmt.Errorf("http client: %w", err)
 	}
 	httpCfg := apiclient.Config{
-		HTTPClient: hc,
-		Timeout:    time.Duration(g.RequestTimeout),
-		RateLimit:  p.RateLimit,
-		Observe:    api.Observer(p.Type, p.Name),
+		HTTPClient:   hc,
+		Timeout:      time.Duration(g.RequestTimeout),
+		RateLimit:    p.RateLimit,
+		DetailBudget: p.DetailBudget,
+		Observe:      api.Observer(p.Type, p.Name),
 	}
 	switch p.Type {
 	case config.TypeVPNBingo:
@@ -71,8 +75,8 @@ func accountKey(g config.Global, p config.Provider) string {
 		proxy = p.ProxyURL.String()
 	}
 	h := sha256.New()
-	fmt.Fprintf(h, "%v|%v|%d|%s|%s|%s|%s|%s|%s|%s|%s|%v|%+v|%s",
+	fmt.Fprintf(h, "%v|%v|%d|%s|%s|%s|%s|%s|%s|%s|%s|%v|%v|%+v|%s",
 		g.RefreshInterval, g.RequestTimeout, g.MaxConcurrency,
-		p.Type, p.Name, p.URL, p.Token, p.APIKey, p.ProjectID, p.Location, p.Loc, p.RateLimit, p.TLSConfig, proxy)
+		p.Type, p.Name, p.URL, p.Token, p.APIKey, p.ProjectID, p.Location, p.Loc, p.RateLimit, p.DetailBudget, p.TLSConfig, proxy)
 	return hex.EncodeToString(h.Sum(nil))
 }

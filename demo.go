@@ -28,18 +28,31 @@ func demoSplit(n int) map[sim.API]int {
 	return out
 }
 
+// demoOptions are the --demo.* flags.
+type demoOptions struct {
+	servers  int           // the whole simulated fleet, shared among the providers
+	refresh  time.Duration // refresh interval
+	rate     float64       // the simulated APIs' throttle (requests/s); 0: none
+	stateDir string
+}
+
 // startDemo starts the simulated provider APIs on loopback and returns a
 // configuration that monitors them, with credentials made up for this run.
 // Remediation runs in dry-run with sample rules and the webhook on, so that
 // its metrics and audit log have something to show.
-// servers is the whole simulated fleet, shared among the three providers.
-func startDemo(ctx context.Context, servers int, refresh time.Duration, stateDir string) (*config.Config, error) {
+func startDemo(ctx context.Context, o demoOptions) (*config.Config, error) {
+	servers, refresh := o.servers, o.refresh
 	creds := map[sim.API]sim.Credentials{
 		sim.VPNBingo: {Token: randomHex()},
 		sim.VPSOrg:   {Token: randomHex()},
 		sim.E2E:      {Token: randomHex(), APIKey: randomHex(), ProjectID: "demo"},
 	}
 	s := sim.New(sim.Options{PerAPI: demoSplit(servers), Seed: 1, Credentials: creds, Settle: 30 * time.Second})
+	if o.rate > 0 {
+		for _, api := range sim.APIs() {
+			s.SetThrottle(api, o.rate, max(1, int(o.rate)))
+		}
+	}
 	srv, err := s.Start(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("start simulator: %w", err)
@@ -59,9 +72,12 @@ func startDemo(ctx context.Context, servers int, refresh time.Duration, stateDir
 		Remediation: config.DefaultRemediation(),
 	}
 	c.Global.RefreshInterval = model.Duration(refresh)
+	for i := range c.Providers {
+		c.Providers[i].RateLimit = 0.8 * o.rate
+	}
 	r := &c.Remediation
 	r.Enabled, r.DryRun = true, true
-	r.StateFile = filepath.Join(stateDir, "remediation.db")
+	r.StateFile = filepath.Join(o.stateDir, "remediation.db")
 	r.Webhook.Enabled = true
 	r.Rules = []config.Rule{
 		{Name: "redeploy-heartbeat-abnormal", Provider: config.TypeVPNBingo, State: []string{"degraded"}, For: model.Duration(2 * refresh), Action: "redeploy"},

@@ -11,6 +11,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -45,6 +46,7 @@ type flags struct {
 	demo          bool
 	demoServers   int
 	demoRefresh   time.Duration
+	demoRate      float64
 	enablePprof   bool
 	logLevel      string
 	logFormat     string
@@ -61,6 +63,7 @@ func parseFlags(args []string) (*flags, error) {
 	app.Flag("demo", "Start simulated VPN.bingo, VPS.org and E2E APIs in-process and monitor them (no configuration, no credentials).").BoolVar(&f.demo)
 	app.Flag("demo.servers", "Size of the simulated fleet in --demo, shared among the three providers.").Default("150").IntVar(&f.demoServers)
 	app.Flag("demo.refresh-interval", "Refresh interval in --demo.").Default("15s").DurationVar(&f.demoRefresh)
+	app.Flag("demo.rate-limit", "In --demo, the simulated providers throttle each API at this many requests per second (429 with Retry-After), and each account's rate_limit is set to 80% of it; 0: no throttling.").Default("0").Float64Var(&f.demoRate)
 	app.Flag("log.level", "Only log messages with the given severity or above. One of: [debug, info, warn, error]").Default("info").EnumVar(&f.logLevel, "debug", "info", "warn", "error")
 	app.Flag("log.format", "Output format of log messages. One of: [logfmt, json]").Default("logfmt").EnumVar(&f.logFormat, "logfmt", "json")
 	f.webFlagConfig = kingpinflag.AddFlags(app, ":9877")
@@ -71,6 +74,9 @@ func parseFlags(args []string) (*flags, error) {
 	}
 	if f.demoServers < 1 {
 		return nil, fmt.Errorf("--demo.servers must be at least 1")
+	}
+	if f.demoRate < 0 {
+		return nil, fmt.Errorf("--demo.rate-limit must not be negative")
 	}
 	return f, nil
 }
@@ -146,7 +152,7 @@ func run(args []string, stderr *os.File) int {
 			return 1
 		}
 		defer os.RemoveAll(stateDir)
-		demoCfg, err := startDemo(ctx, f.demoServers, f.demoRefresh, stateDir)
+		demoCfg, err := startDemo(ctx, demoOptions{servers: f.demoServers, refresh: f.demoRefresh, rate: f.demoRate, stateDir: stateDir})
 		if err != nil {
 			level.Error(logger).Log("msg", "cannot start demo", "err", err)
 			return 1
@@ -284,6 +290,7 @@ func (d *daemon) routes(reg *prometheus.Registry) http.Handler {
 		}
 		_, _ = w.Write([]byte("Reloaded\n"))
 	})
+	mux.Handle("/sd", collector.NewSDHandler(d.store))
 	mux.HandleFunc("/api/v1/accounts", d.serveAccounts)
 	mux.HandleFunc("/api/v1/remediation", d.serveRemediation)
 	mux.Handle("/webhook/alertmanager", d.webhook)
@@ -299,8 +306,10 @@ func (d *daemon) routes(reg *prometheus.Registry) http.Handler {
 			Name:        "VPS Exporter",
 			Description: "Prometheus exporter and health daemon for VPN.bingo, VPS.org and E2E Networks fleets",
 			Version:     version.Info(),
+			Profiling:   strconv.FormatBool(d.flags.enablePprof),
 			Links: []web.LandingLinks{
 				{Address: d.flags.metricsPath, Text: "Metrics"},
+				{Address: "/sd", Text: "Service discovery", Description: "Every server as a Prometheus HTTP SD target (JSON); see the README for its query parameters"},
 				{Address: "/api/v1/accounts", Text: "Accounts", Description: "Refresh status of every account (JSON)"},
 				{Address: "/api/v1/remediation", Text: "Remediation", Description: "Recent remediation actions: the audit log (JSON)"},
 				{Address: "/-/healthy", Text: "Health"},

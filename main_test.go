@@ -341,7 +341,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, body := e.do("POST", "/-/reload")
-	if code != 500 || !strings.Contains(body, "field bogus not found") {
+	if code != 500 || !strings.Contains(body, "providers[0].bogus: unknown field") {
 		t.Errorf("bad reload answered %d %q", code, body)
 	}
 	m = e.metrics()

@@ -203,6 +203,17 @@ func (s *Store) Snapshots() []Snapshot {
 	return out
 }
 
+// snapshotsGen is Snapshots with the generation of the series it saw: it
+// changes whenever a server changes.
+func (s *Store) snapshotsGen() ([]Snapshot, uint64) {
+	s.mu.RLock()
+	gen := s.gen
+	s.mu.RUnlock()
+	// A change between the two reads bumps gen again: the next call
+	// renders anew.
+	return s.Snapshots(), gen
+}
+
 func copySnap(s Snapshot) Snapshot {
 	s.Servers = append([]providers.Server(nil), s.Servers...)
 	return s

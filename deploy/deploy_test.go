@@ -345,3 +345,72 @@ func decodeFile(t *testing.T, path string, v any) {
 		t.Fatalf("%s: %v", path, err)
 	}
 }
+
+// The Kubernetes ScrapeConfigs, turned into plain Prometheus scrape
+// configs (the operator's camelCase field names to Prometheus' snake_case),
+// pass promtool: the service discovery jobs are valid Prometheus.
+func TestScrapeConfigs(t *testing.T) {
+	promtool := tool(t, "promtool")
+	f, err := os.Open("kubernetes/scrapeconfig.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	names := strings.NewReplacer("httpSDConfigs", "http_sd_configs", "refreshInterval", "refresh_interval",
+		"sourceLabels", "source_labels", "targetLabel", "target_label", "metricsPath", "metrics_path", "relabelings", "relabel_configs")
+	var jobs []map[string]any
+	dec := yaml.NewDecoder(f)
+	for {
+		var doc struct {
+			Kind     string `yaml:"kind"`
+			Metadata struct {
+				Name string `yaml:"name"`
+			} `yaml:"metadata"`
+			Spec yaml.Node `yaml:"spec"`
+		}
+		if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if doc.Kind != "ScrapeConfig" {
+			t.Fatalf("kind %q", doc.Kind)
+		}
+		b, err := yaml.Marshal(&doc.Spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var job map[string]any
+		if err := yaml.Unmarshal([]byte(names.Replace(string(b))), &job); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), "/sd?") {
+			t.Errorf("%s does not discover through /sd", doc.Metadata.Name)
+		}
+		job["job_name"] = doc.Metadata.Name
+		jobs = append(jobs, job)
+	}
+	if len(jobs) != 2 {
+		t.Fatalf("%d ScrapeConfigs, want the node and the VPN probe jobs", len(jobs))
+	}
+	out, err := yaml.Marshal(map[string]any{"scrape_configs": jobs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "prometheus.yml")
+	if err := os.WriteFile(path, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(t, promtool, "check", "config", path)
+	for _, f := range []string{"prometheus.example.yml", "compose/prometheus.yml"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"/sd?port=9100", "/sd?address=service&provider=vpnbingo", "__meta_vps_server_state"} {
+			if !strings.Contains(string(b), want) {
+				t.Errorf("%s has no %q: the service discovery jobs are missing", f, want)
+			}
+		}
+	}
+}
