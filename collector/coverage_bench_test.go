@@ -60,6 +60,7 @@ func coverage(b *testing.B, c coverageCase, allOrNothing bool) (time.Duration, i
 	m.Apply(ctx, []Account{{Provider: p, Interval: c.interval, Key: "k", MaxConcurrency: c.conc}})
 	defer m.Stop()
 	best := 0
+	lastLog := time.Duration(0)
 	for time.Since(start) < c.limit {
 		sn, _ := store.Snapshot("vps")
 		n := 0
@@ -69,6 +70,10 @@ func coverage(b *testing.B, c coverageCase, allOrNothing bool) (time.Duration, i
 			}
 		}
 		best = max(best, n)
+		if el := time.Since(start); el-lastLog >= 10*time.Second {
+			lastLog = el
+			b.Logf("%3.0fs: %d of %d servers have detail data, backlog %d, requests %v", el.Seconds(), n, c.servers, sn.DetailBacklog, s.Requests(sim.VPSOrg))
+		}
 		if n == c.servers {
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strconv"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/vps-exporter/vps_exporter/providers"
 )
 
@@ -122,4 +124,116 @@ func GetRequest[T any](ctx context.Context, c *Client, req Request, decode func(
 		return zero, c.Errorf(req, status, "%v", err)
 	}
 	return v, nil
+}
+
+// ListDRFParallel is ListDRF reading the pages after the first up to conc
+// at a time when the API pages by number (`next` is the same URL with
+// page=2): a long list on a slow API then takes about pages/conc round
+// trips instead of one per page. Any other paging (a cursor, no `next`) is
+// followed one page at a time, as ListDRF does.
+func ListDRFParallel[T any](ctx context.Context, c *Client, path, endpoint string, id func(T) string, decode func(body []byte) (DRFPage[T], error), conc int) ([]T, error) {
+	first := Request{Method: http.MethodGet, Path: path, Endpoint: endpoint, Idempotent: true}
+	_, body, err := c.Do(ctx, first)
+	if err != nil {
+		return nil, err
+	}
+	p1, err := decode(body)
+	if err != nil {
+		return nil, c.Errorf(first, 0, "decode page 1: %v", err)
+	}
+	per := len(p1.Results)
+	pageURL, numbered := pageNumberLink(p1.Next)
+	if conc <= 1 || !numbered || per == 0 || p1.Count <= per {
+		// Page by page from the first page on (read again: the
+		// sequential walk keeps its own loop and duplicate guards).
+		return ListDRF(ctx, c, path, endpoint, id, decode)
+	}
+	pages := (p1.Count + per - 1) / per
+	if pages > MaxPages {
+		return nil, c.Errorf(first, 0, "more than %d pages", MaxPages)
+	}
+	results := make([]DRFPage[T], pages+1)
+	results[1] = p1
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(conc)
+	for n := 2; n <= pages; n++ {
+		g.Go(func() error {
+			req := Request{Method: http.MethodGet, URL: pageURL(n), Endpoint: endpoint, Idempotent: true}
+			status, body, err := c.Do(gctx, req)
+			if status == http.StatusNotFound && n == pages {
+				return nil // the list shrank since page 1
+			}
+			if err != nil {
+				return err
+			}
+			p, err := decode(body)
+			if err != nil {
+				return c.Errorf(req, 0, "decode page %d: %v", n, err)
+			}
+			results[n] = p
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	var all []T
+	seen := map[string]bool{}
+	for _, p := range results[1:] {
+		for _, item := range p.Results {
+			if k := id(item); !seen[k] {
+				seen[k] = true
+				all = append(all, item)
+			}
+		}
+	}
+	// The list grew since page 1: follow the last page's link onwards.
+	next := results[pages].Next
+	for guard := 0; next != "" && guard < MaxPages; guard++ {
+		req := Request{Method: http.MethodGet, URL: next, Endpoint: endpoint, Idempotent: true}
+		_, body, err := c.Do(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		p, err := decode(body)
+		if err != nil {
+			return nil, c.Errorf(req, 0, "decode page: %v", err)
+		}
+		fresh := 0
+		for _, item := range p.Results {
+			if k := id(item); !seen[k] {
+				seen[k] = true
+				fresh++
+				all = append(all, item)
+			}
+		}
+		if fresh == 0 {
+			break
+		}
+		next = p.Next
+	}
+	return all, nil
+}
+
+// pageNumberLink reports whether next is a page-number link (page=2) and
+// returns a function making the link of page n.
+func pageNumberLink(next string) (func(n int) string, bool) {
+	if next == "" {
+		return nil, false
+	}
+	u, err := url.Parse(next)
+	if err != nil {
+		return nil, false
+	}
+	q := u.Query()
+	if q.Get("page") != "2" {
+		return nil, false
+	}
+	return func(n int) string {
+		v := *u
+		qq := v.Query()
+		qq.Set("page", strconv.Itoa(n))
+		v.RawQuery = qq.Encode()
+		return v.String()
+	}, true
 }

@@ -198,9 +198,10 @@ func (c *Client) getServer(ctx context.Context, id string, background bool) (Ser
 	}, DecodeServer)
 }
 
-// ListSummary implements providers.Detailer: the list pages only.
+// ListSummary implements providers.Detailer: the list pages only, up to
+// max_concurrency pages at a time when the API pages by number.
 func (c *Client) ListSummary(ctx context.Context) ([]providers.Server, error) {
-	list, err := apiclient.ListDRF(ctx, c.api, serversPath, "servers_list", func(s Server) string { return string(s.ID) }, DecodeList)
+	list, err := apiclient.ListDRFParallel(ctx, c.api, serversPath, "servers_list", func(s Server) string { return string(s.ID) }, DecodeList, c.concurrency)
 	if err != nil {
 		return nil, err
 	}

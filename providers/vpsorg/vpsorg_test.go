@@ -2,7 +2,10 @@ package vpsorg_test
 
 import (
 	"context"
+	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -152,5 +155,57 @@ func TestDetailFailureFailsRefresh(t *testing.T) {
 	_, err := c.List(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "/api/v1/servers/12003/: HTTP 500") {
 		t.Fatalf("want the failing detail named, got %v", err)
+	}
+}
+
+// ListSummary reads the list pages only, the pages after the first several
+// at a time (the simulator pages by number), and returns the same servers
+// in the same order as the page-by-page list; the list lacks the detail
+// fields, which MergeDetail adds from a detail read.
+func TestListSummaryParallelPages(t *testing.T) {
+	s := sim.New(sim.Options{Servers: 230, Seed: 2, PageSize: 20, Credentials: map[sim.API]sim.Credentials{sim.VPSOrg: {Token: token}}})
+	s.SetLatency(sim.VPSOrg, 50*time.Millisecond)
+	inner := s.Handler(sim.VPSOrg)
+	var mu sync.Mutex
+	inFlight, peak := 0, 0
+	srv := providertest.Wrap(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		inFlight++
+		peak = max(peak, inFlight)
+		mu.Unlock()
+		inner.ServeHTTP(w, r)
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+	}))
+	c := vpsorg.New(vpsorg.Options{Account: "a", BaseURL: srv.BaseURL(t), Token: token, MaxConcurrency: 4})
+	got, err := c.ListSummary(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if req := s.Requests(sim.VPSOrg); req["list"] != 12 || req["detail"] != 0 {
+		t.Errorf("calls %v, want the 12 list pages and no detail", req)
+	}
+	if peak < 2 || peak > 4 {
+		t.Errorf("at most %d pages were read at once; want 2 to max_concurrency (4)", peak)
+	}
+	if len(got) != 230 {
+		t.Fatalf("got %d servers", len(got))
+	}
+	for i, sv := range got {
+		if want := strconv.Itoa(12000 + i); sv.ID != want {
+			t.Fatalf("server %d is %s, want %s (list order)", i, sv.ID, want)
+		}
+		if sv.CPUUsageRatio.OK || sv.TransferLimitBytes.OK || sv.IPv6 != "" {
+			t.Fatalf("list-only server %s has detail fields", sv.ID)
+		}
+	}
+	d, err := c.Detail(context.Background(), got[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := c.MergeDetail(got[0], d)
+	if !m.CPUUsageRatio.OK || !m.TransferLimitBytes.OK || m.IPv6 == "" || m.State != got[0].State || m.Name != got[0].Name {
+		t.Errorf("merged %+v", m)
 	}
 }
