@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -27,6 +28,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
 	slgk "github.com/tjhop/slog-gokit"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/vps-exporter/vps_exporter/collector"
 	"github.com/vps-exporter/vps_exporter/config"
@@ -122,7 +124,7 @@ func run(args []string, stderr *os.File) int {
 	logger, bare := newLogger(f, stderr)
 
 	if f.configCheck {
-		if _, err := config.Load(f.configFile); err != nil {
+		if _, err := loadChecked(f); err != nil {
 			level.Error(logger).Log("msg", "configuration is invalid", "file", f.configFile, "err", err)
 			return 1
 		}
@@ -160,7 +162,7 @@ func run(args []string, stderr *os.File) int {
 		level.Info(logger).Log("msg", "demo mode: monitoring simulated providers on loopback", "servers", f.demoServers)
 		d.loadConfig = func() (*config.Config, error) { return demoCfg, nil }
 	} else {
-		d.loadConfig = func() (*config.Config, error) { return config.Load(f.configFile) }
+		d.loadConfig = func() (*config.Config, error) { return loadChecked(f) }
 	}
 
 	d.manager = collector.NewManager(d.store, logger, d.engine.OnRefresh)
@@ -208,6 +210,55 @@ func run(args []string, stderr *os.File) int {
 	defer cancel()
 	_ = srv.Shutdown(sctx)
 	return 0
+}
+
+// loadChecked loads the configuration and checks it against the web
+// config: a webhook that can act for real needs a credential.
+func loadChecked(f *flags) (*config.Config, error) {
+	c, err := config.Load(f.configFile)
+	if err != nil {
+		return nil, err
+	}
+	basic, err := webBasicAuth(*f.webFlagConfig.WebConfigFile)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkWebhookCredential(c.Remediation, basic); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// checkWebhookCredential refuses a webhook that can make real provider
+// calls without a credential, and a bearer token that basic auth would
+// shadow (both use the Authorization header).
+func checkWebhookCredential(r config.Remediation, basicAuth bool) error {
+	switch {
+	case r.Webhook.BearerToken != "" && basicAuth:
+		return errors.New("remediation.webhook.bearer_token: --web.config.file already asks for basic auth, which uses the same Authorization header; use one of the two")
+	case r.WebhookActsForReal() && r.Webhook.BearerToken == "" && !basicAuth:
+		return errors.New("remediation.webhook: with the webhook enabled and dry_run false, set bearer_token or bearer_token_file (or basic_auth_users in --web.config.file): the endpoint reboots and redeploys servers")
+	}
+	return nil
+}
+
+// webBasicAuth reports whether the exporter-toolkit web config asks for
+// basic auth.
+func webBasicAuth(path string) (bool, error) {
+	if path == "" {
+		return false, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false, fmt.Errorf("read web config: %w", err)
+	}
+	var wc struct {
+		Users map[string]string `yaml:"basic_auth_users"`
+	}
+	if err := yaml.Unmarshal(b, &wc); err != nil {
+		return false, fmt.Errorf("parse web config %s: %w", path, err)
+	}
+	return len(wc.Users) > 0, nil
 }
 
 func (d *daemon) register(reg *prometheus.Registry) {
@@ -292,7 +343,9 @@ func (d *daemon) routes(reg *prometheus.Registry) http.Handler {
 	})
 	mux.Handle("/sd", collector.NewSDHandler(d.store))
 	mux.HandleFunc("/api/v1/accounts", d.serveAccounts)
-	mux.HandleFunc("/api/v1/remediation", d.serveRemediation)
+	control := remediation.NewControlHandler(d.engine)
+	mux.Handle("/api/v1/remediation", control)
+	mux.Handle("/api/v1/remediation/", control)
 	mux.Handle("/webhook/alertmanager", d.webhook)
 	if d.flags.enablePprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -357,25 +410,4 @@ func (d *daemon) serveAccounts(w http.ResponseWriter, _ *http.Request) {
 	if err := enc.Encode(out); err != nil {
 		level.Debug(d.logger).Log("msg", "write accounts", "err", err)
 	}
-}
-
-// serveRemediation answers the newest audit records.
-func (d *daemon) serveRemediation(w http.ResponseWriter, _ *http.Request) {
-	out := struct {
-		Enabled bool                 `json:"enabled"`
-		DryRun  bool                 `json:"dry_run"`
-		Error   string               `json:"error,omitempty"`
-		Records []remediation.Record `json:"records"`
-	}{Enabled: d.engine.Enabled(), DryRun: d.engine.DryRun(), Records: []remediation.Record{}}
-	recs, err := d.engine.Recent(100)
-	if err != nil {
-		out.Error = err.Error()
-	}
-	if recs != nil {
-		out.Records = recs
-	}
-	w.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(out)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-kit/log"
@@ -41,6 +42,9 @@ type Manager struct {
 	mu      sync.Mutex
 	pollers map[string]*poller
 	wg      sync.WaitGroup
+	// clients is the running accounts' clients, replaced whole by Apply:
+	// Provider reads it without a lock.
+	clients atomic.Pointer[map[string]providers.Provider]
 }
 
 type poller struct {
@@ -79,6 +83,7 @@ func (m *Manager) Apply(ctx context.Context, accounts []Account) {
 		stopped = append(stopped, p)
 		delete(m.pollers, name)
 	}
+	m.publishLocked()
 	m.mu.Unlock()
 	for _, p := range stopped {
 		select {
@@ -103,6 +108,7 @@ func (m *Manager) Apply(ctx context.Context, accounts []Account) {
 			m.run(pctx, a)
 		}()
 	}
+	m.publishLocked()
 }
 
 // Stop ends every poller and waits for them, at most stopWait.
@@ -114,6 +120,7 @@ func (m *Manager) Stop() {
 		p.cancel()
 	}
 	m.pollers = map[string]*poller{}
+	m.publishLocked()
 	m.mu.Unlock()
 	done := make(chan struct{})
 	go func() { m.wg.Wait(); close(done) }()
@@ -136,15 +143,25 @@ func (m *Manager) Ready() bool {
 	return true
 }
 
-// Provider returns the client of a running account.
+// Provider returns the client of a running account. It takes no lock:
+// the remediation engine calls it while a reload may be waiting for a
+// poller.
 func (m *Manager) Provider(account string) (providers.Provider, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	p, ok := m.pollers[account]
-	if !ok {
+	cs := m.clients.Load()
+	if cs == nil {
 		return nil, false
 	}
-	return p.acct.Provider, true
+	p, ok := (*cs)[account]
+	return p, ok
+}
+
+// publishLocked replaces the clients Provider answers from.
+func (m *Manager) publishLocked() {
+	cs := make(map[string]providers.Provider, len(m.pollers))
+	for name, p := range m.pollers {
+		cs[name] = p.acct.Provider
+	}
+	m.clients.Store(&cs)
 }
 
 func (m *Manager) run(ctx context.Context, a Account) {

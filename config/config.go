@@ -106,7 +106,96 @@ type Remediation struct {
 	MaxFleetFraction  float64        `yaml:"max_fleet_fraction"`
 	StateFile         string         `yaml:"state_file"`
 	Rules             []Rule         `yaml:"rules"`
-	Webhook           Webhook        `yaml:"webhook"`
+	// Exclude lists servers never touched, by rules or alerts.
+	Exclude []Exclude `yaml:"exclude"`
+	// Windows, when set, are the only times actions may be taken.
+	Windows []Window `yaml:"windows"`
+	Webhook Webhook  `yaml:"webhook"`
+}
+
+// Exclude matches servers remediation must never touch: every field that
+// is set must match. Name is an RE2 regular expression, anchored at both
+// ends, on the server's name.
+type Exclude struct {
+	Provider string `yaml:"provider,omitempty"`
+	Account  string `yaml:"account,omitempty"`
+	ID       string `yaml:"id,omitempty"`
+	Name     string `yaml:"name,omitempty"`
+
+	// NameRE is Name compiled.
+	NameRE *regexp.Regexp `yaml:"-"`
+}
+
+// Matches reports whether the exclusion covers a server.
+func (x *Exclude) Matches(provider, account, id, name string) bool {
+	return (x.Provider == "" || x.Provider == provider) && (x.Account == "" || x.Account == account) &&
+		(x.ID == "" || x.ID == id) && (x.NameRE == nil || x.NameRE.MatchString(name))
+}
+
+// Window is a time of the week when actions may be taken: on Days (all
+// when empty), from Start to End (HH:MM; an End before Start runs past
+// midnight into the next day), in Timezone (default UTC).
+type Window struct {
+	Days     []string `yaml:"days,omitempty"`
+	Start    string   `yaml:"start"`
+	End      string   `yaml:"end"`
+	Timezone string   `yaml:"timezone,omitempty"`
+
+	days       [7]bool
+	start, end int // minutes of the day
+	loc        *time.Location
+}
+
+var weekdays = map[string]time.Weekday{"sun": time.Sunday, "mon": time.Monday, "tue": time.Tuesday, "wed": time.Wednesday, "thu": time.Thursday, "fri": time.Friday, "sat": time.Saturday}
+
+func (w *Window) validate(at string) error {
+	if len(w.Days) == 0 {
+		w.days = [7]bool{true, true, true, true, true, true, true}
+	}
+	for _, d := range w.Days {
+		wd, ok := weekdays[strings.ToLower(d)]
+		if !ok {
+			return fmt.Errorf("%s.days: unknown day %q (want mon, tue, wed, thu, fri, sat, sun)", at, d)
+		}
+		w.days[wd] = true
+	}
+	var err error
+	if w.start, err = clockMinutes(w.Start); err != nil {
+		return fmt.Errorf("%s.start: %w", at, err)
+	}
+	if w.end, err = clockMinutes(w.End); err != nil {
+		return fmt.Errorf("%s.end: %w", at, err)
+	}
+	if w.start == w.end {
+		return fmt.Errorf("%s.end: equals start; a window needs a length", at)
+	}
+	w.loc = time.UTC
+	if w.Timezone != "" {
+		if w.loc, err = time.LoadLocation(w.Timezone); err != nil {
+			return fmt.Errorf("%s.timezone: %w", at, err)
+		}
+	}
+	return nil
+}
+
+func clockMinutes(s string) (int, error) {
+	t, err := time.Parse("15:04", s)
+	if err != nil {
+		return 0, fmt.Errorf("want HH:MM, got %q", s)
+	}
+	return t.Hour()*60 + t.Minute(), nil
+}
+
+// Contains reports whether t falls in the window.
+func (w *Window) Contains(t time.Time) bool {
+	t = t.In(w.loc)
+	m := t.Hour()*60 + t.Minute()
+	if w.start < w.end {
+		return w.days[t.Weekday()] && m >= w.start && m < w.end
+	}
+	// Past midnight: the evening part on a listed day, the morning part
+	// on the day after one.
+	return (w.days[t.Weekday()] && m >= w.start) || (w.days[(t.Weekday()+6)%7] && m < w.end)
 }
 
 // DefaultRemediation returns the remediation defaults: off, dry-run.
@@ -127,10 +216,15 @@ func (r *Remediation) UnmarshalYAML(unmarshal func(any) error) error {
 	return unmarshal((*plain)(r))
 }
 
-// Webhook configures the Alertmanager webhook receiver.
+// Webhook configures the Alertmanager webhook receiver and the control
+// endpoints, which take the same credential.
 type Webhook struct {
 	Enabled        bool     `yaml:"enabled"`
 	AllowedActions []string `yaml:"allowed_actions"`
+	// BearerToken (or BearerTokenFile, re-read on reload) is required in
+	// an Authorization: Bearer header when set.
+	BearerToken     commoncfg.Secret `yaml:"bearer_token,omitempty"`
+	BearerTokenFile string           `yaml:"bearer_token_file,omitempty"`
 }
 
 // DefaultWebhook returns the webhook defaults.
@@ -164,6 +258,13 @@ type Rule struct {
 type RuleParams struct {
 	Force       bool   `yaml:"force"`
 	CountryCode string `yaml:"country_code"`
+}
+
+// WebhookActsForReal reports whether the webhook can make real provider
+// calls: then it needs a credential (bearer_token, or basic auth in the
+// web config).
+func (r *Remediation) WebhookActsForReal() bool {
+	return r.Enabled && r.Webhook.Enabled && !r.DryRun
 }
 
 // Load reads, decodes and validates the file at path. Relative *_file
@@ -238,7 +339,7 @@ func (c *Config) validate(baseDir string) error {
 		}
 		names[p.Name] = true
 	}
-	return c.Remediation.validate(c)
+	return c.Remediation.validate(c, baseDir)
 }
 
 func (p *Provider) validate(at, baseDir string) error {
@@ -349,7 +450,7 @@ func readSecret(s *commoncfg.Secret, file, at, baseDir string) error {
 	return nil
 }
 
-func (r *Remediation) validate(c *Config) error {
+func (r *Remediation) validate(c *Config, baseDir string) error {
 	if r.Cooldown < 0 {
 		return errors.New("remediation.cooldown: must not be negative")
 	}
@@ -365,6 +466,33 @@ func (r *Remediation) validate(c *Config) error {
 	for _, a := range r.Webhook.AllowedActions {
 		if !validAction(a) {
 			return fmt.Errorf("remediation.webhook.allowed_actions: unknown action %q (want reboot, redeploy, start or stop)", a)
+		}
+	}
+	if err := readSecret(&r.Webhook.BearerToken, r.Webhook.BearerTokenFile, "remediation.webhook.bearer_token", baseDir); err != nil {
+		return err
+	}
+	for i := range r.Exclude {
+		x := &r.Exclude[i]
+		at := fmt.Sprintf("remediation.exclude[%d]", i)
+		switch x.Provider {
+		case "", TypeVPNBingo, TypeVPSOrg, TypeE2E:
+		default:
+			return fmt.Errorf("%s.provider: unknown provider type %q", at, x.Provider)
+		}
+		if x.Provider == "" && x.Account == "" && x.ID == "" && x.Name == "" {
+			return fmt.Errorf("%s: names nothing (set provider, account, id or name)", at)
+		}
+		if x.Name != "" {
+			re, err := regexp.Compile("^(?:" + x.Name + ")$")
+			if err != nil {
+				return fmt.Errorf("%s.name: %w", at, err)
+			}
+			x.NameRE = re
+		}
+	}
+	for i := range r.Windows {
+		if err := r.Windows[i].validate(fmt.Sprintf("remediation.windows[%d]", i)); err != nil {
+			return err
 		}
 	}
 	accounts := map[string]string{}
@@ -397,8 +525,8 @@ func validAction(a string) bool {
 	return false
 }
 
-// supports reports whether a provider type has an action.
-func supports(typ, action string) bool {
+// Supports reports whether a provider type has an action.
+func Supports(typ, action string) bool {
 	switch typ {
 	case TypeVPNBingo:
 		return action == string(providers.ActionRedeploy)
@@ -453,7 +581,7 @@ func (rule *Rule) validate(at string, accounts map[string]string) error {
 	if !validAction(rule.Action) {
 		return fmt.Errorf("%s.action: unknown action %q (want reboot, redeploy, start or stop)", at, rule.Action)
 	}
-	if rule.Provider != "" && !supports(rule.Provider, rule.Action) {
+	if rule.Provider != "" && !Supports(rule.Provider, rule.Action) {
 		return fmt.Errorf("%s.action: %s cannot %s", at, rule.Provider, rule.Action)
 	}
 	if rule.Provider == "" && rule.Action == string(providers.ActionRedeploy) {

@@ -1,15 +1,21 @@
 // Package remediation repairs broken servers: threshold rules evaluated
-// after each refresh and Alertmanager webhooks, both through one safety gate
-// (enabled, dry-run, allowed actions, fresh data, provider flags, in-flight,
-// cooldown, hourly budget, blast radius, a confirming re-read), with durable
-// state so that a restart cannot repeat an action.
+// after each refresh and Alertmanager webhooks, both through one safety
+// gate, with durable state so that a restart cannot repeat an action.
+//
+// The gate is an ordered chain of small named checks (gate.go). A request
+// passes the checks on the inventory first; then, under one lock, the
+// checks that count (in flight, cooldown, hourly budget, blast radius) and
+// the reservation of its place in them, so that concurrent requests see
+// each other's pending intents; then the provider re-reads the server and
+// the checks run again on its answer; last, immediately before the call,
+// enabled, dry-run and pause are read again.
 package remediation
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -21,6 +27,7 @@ import (
 	"github.com/vps-exporter/vps_exporter/collector"
 	"github.com/vps-exporter/vps_exporter/config"
 	"github.com/vps-exporter/vps_exporter/providers"
+	"github.com/vps-exporter/vps_exporter/providers/apiclient"
 )
 
 // Suppression reasons.
@@ -35,14 +42,23 @@ const (
 	ReasonDuplicate        = "duplicate"
 	ReasonStateError       = "state_error"
 	ReasonShutdown         = "shutdown"
+	ReasonExcluded         = "excluded"
+	ReasonPaused           = "paused"
+	ReasonOutsideWindow    = "outside_window"
+	ReasonPrecondition     = "precondition"
 )
+
+// reasons lists every suppression reason (the counters start at zero).
+var reasons = []string{ReasonCooldown, ReasonRateLimit, ReasonBlastRadius, ReasonStaleData, ReasonNotAllowed,
+	ReasonInFlight, ReasonConditionCleared, ReasonDuplicate, ReasonStateError, ReasonShutdown,
+	ReasonExcluded, ReasonPaused, ReasonOutsideWindow, ReasonPrecondition}
 
 // Results of an action.
 const (
-	ResultSuccess = "success"
-	ResultFailed  = "failed"
+	ResultSuccess = "success" // the provider accepted it
+	ResultFailed  = "failed"  // the provider said no
 	ResultDryRun  = "dry_run"
-	ResultUnknown = "unknown"
+	ResultUnknown = "unknown" // sent, no answer: the provider may have done it
 )
 
 // Request asks for one action on one server.
@@ -58,7 +74,7 @@ type Request struct {
 
 // Decision is what the gate decided.
 type Decision struct {
-	// Acted is true when the action was carried out or dry-run recorded.
+	// Acted is true when the action was sent or dry-run recorded.
 	Acted  bool
 	Result string // for Acted
 	Reason string // for a suppression
@@ -77,34 +93,76 @@ type Engine struct {
 	logger log.Logger
 	now    func() time.Time
 	m      *metrics
+	wg     sync.WaitGroup // rule actions under way
+	stop   chan struct{}  // closes the flusher
+	once   sync.Once
 
 	mu        sync.Mutex
 	cfg       config.Remediation
+	accounts  map[string]string // configured account -> provider type
 	staleness time.Duration
 	state     *State
 	statePath string
 	stateErr  error
-	inFlight  map[string]bool
-	since     map[string]time.Time // rule|server -> condition first seen
+	retrying  bool // waiting for another process's lock on the state file
+	since     map[string]time.Time
+	live, dry ledger
+	lineage   map[string]string // replacement server key -> root server key
+	inFlight  map[string]bool   // root keys with a request past the reservation
+	pause     *Pause
+	// Suppressions are counted at once in memory and persisted in
+	// batches; one is logged (and kept in the history) when the reason
+	// for that server and action changed.
+	lastReason map[string]string
+	unflushed  map[string]uint64
+	events     []Event
 }
 
-// NewEngine returns an engine; call Configure before use.
+// ledger is one namespace's (live or dry-run) memory of actions: the
+// cooldown start of each server's lineage root, and the last hour's
+// actions and pending intents for the budget and the blast radius.
+type ledger struct {
+	cooldown map[string]time.Time
+	recent   []*intent
+}
+
+// intent is one action in the hourly window: sent, recorded, or reserved
+// and not yet sent (pending).
+type intent struct {
+	at      time.Time
+	account string // provider \x00 account
+	root    string
+}
+
+func newLedger() ledger { return ledger{cooldown: map[string]time.Time{}} }
+
+// NewEngine returns an engine; call Configure before use, Close at the end.
 func NewEngine(deps Deps, reg prometheus.Registerer, logger log.Logger, now func() time.Time) *Engine {
 	if now == nil {
 		now = time.Now
 	}
-	return &Engine{deps: deps, logger: logger, now: now, m: newMetrics(reg), inFlight: map[string]bool{}, since: map[string]time.Time{}}
+	e := &Engine{deps: deps, logger: logger, now: now, m: newMetrics(reg), stop: make(chan struct{}),
+		since: map[string]time.Time{}, live: newLedger(), dry: newLedger(), lineage: map[string]string{},
+		inFlight: map[string]bool{}, lastReason: map[string]string{}, unflushed: map[string]uint64{}, accounts: map[string]string{}}
+	go e.flusher()
+	return e
 }
 
 // Configure applies a (re)loaded configuration. The state file is opened
 // when remediation is enabled; if it cannot be, remediation stays off and
-// the error is returned (the exporter goes on). The counters that the
-// configuration can move are created at zero for its accounts, so that a
-// first failure or suppression is an increase that alerts can see.
+// the error is returned (the exporter goes on); if another process holds
+// its lock, it is tried again every few seconds until it is free. The
+// counters that the configuration can move are created at zero for its
+// accounts, so that a first failure or suppression is an increase that
+// alerts can see.
 func (e *Engine) Configure(c config.Remediation, refresh time.Duration, accounts []config.Provider) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.cfg = c
+	e.accounts = map[string]string{}
+	for _, a := range accounts {
+		e.accounts[a.Name] = a.Type
+	}
 	if c.Enabled {
 		e.initSeries(c, accounts)
 	}
@@ -120,11 +178,17 @@ func (e *Engine) Configure(c config.Remediation, refresh time.Duration, accounts
 		return nil
 	}
 	if e.state != nil {
+		e.flushLocked()
 		_ = e.state.Close()
 		e.state = nil
 	}
 	e.statePath = c.StateFile
-	st, err := OpenState(c.StateFile)
+	return e.openLocked()
+}
+
+// openLocked opens the state file and loads it.
+func (e *Engine) openLocked() error {
+	st, err := OpenState(e.statePath)
 	if err == nil {
 		err = e.loadLocked(st)
 		if err != nil {
@@ -135,12 +199,45 @@ func (e *Engine) Configure(c config.Remediation, refresh time.Duration, accounts
 		e.stateErr = err
 		e.m.stateOK.Set(0)
 		e.m.enabled.Set(0)
-		level.Error(e.logger).Log("msg", "remediation disabled: its state file is unusable; the exporter goes on", "state_file", c.StateFile, "err", err)
+		level.Error(e.logger).Log("msg", "remediation disabled: its state file is unusable; the exporter goes on", "state_file", e.statePath, "err", err)
+		if isLockTimeout(err) && !e.retrying {
+			e.retrying = true
+			go e.retryOpen(e.statePath)
+		}
 		return err
 	}
 	e.state, e.stateErr = st, nil
 	e.m.stateOK.Set(1)
+	e.m.enabled.Set(b2f(e.cfg.Enabled))
 	return nil
+}
+
+// retryOpen tries to open a state file another process holds until it is
+// free (that process exited), the configuration names another file, or
+// the engine closes.
+func (e *Engine) retryOpen(path string) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
+		}
+		e.mu.Lock()
+		if e.state != nil || !e.cfg.Enabled || e.statePath != path {
+			e.retrying = false
+			e.mu.Unlock()
+			return
+		}
+		if e.openLocked() == nil {
+			e.retrying = false
+			level.Info(e.logger).Log("msg", "remediation state file is free again; remediation is on", "state_file", path)
+			e.mu.Unlock()
+			return
+		}
+		e.mu.Unlock()
+	}
 }
 
 // initSeries creates at zero the action and suppression counters that the
@@ -150,8 +247,6 @@ func (e *Engine) initSeries(c config.Remediation, accounts []config.Provider) {
 	if c.DryRun {
 		results = append(results, ResultDryRun)
 	}
-	reasons := []string{ReasonCooldown, ReasonRateLimit, ReasonBlastRadius, ReasonStaleData, ReasonNotAllowed,
-		ReasonInFlight, ReasonConditionCleared, ReasonDuplicate, ReasonStateError, ReasonShutdown}
 	for _, a := range accounts {
 		actions := map[string]bool{}
 		for i := range c.Rules {
@@ -166,7 +261,9 @@ func (e *Engine) initSeries(c config.Remediation, accounts []config.Provider) {
 		}
 		if c.Webhook.Enabled {
 			for _, act := range c.Webhook.AllowedActions {
-				actions[act] = true
+				if config.Supports(a.Type, act) {
+					actions[act] = true
+				}
 			}
 		}
 		for act := range actions {
@@ -177,7 +274,8 @@ func (e *Engine) initSeries(c config.Remediation, accounts []config.Provider) {
 	}
 }
 
-// loadLocked recovers interrupted actions and restores the counters.
+// loadLocked recovers interrupted actions and restores the counters, the
+// cooldowns, the last hour's actions, the lineage and the pause.
 func (e *Engine) loadLocked(st *State) error {
 	recovered, err := st.Recover(func(r Record) string {
 		return actionKey(r.Provider, r.Account, r.Action, r.Rule, ResultUnknown)
@@ -192,36 +290,67 @@ func (e *Engine) loadLocked(st *State) error {
 	if err != nil {
 		return err
 	}
+	live, dry, err := st.Cooldowns()
+	if err != nil {
+		return err
+	}
+	lineage, err := st.Lineage()
+	if err != nil {
+		return err
+	}
+	recent, err := st.Since(e.now().Add(-time.Hour), 1<<20)
+	if err != nil {
+		return err
+	}
+	pause, err := st.GetPause()
+	if err != nil {
+		return err
+	}
 	e.m.restore(counts)
+	e.live, e.dry = ledger{cooldown: live}, ledger{cooldown: dry}
+	e.lineage = lineage
+	for i := len(recent) - 1; i >= 0; i-- { // oldest first
+		r := recent[i]
+		in := &intent{at: r.Time, account: r.Provider + "\x00" + r.Account, root: e.rootLocked(serverKey(r.Provider, r.Account, r.ID))}
+		if r.Result == ResultDryRun {
+			e.dry.recent = append(e.dry.recent, in)
+		} else {
+			e.live.recent = append(e.live.recent, in)
+		}
+	}
+	e.pause = pause
+	e.m.paused.Set(b2f(e.pausedLocked(e.now()) != ""))
 	return nil
 }
 
-// Close closes the state file.
+// Close persists what is pending, waits (at most 15 s) for rule actions
+// under way, and closes the state file.
 func (e *Engine) Close() {
+	e.once.Do(func() { close(e.stop) })
+	done := make(chan struct{})
+	go func() { e.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		level.Warn(e.logger).Log("msg", "remediation actions still under way at shutdown; their intents stand")
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.state != nil {
+		e.flushLocked()
 		_ = e.state.Close()
 		e.state = nil
 	}
 }
+
+// Wait returns when the rule actions started so far have finished.
+func (e *Engine) Wait() { e.wg.Wait() }
 
 // Enabled reports whether remediation is on and has usable state.
 func (e *Engine) Enabled() bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.cfg.Enabled && e.state != nil
-}
-
-// Recent returns the newest audit records.
-func (e *Engine) Recent(n int) ([]Record, error) {
-	e.mu.Lock()
-	st, err := e.state, e.stateErr
-	e.mu.Unlock()
-	if st == nil {
-		return nil, err
-	}
-	return st.Since(time.Time{}, n)
 }
 
 // DryRun reports whether the configuration says dry-run.
@@ -232,7 +361,9 @@ func (e *Engine) DryRun() bool {
 }
 
 // OnRefresh evaluates the rules against a fresh snapshot of one account.
-// It is the collector's refresh hook.
+// It is the collector's refresh hook. It never waits on a provider: a
+// request that passes the checks on the inventory and gets its place in
+// the budget is carried out in the background.
 func (e *Engine) OnRefresh(ctx context.Context, snap collector.Snapshot) {
 	e.mu.Lock()
 	cfg := e.cfg
@@ -250,13 +381,12 @@ func (e *Engine) OnRefresh(ctx context.Context, snap collector.Snapshot) {
 		}
 		for _, s := range snap.Servers {
 			key := rule.Name + "\x00" + serverKey(snap.Provider, snap.Account, s.ID)
+			e.mu.Lock()
 			if !conditionHolds(rule, s) {
-				e.mu.Lock()
 				delete(e.since, key)
 				e.mu.Unlock()
 				continue
 			}
-			e.mu.Lock()
 			first, ok := e.since[key]
 			if !ok {
 				first = now
@@ -266,12 +396,22 @@ func (e *Engine) OnRefresh(ctx context.Context, snap collector.Snapshot) {
 			if now.Sub(first) < time.Duration(rule.For) {
 				continue
 			}
-			e.Submit(ctx, Request{
+			req := Request{
 				Provider: snap.Provider, Account: snap.Account, ID: s.ID,
 				Action: providers.Action(rule.Action),
 				Params: providers.ActionParams{Force: rule.Params.Force, CountryCode: rule.Params.CountryCode},
 				Source: "rule", Rule: rule.Name, rule: rule,
-			})
+			}
+			g, d := e.admit(req, &snap)
+			if d != nil {
+				e.suppressed(req, *d)
+				continue
+			}
+			e.wg.Add(1)
+			go func() {
+				defer e.wg.Done()
+				e.carryOut(ctx, g)
+			}()
 		}
 	}
 	e.forgetGone(snap)
@@ -292,6 +432,12 @@ func (e *Engine) forgetGone(snap collector.Snapshot) {
 			delete(e.since, k)
 		}
 	}
+	for k := range e.lastReason {
+		srv, _, _ := strings.Cut(k, "\x01")
+		if strings.HasPrefix(srv, prefix) && !present[srv] {
+			delete(e.lastReason, k)
+		}
+	}
 }
 
 func ruleMatchesAccount(r *config.Rule, provider, account string) bool {
@@ -300,10 +446,10 @@ func ruleMatchesAccount(r *config.Rule, provider, account string) bool {
 
 // conditionHolds evaluates a rule's state, status and threshold filters.
 func conditionHolds(r *config.Rule, s providers.Server) bool {
-	if len(r.State) > 0 && !contains(r.State, string(s.State)) {
+	if len(r.State) > 0 && !slices.Contains(r.State, string(s.State)) {
 		return false
 	}
-	if len(r.Status) > 0 && !contains(r.Status, s.RawStatus) && !contains(r.Status, s.RawCode) {
+	if len(r.Status) > 0 && !slices.Contains(r.Status, s.RawStatus) && !slices.Contains(r.Status, s.RawCode) {
 		return false
 	}
 	if r.Metric != "" {
@@ -321,253 +467,271 @@ func conditionHolds(r *config.Rule, s providers.Server) bool {
 	return true
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 // Submit takes one request through the gate and, if it passes, acts (or
 // records a dry run). It blocks until the decision is made and carried out.
 func (e *Engine) Submit(ctx context.Context, req Request) Decision {
-	d, rec, prov := e.gate(ctx, req)
-	if !d.Acted {
+	g, d := e.admit(req, nil)
+	if d != nil {
+		e.suppressed(req, *d)
+		return *d
+	}
+	return e.carryOut(ctx, g)
+}
+
+// admit runs the checks on the inventory and, under one lock, the counting
+// checks and the reservation. snap, when given, is the snapshot a rule
+// was evaluated on.
+func (e *Engine) admit(req Request, snap *collector.Snapshot) (*gate, *Decision) {
+	e.mu.Lock()
+	st := e.state
+	g := &gate{e: e, req: req, cfg: e.cfg, now: e.now(), stateOK: st != nil, staleness: e.staleness, pause: e.pausedLocked(e.now())}
+	e.mu.Unlock()
+	if snap == nil {
+		s, ok := e.deps.Snapshot(req.Account)
+		if ok {
+			snap = &s
+		}
+	}
+	g.snap = snap
+	if d := g.run(inventoryChecks); d != nil {
+		return nil, d
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if d := g.run(countingChecks); d != nil {
+		return nil, d
+	}
+	g.reserveLocked()
+	return g, nil
+}
+
+// carryOut re-reads the server, checks again, and acts on a reserved
+// request.
+func (e *Engine) carryOut(ctx context.Context, g *gate) Decision {
+	req := g.req
+	d := g.confirm(ctx)
+	if d == nil {
+		d = e.final(g)
+	}
+	if d != nil {
+		e.release(g)
+		e.suppressed(req, *d)
+		return *d
+	}
+	if g.dryRun {
+		return e.recordDryRun(g)
+	}
+	return e.execute(ctx, g)
+}
+
+// final reads enabled, dry-run and the pause again immediately before the
+// call: a reload or a pause that came during the re-read wins.
+func (e *Engine) final(g *gate) *Decision {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.now()
+	switch {
+	case !e.cfg.Enabled || e.state == nil:
+		return &Decision{Reason: ReasonNotAllowed, Detail: "remediation was turned off"}
+	case e.pausedLocked(now) != "":
+		return &Decision{Reason: ReasonPaused, Detail: e.pausedLocked(now)}
+	case e.cfg.DryRun && !g.dryRun:
+		return &Decision{Reason: ReasonNotAllowed, Detail: "remediation was switched to dry-run"}
+	case !e.cfg.DryRun && g.dryRun:
+		// Dry-run ended meanwhile: record nothing and let the next
+		// request go through the live namespace.
+		return &Decision{Reason: ReasonNotAllowed, Detail: "dry-run was switched off during the decision"}
+	}
+	if !insideWindow(e.cfg.Windows, now) {
+		return &Decision{Reason: ReasonOutsideWindow, Detail: "the action window closed"}
+	}
+	g.st = e.state
+	return nil
+}
+
+// release takes back a reservation that did not become an action.
+func (e *Engine) release(g *gate) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	g.releaseLocked()
+}
+
+func (e *Engine) recordDryRun(g *gate) Decision {
+	req := g.req
+	rec := &Record{Time: g.now, Provider: req.Provider, Account: req.Account, ID: req.ID, Action: string(req.Action), Source: req.Source, Rule: req.Rule, Result: ResultDryRun}
+	err := g.st.Begin(rec, g.root)
+	if err == nil {
+		err = g.st.Finish(rec, actionKey(req.Provider, req.Account, string(req.Action), req.Rule, ResultDryRun))
+	}
+	if err != nil {
+		e.release(g)
+		d := Decision{Reason: ReasonStateError, Detail: err.Error()}
 		e.suppressed(req, d)
 		return d
 	}
-	defer e.release(req)
-	if d.Result == ResultDryRun {
+	e.settle(g, rec)
+	e.m.stateOK.Set(1)
+	e.m.actions.WithLabelValues(req.Provider, req.Account, string(req.Action), req.Rule, ResultDryRun).Inc()
+	level.Info(e.logger).Log("msg", "dry run: would act", "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule)
+	return Decision{Acted: true, Result: ResultDryRun}
+}
+
+// settle turns a reservation into a recorded action: the cooldown starts
+// (for the lineage), the intent stays in the hourly window as done.
+func (e *Engine) settle(g *gate, rec *Record) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	l := e.ledgerLocked(g.dryRun)
+	g.reserved.at = rec.Time
+	l.cooldown[g.root] = rec.Time
+	delete(e.inFlight, g.root)
+	if rec.NewID != "" {
+		newKey := serverKey(g.req.Provider, g.req.Account, rec.NewID)
+		e.lineage[newKey] = g.root
+	}
+}
+
+// execute records the intent, calls the provider and records the outcome.
+func (e *Engine) execute(ctx context.Context, g *gate) Decision {
+	req := g.req
+	rec := &Record{Time: g.now, Provider: req.Provider, Account: req.Account, ID: req.ID, Action: string(req.Action), Source: req.Source, Rule: req.Rule}
+	if err := g.st.Begin(rec, g.root); err != nil {
+		e.release(g)
+		d := Decision{Reason: ReasonStateError, Detail: "cannot record the intent, not acting: " + err.Error()}
+		e.suppressed(req, d)
 		return d
 	}
-	return e.execute(ctx, req, rec, prov)
-}
-
-// gate runs the checks. On a pass it marks the server in flight and has
-// already written the intent (or the dry-run record).
-func (e *Engine) gate(ctx context.Context, req Request) (Decision, *Record, providers.Provider) {
-	supp := func(reason, format string, args ...any) (Decision, *Record, providers.Provider) {
-		return Decision{Reason: reason, Detail: fmt.Sprintf(format, args...)}, nil, nil
-	}
-	e.mu.Lock()
-	cfg, st := e.cfg, e.state
-	e.mu.Unlock()
-	if !cfg.Enabled || st == nil {
-		return supp(ReasonNotAllowed, "remediation is disabled")
-	}
-	if req.Source == "alert" && !contains(cfg.Webhook.AllowedActions, string(req.Action)) {
-		return supp(ReasonNotAllowed, "action %q is not in remediation.webhook.allowed_actions", req.Action)
-	}
-	prov, ok := e.deps.Provider(req.Account)
-	if !ok || prov.Type() != req.Provider {
-		return supp(ReasonNotAllowed, "no %s account named %q", req.Provider, req.Account)
-	}
-	if !contains(actionNames(prov.Actions()), string(req.Action)) {
-		return supp(ReasonNotAllowed, "%s cannot %s", req.Provider, req.Action)
-	}
-	snap, ok := e.deps.Snapshot(req.Account)
-	now := e.now()
-	switch {
-	case !ok || !snap.Refreshed:
-		return supp(ReasonStaleData, "account not refreshed yet")
-	case !snap.Up:
-		return supp(ReasonStaleData, "the account's last refresh failed: %s", snap.Err)
-	case now.Sub(snap.LastSuccess) > e.staleness || snap.LastSuccess.After(now.Add(time.Minute)):
-		return supp(ReasonStaleData, "the account's data is from %s", snap.LastSuccess.UTC().Format(time.RFC3339))
-	}
-	srv, found := findServer(snap.Servers, req.ID)
-	if !found {
-		return supp(ReasonStaleData, "server %s is not in the account's last refresh", req.ID)
-	}
-	if f := flagForbids(req, srv); f != "" {
-		return supp(ReasonNotAllowed, "%s", f)
-	}
-
-	key := serverKey(req.Provider, req.Account, req.ID)
-	e.mu.Lock()
-	if e.inFlight[key] {
-		e.mu.Unlock()
-		return supp(ReasonInFlight, "an action on this server is under way")
-	}
-	e.inFlight[key] = true
-	e.mu.Unlock()
-	release := func(d Decision) (Decision, *Record, providers.Provider) {
-		e.release(req)
-		return d, nil, nil
-	}
-
-	last, had, err := st.LastAction(req.Provider, req.Account, req.ID)
-	if err != nil {
-		return release(Decision{Reason: ReasonStateError, Detail: err.Error()})
-	}
-	if had && now.Sub(last) < time.Duration(cfg.Cooldown) && !last.After(now.Add(time.Minute)) {
-		return release(Decision{Reason: ReasonCooldown, Detail: fmt.Sprintf("last action %s ago; cooldown %s", now.Sub(last).Round(time.Second), time.Duration(cfg.Cooldown))})
-	}
-	if had && last.After(now.Add(time.Minute)) {
-		// The clock went back past the last action: hold off until it
-		// passes that time again rather than trust either clock.
-		return release(Decision{Reason: ReasonCooldown, Detail: "the last action is in the future: the clock went back"})
-	}
-	recent, err := st.Since(now.Add(-time.Hour), math.MaxInt32)
-	if err != nil {
-		return release(Decision{Reason: ReasonStateError, Detail: err.Error()})
-	}
-	if len(recent) >= cfg.MaxActionsPerHour {
-		return release(Decision{Reason: ReasonRateLimit, Detail: fmt.Sprintf("%d actions in the last hour; max_actions_per_hour %d", len(recent), cfg.MaxActionsPerHour)})
-	}
-	touched := map[string]bool{}
-	for _, r := range recent {
-		if r.Provider == req.Provider && r.Account == req.Account {
-			touched[r.ID] = true
-		}
-	}
-	allowed := int(math.Floor(cfg.MaxFleetFraction * float64(len(snap.Servers))))
-	if allowed < 1 {
-		allowed = 1
-	}
-	if !touched[req.ID] && len(touched)+1 > allowed {
-		return release(Decision{Reason: ReasonBlastRadius, Detail: fmt.Sprintf("%d of %d servers of the account acted on in the last hour; max_fleet_fraction %v allows %d", len(touched), len(snap.Servers), cfg.MaxFleetFraction, allowed)})
-	}
-
-	// Confirm with the provider itself that the condition still holds.
-	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	fresh, err := prov.Get(rctx, req.ID)
-	cancel()
-	switch {
-	case errors.Is(err, providers.ErrNotFound):
-		return release(Decision{Reason: ReasonConditionCleared, Detail: "the provider no longer has this server"})
-	case err != nil:
-		return release(Decision{Reason: ReasonStaleData, Detail: "could not re-read the server: " + err.Error()})
-	}
-	if reason := stillCalledFor(req, fresh); reason != "" {
-		return release(Decision{Reason: ReasonConditionCleared, Detail: reason})
-	}
-	if f := flagForbids(req, fresh); f != "" {
-		return release(Decision{Reason: ReasonNotAllowed, Detail: f})
-	}
-
-	rec := &Record{Time: now, Provider: req.Provider, Account: req.Account, ID: req.ID, Action: string(req.Action), Source: req.Source, Rule: req.Rule}
-	if cfg.DryRun {
-		rec.Result = ResultDryRun
-		if err := st.Begin(rec); err == nil {
-			err = st.Finish(rec, actionKey(req.Provider, req.Account, string(req.Action), req.Rule, ResultDryRun))
-		}
-		if err != nil {
-			return release(Decision{Reason: ReasonStateError, Detail: err.Error()})
-		}
-		e.m.stateOK.Set(1)
-		e.m.actions.WithLabelValues(req.Provider, req.Account, string(req.Action), req.Rule, ResultDryRun).Inc()
-		level.Info(e.logger).Log("msg", "dry run: would act", "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule)
-		return Decision{Acted: true, Result: ResultDryRun}, rec, prov
-	}
-	if err := st.Begin(rec); err != nil {
-		return release(Decision{Reason: ReasonStateError, Detail: "cannot record the intent, not acting: " + err.Error()})
-	}
 	e.m.stateOK.Set(1)
-	return Decision{Acted: true}, rec, prov
-}
-
-func (e *Engine) release(req Request) {
-	e.mu.Lock()
-	delete(e.inFlight, serverKey(req.Provider, req.Account, req.ID))
-	e.mu.Unlock()
-}
-
-// execute calls the provider and records the outcome.
-func (e *Engine) execute(ctx context.Context, req Request, rec *Record, prov providers.Provider) Decision {
 	actx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	res, err := prov.Do(actx, req.ID, req.Action, req.Params)
+	res, err := g.prov.Do(actx, req.ID, req.Action, req.Params)
 	cancel()
-	rec.Response, rec.NewID = res.Response, res.NewID
-	rec.Result = ResultSuccess
-	if err != nil {
-		rec.Result, rec.Error = ResultFailed, err.Error()
+	if err != nil && !wasSent(err) {
+		// Nothing went out (the daemon is stopping): take the intent
+		// back; the next run decides again.
+		if aerr := g.st.Abort(rec, g.root, g.prevCooldown); aerr != nil {
+			level.Error(e.logger).Log("msg", "cannot take back an intent that was not sent; its cooldown stands", "id", req.ID, "err", aerr)
+		}
+		e.release(g)
+		d := Decision{Reason: ReasonShutdown, Detail: "not sent: " + err.Error()}
+		e.suppressed(req, d)
+		return d
 	}
-	e.mu.Lock()
-	st := e.state
-	e.mu.Unlock()
-	if st != nil {
-		if werr := st.Finish(rec, actionKey(req.Provider, req.Account, string(req.Action), req.Rule, rec.Result)); werr != nil {
-			level.Error(e.logger).Log("msg", "cannot write the audit record; the intent stays and the cooldown stands", "id", req.ID, "err", werr)
+	rec.Response, rec.NewID = res.Response, res.NewID
+	rec.Result = outcome(err)
+	if err != nil {
+		rec.Error = err.Error()
+	}
+	if rec.NewID != "" {
+		if lerr := g.st.SetLineage(serverKey(req.Provider, req.Account, rec.NewID), g.root); lerr != nil {
+			level.Error(e.logger).Log("msg", "cannot record the replacement's lineage", "id", req.ID, "new_id", rec.NewID, "err", lerr)
 		}
 	}
+	if werr := g.st.Finish(rec, actionKey(req.Provider, req.Account, string(req.Action), req.Rule, rec.Result)); werr != nil {
+		level.Error(e.logger).Log("msg", "cannot write the audit record; the intent stays and the cooldown stands", "id", req.ID, "err", werr)
+	}
+	e.settle(g, rec)
 	e.m.actions.WithLabelValues(req.Provider, req.Account, string(req.Action), req.Rule, rec.Result).Inc()
 	logger := log.With(e.logger, "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule)
-	if err != nil {
-		level.Warn(logger).Log("msg", "action failed", "err", err)
-		return Decision{Acted: true, Result: ResultFailed, Detail: err.Error()}
+	switch rec.Result {
+	case ResultFailed:
+		level.Warn(logger).Log("msg", "action failed: the provider refused it", "err", err)
+	case ResultUnknown:
+		level.Warn(logger).Log("msg", "action sent but not answered: the provider may have carried it out; its cooldown stands", "err", err)
+	default:
+		level.Info(logger).Log("msg", "action carried out", "new_id", rec.NewID, "response", rec.Response)
 	}
-	level.Info(logger).Log("msg", "action carried out", "new_id", rec.NewID, "response", rec.Response)
-	return Decision{Acted: true, Result: ResultSuccess}
+	return Decision{Acted: true, Result: rec.Result, Detail: rec.Error}
 }
 
+// wasSent reports whether a failed call reached the provider: an error
+// before any request went out (the daemon stopping while the call waited
+// for the account's rate limit) was not.
+func wasSent(err error) bool {
+	var ae *apiclient.Error
+	if errors.As(err, &ae) {
+		return ae.Sent
+	}
+	return !errors.Is(err, providers.ErrUnsupportedAction)
+}
+
+// outcome classifies a sent call: success, failed (the provider answered
+// no), or unknown (no answer: a timeout, a reset connection).
+func outcome(err error) string {
+	if err == nil {
+		return ResultSuccess
+	}
+	var ae *apiclient.Error
+	if errors.As(err, &ae) && ae.Status != 0 {
+		return ResultFailed
+	}
+	return ResultUnknown
+}
+
+// suppressed counts a suppression at once and persists it in the next
+// batch; it is logged (and kept in the history) when the reason for that
+// server, action and source changed.
 func (e *Engine) suppressed(req Request, d Decision) {
-	e.m.suppressed.WithLabelValues(req.Provider, req.Account, string(req.Action), d.Reason).Inc()
+	e.mu.Lock()
+	if _, ok := e.accounts[req.Account]; ok {
+		e.m.suppressed.WithLabelValues(req.Provider, req.Account, string(req.Action), d.Reason).Inc()
+		e.unflushed[suppressKey(req.Provider, req.Account, string(req.Action), d.Reason)]++
+	}
 	if d.Reason == ReasonStateError {
 		e.m.stateOK.Set(0) // alerts: the state file stopped taking writes
 	}
-	e.mu.Lock()
-	st := e.state
-	e.mu.Unlock()
-	if st != nil {
-		if err := st.Count(suppressKey(req.Provider, req.Account, string(req.Action), d.Reason)); err != nil {
-			level.Error(e.logger).Log("msg", "cannot persist a suppression count", "err", err)
-		}
+	key := serverKey(req.Provider, req.Account, req.ID) + "\x01" + string(req.Action) + "\x01" + req.Source
+	changed := e.lastReason[key] != d.Reason
+	e.lastReason[key] = d.Reason
+	if changed {
+		e.events = append(e.events, Event{Time: e.now(), Provider: req.Provider, Account: req.Account, ID: req.ID,
+			Action: string(req.Action), Source: req.Source, Rule: req.Rule, Reason: d.Reason, Detail: d.Detail})
 	}
-	lvl := level.Info
-	if req.Source == "rule" && (d.Reason == ReasonCooldown || d.Reason == ReasonInFlight) {
-		lvl = level.Debug // repeats on every refresh while the cooldown runs
+	e.mu.Unlock()
+	lvl := level.Debug
+	if changed {
+		lvl = level.Info
 	}
 	lvl(e.logger).Log("msg", "action suppressed", "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule, "reason", d.Reason, "detail", d.Detail)
 }
 
-func findServer(list []providers.Server, id string) (providers.Server, bool) {
-	for _, s := range list {
-		if s.ID == id {
-			return s, true
+// flusher persists suppression counts and history every few seconds, and
+// prunes old handled-alert marks.
+func (e *Engine) flusher() {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	prune := time.Time{}
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
+		}
+		e.mu.Lock()
+		e.flushLocked()
+		st, cooldown := e.state, time.Duration(e.cfg.Cooldown)
+		e.mu.Unlock()
+		if st != nil && time.Since(prune) > 10*time.Minute {
+			prune = time.Now()
+			// A handled alert occurrence older than a day and two
+			// cooldowns is not resent by Alertmanager any more.
+			if err := st.PruneSeen(e.now().Add(-max(24*time.Hour, 2*cooldown))); err != nil {
+				level.Warn(e.logger).Log("msg", "cannot prune handled alerts", "err", err)
+			}
 		}
 	}
-	return providers.Server{}, false
 }
 
-// flagForbids applies the provider's own guard: VPN.bingo refuses a
-// redeploy without force unless can_redeploy is true.
-func flagForbids(req Request, s providers.Server) string {
-	if req.Action == providers.ActionRedeploy && !req.Params.Force && s.CanRedeploy.OK && s.CanRedeploy.V == 0 {
-		return "the provider says this node cannot be redeployed (can_redeploy false) and force is off"
+// flushLocked writes the unflushed suppressions in one transaction.
+func (e *Engine) flushLocked() {
+	if e.state == nil || (len(e.unflushed) == 0 && len(e.events) == 0) {
+		return
 	}
-	return ""
-}
-
-// stillCalledFor re-checks a request against the provider's fresh answer:
-// a rule's own condition, or, for an alert, that the server is not already
-// on its way somewhere (rebooting, provisioning, terminating...).
-func stillCalledFor(req Request, s providers.Server) string {
-	if req.rule != nil {
-		if !conditionHolds(req.rule, s) {
-			return fmt.Sprintf("the rule's condition no longer holds (state %s, status %q)", s.State, s.RawStatus)
-		}
-		return ""
+	if err := e.state.Flush(e.unflushed, e.events); err != nil {
+		level.Error(e.logger).Log("msg", "cannot persist suppression counts; kept for the next try", "err", err)
+		e.m.stateOK.Set(0)
+		return
 	}
-	switch s.State {
-	case providers.StateRebooting, providers.StateStarting, providers.StateStopping, providers.StateProvisioning,
-		providers.StateTerminating, providers.StateTerminated:
-		return fmt.Sprintf("the server is already %s", s.State)
-	}
-	if req.Action == providers.ActionStart && s.State == providers.StateRunning {
-		return "the server is already running"
-	}
-	return ""
-}
-
-func actionNames(as []providers.Action) []string {
-	out := make([]string, len(as))
-	for i, a := range as {
-		out[i] = string(a)
-	}
-	return out
+	e.unflushed, e.events = map[string]uint64{}, nil
 }
 
 func b2f(b bool) float64 {
@@ -576,3 +740,6 @@ func b2f(b bool) float64 {
 	}
 	return 0
 }
+
+// errNoState is the suppression detail when remediation has no state.
+var errNoState = fmt.Errorf("remediation is disabled")

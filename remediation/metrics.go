@@ -2,8 +2,13 @@ package remediation
 
 import "github.com/prometheus/client_golang/prometheus"
 
+// webhookOutcomes are the outcome label values of the webhook counter,
+// created at zero.
+var webhookOutcomes = []string{"queued", "resolved", "no_remediation", "invalid", "unknown_account", "rejected"}
+
 type metrics struct {
 	enabled, dryRun, stateOK prometheus.Gauge
+	paused                   prometheus.Gauge
 	actions                  *prometheus.CounterVec
 	suppressed               *prometheus.CounterVec
 	webhookAlerts            *prometheus.CounterVec
@@ -15,6 +20,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		enabled: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vps_remediation_enabled", Help: "1 when automatic remediation is enabled and its state file is usable."}),
 		dryRun:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "vps_remediation_dry_run", Help: "1 when remediation only logs and counts, calling nothing."}),
 		stateOK: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vps_remediation_state_ok", Help: "0 when remediation is configured on but its state file cannot be opened, or its last write failed (no action is taken without a durable record); 1 otherwise."}),
+		paused:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "vps_remediation_paused", Help: "1 while an operator has paused remediation (POST /api/v1/remediation/pause); kept across restarts."}),
 		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vps_remediation_actions_total",
 			Help: "Remediation actions by result (success, failed, dry_run, unknown); kept across restarts.",
@@ -25,10 +31,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"provider", "account", "action", "reason"}),
 		webhookAlerts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vps_remediation_webhook_alerts_total",
-			Help: "Alerts received on the Alertmanager webhook, by outcome (queued, resolved, no_remediation, invalid, rejected).",
+			Help: "Alerts received on the Alertmanager webhook, by outcome (queued, resolved, no_remediation, invalid, unknown_account, rejected).",
 		}, []string{"outcome"}),
 	}
-	reg.MustRegister(m.enabled, m.dryRun, m.stateOK, m.actions, m.suppressed, m.webhookAlerts)
+	for _, o := range webhookOutcomes {
+		m.webhookAlerts.WithLabelValues(o)
+	}
+	reg.MustRegister(m.enabled, m.dryRun, m.stateOK, m.paused, m.actions, m.suppressed, m.webhookAlerts)
 	return m
 }
 

@@ -125,6 +125,7 @@ func (h *harness) refresh(account string) collector.Snapshot {
 	servers, err := p.List(context.Background())
 	snap := h.store.Update(p.Type(), account, servers, err, h.now(), time.Millisecond)
 	h.engine.OnRefresh(context.Background(), snap)
+	h.engine.Wait() // the rule actions it started
 	return snap
 }
 
@@ -315,8 +316,8 @@ func TestProviderFlagForbids(t *testing.T) {
 	h := newHarness(t, 10, cfg)
 	h.sim.Update(sim.VPNBingo, 1003, func(m *sim.Machine) { m.CanRedepl = false })
 	h.refresh("bingo")
-	if n := len(h.sim.Actions()); n != 0 || h.suppressed("bingo", ReasonNotAllowed) != 1 {
-		t.Fatalf("%d actions, not_allowed %v", n, h.suppressed("bingo", ReasonNotAllowed))
+	if n := len(h.sim.Actions()); n != 0 || h.suppressed("bingo", ReasonPrecondition) != 1 {
+		t.Fatalf("%d actions, precondition %v", n, h.suppressed("bingo", ReasonPrecondition))
 	}
 }
 
@@ -363,7 +364,12 @@ func TestWebhookActsOnceAndNeverOnResolved(t *testing.T) {
 			t.Fatalf("firing: %d %s", code, body)
 		}
 	}
-	waitFor(t, func() bool { return h.suppressed("bingo", ReasonDuplicate) == 2 })
+	// The resends are duplicates, or, while the first is under way, in
+	// flight: never a second action.
+	waitFor(t, func() bool {
+		return h.suppressed("bingo", ReasonDuplicate)+h.suppressed("bingo", ReasonInFlight)+h.suppressed("bingo", ReasonCooldown) == 2 &&
+			len(h.actions(sim.VPNBingo)) == 1
+	})
 	acts := h.actions(sim.VPNBingo)
 	if len(acts) != 1 || acts[0].ID != "1003" {
 		t.Fatalf("simulator saw %+v", acts)
@@ -418,6 +424,7 @@ func TestWebhookAndRuleConcurrentlyActOnce(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	h.engine.Wait()
 	if n := len(h.actions(sim.VPNBingo)); n != 1 {
 		t.Fatalf("%d redeploys of one node", n)
 	}
@@ -438,7 +445,7 @@ func TestCrashBetweenActionAndAudit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Begin(&Record{Time: h.now(), Provider: "vpnbingo", Account: "bingo", ID: "1003", Action: "redeploy", Source: "rule", Rule: "redeploy-degraded"}); err != nil {
+	if err := st.Begin(&Record{Time: h.now(), Provider: "vpnbingo", Account: "bingo", ID: "1003", Action: "redeploy", Source: "rule", Rule: "redeploy-degraded"}, serverKey("vpnbingo", "bingo", "1003")); err != nil {
 		t.Fatal(err)
 	}
 	_ = st.Close()
@@ -510,8 +517,8 @@ func TestCountersStartAtZero(t *testing.T) {
 	}{
 		// the rule matches bingo only: 3 results (no dry_run when live)
 		{h.engine.m.actions, 3},
-		// bingo: redeploy (rule) + reboot (webhook); every other account: reboot
-		{h.engine.m.suppressed, 10 * (2 + len(h.provs) - 1)}, // 10 reasons
+		// bingo: redeploy (rule; it cannot reboot); every other account: reboot (webhook)
+		{h.engine.m.suppressed, len(reasons) * len(h.provs)},
 	} {
 		if n := testutil.CollectAndCount(tc.c); n != tc.want {
 			t.Errorf("%d series, want %d", n, tc.want)

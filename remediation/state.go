@@ -36,7 +36,13 @@ var (
 	bucketCooldown = []byte("cooldown")
 	bucketSeen     = []byte("alerts_seen")
 	bucketCounts   = []byte("counts")
+	bucketLineage  = []byte("lineage")
+	bucketEvents   = []byte("suppressions")
+	bucketControl  = []byte("control")
 )
+
+// maxEvents bounds the suppression history kept in the state file.
+const maxEvents = 10000
 
 // State is the durable part of remediation: audit log, intents, cooldowns,
 // seen alerts and counters, in one bbolt file.
@@ -47,12 +53,12 @@ type State struct {
 // OpenState opens (or creates) the state file. A file that is not a valid
 // store, or is locked by another process, is an error.
 func OpenState(path string) (*State, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockWait})
 	if err != nil {
 		return nil, fmt.Errorf("open remediation state %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketAudit, bucketPending, bucketCooldown, bucketSeen, bucketCounts} {
+		for _, b := range [][]byte{bucketAudit, bucketPending, bucketCooldown, bucketSeen, bucketCounts, bucketLineage, bucketEvents, bucketControl} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -65,6 +71,9 @@ func OpenState(path string) (*State, error) {
 	}
 	return &State{db: db}, nil
 }
+
+// lockWait is how long opening waits for another process's lock.
+var lockWait = 2 * time.Second
 
 // Close closes the file.
 func (s *State) Close() error { return s.db.Close() }
@@ -79,10 +88,20 @@ func u64(v uint64) []byte {
 	return b[:]
 }
 
+// cooldownKey is the cooldown of a server (its lineage root) in one
+// namespace: live actions, or dry-run records in their own.
+func cooldownKey(dry bool, root string) []byte {
+	if dry {
+		return []byte("dry\x00" + root)
+	}
+	return []byte(root)
+}
+
 // Begin records the intent to act before the provider is called, and
-// starts the server's cooldown: if the daemon dies during the call, the
-// intent survives and the action is not repeated blindly.
-func (s *State) Begin(r *Record) error {
+// starts the cooldown of root (the server's lineage): if the daemon dies
+// during the call, the intent survives and the action is not repeated
+// blindly. A dry-run record starts the dry-run namespace's cooldown only.
+func (s *State) Begin(r *Record, root string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		a := tx.Bucket(bucketAudit)
 		seq, err := a.NextSequence()
@@ -97,8 +116,168 @@ func (s *State) Begin(r *Record) error {
 		if err := tx.Bucket(bucketPending).Put(u64(seq), b); err != nil {
 			return err
 		}
-		return tx.Bucket(bucketCooldown).Put([]byte(serverKey(r.Provider, r.Account, r.ID)), u64(uint64(r.Time.UnixNano())))
+		return tx.Bucket(bucketCooldown).Put(cooldownKey(r.Result == ResultDryRun, root), u64(uint64(r.Time.UnixNano())))
 	})
+}
+
+// Abort takes back an intent whose request was never sent (the daemon
+// stopped first): no audit record, and the cooldown is what it was.
+func (s *State) Abort(r *Record, root string, prev time.Time) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketPending).Delete(u64(r.Seq)); err != nil {
+			return err
+		}
+		k := cooldownKey(false, root)
+		if prev.IsZero() {
+			return tx.Bucket(bucketCooldown).Delete(k)
+		}
+		return tx.Bucket(bucketCooldown).Put(k, u64(uint64(prev.UnixNano())))
+	})
+}
+
+// SetLineage records that newKey (a redeploy's replacement) is the same
+// server as root for cooldowns and blast radius.
+func (s *State) SetLineage(newKey, root string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLineage).Put([]byte(newKey), []byte(root))
+	})
+}
+
+// Lineage returns every recorded replacement -> root.
+func (s *State) Lineage() (map[string]string, error) {
+	out := map[string]string{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLineage).ForEach(func(k, v []byte) error {
+			out[string(k)] = string(v)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Cooldowns returns every cooldown start: live ones by root, dry-run ones
+// by root in the second map.
+func (s *State) Cooldowns() (live, dry map[string]time.Time, err error) {
+	live, dry = map[string]time.Time{}, map[string]time.Time{}
+	err = s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketCooldown).ForEach(func(k, v []byte) error {
+			if len(v) != 8 {
+				return nil
+			}
+			t := time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+			if root, ok := strings.CutPrefix(string(k), "dry\x00"); ok {
+				dry[root] = t
+			} else {
+				live[string(k)] = t
+			}
+			return nil
+		})
+	})
+	return live, dry, err
+}
+
+// Event is one suppression in the history: logged when the reason for a
+// server changed.
+type Event struct {
+	Time     time.Time `json:"time"`
+	Provider string    `json:"provider"`
+	Account  string    `json:"account"`
+	ID       string    `json:"id"`
+	Action   string    `json:"action"`
+	Source   string    `json:"source"`
+	Rule     string    `json:"rule"`
+	Reason   string    `json:"reason"`
+	Detail   string    `json:"detail,omitempty"`
+}
+
+// Flush persists suppression counts and events in one transaction, and
+// keeps the newest maxEvents events.
+func (s *State) Flush(counts map[string]uint64, events []Event) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for k, n := range counts {
+			if err := add(tx, k, n); err != nil {
+				return err
+			}
+		}
+		b := tx.Bucket(bucketEvents)
+		for _, ev := range events {
+			seq, err := b.NextSequence()
+			if err != nil {
+				return err
+			}
+			v, err := json.Marshal(ev)
+			if err != nil {
+				return err
+			}
+			if err := b.Put(u64(seq), v); err != nil {
+				return err
+			}
+		}
+		c := b.Cursor()
+		for n := b.Stats().KeyN - maxEvents; n > 0; n-- {
+			k, _ := c.First()
+			if k == nil {
+				break
+			}
+			if err := c.Delete(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Events returns the suppression history, newest first, that keep accepts,
+// at most max.
+func (s *State) Events(keep func(Event) bool, max int) ([]Event, error) {
+	var out []Event
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketEvents).Cursor()
+		for k, v := c.Last(); k != nil && len(out) < max; k, v = c.Prev() {
+			var ev Event
+			if json.Unmarshal(v, &ev) == nil && keep(ev) {
+				out = append(out, ev)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Pause is the operator's durable pause.
+type Pause struct {
+	Since  time.Time `json:"since"`
+	Until  time.Time `json:"until,omitempty"` // zero: until resumed
+	Reason string    `json:"reason"`
+}
+
+// SetPause stores the pause, or clears it when p is nil.
+func (s *State) SetPause(p *Pause) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketControl)
+		if p == nil {
+			return b.Delete([]byte("pause"))
+		}
+		v, err := json.Marshal(p)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte("pause"), v)
+	})
+}
+
+// GetPause returns the stored pause, nil when there is none.
+func (s *State) GetPause() (*Pause, error) {
+	var p *Pause
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketControl).Get([]byte("pause"))
+		if v == nil {
+			return nil
+		}
+		p = &Pause{}
+		return json.Unmarshal(v, p)
+	})
+	return p, err
 }
 
 // Finish writes the audit record, clears the intent and counts the result.
@@ -190,19 +369,22 @@ func (s *State) Since(t time.Time, max int) ([]Record, error) {
 	return out, err
 }
 
-// SeenAlert records an alert occurrence; it reports false when it was
-// already recorded (a resend or duplicate).
-func (s *State) SeenAlert(key string, at time.Time) (bool, error) {
-	fresh := false
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketSeen)
-		if b.Get([]byte(key)) != nil {
-			return nil
-		}
-		fresh = true
-		return b.Put([]byte(key), u64(uint64(at.UnixNano())))
+// Seen reports whether an alert occurrence was already acted on (or, in
+// dry-run, recorded: key carries the namespace).
+func (s *State) Seen(key string) (bool, error) {
+	seen := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		seen = tx.Bucket(bucketSeen).Get([]byte(key)) != nil
+		return nil
 	})
-	return fresh, err
+	return seen, err
+}
+
+// MarkSeen records that an alert occurrence was acted on.
+func (s *State) MarkSeen(key string, at time.Time) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSeen).Put([]byte(key), u64(uint64(at.UnixNano())))
+	})
 }
 
 // PruneSeen forgets alert occurrences recorded before t.
@@ -225,10 +407,6 @@ func (s *State) PruneSeen(t time.Time) error {
 	})
 }
 
-// Count adds one to a durable counter (suppressions), coalescing writes.
-func (s *State) Count(key string) error {
-	return s.db.Batch(func(tx *bolt.Tx) error { return incr(tx, key) })
-}
 
 // Counts returns every durable counter.
 func (s *State) Counts() (map[string]uint64, error) {
@@ -244,7 +422,9 @@ func (s *State) Counts() (map[string]uint64, error) {
 	return out, err
 }
 
-func incr(tx *bolt.Tx, key string) error {
+func incr(tx *bolt.Tx, key string) error { return add(tx, key, 1) }
+
+func add(tx *bolt.Tx, key string, d uint64) error {
 	if key == "" {
 		return nil
 	}
@@ -253,7 +433,7 @@ func incr(tx *bolt.Tx, key string) error {
 	if v := b.Get([]byte(key)); len(v) == 8 {
 		n = binary.BigEndian.Uint64(v)
 	}
-	return b.Put([]byte(key), u64(n+1))
+	return b.Put([]byte(key), u64(n+d))
 }
 
 // Counter keys: "a|provider|account|action|rule|result" for actions and

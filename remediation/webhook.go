@@ -3,6 +3,7 @@ package remediation
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -96,25 +98,63 @@ func (w *Webhook) Wait() { w.wg.Wait() }
 // Pending is how many alerts wait in the queue.
 func (w *Webhook) Pending() int { return len(w.queue) }
 
+// process takes one alert through the gate. Only an action actually sent
+// (or, in dry-run, recorded, in its own namespace) uses up the alert
+// occurrence: after a transient suppression (stale data, budget, cooldown
+// of another request...) Alertmanager's resend is evaluated again.
 func (w *Webhook) process(ctx context.Context, j job) {
 	e := w.engine
 	e.mu.Lock()
-	st := e.state
+	st, dry := e.state, e.cfg.DryRun
 	e.mu.Unlock()
 	if st == nil {
 		e.suppressed(j.req, Decision{Reason: ReasonNotAllowed, Detail: "remediation is disabled"})
 		return
 	}
-	fresh, err := st.SeenAlert(j.key, e.now())
+	ns := ""
+	if dry {
+		ns = "dry|"
+	}
+	seen, err := st.Seen(ns + j.key)
 	if err != nil {
 		e.suppressed(j.req, Decision{Reason: ReasonStateError, Detail: err.Error()})
 		return
 	}
-	if !fresh {
-		e.suppressed(j.req, Decision{Reason: ReasonDuplicate, Detail: "this alert occurrence was already handled"})
+	if seen {
+		e.suppressed(j.req, Decision{Reason: ReasonDuplicate, Detail: "this alert occurrence was already acted on"})
 		return
 	}
-	e.Submit(ctx, j.req)
+	d := e.Submit(ctx, j.req)
+	if !d.Acted {
+		return
+	}
+	ns = ""
+	if d.Result == ResultDryRun {
+		ns = "dry|"
+	}
+	if err := st.MarkSeen(ns+j.key, e.now()); err != nil {
+		level.Error(e.logger).Log("msg", "cannot mark the alert occurrence handled; its cooldown still holds a resend back", "err", err)
+	}
+}
+
+// authorized checks the webhook's bearer token, when one is configured,
+// in constant time.
+func (e *Engine) authorized(r *http.Request) bool {
+	e.mu.Lock()
+	want := string(e.cfg.Webhook.BearerToken)
+	e.mu.Unlock()
+	if want == "" {
+		return true
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
+	return ok && subtle.ConstantTimeCompare(a[:], b[:]) == 1
+}
+
+// unauthorized answers 401 with the scheme the endpoint wants.
+func unauthorized(rw http.ResponseWriter) {
+	rw.Header().Set("WWW-Authenticate", `Bearer realm="vps_exporter remediation"`)
+	http.Error(rw, "Unauthorized: the remediation endpoints need the webhook's bearer token", http.StatusUnauthorized)
 }
 
 // ServeHTTP implements http.Handler: 200 once the alerts are queued (an
@@ -131,6 +171,10 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	e.mu.Lock()
 	enabled := e.cfg.Enabled && e.cfg.Webhook.Enabled && e.state != nil
 	e.mu.Unlock()
+	if !e.authorized(r) {
+		unauthorized(rw)
+		return
+	}
 	if !enabled {
 		http.Error(rw, "remediation webhook is disabled", http.StatusServiceUnavailable)
 		return
@@ -156,8 +200,14 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 	var jobs []job
 	invalid := 0
+	now := e.now()
+	e.mu.Lock()
+	configured := e.accounts
+	e.mu.Unlock()
 	for i, a := range p.Alerts {
-		if a.Status != "firing" {
+		// An alert whose endsAt has passed is resolved, whatever its
+		// status says (a late resend of a firing notification).
+		if a.Status != "firing" || (!a.EndsAt.IsZero() && a.EndsAt.Before(now)) {
 			e.m.webhookAlerts.WithLabelValues("resolved").Inc()
 			continue
 		}
@@ -174,6 +224,12 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			e.m.webhookAlerts.WithLabelValues("invalid").Inc()
 			level.Warn(e.logger).Log("msg", "webhook alert ignored: a remediation label needs provider, account, id labels and startsAt",
 				"index", i, "alertname", a.Labels["alertname"], "remediation", action)
+			continue
+		}
+		if typ, ok := configured[acct]; !ok || typ != prov {
+			// Counted here only: nothing a caller sends creates a series
+			// or a durable counter.
+			e.m.webhookAlerts.WithLabelValues("unknown_account").Inc()
 			continue
 		}
 		jobs = append(jobs, job{

@@ -142,6 +142,9 @@ type Error struct {
 	Msg string
 	// Err is the underlying cause, already redacted.
 	Err error
+	// Sent is whether the request went out: false when it failed before
+	// (a rate-limit wait cut short, a link refused).
+	Sent bool
 }
 
 func (e *Error) Error() string {
@@ -296,11 +299,12 @@ func (c *Client) backoff(attempt int) time.Duration {
 var errBodyTooLarge = errors.New("response body too large")
 
 func (c *Client) attempt(ctx context.Context, req Request, u *url.URL, payload []byte) (status int, body []byte, retryAfter time.Duration, err error) {
+	sent := false
 	fail := func(status int, msg string, cause error) error {
 		return &Error{
 			Provider: c.cfg.Provider, Account: c.cfg.Account,
 			Method: req.Method, Path: u.Path, Status: status,
-			Msg: c.Redact(msg), Err: cause,
+			Msg: c.Redact(msg), Err: cause, Sent: sent,
 		}
 	}
 	if err := c.throttle.wait(ctx, req.Background); err != nil {
@@ -323,6 +327,7 @@ func (c *Client) attempt(ctx context.Context, req Request, u *url.URL, payload [
 	hreq.Header.Set("Accept", "application/json")
 	hreq.Header.Set("Content-Type", "application/json")
 	start := time.Now()
+	sent = true
 	resp, err := c.http.Do(hreq)
 	if err != nil {
 		c.observe(req.Endpoint, "error", time.Since(start))

@@ -1,0 +1,145 @@
+package remediation
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-kit/log/level"
+	"github.com/prometheus/common/model"
+)
+
+// ControlHandler serves the operator's endpoints under
+// /api/v1/remediation: GET the actions and suppressions (filters provider,
+// account, id, since, limit), POST .../pause {"duration","reason"} and
+// POST .../resume. They take the webhook's credential.
+type ControlHandler struct{ e *Engine }
+
+// NewControlHandler returns the control endpoints of e.
+func NewControlHandler(e *Engine) *ControlHandler { return &ControlHandler{e: e} }
+
+// ServeHTTP implements http.Handler.
+func (c *ControlHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !c.e.authorized(r) {
+		unauthorized(w)
+		return
+	}
+	switch r.URL.Path {
+	case "/api/v1/remediation":
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET")
+			http.Error(w, "GET the remediation history", http.StatusMethodNotAllowed)
+			return
+		}
+		c.history(w, r)
+	case "/api/v1/remediation/pause", "/api/v1/remediation/resume":
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", "POST")
+			http.Error(w, "POST to pause or resume remediation", http.StatusMethodNotAllowed)
+			return
+		}
+		if r.URL.Path == "/api/v1/remediation/pause" {
+			c.pause(w, r)
+		} else {
+			c.resume(w)
+		}
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func (c *ControlHandler) history(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := Filter{Provider: q.Get("provider"), Account: q.Get("account"), ID: q.Get("id"), Limit: 100}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10000 {
+			http.Error(w, fmt.Sprintf("limit: want a number from 1 to 10000, got %q", v), http.StatusBadRequest)
+			return
+		}
+		f.Limit = n
+	}
+	if v := q.Get("since"); v != "" {
+		t, err := parseSince(v, c.e.now())
+		if err != nil {
+			http.Error(w, "since: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		f.Since = t
+	}
+	h, err := c.e.History(f)
+	out := struct {
+		History
+		Error string `json:"error,omitempty"`
+	}{History: h}
+	if err != nil {
+		out.Error = err.Error()
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// parseSince reads an RFC 3339 time or a duration before now ("2h").
+func parseSince(v string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t, nil
+	}
+	d, err := model.ParseDuration(v)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("want an RFC 3339 time or a duration like 2h, got %q", v)
+	}
+	return now.Add(-time.Duration(d)), nil
+}
+
+func (c *ControlHandler) pause(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Duration string `json:"duration"`
+		Reason   string `json:"reason"`
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+	if err == nil && len(b) > 0 {
+		err = json.Unmarshal(b, &body)
+	}
+	if err != nil {
+		http.Error(w, "malformed body: want {\"duration\": \"2h\", \"reason\": \"...\"}", http.StatusBadRequest)
+		return
+	}
+	var d time.Duration
+	if body.Duration != "" {
+		md, err := model.ParseDuration(body.Duration)
+		if err != nil || md <= 0 {
+			http.Error(w, fmt.Sprintf("duration: want a positive duration like 2h, got %q", body.Duration), http.StatusBadRequest)
+			return
+		}
+		d = time.Duration(md)
+	}
+	if len(body.Reason) > 1000 {
+		body.Reason = body.Reason[:1000]
+	}
+	p, err := c.e.Pause(d, body.Reason)
+	if err != nil {
+		http.Error(w, "cannot pause: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	level.Warn(c.e.logger).Log("msg", "remediation paused by an operator", "until", p.Until, "reason", p.Reason)
+	writeJSON(w, http.StatusOK, p)
+}
+
+func (c *ControlHandler) resume(w http.ResponseWriter) {
+	if err := c.e.Resume(); err != nil {
+		http.Error(w, "cannot resume: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	level.Warn(c.e.logger).Log("msg", "remediation resumed by an operator")
+	writeJSON(w, http.StatusOK, map[string]bool{"paused": false})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

@@ -1,0 +1,457 @@
+package remediation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/vps-exporter/vps_exporter/collector"
+	"github.com/vps-exporter/vps_exporter/config"
+	"github.com/vps-exporter/vps_exporter/providers"
+)
+
+// gate is one request on its way through the checks.
+type gate struct {
+	e         *Engine
+	req       Request
+	cfg       config.Remediation
+	now       time.Time
+	stateOK   bool
+	staleness time.Duration
+	pause     string // why remediation is paused, "" when it is not
+
+	snap  *collector.Snapshot
+	srv   providers.Server // the server in the snapshot
+	found bool
+	prov  providers.Provider
+
+	// Set by the reservation.
+	dryRun       bool
+	root         string // the server's lineage root key
+	reserved     *intent
+	prevCooldown time.Time
+	st           *State // set by the final check
+}
+
+// check is one named step of the gate: nil to pass, or a suppression.
+// A new safety rule is one function and one line in a list below.
+type check struct {
+	name string
+	fn   func(*gate) *Decision
+}
+
+// inventoryChecks run on the exporter's own data, without a lock.
+var inventoryChecks = []check{
+	{"enabled", (*gate).checkEnabled},
+	{"allowed", (*gate).checkAllowed},
+	{"excluded", (*gate).checkExcluded},
+	{"paused", (*gate).checkPaused},
+	{"window", (*gate).checkWindow},
+	{"fresh", (*gate).checkFresh},
+	{"precondition", (*gate).checkPrecondition},
+}
+
+// countingChecks run under the engine's lock, with the reservation that
+// follows them: concurrent requests see each other's pending intents.
+var countingChecks = []check{
+	{"in_flight", (*gate).checkInFlight},
+	{"cooldown", (*gate).checkCooldown},
+	{"rate_limit", (*gate).checkBudget},
+	{"blast_radius", (*gate).checkBlastRadius},
+}
+
+// confirmChecks run on the provider's fresh answer.
+var confirmChecks = []check{
+	{"condition", (*gate).checkStillCalledFor},
+	{"excluded", (*gate).checkExcluded},
+	{"precondition", (*gate).checkPrecondition},
+}
+
+func (g *gate) run(checks []check) *Decision {
+	for _, c := range checks {
+		if d := c.fn(g); d != nil {
+			return d
+		}
+	}
+	return nil
+}
+
+func supp(reason, format string, args ...any) *Decision {
+	return &Decision{Reason: reason, Detail: fmt.Sprintf(format, args...)}
+}
+
+func (g *gate) checkEnabled() *Decision {
+	if !g.cfg.Enabled || !g.stateOK {
+		return supp(ReasonNotAllowed, "%v", errNoState)
+	}
+	return nil
+}
+
+func (g *gate) checkAllowed() *Decision {
+	req := g.req
+	if req.Source == "alert" && !slices.Contains(g.cfg.Webhook.AllowedActions, string(req.Action)) {
+		return supp(ReasonNotAllowed, "action %q is not in remediation.webhook.allowed_actions", req.Action)
+	}
+	prov, ok := g.e.deps.Provider(req.Account)
+	if !ok || prov.Type() != req.Provider {
+		return supp(ReasonNotAllowed, "no %s account named %q", req.Provider, req.Account)
+	}
+	if !slices.Contains(prov.Actions(), req.Action) {
+		return supp(ReasonNotAllowed, "%s cannot %s", req.Provider, req.Action)
+	}
+	g.prov = prov
+	if g.snap != nil {
+		g.srv, g.found = findServer(g.snap.Servers, req.ID)
+	}
+	return nil
+}
+
+func (g *gate) checkExcluded() *Decision {
+	for i := range g.cfg.Exclude {
+		x := &g.cfg.Exclude[i]
+		if x.NameRE != nil && !g.found {
+			continue // the name is not known (yet): the re-read checks it
+		}
+		if x.Matches(g.req.Provider, g.req.Account, g.req.ID, g.srv.Name) {
+			return supp(ReasonExcluded, "remediation.exclude[%d] covers this server", i)
+		}
+	}
+	return nil
+}
+
+func (g *gate) checkPaused() *Decision {
+	if g.pause != "" {
+		return supp(ReasonPaused, "%s", g.pause)
+	}
+	return nil
+}
+
+func (g *gate) checkWindow() *Decision {
+	if !insideWindow(g.cfg.Windows, g.now) {
+		return supp(ReasonOutsideWindow, "outside every remediation.windows entry")
+	}
+	return nil
+}
+
+// insideWindow reports whether now is inside one of the windows (always,
+// when there are none).
+func insideWindow(ws []config.Window, now time.Time) bool {
+	if len(ws) == 0 {
+		return true
+	}
+	for i := range ws {
+		if ws[i].Contains(now) {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *gate) checkFresh() *Decision {
+	snap := g.snap
+	switch {
+	case snap == nil || !snap.Refreshed:
+		return supp(ReasonStaleData, "account not refreshed yet")
+	case !snap.Up:
+		return supp(ReasonStaleData, "the account's last refresh failed: %s", snap.Err)
+	case g.now.Sub(snap.LastSuccess) > g.staleness || snap.LastSuccess.After(g.now.Add(time.Minute)):
+		return supp(ReasonStaleData, "the account's data is from %s", snap.LastSuccess.UTC().Format(time.RFC3339))
+	case !g.found:
+		return supp(ReasonStaleData, "server %s is not in the account's last refresh", g.req.ID)
+	}
+	return nil
+}
+
+func (g *gate) checkPrecondition() *Decision {
+	if why := precondition(g.req, g.srv); why != "" {
+		return supp(ReasonPrecondition, "%s", why)
+	}
+	return nil
+}
+
+// precondition is what each API documents about when an action is valid:
+// VPS.org and E2E reboot and stop a running server and start a stopped
+// one; VPN.bingo redeploys a node in status 9, 10, 18 or 19 whose
+// can_redeploy is true, unless force. It returns why not, or "".
+func precondition(req Request, s providers.Server) string {
+	switch req.Provider {
+	case config.TypeVPSOrg, config.TypeE2E:
+		switch req.Action {
+		case providers.ActionReboot, providers.ActionStop:
+			if s.State != providers.StateRunning {
+				return fmt.Sprintf("%s %s needs a running server; it is %s (%s)", req.Provider, req.Action, s.State, s.RawStatus)
+			}
+		case providers.ActionStart:
+			if s.State != providers.StateStopped {
+				return fmt.Sprintf("%s start needs a stopped server; it is %s (%s)", req.Provider, s.State, s.RawStatus)
+			}
+		}
+	case config.TypeVPNBingo:
+		if req.Action == providers.ActionRedeploy {
+			switch s.RawCode {
+			case "9", "10", "18", "19":
+			default:
+				return fmt.Sprintf("vpnbingo redeploys nodes in status 9, 10, 18 or 19; this one is %s (%s)", s.RawCode, s.RawStatus)
+			}
+			if !req.Params.Force && !(s.CanRedeploy.OK && s.CanRedeploy.V == 1) {
+				return "the provider says this node cannot be redeployed (can_redeploy not true) and force is off"
+			}
+		}
+	}
+	return ""
+}
+
+func (g *gate) checkInFlight() *Decision {
+	g.dryRun = g.cfg.DryRun
+	g.root = g.e.rootLocked(serverKey(g.req.Provider, g.req.Account, g.req.ID))
+	if g.e.inFlight[g.root] {
+		return supp(ReasonInFlight, "an action on this server is under way")
+	}
+	return nil
+}
+
+func (g *gate) checkCooldown() *Decision {
+	l := g.e.ledgerLocked(g.dryRun)
+	last, had := l.cooldown[g.root]
+	if !had {
+		return nil
+	}
+	if last.After(g.now.Add(time.Minute)) {
+		// The clock went back past the last action: hold off until it
+		// passes that time again rather than trust either clock.
+		return supp(ReasonCooldown, "the last action is in the future: the clock went back")
+	}
+	if cd := time.Duration(g.cfg.Cooldown); g.now.Sub(last) < cd {
+		return supp(ReasonCooldown, "last action %s ago; cooldown %s", g.now.Sub(last).Round(time.Second), cd)
+	}
+	return nil
+}
+
+func (g *gate) checkBudget() *Decision {
+	l := g.e.ledgerLocked(g.dryRun)
+	l.prune(g.now)
+	if len(l.recent) >= g.cfg.MaxActionsPerHour {
+		return supp(ReasonRateLimit, "%d actions in the last hour (pending ones included); max_actions_per_hour %d", len(l.recent), g.cfg.MaxActionsPerHour)
+	}
+	return nil
+}
+
+func (g *gate) checkBlastRadius() *Decision {
+	l := g.e.ledgerLocked(g.dryRun)
+	acct := g.req.Provider + "\x00" + g.req.Account
+	touched := map[string]bool{}
+	for _, in := range l.recent {
+		if in.account == acct {
+			touched[in.root] = true
+		}
+	}
+	// The fleet: servers that are not on their way out, each lineage once.
+	fleet := map[string]bool{}
+	for _, s := range g.snap.Servers {
+		if s.State != providers.StateTerminating && s.State != providers.StateTerminated {
+			fleet[g.e.rootLocked(serverKey(g.req.Provider, g.req.Account, s.ID))] = true
+		}
+	}
+	allowed := max(1, int(math.Floor(g.cfg.MaxFleetFraction*float64(len(fleet)))))
+	if !touched[g.root] && len(touched)+1 > allowed {
+		return supp(ReasonBlastRadius, "%d of %d servers of the account acted on in the last hour (pending ones included); max_fleet_fraction %v allows %d",
+			len(touched), len(fleet), g.cfg.MaxFleetFraction, allowed)
+	}
+	return nil
+}
+
+// reserveLocked takes the request's place in flight and in the hourly
+// window; released unless it becomes an action.
+func (g *gate) reserveLocked() {
+	l := g.e.ledgerLocked(g.dryRun)
+	g.e.inFlight[g.root] = true
+	g.prevCooldown = l.cooldown[g.root]
+	g.reserved = &intent{at: g.now, account: g.req.Provider + "\x00" + g.req.Account, root: g.root}
+	l.recent = append(l.recent, g.reserved)
+}
+
+func (g *gate) releaseLocked() {
+	l := g.e.ledgerLocked(g.dryRun)
+	delete(g.e.inFlight, g.root)
+	l.recent = slices.DeleteFunc(l.recent, func(in *intent) bool { return in == g.reserved })
+}
+
+// confirm re-reads the server from the provider (outside every lock and
+// the detail budget) and runs the checks again on its answer.
+func (g *gate) confirm(ctx context.Context) *Decision {
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	fresh, err := g.prov.Get(rctx, g.req.ID)
+	cancel()
+	switch {
+	case errors.Is(err, providers.ErrNotFound):
+		return supp(ReasonConditionCleared, "the provider no longer has this server")
+	case ctx.Err() != nil:
+		return supp(ReasonShutdown, "stopped during the re-read")
+	case err != nil:
+		return supp(ReasonStaleData, "could not re-read the server: %v", err)
+	}
+	g.srv, g.found = fresh, true
+	return g.run(confirmChecks)
+}
+
+// checkStillCalledFor: a rule's own condition must still hold on the
+// provider's answer.
+func (g *gate) checkStillCalledFor() *Decision {
+	if r := g.req.rule; r != nil && !conditionHolds(r, g.srv) {
+		return supp(ReasonConditionCleared, "the rule's condition no longer holds (state %s, status %q)", g.srv.State, g.srv.RawStatus)
+	}
+	return nil
+}
+
+// ledgerLocked is the namespace a decision counts in.
+func (e *Engine) ledgerLocked(dry bool) *ledger {
+	if dry {
+		return &e.dry
+	}
+	return &e.live
+}
+
+// prune drops intents older than an hour (never pending ones: they are
+// removed by their release or kept by their settling).
+func (l *ledger) prune(now time.Time) {
+	l.recent = slices.DeleteFunc(l.recent, func(in *intent) bool { return now.Sub(in.at) > time.Hour })
+}
+
+// rootLocked follows a redeploy's replacements back to the first node.
+func (e *Engine) rootLocked(key string) string {
+	for i := 0; i < 64; i++ {
+		r, ok := e.lineage[key]
+		if !ok || r == key {
+			break
+		}
+		key = r
+	}
+	return key
+}
+
+func findServer(list []providers.Server, id string) (providers.Server, bool) {
+	for _, s := range list {
+		if s.ID == id {
+			return s, true
+		}
+	}
+	return providers.Server{}, false
+}
+
+func isLockTimeout(err error) bool { return errors.Is(err, bolt.ErrTimeout) }
+
+// pausedLocked says why remediation is paused now, or "".
+func (e *Engine) pausedLocked(now time.Time) string {
+	p := e.pause
+	if p == nil || (!p.Until.IsZero() && !now.Before(p.Until)) {
+		return ""
+	}
+	until := "until resumed"
+	if !p.Until.IsZero() {
+		until = "until " + p.Until.UTC().Format(time.RFC3339)
+	}
+	return fmt.Sprintf("paused by an operator since %s %s: %s", p.Since.UTC().Format(time.RFC3339), until, strconv.Quote(p.Reason))
+}
+
+// Pause stops every action (rules and alerts) for d (0: until Resume),
+// durably: a restart keeps it.
+func (e *Engine) Pause(d time.Duration, reason string) (Pause, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.state == nil {
+		return Pause{}, fmt.Errorf("remediation has no usable state file: %w", errNoState)
+	}
+	now := e.now()
+	p := &Pause{Since: now, Reason: reason}
+	if d > 0 {
+		p.Until = now.Add(d)
+	}
+	if err := e.state.SetPause(p); err != nil {
+		return Pause{}, fmt.Errorf("store the pause: %w", err)
+	}
+	e.pause = p
+	e.m.paused.Set(1)
+	return *p, nil
+}
+
+// Resume ends a pause.
+func (e *Engine) Resume() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.state == nil {
+		return fmt.Errorf("remediation has no usable state file: %w", errNoState)
+	}
+	if err := e.state.SetPause(nil); err != nil {
+		return fmt.Errorf("clear the pause: %w", err)
+	}
+	e.pause = nil
+	e.m.paused.Set(0)
+	return nil
+}
+
+// Filter selects records and suppressions for History.
+type Filter struct {
+	Provider, Account, ID string
+	Since                 time.Time
+	Limit                 int
+}
+
+func (f Filter) keep(provider, account, id string, at time.Time) bool {
+	return (f.Provider == "" || f.Provider == provider) && (f.Account == "" || f.Account == account) &&
+		(f.ID == "" || f.ID == id) && !at.Before(f.Since)
+}
+
+// History is the audit log and the suppression history, newest first.
+type History struct {
+	Enabled      bool     `json:"enabled"`
+	DryRun       bool     `json:"dry_run"`
+	Paused       *Pause   `json:"paused,omitempty"`
+	Actions      []Record `json:"actions"`
+	Suppressions []Event  `json:"suppressions"`
+}
+
+// History returns the actions and suppressions f selects.
+func (e *Engine) History(f Filter) (History, error) {
+	if f.Limit <= 0 {
+		f.Limit = 100
+	}
+	e.mu.Lock()
+	e.flushLocked() // the latest suppressions too
+	st, err := e.state, e.stateErr
+	h := History{Enabled: e.cfg.Enabled && st != nil, DryRun: e.cfg.DryRun, Actions: []Record{}, Suppressions: []Event{}}
+	if e.pausedLocked(e.now()) != "" {
+		p := *e.pause
+		h.Paused = &p
+	}
+	e.mu.Unlock()
+	if st == nil {
+		return h, err
+	}
+	recs, err := st.Since(f.Since, math.MaxInt32)
+	if err != nil {
+		return h, err
+	}
+	for _, r := range recs {
+		if len(h.Actions) < f.Limit && f.keep(r.Provider, r.Account, r.ID, r.Time) {
+			h.Actions = append(h.Actions, r)
+		}
+	}
+	evs, err := st.Events(func(ev Event) bool { return f.keep(ev.Provider, ev.Account, ev.ID, ev.Time) }, f.Limit)
+	if err != nil {
+		return h, err
+	}
+	h.Suppressions = append(h.Suppressions, evs...)
+	return h, nil
+}
+
+// Recent returns the newest audit records.
+func (e *Engine) Recent(n int) ([]Record, error) {
+	h, err := e.History(Filter{Limit: n})
+	return h.Actions, err
+}
