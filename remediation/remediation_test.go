@@ -35,6 +35,7 @@ type harness struct {
 	sim    *sim.Sim
 	store  *collector.Store
 	provs  map[string]providers.Provider
+	urls   map[sim.API]*url.URL
 	engine *Engine
 	reg    *prometheus.Registry
 	mu     sync.Mutex
@@ -69,6 +70,7 @@ func newHarness(t *testing.T, servers int, cfg config.Remediation) *harness {
 	h := &harness{t: t, sim: sim.New(sim.Options{Servers: servers, Seed: 1}), store: collector.NewStore(), clock: time.Now(), cfg: cfg}
 	fast := apiclient.Config{BackoffBase: time.Millisecond, MaxRetries: -1}
 	h.provs = map[string]providers.Provider{}
+	h.urls = map[sim.API]*url.URL{}
 	for api, mk := range map[sim.API]func(*url.URL) providers.Provider{
 		sim.VPNBingo: func(u *url.URL) providers.Provider {
 			return vpnbingo.New(vpnbingo.Options{Account: "bingo", BaseURL: u, Token: "t", HTTP: fast})
@@ -80,6 +82,7 @@ func newHarness(t *testing.T, servers int, cfg config.Remediation) *harness {
 		srv := httptest.NewServer(h.sim.Handler(api))
 		t.Cleanup(srv.Close)
 		u, _ := url.Parse(srv.URL)
+		h.urls[api] = u
 		p := mk(u)
 		h.provs[p.Account()] = p
 	}
