@@ -364,6 +364,9 @@ func TestEndToEnd(t *testing.T) {
 	if code, _ := e.get("/debug/pprof/"); code == 200 {
 		t.Error("/debug/pprof/ served without --web.enable-pprof")
 	}
+	if _, landing := e.get("/"); strings.Contains(landing, "debug/pprof") || !strings.Contains(landing, `href="sd"`) && !strings.Contains(landing, `href="/sd"`) {
+		t.Errorf("landing page without --web.enable-pprof: pprof links (which 404) or no /sd link:\n%s", landing)
+	}
 	// Every page the exporter serves, then the secrets check.
 	for _, p := range []string{"/", "/api/v1/accounts", "/-/healthy", "/metrics"} {
 		if code, _ := e.get(p); code != 200 {
@@ -414,6 +417,12 @@ func TestDemo(t *testing.T) {
 	if code, body := e.get("/debug/pprof/"); code != 200 || !strings.Contains(body, "goroutine") {
 		t.Errorf("/debug/pprof/ with --web.enable-pprof: %d", code)
 	}
+	if _, landing := e.get("/"); !strings.Contains(landing, "debug/pprof/heap") {
+		t.Error("landing page with --web.enable-pprof: no pprof links")
+	}
+	if code, body := e.get("/sd"); code != 200 || !strings.Contains(body, "__meta_vps_server_name") {
+		t.Errorf("demo /sd: %d %.200s", code, body)
+	}
 	m := e.metrics()
 	for _, want := range []string{up("vpnbingo", "demo-bingo", 1), up("vpsorg", "demo-vpsorg", 1), up("e2e", "demo-e2e", 1)} {
 		if !hasLine(m, want) {
@@ -429,16 +438,32 @@ func TestConfigCheck(t *testing.T) {
 	bad := filepath.Join(dir, "bad.yml")
 	_ = os.WriteFile(good, []byte("providers: [{type: vpsorg, name: a, token: "+secretVPS+"}]\n"), 0o600)
 	_ = os.WriteFile(bad, []byte("providers: [{type: vpsorg, name: a, token: "+secretVPS+", rate_limit: -2}]\n"), 0o600)
+	// A webhook that can act for real needs a credential.
+	const live = "remediation: {enabled: true, dry_run: false, state_file: /tmp/x.db, webhook: {enabled: true"
+	open := filepath.Join(dir, "open.yml")
+	_ = os.WriteFile(open, []byte("providers: [{type: vpsorg, name: a, token: "+secretVPS+"}]\n"+live+"}}\n"), 0o600)
+	token := filepath.Join(dir, "token.yml")
+	_ = os.WriteFile(token, []byte("providers: [{type: vpsorg, name: a, token: "+secretVPS+"}]\n"+live+", bearer_token: hook-SECRET-2}}\n"), 0o600)
+	web := writeWebConfig(t, dir, "am", "pw", "")
 	for _, tc := range []struct {
 		file string
+		web  string
 		code int
 		want string
 	}{
-		{good, 0, "configuration is valid"},
-		{bad, 1, "providers[0] (a).rate_limit: must not be negative"},
+		{good, "", 0, "configuration is valid"},
+		{bad, "", 1, "providers[0] (a).rate_limit: must not be negative"},
+		{open, "", 1, "remediation.webhook: with the webhook enabled and dry_run false, set bearer_token or bearer_token_file"},
+		{open, web, 0, "configuration is valid"},
+		{token, "", 0, "configuration is valid"},
+		{token, web, 1, "remediation.webhook.bearer_token: --web.config.file already asks for basic auth"},
 	} {
+		args := []string{"--config.check", "--config.file=" + tc.file}
+		if tc.web != "" {
+			args = append(args, "--web.config.file="+tc.web)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		out, err := exec.CommandContext(ctx, binPath, "--config.check", "--config.file="+tc.file).CombinedOutput()
+		out, err := exec.CommandContext(ctx, binPath, args...).CombinedOutput()
 		cancel()
 		code := 0
 		if ee, ok := err.(*exec.ExitError); ok {
@@ -448,6 +473,9 @@ func TestConfigCheck(t *testing.T) {
 			t.Errorf("%s: exit %d, output %s", tc.file, code, out)
 		}
 		assertNoSecrets(t, "--config.check output", string(out))
+		if strings.Contains(string(out), "hook-SECRET-2") {
+			t.Errorf("the webhook token in the output: %s", out)
+		}
 	}
 }
 
@@ -486,8 +514,11 @@ func TestWebhookRedeployBehindBasicAuth(t *testing.T) {
 	if !hasLine(m, `vps_remediation_actions_total{account="bingo-prod",action="redeploy",provider="vpnbingo",result="success",rule="VPNNodeHeartbeatAbnormal"} 1`) {
 		t.Error("the action is not counted")
 	}
-	if !hasLine(m, `vps_remediation_suppressed_total{account="bingo-prod",action="redeploy",provider="vpnbingo",reason="duplicate"} 1`) {
-		t.Error("the resend is not counted as a duplicate")
+	// The resend is a duplicate, or, while the first was under way, in
+	// flight: suppressed either way.
+	if metricValue(m, "vps_remediation_suppressed_total", `account="bingo-prod"`, `action="redeploy"`, `reason="duplicate"`)+
+		metricValue(m, "vps_remediation_suppressed_total", `account="bingo-prod"`, `action="redeploy"`, `reason="in_flight"`) != 1 {
+		t.Error("the resend is not counted as a duplicate or in flight")
 	}
 	if n := len(s.Actions()); n != 1 {
 		t.Errorf("%d redeploys, want exactly 1", n)

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -129,7 +130,12 @@ func TestExporterConfigs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	kc, err := config.Parse([]byte(strings.ReplaceAll(cm.Data["vps_exporter.yml"], "/etc/vps_exporter/secrets/", kdir+"/")), kdir)
+	if err := os.WriteFile(filepath.Join(kdir, "webhook-token"), []byte("hook-token"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kcfg := strings.ReplaceAll(cm.Data["vps_exporter.yml"], "/etc/vps_exporter/secrets/", kdir+"/")
+	kcfg = strings.ReplaceAll(kcfg, "/etc/vps_exporter/webhook/token", kdir+"/webhook-token")
+	kc, err := config.Parse([]byte(kcfg), kdir)
 	if err != nil {
 		t.Fatalf("kubernetes/configmap.yaml: %v", err)
 	}
@@ -251,12 +257,15 @@ func TestKubernetesManifests(t *testing.T) {
 						RunAsNonRoot bool `yaml:"runAsNonRoot"`
 					} `yaml:"securityContext"`
 					Containers []struct {
+						Name            string   `yaml:"name"`
+						Args            []string `yaml:"args"`
 						SecurityContext struct {
 							ReadOnlyRootFilesystem   bool `yaml:"readOnlyRootFilesystem"`
 							AllowPrivilegeEscalation bool `yaml:"allowPrivilegeEscalation"`
 						} `yaml:"securityContext"`
 						VolumeMounts []struct {
 							MountPath string `yaml:"mountPath"`
+							SubPath   string `yaml:"subPath"`
 						} `yaml:"volumeMounts"`
 					} `yaml:"containers"`
 				} `yaml:"spec"`
@@ -265,9 +274,23 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 	decodeFile(t, "kubernetes/deployment.yaml", &d)
 	ps := d.Spec.Template.Spec
-	if d.Spec.Replicas != 1 || !ps.SecurityContext.RunAsNonRoot || len(ps.Containers) != 1 ||
-		!ps.Containers[0].SecurityContext.ReadOnlyRootFilesystem || ps.Containers[0].SecurityContext.AllowPrivilegeEscalation {
+	if d.Spec.Replicas != 1 || !ps.SecurityContext.RunAsNonRoot || len(ps.Containers) != 2 {
 		t.Errorf("deployment: %+v", d.Spec)
+	}
+	for _, c := range ps.Containers {
+		if !c.SecurityContext.ReadOnlyRootFilesystem || c.SecurityContext.AllowPrivilegeEscalation {
+			t.Errorf("deployment: container %s is not locked down", c.Name)
+		}
+		for _, v := range c.VolumeMounts {
+			if v.SubPath != "" {
+				t.Errorf("deployment: %s mounts %s with subPath: it never sees ConfigMap updates", c.Name, v.MountPath)
+			}
+		}
+	}
+	// The reloader watches the directory the exporter reads its config from.
+	if len(ps.Containers) == 2 && !slices.Contains(ps.Containers[0].Args, "--config.file=/etc/vps_exporter/config/vps_exporter.yml") ||
+		!slices.Contains(ps.Containers[1].Args, "--watched-dir=/etc/vps_exporter/config") {
+		t.Errorf("deployment: the config reloader does not watch the config's directory")
 	}
 	state := false
 	for _, v := range ps.Containers[0].VolumeMounts {
@@ -412,5 +435,53 @@ func TestScrapeConfigs(t *testing.T) {
 				t.Errorf("%s has no %q: the service discovery jobs are missing", f, want)
 			}
 		}
+	}
+}
+
+// Alertmanager sends the webhook's bearer token from the Secret the
+// exporter reads it from: the destructive endpoint is never open.
+func TestWebhookCredentialWired(t *testing.T) {
+	var amc struct {
+		Spec struct {
+			Receivers []struct {
+				WebhookConfigs []struct {
+					HTTPConfig struct {
+						Authorization struct {
+							Type        string `yaml:"type"`
+							Credentials struct {
+								Name string `yaml:"name"`
+								Key  string `yaml:"key"`
+							} `yaml:"credentials"`
+						} `yaml:"authorization"`
+					} `yaml:"httpConfig"`
+				} `yaml:"webhookConfigs"`
+			} `yaml:"receivers"`
+		} `yaml:"spec"`
+	}
+	decodeFile(t, "kubernetes/alertmanagerconfig.yaml", &amc)
+	auth := amc.Spec.Receivers[0].WebhookConfigs[0].HTTPConfig.Authorization
+	if auth.Type != "Bearer" || auth.Credentials.Name != "vps-exporter-webhook" || auth.Credentials.Key != "token" {
+		t.Errorf("AlertmanagerConfig authorization %+v", auth)
+	}
+	b, err := os.ReadFile("kubernetes/secret.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "name: vps-exporter-webhook") {
+		t.Error("no vps-exporter-webhook Secret")
+	}
+	var cm struct {
+		Data map[string]string `yaml:"data"`
+	}
+	decodeFile(t, "kubernetes/configmap.yaml", &cm)
+	if !strings.Contains(cm.Data["vps_exporter.yml"], "bearer_token_file: /etc/vps_exporter/webhook/token") {
+		t.Error("the exporter's config does not read the webhook token")
+	}
+	d, err := os.ReadFile("kubernetes/deployment.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(d), "secretName: vps-exporter-webhook") || !strings.Contains(string(d), "mountPath: /etc/vps_exporter/webhook") {
+		t.Error("the deployment does not mount the webhook token")
 	}
 }

@@ -507,4 +507,3 @@ func TestWebhookCounterStartsAtZero(t *testing.T) {
 		t.Errorf("%d webhook outcome series, want %d", n, len(webhookOutcomes))
 	}
 }
-

@@ -407,7 +407,6 @@ func (s *State) PruneSeen(t time.Time) error {
 	})
 }
 
-
 // Counts returns every durable counter.
 func (s *State) Counts() (map[string]uint64, error) {
 	out := map[string]uint64{}
