@@ -250,3 +250,18 @@ func TestGzipBodyDecodes(t *testing.T) {
 		t.Errorf("gzip saves little: %d of %d bytes", rec.Body.Len(), len(plain))
 	}
 }
+
+// BenchmarkSD is /sd next to /metrics (BenchmarkScrape) at the same
+// fleet: the default query served from the body cached per change of the
+// store, and a filtered query rendered on each request.
+func BenchmarkSD(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		st := storeOf(syntheticFleet(n))
+		h := NewSDHandler(st)
+		for _, q := range []struct{ impl, url string }{{"cached", "/sd"}, {"rendered", "/sd?state=running"}} {
+			b.Run(fmt.Sprintf("servers=%d/impl=%s", n, q.impl), func(b *testing.B) {
+				serve(b, h, httptest.NewRequest("GET", q.url, nil))
+			})
+		}
+	}
+}
