@@ -364,7 +364,7 @@ func (d *daemon) routes(reg *prometheus.Registry) http.Handler {
 				{Address: d.flags.metricsPath, Text: "Metrics"},
 				{Address: "/sd", Text: "Service discovery", Description: "Every server as a Prometheus HTTP SD target (JSON); see the README for its query parameters"},
 				{Address: "/api/v1/accounts", Text: "Accounts", Description: "Refresh status of every account (JSON)"},
-				{Address: "/api/v1/remediation", Text: "Remediation", Description: "Recent remediation actions: the audit log (JSON)"},
+				{Address: "/api/v1/remediation", Text: "Remediation", Description: "Remediation actions (the audit log) and suppressions, newest first (JSON; filters provider, account, id, since, limit)"},
 				{Address: "/-/healthy", Text: "Health"},
 				{Address: "/-/ready", Text: "Readiness"},
 			},

@@ -216,7 +216,25 @@ func (e *Engine) openLocked() error {
 // free (that process exited), the configuration names another file, or
 // the engine closes.
 func (e *Engine) retryOpen(path string) {
-	t := time.NewTicker(5 * time.Second)
+	e.every(5*time.Second, func() bool {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.state != nil || !e.cfg.Enabled || e.statePath != path {
+			e.retrying = false
+			return false
+		}
+		if e.openLocked() == nil {
+			e.retrying = false
+			level.Info(e.logger).Log("msg", "remediation state file is free again; remediation is on", "state_file", path)
+			return false
+		}
+		return true
+	})
+}
+
+// every calls fn every d until it returns false or the engine closes.
+func (e *Engine) every(d time.Duration, fn func() bool) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
@@ -224,19 +242,9 @@ func (e *Engine) retryOpen(path string) {
 			return
 		case <-t.C:
 		}
-		e.mu.Lock()
-		if e.state != nil || !e.cfg.Enabled || e.statePath != path {
-			e.retrying = false
-			e.mu.Unlock()
+		if !fn() {
 			return
 		}
-		if e.openLocked() == nil {
-			e.retrying = false
-			level.Info(e.logger).Log("msg", "remediation state file is free again; remediation is on", "state_file", path)
-			e.mu.Unlock()
-			return
-		}
-		e.mu.Unlock()
 	}
 }
 
@@ -694,20 +702,15 @@ func (e *Engine) suppressed(req Request, d Decision) {
 	lvl(e.logger).Log("msg", "action suppressed", "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule, "reason", d.Reason, "detail", d.Detail)
 }
 
-// flusher persists suppression counts and history every few seconds, and
-// prunes old handled-alert marks.
+// flusher persists suppression counts and history every few seconds,
+// ends the paused gauge of a pause that ran out, and prunes old
+// handled-alert marks.
 func (e *Engine) flusher() {
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
 	prune := time.Time{}
-	for {
-		select {
-		case <-e.stop:
-			return
-		case <-t.C:
-		}
+	e.every(2*time.Second, func() bool {
 		e.mu.Lock()
 		e.flushLocked()
+		e.m.paused.Set(b2f(e.pausedLocked(e.now()) != ""))
 		st, cooldown := e.state, time.Duration(e.cfg.Cooldown)
 		e.mu.Unlock()
 		if st != nil && time.Since(prune) > 10*time.Minute {
@@ -718,7 +721,8 @@ func (e *Engine) flusher() {
 				level.Warn(e.logger).Log("msg", "cannot prune handled alerts", "err", err)
 			}
 		}
-	}
+		return true
+	})
 }
 
 // flushLocked writes the unflushed suppressions in one transaction.

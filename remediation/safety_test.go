@@ -507,3 +507,27 @@ func TestWebhookCounterStartsAtZero(t *testing.T) {
 		t.Errorf("%d webhook outcome series, want %d", n, len(webhookOutcomes))
 	}
 }
+
+// The flusher's housekeeping: a pause that ran out clears the gauge, and
+// handled-alert marks older than their retention are pruned (before, the
+// bucket grew forever).
+func TestFlusherHousekeeping(t *testing.T) {
+	cfg := baseConfig(t)
+	h := newHarness(t, 5, cfg)
+	if _, err := h.engine.Pause(time.Minute, "short"); err != nil {
+		t.Fatal(err)
+	}
+	st := h.engine.state
+	if err := st.MarkSeen("old@1", h.now().Add(-48*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.MarkSeen("new@1", h.now()); err != nil {
+		t.Fatal(err)
+	}
+	h.advance(2 * time.Minute)
+	waitFor(t, func() bool { return testutil.ToFloat64(h.engine.m.paused) == 0 })
+	waitFor(t, func() bool { seen, _ := st.Seen("old@1"); return !seen })
+	if seen, _ := st.Seen("new@1"); !seen {
+		t.Error("a recent handled alert was pruned")
+	}
+}
