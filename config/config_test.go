@@ -138,6 +138,7 @@ func TestInvalid(t *testing.T) {
 		{"number as text", "global: {max_concurrency: many}\n" + ok, "parse config: global.max_concurrency: cannot unmarshal !!str `<value>` into int"},
 		{"bool as text", ok + "remediation: {enabled: maybe}", "parse config: remediation.enabled: cannot unmarshal !!str `<value>` into bool"},
 		{"list expected", "providers: {type: vpsorg}", "parse config: providers: cannot unmarshal !!map into []config.Provider"},
+		{"alias loop", "providers: &a [*a]\n", "parse config: "},
 		{"bad proxy url", "providers: [{type: vpsorg, name: a, token: t, proxy_url: '::'}]", "parse config: providers[0].proxy_url: "},
 		{"detail budget range", "providers: [{type: vpsorg, name: a, token: t, rate_limit: 5, detail_budget: 1.5}]", "providers[0] (a).detail_budget: must be in (0, 1], got 1.5"},
 		{"detail budget without rate", "providers: [{type: vpsorg, name: a, token: t, detail_budget: 0.5}]", "providers[0] (a).detail_budget: is a share of rate_limit; set rate_limit too"},

@@ -22,7 +22,7 @@ func locate(data []byte, t reflect.Type, decodeErr error) error {
 		return nil
 	}
 	w := &walker{lines: map[int]string{}}
-	if err := w.walk(root.Content[0], t, ""); err != nil {
+	if err := w.walk(root.Content[0], t, "", 0); err != nil {
 		return err
 	}
 	msg := firstLine(decodeErr.Error())
@@ -75,7 +75,10 @@ var doubleQuoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
 
 // walk follows node n through type t, recording the path of every key's
 // line, and returns the first scalar that does not decode into its field.
-func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) error {
+func (w *walker) walk(n *yaml.Node, t reflect.Type, path string, depth int) error {
+	if depth > 32 {
+		return nil // deeper than any config field: an alias loop, or junk
+	}
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -103,7 +106,7 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) error {
 				w.unknown = append(w.unknown, p)
 				continue
 			}
-			if err := w.walk(v, f.Type, p); err != nil {
+			if err := w.walk(v, f.Type, p, depth+1); err != nil {
 				return err
 			}
 		}
@@ -111,7 +114,7 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) error {
 		for i, item := range n.Content {
 			p := fmt.Sprintf("%s[%d]", path, i)
 			w.lines[item.Line] = p
-			if err := w.walk(item, t.Elem(), p); err != nil {
+			if err := w.walk(item, t.Elem(), p, depth+1); err != nil {
 				return err
 			}
 		}

@@ -124,6 +124,10 @@ type Engine struct {
 type ledger struct {
 	cooldown map[string]time.Time
 	recent   []*intent
+	// failures counts each root's consecutive refused actions: its
+	// cooldown doubles with each (at most 16 times), so a call the
+	// provider keeps refusing is not repeated every cooldown forever.
+	failures map[string]int
 }
 
 // intent is one action in the hourly window: sent, recorded, or reserved
@@ -134,7 +138,16 @@ type intent struct {
 	root    string
 }
 
-func newLedger() ledger { return ledger{cooldown: map[string]time.Time{}} }
+func newLedger() ledger { return ledger{cooldown: map[string]time.Time{}, failures: map[string]int{}} }
+
+// countOutcome keeps the run of refusals of a root.
+func (l *ledger) countOutcome(root, result string) {
+	if result == ResultFailed {
+		l.failures[root]++
+	} else {
+		delete(l.failures, root)
+	}
+}
 
 // NewEngine returns an engine; call Configure before use, Close at the end.
 func NewEngine(deps Deps, reg prometheus.Registerer, logger log.Logger, now func() time.Time) *Engine {
@@ -306,7 +319,9 @@ func (e *Engine) loadLocked(st *State) error {
 	if err != nil {
 		return err
 	}
-	recent, err := st.Since(e.now().Add(-time.Hour), 1<<20)
+	// A week of records: the last hour for the budgets, and the runs of
+	// refusals that lengthen a cooldown.
+	recent, err := st.Since(e.now().Add(-7*24*time.Hour), 1<<20)
 	if err != nil {
 		return err
 	}
@@ -315,15 +330,20 @@ func (e *Engine) loadLocked(st *State) error {
 		return err
 	}
 	e.m.restore(counts)
-	e.live, e.dry = ledger{cooldown: live}, ledger{cooldown: dry}
+	e.live, e.dry = newLedger(), newLedger()
+	e.live.cooldown, e.dry.cooldown = live, dry
 	e.lineage = lineage
+	hourAgo := e.now().Add(-time.Hour)
 	for i := len(recent) - 1; i >= 0; i-- { // oldest first
 		r := recent[i]
 		in := &intent{at: r.Time, account: r.Provider + "\x00" + r.Account, root: e.rootLocked(serverKey(r.Provider, r.Account, r.ID))}
+		l := &e.live
 		if r.Result == ResultDryRun {
-			e.dry.recent = append(e.dry.recent, in)
-		} else {
-			e.live.recent = append(e.live.recent, in)
+			l = &e.dry
+		}
+		l.countOutcome(in.root, r.Result)
+		if !r.Time.Before(hourAgo) {
+			l.recent = append(l.recent, in)
 		}
 	}
 	e.pause = pause
@@ -592,6 +612,7 @@ func (e *Engine) settle(g *gate, rec *Record) {
 	l := e.ledgerLocked(g.dryRun)
 	g.reserved.at = rec.Time
 	l.cooldown[g.root] = rec.Time
+	l.countOutcome(g.root, rec.Result)
 	delete(e.inFlight, g.root)
 	if rec.NewID != "" {
 		newKey := serverKey(g.req.Provider, g.req.Account, rec.NewID)

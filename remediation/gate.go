@@ -227,7 +227,13 @@ func (g *gate) checkCooldown() *Decision {
 		// passes that time again rather than trust either clock.
 		return supp(ReasonCooldown, "the last action is in the future: the clock went back")
 	}
-	if cd := time.Duration(g.cfg.Cooldown); g.now.Sub(last) < cd {
+	cd := time.Duration(g.cfg.Cooldown)
+	refused := l.failures[g.root]
+	cd <<= min(refused, 4)
+	if g.now.Sub(last) < cd {
+		if refused > 0 {
+			return supp(ReasonCooldown, "last action %s ago; the provider refused the last %d, so the cooldown is %s", g.now.Sub(last).Round(time.Second), refused, cd)
+		}
 		return supp(ReasonCooldown, "last action %s ago; cooldown %s", g.now.Sub(last).Round(time.Second), cd)
 	}
 	return nil

@@ -531,3 +531,53 @@ func TestFlusherHousekeeping(t *testing.T) {
 		t.Error("a recent handled alert was pruned")
 	}
 }
+
+// A call the provider keeps refusing is not repeated every cooldown
+// forever: each refusal in a row doubles the server's cooldown, across
+// restarts, and a success ends the run.
+func TestRefusedActionsBackOff(t *testing.T) {
+	cfg := baseConfig(t)
+	cfg.Rules = []config.Rule{startStopped()}
+	h := newHarness(t, 10, cfg) // 12006 is stopped
+	h.sim.SetFault(sim.VPSOrg, sim.Fault{Kind: sim.FaultStatus, Status: 402, Only: "/12006/start/"})
+	starts := func() int {
+		n := 0
+		for _, a := range h.sim.Actions() {
+			if a.ID == "12006" {
+				n++
+			}
+		}
+		return n
+	}
+	attempts := func() float64 {
+		return testutil.ToFloat64(h.engine.m.actions.WithLabelValues("vpsorg", "vps", "start", "start-stopped", ResultFailed))
+	}
+	h.refresh("vps")
+	if attempts() != 1 {
+		t.Fatalf("first refused start: %v failed", attempts())
+	}
+	h.advance(61 * time.Minute) // one cooldown: doubled to 2 h by the refusal
+	h.refresh("vps")
+	if attempts() != 1 {
+		t.Fatal("a refused start was repeated after one cooldown")
+	}
+	h.advance(60 * time.Minute)
+	h.refresh("vps")
+	if attempts() != 2 {
+		t.Fatalf("after the doubled cooldown: %v attempts, want 2", attempts())
+	}
+	h.engine.Close() // the run of refusals survives a restart: now 4 h
+	h.start()
+	h.advance(3 * time.Hour)
+	h.refresh("vps")
+	if attempts() != 2 {
+		t.Fatal("after a restart the second refusal's cooldown was not doubled again")
+	}
+	h.sim.ClearFaults()
+	h.advance(61 * time.Minute)
+	h.refresh("vps")
+	// The simulator records the calls its fault did not answer: one.
+	if n := starts(); n != 1 || testutil.ToFloat64(h.engine.m.actions.WithLabelValues("vpsorg", "vps", "start", "start-stopped", ResultSuccess)) != 1 {
+		t.Fatalf("after 4 h: %d answered start calls, want the third attempt to succeed", n)
+	}
+}

@@ -274,6 +274,12 @@ func (c *Client) Do(ctx context.Context, req Request) (int, []byte, error) {
 }
 
 func (c *Client) retryable(req Request, status int, err error) bool {
+	var ae *Error
+	if errors.As(err, &ae) && !ae.Sent {
+		// It never went out: the account's budget or a pause said no
+		// before the deadline; trying again cannot help.
+		return false
+	}
 	if status == http.StatusTooManyRequests {
 		return true
 	}

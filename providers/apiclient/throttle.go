@@ -2,6 +2,7 @@ package apiclient
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"regexp"
 	"strconv"
@@ -131,23 +132,32 @@ func (t *throttle) wait(ctx context.Context, background bool) error {
 			r.CancelAt(now)
 		}
 		need := max(1+reserve-tokens, 0.1)
-		d := time.Duration(need / float64(limit) * float64(time.Second))
-		if err := sleep(ctx, max(d, time.Millisecond)); err != nil {
+		d := max(time.Duration(need/float64(limit)*float64(time.Second)), time.Millisecond)
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
+			return fmt.Errorf("rate limit: no token for this account before the deadline")
+		}
+		if err := sleep(ctx, d); err != nil {
 			return err
 		}
 	}
 }
 
-// waitPause waits out an account-wide pause and applies any recovery.
+// waitPause waits out an account-wide pause and applies any recovery. A
+// pause that outlasts the caller's deadline fails at once: the caller
+// gets its error now, not when the deadline has passed.
 func (t *throttle) waitPause(ctx context.Context) error {
 	for {
 		t.mu.Lock()
 		now := time.Now()
 		t.recoverLocked(now)
-		pause := t.pauseUntil.Sub(now)
+		until := t.pauseUntil
 		t.mu.Unlock()
+		pause := until.Sub(now)
 		if pause <= 0 {
 			return nil
+		}
+		if dl, ok := ctx.Deadline(); ok && dl.Before(until) {
+			return fmt.Errorf("the provider asked this account to wait until %s (429 Retry-After), after the deadline", until.UTC().Format(time.RFC3339))
 		}
 		if err := sleep(ctx, pause); err != nil {
 			return err

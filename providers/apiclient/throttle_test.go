@@ -174,3 +174,29 @@ func TestBackgroundLeavesRoomForForeground(t *testing.T) {
 		t.Errorf("background reads got %d requests in 3 s at 10/s: they should use what is left", bg.Load())
 	}
 }
+
+// A pause longer than the caller's deadline fails at once instead of
+// sleeping until the deadline (found by FuzzResponses: a 429 body with
+// DRF's "Expected available in 86400 seconds").
+func TestPauseBeyondDeadlineFailsFast(t *testing.T) {
+	var n atomic.Int32
+	u := server(t, func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 1 {
+			w.WriteHeader(http.StatusTooManyRequests)
+			_, _ = w.Write([]byte(`{"detail":"Request was throttled. Expected available in 86400 seconds."}`))
+		}
+	})
+	c := apiclient.New(apiclient.Config{BaseURL: u, RateLimit: 5})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = get(c, ctx, "/", false)
+	for _, bg := range []bool{false, true} {
+		start := time.Now()
+		if err := get(c, ctx, "/", bg); err == nil || time.Since(start) > 100*time.Millisecond {
+			t.Errorf("background %v: %v after %v; want an error at once", bg, err, time.Since(start))
+		}
+	}
+	if ctx.Err() != nil {
+		t.Error("a request waited out the caller's deadline")
+	}
+}
