@@ -252,16 +252,25 @@ func TestGzipBodyDecodes(t *testing.T) {
 }
 
 // BenchmarkSD is /sd next to /metrics (BenchmarkScrape) at the same
-// fleet: the default query served from the body cached per change of the
-// store, and a filtered query rendered on each request.
+// fleet: a request served from the body cached for its query (impl=cached,
+// every request but the first after a change), and the rendering itself,
+// once per change of the store and query (impl=render).
 func BenchmarkSD(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		st := storeOf(syntheticFleet(n))
 		h := NewSDHandler(st)
-		for _, q := range []struct{ impl, url string }{{"cached", "/sd"}, {"rendered", "/sd?state=running"}} {
-			b.Run(fmt.Sprintf("servers=%d/impl=%s", n, q.impl), func(b *testing.B) {
-				serve(b, h, httptest.NewRequest("GET", q.url, nil))
-			})
-		}
+		b.Run(fmt.Sprintf("servers=%d/impl=cached", n), func(b *testing.B) {
+			serve(b, h, httptest.NewRequest("GET", "/sd", nil))
+		})
+		snaps, _ := st.snapshotsGen()
+		q := sdQuery{port: "9100", address: AddrPublicIPv4}
+		b.Run(fmt.Sprintf("servers=%d/impl=render", n), func(b *testing.B) {
+			b.ReportAllocs()
+			var out []byte
+			for i := 0; i < b.N; i++ {
+				out = renderSD(snaps, q)
+			}
+			b.SetBytes(int64(len(out)))
+		})
 	}
 }

@@ -1,11 +1,10 @@
 package collector
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -34,9 +33,17 @@ type sdQuery struct {
 	states    []providers.State
 }
 
-// isDefault reports whether q is the query without parameters.
-func (q sdQuery) isDefault() bool {
-	return q.port == "9100" && q.address == AddrPublicIPv4 && len(q.providers) == 0 && len(q.accounts) == 0 && len(q.states) == 0
+// key is the query in a canonical form, for the cache.
+func (q sdQuery) key() string {
+	p, a := slices.Clone(q.providers), slices.Clone(q.accounts)
+	st := make([]string, len(q.states))
+	for i, s := range q.states {
+		st[i] = string(s)
+	}
+	slices.Sort(p)
+	slices.Sort(a)
+	slices.Sort(st)
+	return fmt.Sprintf("%s|%s|%q|%q|%q", q.port, q.address, p, a, st)
 }
 
 // parseSDQuery validates the query; an error names the parameter.
@@ -89,23 +96,20 @@ func parseSDQuery(v url.Values) (sdQuery, error) {
 	return q, nil
 }
 
-// sdGroup is one Prometheus HTTP SD target group.
-type sdGroup struct {
-	Targets []string          `json:"targets"`
-	Labels  map[string]string `json:"labels"`
-}
-
 // SDHandler serves /sd: Prometheus HTTP service discovery of every server
-// of every account, from the store's snapshots (never an API call). The
-// body for the query without parameters is rendered once per change of
-// the store.
+// of every account, from the store's snapshots (never an API call). Each
+// query's body is rendered once per change of the store: Prometheus asks
+// the same few queries again and again.
 type SDHandler struct {
 	store *Store
 
-	mu       sync.Mutex
-	cacheGen uint64
-	cache    []byte
+	mu    sync.Mutex
+	gen   uint64            // the store generation the cache is of
+	cache map[string][]byte // canonical query -> body
 }
+
+// maxSDQueries bounds the distinct queries cached per generation.
+const maxSDQueries = 32
 
 // NewSDHandler returns the /sd handler.
 func NewSDHandler(store *Store) *SDHandler { return &SDHandler{store: store} }
@@ -122,34 +126,43 @@ func (h *SDHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad query: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	var body []byte
-	if q.isDefault() {
-		body = h.cached()
-	} else {
-		snaps, _ := h.store.snapshotsGen()
-		body = renderSD(snaps, q)
-	}
+	body := h.body(q)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	_, _ = w.Write(body)
 }
 
-// cached returns the default query's body, rendering it again only when
-// the store changed since.
-func (h *SDHandler) cached() []byte {
+// body returns the query's body, rendering it only when the store changed
+// since it was last rendered. Concurrent requests share one rendering.
+func (h *SDHandler) body(q sdQuery) []byte {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	snaps, gen := h.store.snapshotsGen()
-	if h.cache == nil || gen != h.cacheGen {
-		h.cache, h.cacheGen = renderSD(snaps, sdQuery{port: "9100", address: AddrPublicIPv4}), gen
+	if gen != h.gen || h.cache == nil || len(h.cache) >= maxSDQueries {
+		h.cache, h.gen = map[string][]byte{}, gen
 	}
-	return h.cache
+	k := q.key()
+	b, ok := h.cache[k]
+	if !ok {
+		b = renderSD(snaps, q)
+		h.cache[k] = b
+	}
+	return b
 }
 
 // renderSD writes the target groups of the servers q selects, by account
-// and id; servers without the chosen address are left out.
+// and id; servers without the chosen address are left out. It writes the
+// JSON itself (what encoding/json writes for []sdGroup, byte for byte,
+// TestSDMatchesEncodingJSON): at 10,000 servers the reflection and the
+// maps cost more than the rest of the rendering.
 func renderSD(snaps []Snapshot, q sdQuery) []byte {
-	groups := []sdGroup{}
+	n := 0
+	for _, sn := range snaps {
+		n += len(sn.Servers)
+	}
+	b := make([]byte, 0, 64+n*450)
+	b = append(b, '[')
+	first := true
 	for _, sn := range snaps {
 		if len(q.providers) > 0 && !slices.Contains(q.providers, sn.Provider) {
 			continue
@@ -165,14 +178,72 @@ func renderSD(snaps []Snapshot, q sdQuery) []byte {
 			if target == "" {
 				continue
 			}
-			groups = append(groups, sdGroup{Targets: []string{target}, Labels: sdLabels(sn, s)})
+			if !first {
+				b = append(b, ',')
+			}
+			first = false
+			b = append(b, `{"targets":[`...)
+			b = appendJSONString(b, target)
+			b = append(b, `],"labels":{`...)
+			sep := false
+			for _, l := range sdLabelValues(sn, s) {
+				if l[1] == "" {
+					continue
+				}
+				if sep {
+					b = append(b, ',')
+				}
+				sep = true
+				// The names are plain ASCII: no escaping.
+				b = append(b, `"__meta_vps_`...)
+				b = append(b, l[0]...)
+				b = append(b, `":`...)
+				v := l[1]
+				if !utf8.ValidString(v) {
+					v = strings.ToValidUTF8(v, "\uFFFD")
+				}
+				b = appendJSONString(b, v)
+			}
+			b = append(b, "}}"...)
 		}
 	}
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(groups) // maps of strings: cannot fail
-	return b.Bytes()
+	return append(b, "]\n"...)
+}
+
+// appendJSONString appends s (valid UTF-8) as a JSON string, escaped as
+// encoding/json does without HTML escaping.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c == '\n':
+				b = append(b, '\\', 'n')
+			case c == '\r':
+				b = append(b, '\\', 'r')
+			case c == '\t':
+				b = append(b, '\\', 't')
+			case c < 0x20:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
 }
 
 // publicIPv4 is the server's public IPv4 address, if it has one: E2E's
@@ -181,21 +252,21 @@ func publicIPv4(s providers.Server) string {
 	if s.IP == "" || s.IP == s.PrivateIP {
 		return ""
 	}
-	if ip := net.ParseIP(s.IP); ip != nil && ip.To4() != nil {
-		return s.IP
-	}
-	return ""
+	return ipv4(s.IP)
 }
 
-func privateIPv4(s providers.Server) string {
-	if ip := net.ParseIP(s.PrivateIP); ip != nil && ip.To4() != nil {
-		return s.PrivateIP
+func privateIPv4(s providers.Server) string { return ipv4(s.PrivateIP) }
+
+// ipv4 returns a if it is an IPv4 address, else "".
+func ipv4(a string) string {
+	if ip, err := netip.ParseAddr(a); err == nil && ip.Is4() {
+		return a
 	}
 	return ""
 }
 
 func publicIPv6(s providers.Server) string {
-	if ip := net.ParseIP(s.IPv6); ip != nil && ip.To4() == nil {
+	if ip, err := netip.ParseAddr(s.IPv6); err == nil && ip.Is6() && !ip.Is4In6() && ip.Zone() == "" {
 		return s.IPv6
 	}
 	return ""
@@ -235,28 +306,24 @@ func validHost(h string) string {
 	return h
 }
 
-// sdLabels are the discovery labels of one server: only those the
-// provider gives, valid UTF-8.
-func sdLabels(sn Snapshot, s providers.Server) map[string]string {
-	l := make(map[string]string, 14)
-	set := func(k, v string) {
-		if v != "" {
-			l["__meta_vps_"+k] = strings.ToValidUTF8(v, "\uFFFD")
-		}
+// sdLabelValues are the discovery labels of one server (without their
+// __meta_vps_ prefix) in the sorted order of their names; an empty value
+// is a label the provider does not give, left out.
+func sdLabelValues(sn Snapshot, s providers.Server) [14][2]string {
+	return [14][2]string{
+		{"account", sn.Account},
+		{"image", s.Image},
+		{"location", s.Location},
+		{"plan", s.Plan},
+		{"private_ipv4", privateIPv4(s)},
+		{"provider", sn.Provider},
+		{"public_ipv4", publicIPv4(s)},
+		{"public_ipv6", publicIPv6(s)},
+		{"server_hostname", s.Hostname},
+		{"server_id", s.ID},
+		{"server_name", s.Name},
+		{"server_state", string(s.State)},
+		{"server_status", s.RawStatus},
+		{"service_port", s.Port},
 	}
-	set("provider", sn.Provider)
-	set("account", sn.Account)
-	set("server_id", s.ID)
-	set("server_name", s.Name)
-	set("server_hostname", s.Hostname)
-	set("server_state", string(s.State))
-	set("server_status", s.RawStatus)
-	set("location", s.Location)
-	set("plan", s.Plan)
-	set("image", s.Image)
-	set("public_ipv4", publicIPv4(s))
-	set("private_ipv4", privateIPv4(s))
-	set("public_ipv6", publicIPv6(s))
-	set("service_port", s.Port)
-	return l
 }

@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -37,6 +38,52 @@ func sdStore() *Store {
 	// The E2E account's next refresh fails: its targets stay.
 	st.Update("e2e", "e2e", nil, errors.New("HTTP 503"), t0.Add(time.Minute), time.Second)
 	return st
+}
+
+// sdGroup is one Prometheus HTTP SD target group.
+type sdGroup struct {
+	Targets []string          `json:"targets"`
+	Labels  map[string]string `json:"labels"`
+}
+
+// The hand-written JSON is what encoding/json writes for the same groups,
+// byte for byte, whatever the names hold.
+func TestSDMatchesEncodingJSON(t *testing.T) {
+	st := sdStore()
+	st.Update("vpsorg", "odd", []providers.Server{
+		{ID: "1", Name: "quote\" back\\slash\nnl\ttab\x01ctl <html> & \u2028\u2029 é 日本", IP: "192.0.2.1", State: providers.StateRunning, RawStatus: "bad\xffutf8"},
+	}, nil, time.Unix(1.7e9, 0), 0)
+	snaps, _ := st.snapshotsGen()
+	for _, q := range []sdQuery{{port: "9100", address: AddrPublicIPv4}, {port: "1", address: AddrService}, {port: "9100", address: "none"}} {
+		var want []sdGroup
+		for _, sn := range snaps {
+			for _, s := range sn.Servers {
+				target := sdTarget(s, q)
+				if target == "" {
+					continue
+				}
+				l := map[string]string{}
+				for _, kv := range sdLabelValues(sn, s) {
+					if kv[1] != "" {
+						l["__meta_vps_"+kv[0]] = strings.ToValidUTF8(kv[1], "\uFFFD")
+					}
+				}
+				want = append(want, sdGroup{Targets: []string{target}, Labels: l})
+			}
+		}
+		if want == nil {
+			want = []sdGroup{}
+		}
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(want); err != nil {
+			t.Fatal(err)
+		}
+		if got := string(renderSD(snaps, q)); got != buf.String() {
+			t.Errorf("address %s:\n got %s\nwant %s", q.address, got, buf.String())
+		}
+	}
 }
 
 func TestSD(t *testing.T) {
@@ -123,26 +170,32 @@ func TestSDGolden(t *testing.T) {
 	}
 }
 
-// The default body is cached until the store changes.
+// Each query's body is cached until the store changes; the same query in
+// another spelling shares it.
 func TestSDCache(t *testing.T) {
 	st := sdStore()
 	h := NewSDHandler(st)
-	get := func() string {
+	get := func(url string) string {
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest("GET", "/sd", nil))
+		h.ServeHTTP(rec, httptest.NewRequest("GET", url, nil))
 		return rec.Body.String()
 	}
-	first := get()
-	if second := get(); &h.cache[0] == nil || second != first {
-		t.Fatal("unchanged store, different body")
+	first := get("/sd")
+	if second := get("/sd?port=9100&address=public_ipv4"); second != first || len(h.cache) != 1 {
+		t.Fatalf("the default query spelt out: a second cache entry (%d) or another body", len(h.cache))
 	}
-	cached := h.cache
-	_ = get()
-	if &cached[0] != &h.cache[0] {
+	cached := h.cache[sdQuery{port: "9100", address: AddrPublicIPv4}.key()]
+	_ = get("/sd")
+	if &cached[0] != &h.cache[sdQuery{port: "9100", address: AddrPublicIPv4}.key()][0] {
 		t.Error("the default body was rendered again without a change")
 	}
+	a := get("/sd?state=running&state=degraded&provider=vpsorg&provider=vpnbingo")
+	if b := get("/sd?provider=vpnbingo&state=degraded&provider=vpsorg&state=running"); a != b || len(h.cache) != 2 {
+		t.Errorf("one query in two orders: %d cache entries", len(h.cache))
+	}
+	getDefault := func() string { return get("/sd") }
 	st.Update("vpsorg", "vps", []providers.Server{{ID: "1", IP: "198.51.100.7", State: providers.StateRunning}}, nil, time.Unix(1.7e9, 0), 0)
-	if got := get(); !strings.Contains(got, "198.51.100.7:9100") || strings.Contains(got, "203.0.113.10") {
+	if got := getDefault(); !strings.Contains(got, "198.51.100.7:9100") || strings.Contains(got, "203.0.113.10") {
 		t.Errorf("after a change the body is stale: %s", got)
 	}
 	rec := httptest.NewRecorder()
