@@ -168,3 +168,32 @@ func TestPollerDetailsBetweenLists(t *testing.T) {
 		}
 	}
 }
+
+// Between list refreshes only servers with a new detail read are rendered
+// again; a list refresh moves every detail age on.
+func TestDetailAgesRenderedAtListRefresh(t *testing.T) {
+	st := NewStore()
+	t0 := time.Unix(1.7e9, 0)
+	list := servers("1", "2")
+	at := []time.Time{t0, t0}
+	apply := func(detailsOnly bool, now time.Time, at []time.Time) {
+		st.Apply(Refresh{Provider: "vpsorg", Account: "a", Servers: list, DetailAt: at, Details: true, DetailsOnly: detailsOnly, Started: now, At: now})
+	}
+	apply(false, t0.Add(10*time.Second), at)
+	e2 := st.accounts["a"].entries[1]
+	gen := st.gen
+	// A details-only update where server 1 got a new read: 2 is kept.
+	apply(true, t0.Add(13*time.Second), []time.Time{t0.Add(12 * time.Second), t0})
+	if st.accounts["a"].entries[1] != e2 || st.gen == gen {
+		t.Fatal("details-only update: the unchanged server was rendered again, or the changed one was not")
+	}
+	if got := string(st.current().plain); !strings.Contains(got, `vps_server_detail_age_seconds{provider="vpsorg",account="a",id="1"} 1`) ||
+		!strings.Contains(got, `vps_server_detail_age_seconds{provider="vpsorg",account="a",id="2"} 10`) {
+		t.Fatalf("ages after a details-only update:\n%s", got)
+	}
+	// The next list refresh brings every age up to date.
+	apply(false, t0.Add(20*time.Second), []time.Time{t0.Add(12 * time.Second), t0})
+	if got := string(st.current().plain); !strings.Contains(got, `id="1"} 8`) || !strings.Contains(got, `id="2"} 20`) {
+		t.Fatalf("ages after a list refresh:\n%s", got)
+	}
+}

@@ -57,7 +57,7 @@ func families() [numFamilies]family {
 		famDiskUsed:       {"vps_server_disk_used_bytes", "Disk space in use in bytes."},
 		famCanRedeploy:    {"vps_server_can_redeploy", "1 when the provider allows a redeploy without force."},
 		famBackups:        {"vps_server_backups_enabled", "1 when provider backups are enabled."},
-		famDetailAge:      {"vps_server_detail_age_seconds", "Age of the server's per-server detail data (VPS.org resource usage) at the account's last update; absent without detail data."},
+		famDetailAge:      {"vps_server_detail_age_seconds", "Age of the server's per-server detail data (VPS.org resource usage) as of the account's last list refresh, or of the read itself when it came later; absent without detail data."},
 	}
 }
 
@@ -67,11 +67,12 @@ func families() [numFamilies]family {
 // buf, and from then on family f starts at at[f] in that body. So each
 // server's bytes are held once.
 type entry struct {
-	srv providers.Server
-	age int64 // detail age in seconds; -1: no detail data
-	buf []byte
-	off [numFamilies + 1]uint32
-	at  [numFamilies]uint32
+	srv      providers.Server
+	age      int64 // detail age in seconds; -1: no detail data
+	detailAt int64 // when the detail was read, unix nanoseconds; 0: none
+	buf      []byte
+	off      [numFamilies + 1]uint32
+	at       [numFamilies]uint32
 }
 
 // size is the length of all the entry's lines.

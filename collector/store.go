@@ -132,14 +132,16 @@ func (s *Store) Apply(r Refresh) Snapshot {
 	a.snap.DetailBacklog = r.Backlog
 
 	type item struct {
-		srv providers.Server
-		age int64
+		srv      providers.Server
+		age      int64
+		detailAt int64 // unix nanoseconds of the detail read; 0: none
 	}
 	sorted := make([]item, len(r.Servers))
 	for i, sv := range r.Servers {
-		sorted[i] = item{sv, -1}
+		sorted[i] = item{sv, -1, 0}
 		if r.DetailAt != nil && !r.DetailAt[i].IsZero() {
 			sorted[i].age = max(0, int64(r.At.Sub(r.DetailAt[i]).Round(time.Second)/time.Second))
+			sorted[i].detailAt = r.DetailAt[i].UnixNano()
 		}
 	}
 	sort.Slice(sorted, func(i, j int) bool { return idLess(sorted[i].srv.ID, sorted[j].srv.ID) })
@@ -152,11 +154,15 @@ func (s *Store) Apply(r Refresh) Snapshot {
 		if i > 0 && sorted[i-1].srv.ID == it.srv.ID {
 			continue // a duplicate id would emit duplicate series
 		}
-		if e, ok := old[it.srv.ID]; ok && e.srv == it.srv && e.age == it.age {
+		// Detail ages move on at list refreshes; between them only the
+		// servers with a new detail read are rendered again.
+		if e, ok := old[it.srv.ID]; ok && e.srv == it.srv && (e.age == it.age || r.DetailsOnly && e.detailAt == it.detailAt) {
 			entries = append(entries, e)
 			continue
 		}
-		entries = append(entries, render(provider, name, it.srv, it.age, s.names))
+		e := render(provider, name, it.srv, it.age, s.names)
+		e.detailAt = it.detailAt
+		entries = append(entries, e)
 	}
 	if !slices.Equal(entries, a.entries) {
 		s.gen++
