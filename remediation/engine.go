@@ -430,7 +430,7 @@ func (e *Engine) OnRefresh(ctx context.Context, snap collector.Snapshot) {
 				Params: providers.ActionParams{Force: rule.Params.Force, CountryCode: rule.Params.CountryCode},
 				Source: "rule", Rule: rule.Name, rule: rule,
 			}
-			g, d := e.admit(req, &snap)
+			g, d := e.admit(req, &snap, &s)
 			if d != nil {
 				e.suppressed(req, *d)
 				continue
@@ -498,7 +498,7 @@ func conditionHolds(r *config.Rule, s providers.Server) bool {
 // Submit takes one request through the gate and, if it passes, acts (or
 // records a dry run). It blocks until the decision is made and carried out.
 func (e *Engine) Submit(ctx context.Context, req Request) Decision {
-	g, d := e.admit(req, nil)
+	g, d := e.admit(req, nil, nil)
 	if d != nil {
 		e.suppressed(req, *d)
 		return *d
@@ -507,9 +507,9 @@ func (e *Engine) Submit(ctx context.Context, req Request) Decision {
 }
 
 // admit runs the checks on the inventory and, under one lock, the counting
-// checks and the reservation. snap, when given, is the snapshot a rule
-// was evaluated on.
-func (e *Engine) admit(req Request, snap *collector.Snapshot) (*gate, *Decision) {
+// checks and the reservation. snap and srv, when given, are the snapshot a
+// rule was evaluated on and the server in it.
+func (e *Engine) admit(req Request, snap *collector.Snapshot, srv *providers.Server) (*gate, *Decision) {
 	e.mu.Lock()
 	st := e.state
 	g := &gate{e: e, req: req, cfg: e.cfg, now: e.now(), stateOK: st != nil, staleness: e.staleness, pause: e.pausedLocked(e.now())}
@@ -521,6 +521,9 @@ func (e *Engine) admit(req Request, snap *collector.Snapshot) (*gate, *Decision)
 		}
 	}
 	g.snap = snap
+	if srv != nil {
+		g.srv, g.found, g.located = *srv, true, true
+	}
 	if d := g.run(inventoryChecks); d != nil {
 		return nil, d
 	}

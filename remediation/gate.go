@@ -26,10 +26,11 @@ type gate struct {
 	staleness time.Duration
 	pause     string // why remediation is paused, "" when it is not
 
-	snap  *collector.Snapshot
-	srv   providers.Server // the server in the snapshot
-	found bool
-	prov  providers.Provider
+	snap    *collector.Snapshot
+	srv     providers.Server // the server in the snapshot
+	found   bool
+	located bool // srv was given: no need to look it up
+	prov    providers.Provider
 
 	// Set by the reservation.
 	dryRun       bool
@@ -106,7 +107,7 @@ func (g *gate) checkAllowed() *Decision {
 		return supp(ReasonNotAllowed, "%s cannot %s", req.Provider, req.Action)
 	}
 	g.prov = prov
-	if g.snap != nil {
+	if g.snap != nil && !g.located {
 		g.srv, g.found = findServer(g.snap.Servers, req.ID)
 	}
 	return nil

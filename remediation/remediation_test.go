@@ -31,7 +31,7 @@ import (
 // harness wires the simulator, real clients, the store and an engine with
 // a clock the test moves.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	sim    *sim.Sim
 	store  *collector.Store
 	provs  map[string]providers.Provider
@@ -55,7 +55,7 @@ func (h *harness) advance(d time.Duration) {
 	h.mu.Unlock()
 }
 
-func baseConfig(t *testing.T) config.Remediation {
+func baseConfig(t testing.TB) config.Remediation {
 	c := config.DefaultRemediation()
 	c.Enabled, c.DryRun = true, false
 	c.StateFile = filepath.Join(t.TempDir(), "state.db")
@@ -65,7 +65,7 @@ func baseConfig(t *testing.T) config.Remediation {
 	return c
 }
 
-func newHarness(t *testing.T, servers int, cfg config.Remediation) *harness {
+func newHarness(t testing.TB, servers int, cfg config.Remediation) *harness {
 	t.Helper()
 	h := &harness{t: t, sim: sim.New(sim.Options{Servers: servers, Seed: 1}), store: collector.NewStore(), clock: time.Now(), cfg: cfg}
 	fast := apiclient.Config{BackoffBase: time.Millisecond, MaxRetries: -1}
