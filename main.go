@@ -146,6 +146,9 @@ func run(args []string, stderr *os.File) int {
 	}, reg, logger, nil)
 	defer d.engine.Close()
 	d.webhook = remediation.NewWebhook(ctx, d.engine, 1024, 2)
+	// Runs before the engine closes: the webhook's workers end with ctx
+	// (their calls are cancelled) and record what is still queued.
+	defer d.webhook.Wait()
 
 	if f.demo {
 		stateDir, err := os.MkdirTemp("", "vps_exporter_demo")

@@ -96,6 +96,10 @@ type Engine struct {
 	wg     sync.WaitGroup // rule actions under way
 	stop   chan struct{}  // closes the flusher
 	once   sync.Once
+	// base bounds the rule actions: not a poller's context, which a
+	// reload cancels, but the engine's own, cancelled by Close.
+	base   context.Context
+	cancel context.CancelFunc
 
 	mu        sync.Mutex
 	cfg       config.Remediation
@@ -157,6 +161,7 @@ func NewEngine(deps Deps, reg prometheus.Registerer, logger log.Logger, now func
 	e := &Engine{deps: deps, logger: logger, now: now, m: newMetrics(reg), stop: make(chan struct{}),
 		since: map[string]time.Time{}, live: newLedger(), dry: newLedger(), lineage: map[string]string{},
 		inFlight: map[string]bool{}, lastReason: map[string]string{}, unflushed: map[string]uint64{}, accounts: map[string]string{}}
+	e.base, e.cancel = context.WithCancel(context.Background())
 	go e.flusher()
 	return e
 }
@@ -351,10 +356,12 @@ func (e *Engine) loadLocked(st *State) error {
 	return nil
 }
 
-// Close persists what is pending, waits (at most 15 s) for rule actions
-// under way, and closes the state file.
+// Close cancels the rule actions under way (a call already sent is
+// recorded unknown, one not yet sent is taken back), waits for them (at
+// most 15 s), persists what is pending and closes the state file.
 func (e *Engine) Close() {
 	e.once.Do(func() { close(e.stop) })
+	e.cancel()
 	done := make(chan struct{})
 	go func() { e.wg.Wait(); close(done) }()
 	select {
@@ -388,7 +395,8 @@ func (e *Engine) DryRun() bool {
 	return e.cfg.DryRun
 }
 
-// OnRefresh evaluates the rules against a fresh snapshot of one account.
+// OnRefresh evaluates the rules against a fresh snapshot of one account
+// (ctx is the poller's; the actions run under the engine's own context).
 // It is the collector's refresh hook. It never waits on a provider: a
 // request that passes the checks on the inventory and gets its place in
 // the budget is carried out in the background.
@@ -438,7 +446,7 @@ func (e *Engine) OnRefresh(ctx context.Context, snap collector.Snapshot) {
 			e.wg.Add(1)
 			go func() {
 				defer e.wg.Done()
-				e.carryOut(ctx, g)
+				e.carryOut(e.base, g)
 			}()
 		}
 	}
