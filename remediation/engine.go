@@ -388,13 +388,6 @@ func (e *Engine) Enabled() bool {
 	return e.cfg.Enabled && e.state != nil
 }
 
-// DryRun reports whether the configuration says dry-run.
-func (e *Engine) DryRun() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.cfg.DryRun
-}
-
 // OnRefresh evaluates the rules against a fresh snapshot of one account
 // (ctx is the poller's; the actions run under the engine's own context).
 // It is the collector's refresh hook. It never waits on a provider: a
