@@ -175,7 +175,13 @@ func TestTurnedOffDuringTheReRead(t *testing.T) {
 			go func() {
 				done <- h.engine.Submit(context.Background(), Request{Provider: "vpsorg", Account: "vps", ID: "12000", Action: "reboot", Source: "alert"})
 			}()
-			time.Sleep(100 * time.Millisecond) // the re-read is under way
+			// Change once the request holds its reservation: its
+			// re-read is under way (the provider answers in 400 ms).
+			waitFor(t, func() bool {
+				h.engine.mu.Lock()
+				defer h.engine.mu.Unlock()
+				return len(h.engine.inFlight) == 1
+			})
 			tc.change(h)
 			d := <-done
 			if d.Acted || d.Reason != tc.reason {
