@@ -3,7 +3,6 @@ package collector
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"runtime"
 	"testing"
 	"time"
@@ -38,17 +37,11 @@ func coverage(b *testing.B, c coverageCase, allOrNothing bool) (time.Duration, i
 	s := sim.New(sim.Options{PerAPI: map[sim.API]int{sim.VPSOrg: c.servers, sim.VPNBingo: 0, sim.E2E: 0}, Seed: 4, MaxPageSize: 100})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	srv, err := s.Start(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Close()
-	defer s.Close()
+	u := serveSim(b, s)(sim.VPSOrg)
 	s.SetLatency(sim.VPSOrg, c.latency)
 	if c.throttle > 0 {
 		s.SetThrottle(sim.VPSOrg, c.throttle, int(c.throttle))
 	}
-	u, _ := url.Parse(srv.URL[sim.VPSOrg])
 	var p providers.Provider = vpsorg.New(vpsorg.Options{Account: "vps", BaseURL: u, Token: "t", MaxConcurrency: c.conc,
 		HTTP: apiclient.Config{RateLimit: c.rate, Timeout: c.latency + 5*time.Second}})
 	if allOrNothing {

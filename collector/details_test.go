@@ -3,7 +3,6 @@ package collector
 import (
 	"context"
 	"errors"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -115,13 +114,7 @@ func TestPollerDetailsBetweenLists(t *testing.T) {
 	s := sim.New(sim.Options{PerAPI: map[sim.API]int{sim.VPSOrg: 30, sim.VPNBingo: 0, sim.E2E: 0}, Seed: 9})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	srv, err := s.Start(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	defer s.Close()
-	u, _ := url.Parse(srv.URL[sim.VPSOrg])
+	u := serveSim(t, s)(sim.VPSOrg)
 	// 10 requests/s: one list page each interval, the rest for details,
 	// so 30 details take about three seconds, spread over intervals.
 	p := vpsorg.New(vpsorg.Options{Account: "vps", BaseURL: u, Token: "t", HTTP: apiclient.Config{RateLimit: 10}})

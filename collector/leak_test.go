@@ -3,7 +3,6 @@ package collector
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"os"
 	"runtime"
 	"strings"
@@ -14,30 +13,13 @@ import (
 
 	"github.com/go-kit/log"
 
+	"github.com/vps-exporter/vps_exporter/internal/syncbuf"
 	"github.com/vps-exporter/vps_exporter/providers/apiclient"
 	"github.com/vps-exporter/vps_exporter/providers/e2e"
 	"github.com/vps-exporter/vps_exporter/providers/sim"
 	"github.com/vps-exporter/vps_exporter/providers/vpnbingo"
 	"github.com/vps-exporter/vps_exporter/providers/vpsorg"
 )
-
-// lockedBuffer is a log destination safe for concurrent pollers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func openFDs(t *testing.T) int {
 	ents, err := os.ReadDir("/proc/self/fd")
@@ -73,13 +55,7 @@ func TestNoLeakOver1000FaultyRefreshes(t *testing.T) {
 	s := sim.New(sim.Options{Servers: 6, Seed: 5, PageSize: 4})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	srv, err := s.Start(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	defer s.Close()
-	u := func(api sim.API) *url.URL { v, _ := url.Parse(srv.URL[api]); return v }
+	u := serveSim(t, s)
 	hc := apiclient.Config{MaxBodyBytes: 1 << 20, BackoffBase: time.Millisecond, ThrottleRecovery: 2 * time.Second}
 	const interval = 80 * time.Millisecond
 	// A refresh may end a little after its deadline on a loaded machine
@@ -112,7 +88,7 @@ func TestNoLeakOver1000FaultyRefreshes(t *testing.T) {
 		doneOnce  sync.Once
 		stopFault atomic.Bool
 	)
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	m := NewManager(NewStore(), log.NewLogfmtLogger(logs), func(_ context.Context, snap Snapshot) {
 		n := refreshes.Add(1)
 		mu.Lock()

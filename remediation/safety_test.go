@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/vps-exporter/vps_exporter/config"
+	"github.com/vps-exporter/vps_exporter/internal/syncbuf"
 	"github.com/vps-exporter/vps_exporter/providers/apiclient"
 	"github.com/vps-exporter/vps_exporter/providers/sim"
 	"github.com/vps-exporter/vps_exporter/providers/vpsorg"
@@ -450,7 +450,7 @@ func TestSuppressionLoggedOnChange(t *testing.T) {
 	cfg := baseConfig(t)
 	cfg.Rules = []config.Rule{startStopped()}
 	h := newHarness(t, 10, cfg)
-	var buf lockedLog
+	var buf syncbuf.Buffer
 	h.engine.logger = log.NewLogfmtLogger(&buf)
 	h.refresh("vps")
 	h.sim.Update(sim.VPSOrg, 12006, func(m *sim.Machine) { m.Status = "stopped" })
@@ -464,23 +464,6 @@ func TestSuppressionLoggedOnChange(t *testing.T) {
 	if got := h.suppressed("vps", ReasonCooldown); got != 5 {
 		t.Errorf("cooldown suppressions counted %v, want 5", got)
 	}
-}
-
-type lockedLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // A second daemon on the same state file waits for the first one's lock
