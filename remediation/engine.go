@@ -112,14 +112,27 @@ type Engine struct {
 	since     map[string]time.Time
 	live, dry ledger
 	lineage   map[string]string // replacement server key -> root server key
-	inFlight  map[string]bool   // root keys with a request past the reservation
-	pause     *Pause
+	lineageV  int               // bumped when lineage changes
+	// fleets caches each account's fleet size for the blast radius, per
+	// list refresh: computing it is O(servers), under the lock.
+	fleets   map[string]fleetSize
+	inFlight map[string]bool // root keys with a request past the reservation
+	pause    *Pause
 	// Suppressions are counted at once in memory and persisted in
 	// batches; one is logged (and kept in the history) when the reason
 	// for that server and action changed.
 	lastReason map[string]string
 	unflushed  map[string]uint64
 	events     []Event
+}
+
+// fleetSize is an account's fleet for the blast radius at one list
+// refresh and lineage version.
+type fleetSize struct {
+	at      time.Time
+	servers int
+	lineage int
+	size    int
 }
 
 // ledger is one namespace's (live or dry-run) memory of actions: the
@@ -160,7 +173,8 @@ func NewEngine(deps Deps, reg prometheus.Registerer, logger log.Logger, now func
 	}
 	e := &Engine{deps: deps, logger: logger, now: now, m: newMetrics(reg), stop: make(chan struct{}),
 		since: map[string]time.Time{}, live: newLedger(), dry: newLedger(), lineage: map[string]string{},
-		inFlight: map[string]bool{}, lastReason: map[string]string{}, unflushed: map[string]uint64{}, accounts: map[string]string{}}
+		inFlight: map[string]bool{}, lastReason: map[string]string{}, unflushed: map[string]uint64{}, accounts: map[string]string{},
+		fleets: map[string]fleetSize{}}
 	e.base, e.cancel = context.WithCancel(context.Background())
 	go e.flusher()
 	return e
@@ -338,6 +352,7 @@ func (e *Engine) loadLocked(st *State) error {
 	e.live, e.dry = newLedger(), newLedger()
 	e.live.cooldown, e.dry.cooldown = live, dry
 	e.lineage = lineage
+	e.lineageV++
 	hourAgo := e.now().Add(-time.Hour)
 	for i := len(recent) - 1; i >= 0; i-- { // oldest first
 		r := recent[i]
@@ -621,6 +636,7 @@ func (e *Engine) settle(g *gate, rec *Record) {
 	if rec.NewID != "" {
 		newKey := serverKey(g.req.Provider, g.req.Account, rec.NewID)
 		e.lineage[newKey] = g.root
+		e.lineageV++
 	}
 }
 

@@ -258,19 +258,31 @@ func (g *gate) checkBlastRadius() *Decision {
 			touched[in.root] = true
 		}
 	}
-	// The fleet: servers that are not on their way out, each lineage once.
-	fleet := map[string]bool{}
-	for _, s := range g.snap.Servers {
-		if s.State != providers.StateTerminating && s.State != providers.StateTerminated {
-			fleet[g.e.rootLocked(serverKey(g.req.Provider, g.req.Account, s.ID))] = true
-		}
-	}
-	allowed := max(1, int(math.Floor(g.cfg.MaxFleetFraction*float64(len(fleet)))))
+	fleet := g.e.fleetLocked(g.req.Provider, g.req.Account, g.snap)
+	allowed := max(1, int(math.Floor(g.cfg.MaxFleetFraction*float64(fleet))))
 	if !touched[g.root] && len(touched)+1 > allowed {
 		return supp(ReasonBlastRadius, "%d of %d servers of the account acted on in the last hour (pending ones included); max_fleet_fraction %v allows %d",
-			len(touched), len(fleet), g.cfg.MaxFleetFraction, allowed)
+			len(touched), fleet, g.cfg.MaxFleetFraction, allowed)
 	}
 	return nil
+}
+
+// fleetLocked is the account's fleet for the blast radius: servers that
+// are not on their way out, each lineage once. It is counted once per
+// list refresh (details between lists do not change states) and lineage.
+func (e *Engine) fleetLocked(provider, account string, snap *collector.Snapshot) int {
+	c, ok := e.fleets[account]
+	if ok && c.at.Equal(snap.LastSuccess) && c.servers == len(snap.Servers) && c.lineage == e.lineageV {
+		return c.size
+	}
+	roots := map[string]bool{}
+	for _, s := range snap.Servers {
+		if s.State != providers.StateTerminating && s.State != providers.StateTerminated {
+			roots[e.rootLocked(serverKey(provider, account, s.ID))] = true
+		}
+	}
+	e.fleets[account] = fleetSize{at: snap.LastSuccess, servers: len(snap.Servers), lineage: e.lineageV, size: len(roots)}
+	return len(roots)
 }
 
 // reserveLocked takes the request's place in flight and in the hourly
