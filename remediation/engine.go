@@ -218,9 +218,17 @@ func (e *Engine) Configure(c config.Remediation, refresh time.Duration, accounts
 	return e.openLocked()
 }
 
-// openLocked opens the state file and loads it.
+// openLocked opens the state file and loads it. (Opening waits at most
+// lockWait for another process's lock; retries happen outside the lock.)
 func (e *Engine) openLocked() error {
 	st, err := OpenState(e.statePath)
+	return e.installLocked(st, err)
+}
+
+// installLocked loads a state file that was opened (or says why it
+// could not be) and makes it the engine's. If another process holds it,
+// it is tried again in the background until it is free.
+func (e *Engine) installLocked(st *State, err error) error {
 	if err == nil {
 		err = e.loadLocked(st)
 		if err != nil {
@@ -246,21 +254,33 @@ func (e *Engine) openLocked() error {
 
 // retryOpen tries to open a state file another process holds until it is
 // free (that process exited), the configuration names another file, or
-// the engine closes.
+// the engine closes. It waits for the file's lock without the engine's.
 func (e *Engine) retryOpen(path string) {
+	wanted := func() bool { return e.state == nil && e.cfg.Enabled && e.statePath == path }
 	e.every(5*time.Second, func() bool {
 		e.mu.Lock()
+		still := wanted()
+		e.retrying = still
+		e.mu.Unlock()
+		if !still {
+			return false
+		}
+		st, err := OpenState(path)
+		if err != nil {
+			return true // still held (or still broken): try again
+		}
+		e.mu.Lock()
 		defer e.mu.Unlock()
-		if e.state != nil || !e.cfg.Enabled || e.statePath != path {
+		if !wanted() {
+			_ = st.Close()
 			e.retrying = false
 			return false
 		}
-		if e.openLocked() == nil {
-			e.retrying = false
+		e.retrying = false // a failure from here starts its own retry
+		if e.installLocked(st, nil) == nil {
 			level.Info(e.logger).Log("msg", "remediation state file is free again; remediation is on", "state_file", path)
-			return false
 		}
-		return true
+		return false
 	})
 }
 
@@ -749,8 +769,8 @@ func (e *Engine) suppressed(req Request, d Decision) {
 func (e *Engine) flusher() {
 	prune := time.Time{}
 	e.every(2*time.Second, func() bool {
+		e.flush()
 		e.mu.Lock()
-		e.flushLocked()
 		e.m.paused.Set(b2f(e.pausedLocked(e.now()) != ""))
 		st, cooldown := e.state, time.Duration(e.cfg.Cooldown)
 		e.mu.Unlock()
@@ -766,14 +786,40 @@ func (e *Engine) flusher() {
 	})
 }
 
-// flushLocked writes the unflushed suppressions in one transaction.
+// flush writes the unflushed suppressions in one transaction, outside
+// the engine's lock (an fsync must not hold up decisions); on failure they
+// are kept for the next try.
+func (e *Engine) flush() {
+	e.mu.Lock()
+	st, counts, events := e.state, e.unflushed, e.events
+	if st == nil || (len(counts) == 0 && len(events) == 0) {
+		e.mu.Unlock()
+		return
+	}
+	e.unflushed, e.events = map[string]uint64{}, nil
+	e.mu.Unlock()
+	err := st.Flush(counts, events)
+	if err == nil {
+		return
+	}
+	level.Error(e.logger).Log("msg", "cannot persist suppression counts; kept for the next try", "err", err)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.m.stateOK.Set(0)
+	for k, n := range counts {
+		e.unflushed[k] += n
+	}
+	e.events = append(events, e.events...)
+}
+
+// flushLocked is flush for Close and a change of state file, which hold
+// the lock and close the file right after.
 func (e *Engine) flushLocked() {
 	if e.state == nil || (len(e.unflushed) == 0 && len(e.events) == 0) {
 		return
 	}
 	if err := e.state.Flush(e.unflushed, e.events); err != nil {
-		level.Error(e.logger).Log("msg", "cannot persist suppression counts; kept for the next try", "err", err)
-		e.m.stateOK.Set(0)
+		level.Error(e.logger).Log("msg", "cannot persist suppression counts", "err", err)
 		return
 	}
 	e.unflushed, e.events = map[string]uint64{}, nil

@@ -440,8 +440,8 @@ func (e *Engine) History(f Filter) (History, error) {
 	if f.Limit <= 0 {
 		f.Limit = 100
 	}
+	e.flush() // the latest suppressions too
 	e.mu.Lock()
-	e.flushLocked() // the latest suppressions too
 	st, err := e.state, e.stateErr
 	h := History{Enabled: e.cfg.Enabled && st != nil, DryRun: e.cfg.DryRun, Actions: []Record{}, Suppressions: []Event{}}
 	if e.pausedLocked(e.now()) != "" {
@@ -452,15 +452,11 @@ func (e *Engine) History(f Filter) (History, error) {
 	if st == nil {
 		return h, err
 	}
-	recs, err := st.Since(f.Since, math.MaxInt32)
+	recs, err := st.Matching(f.Since, func(r Record) bool { return f.keep(r.Provider, r.Account, r.ID, r.Time) }, f.Limit)
 	if err != nil {
 		return h, err
 	}
-	for _, r := range recs {
-		if len(h.Actions) < f.Limit && f.keep(r.Provider, r.Account, r.ID, r.Time) {
-			h.Actions = append(h.Actions, r)
-		}
-	}
+	h.Actions = append(h.Actions, recs...)
 	evs, err := st.Events(func(ev Event) bool { return f.keep(ev.Provider, ev.Account, ev.ID, ev.Time) }, f.Limit)
 	if err != nil {
 		return h, err

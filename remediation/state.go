@@ -350,7 +350,11 @@ func (s *State) LastAction(provider, account, id string) (time.Time, bool, error
 }
 
 // Since returns the audit records at or after t, newest first, at most max.
-func (s *State) Since(t time.Time, max int) ([]Record, error) {
+func (s *State) Since(t time.Time, max int) ([]Record, error) { return s.Matching(t, nil, max) }
+
+// Matching is Since keeping only the records keep accepts (nil: all); it
+// reads no further than it needs.
+func (s *State) Matching(t time.Time, keep func(Record) bool, max int) ([]Record, error) {
 	var out []Record
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketAudit).Cursor()
@@ -362,7 +366,9 @@ func (s *State) Since(t time.Time, max int) ([]Record, error) {
 			if r.Time.Before(t) {
 				break
 			}
-			out = append(out, r)
+			if keep == nil || keep(r) {
+				out = append(out, r)
+			}
 		}
 		return nil
 	})

@@ -111,11 +111,7 @@ func (w *Webhook) process(ctx context.Context, j job) {
 		e.suppressed(j.req, Decision{Reason: ReasonNotAllowed, Detail: "remediation is disabled"})
 		return
 	}
-	ns := ""
-	if dry {
-		ns = "dry|"
-	}
-	seen, err := st.Seen(ns + j.key)
+	seen, err := st.Seen(seenKey(dry, j.key))
 	if err != nil {
 		e.suppressed(j.req, Decision{Reason: ReasonStateError, Detail: err.Error()})
 		return
@@ -128,13 +124,18 @@ func (w *Webhook) process(ctx context.Context, j job) {
 	if !d.Acted {
 		return
 	}
-	ns = ""
-	if d.Result == ResultDryRun {
-		ns = "dry|"
-	}
-	if err := st.MarkSeen(ns+j.key, e.now()); err != nil {
+	if err := st.MarkSeen(seenKey(d.Result == ResultDryRun, j.key), e.now()); err != nil {
 		level.Error(e.logger).Log("msg", "cannot mark the alert occurrence handled; its cooldown still holds a resend back", "err", err)
 	}
+}
+
+// seenKey is an alert occurrence's key in the live or the dry-run
+// namespace.
+func seenKey(dry bool, key string) string {
+	if dry {
+		return "dry|" + key
+	}
+	return key
 }
 
 // authorized checks the webhook's bearer token, when one is configured,
