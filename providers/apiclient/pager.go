@@ -129,8 +129,9 @@ func GetRequest[T any](ctx context.Context, c *Client, req Request, decode func(
 // ListDRFParallel is ListDRF reading the pages after the first up to conc
 // at a time when the API pages by number (`next` is the same URL with
 // page=2): a long list on a slow API then takes about pages/conc round
-// trips instead of one per page. Any other paging (a cursor, no `next`) is
-// followed one page at a time, as ListDRF does.
+// trips instead of one per page. Any other paging (a cursor, no `next`),
+// or a list that grew since its first page, is read one page at a time by
+// ListDRF (the first page again: one request more).
 func ListDRFParallel[T any](ctx context.Context, c *Client, path, endpoint string, id func(T) string, decode func(body []byte) (DRFPage[T], error), conc int) ([]T, error) {
 	first := Request{Method: http.MethodGet, Path: path, Endpoint: endpoint, Idempotent: true}
 	_, body, err := c.Do(ctx, first)
@@ -177,6 +178,10 @@ func ListDRFParallel[T any](ctx context.Context, c *Client, path, endpoint strin
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	if results[pages].Next != "" {
+		// The list grew since page 1: read it page by page instead.
+		return ListDRF(ctx, c, path, endpoint, id, decode)
+	}
 	var all []T
 	seen := map[string]bool{}
 	for _, p := range results[1:] {
@@ -186,31 +191,6 @@ func ListDRFParallel[T any](ctx context.Context, c *Client, path, endpoint strin
 				all = append(all, item)
 			}
 		}
-	}
-	// The list grew since page 1: follow the last page's link onwards.
-	next := results[pages].Next
-	for guard := 0; next != "" && guard < MaxPages; guard++ {
-		req := Request{Method: http.MethodGet, URL: next, Endpoint: endpoint, Idempotent: true}
-		_, body, err := c.Do(ctx, req)
-		if err != nil {
-			return nil, err
-		}
-		p, err := decode(body)
-		if err != nil {
-			return nil, c.Errorf(req, 0, "decode page: %v", err)
-		}
-		fresh := 0
-		for _, item := range p.Results {
-			if k := id(item); !seen[k] {
-				seen[k] = true
-				fresh++
-				all = append(all, item)
-			}
-		}
-		if fresh == 0 {
-			break
-		}
-		next = p.Next
 	}
 	return all, nil
 }
