@@ -262,7 +262,7 @@ func BenchmarkSD(b *testing.B) {
 		b.Run(fmt.Sprintf("servers=%d/impl=cached", n), func(b *testing.B) {
 			serve(b, h, httptest.NewRequest("GET", "/sd", nil))
 		})
-		snaps, _ := st.snapshotsGen()
+		snaps := st.Snapshots()
 		q := sdQuery{port: "9100", address: AddrPublicIPv4}
 		b.Run(fmt.Sprintf("servers=%d/impl=render", n), func(b *testing.B) {
 			b.ReportAllocs()

@@ -183,8 +183,9 @@ func (m *Manager) run(ctx context.Context, a Account) {
 	jitter := time.Duration(rand.Int64N(int64(a.Interval)/10 + 1))
 	t := time.NewTimer(a.Interval + jitter)
 	defer t.Stop()
-	// Details that arrived between lists are published this often.
-	publish := make(<-chan time.Time)
+	// Details that arrived between lists are published this often (a
+	// nil channel, never ready, without details).
+	var publish <-chan time.Time
 	if pl.details != nil {
 		tk := time.NewTicker(min(max(a.Interval/4, time.Second), 5*time.Second))
 		defer tk.Stop()
@@ -198,7 +199,9 @@ func (m *Manager) run(ctx context.Context, a Account) {
 			m.refresh(ctx, pl)
 			t.Reset(a.Interval)
 		case <-publish:
-			if pl.last != nil && pl.details.takeDirty() {
+			// A poller replaced by a reload (and already cancelled)
+			// publishes nothing more.
+			if ctx.Err() == nil && pl.last != nil && pl.details.takeDirty() {
 				now := time.Now()
 				servers, at, backlog := pl.details.merge(pl.last, now)
 				m.store.Apply(Refresh{Provider: a.Provider.Type(), Account: a.Provider.Account(), Servers: servers,

@@ -137,14 +137,16 @@ func (h *SDHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *SDHandler) body(q sdQuery) []byte {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	snaps, gen := h.store.snapshotsGen()
+	gen := h.store.generation()
 	if gen != h.gen || h.cache == nil || len(h.cache) >= maxSDQueries {
 		h.cache, h.gen = map[string][]byte{}, gen
 	}
 	k := q.key()
 	b, ok := h.cache[k]
 	if !ok {
-		b = renderSD(snaps, q)
+		// Snapshots read after gen: a change in between bumps gen
+		// again, and the next request renders anew.
+		b = renderSD(h.store.Snapshots(), q)
 		h.cache[k] = b
 	}
 	return b

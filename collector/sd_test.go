@@ -53,7 +53,7 @@ func TestSDMatchesEncodingJSON(t *testing.T) {
 	st.Update("vpsorg", "odd", []providers.Server{
 		{ID: "1", Name: "quote\" back\\slash\nnl\ttab\x01ctl <html> & \u2028\u2029 é 日本", IP: "192.0.2.1", State: providers.StateRunning, RawStatus: "bad\xffutf8"},
 	}, nil, time.Unix(1.7e9, 0), 0)
-	snaps, _ := st.snapshotsGen()
+	snaps := st.Snapshots()
 	for _, q := range []sdQuery{{port: "9100", address: AddrPublicIPv4}, {port: "1", address: AddrService}, {port: "9100", address: "none"}} {
 		var want []sdGroup
 		for _, sn := range snaps {

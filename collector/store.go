@@ -209,15 +209,11 @@ func (s *Store) Snapshots() []Snapshot {
 	return out
 }
 
-// snapshotsGen is Snapshots with the generation of the series it saw: it
-// changes whenever a server changes.
-func (s *Store) snapshotsGen() ([]Snapshot, uint64) {
+// generation changes whenever a server's data changes.
+func (s *Store) generation() uint64 {
 	s.mu.RLock()
-	gen := s.gen
-	s.mu.RUnlock()
-	// A change between the two reads bumps gen again: the next call
-	// renders anew.
-	return s.Snapshots(), gen
+	defer s.mu.RUnlock()
+	return s.gen
 }
 
 func copySnap(s Snapshot) Snapshot {
