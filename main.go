@@ -259,7 +259,8 @@ func webBasicAuth(path string) (bool, error) {
 		Users map[string]string `yaml:"basic_auth_users"`
 	}
 	if err := yaml.Unmarshal(b, &wc); err != nil {
-		return false, fmt.Errorf("parse web config %s: %w", path, err)
+		// Not the YAML error itself: it quotes values (password hashes).
+		return false, fmt.Errorf("parse web config %s: not a valid exporter-toolkit web config", path)
 	}
 	return len(wc.Users) > 0, nil
 }
