@@ -55,26 +55,38 @@ func TestRetries(t *testing.T) {
 	}
 }
 
+// The wait a 429 asks for is honoured, whether it comes as Retry-After
+// or as Django REST framework's throttle message in the body.
 func TestRetryAfterHonouredThenSuccess(t *testing.T) {
-	var calls atomic.Int32
-	var gap time.Duration
-	var first time.Time
-	u := server(t, func(w http.ResponseWriter, r *http.Request) {
-		if calls.Add(1) == 1 {
-			first = time.Now()
-			w.Header().Set("Retry-After", "1")
-			w.WriteHeader(429)
-			return
-		}
-		gap = time.Since(first)
-		_, _ = w.Write([]byte(`{}`))
-	})
-	c := apiclient.New(apiclient.Config{BaseURL: u, BackoffBase: time.Millisecond})
-	if _, _, err := c.Do(context.Background(), apiclient.Request{Method: "GET", Path: "/", Idempotent: true}); err != nil {
-		t.Fatal(err)
-	}
-	if gap < 900*time.Millisecond {
-		t.Errorf("retried after %v, Retry-After said 1s", gap)
+	for _, tc := range []struct{ name, header, body string }{
+		{"Retry-After", "1", ""},
+		{"DRF message", "", `{"detail":"Request was throttled. Expected available in 1 second."}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var calls atomic.Int32
+			var gap time.Duration
+			var first time.Time
+			u := server(t, func(w http.ResponseWriter, r *http.Request) {
+				if calls.Add(1) == 1 {
+					first = time.Now()
+					if tc.header != "" {
+						w.Header().Set("Retry-After", tc.header)
+					}
+					w.WriteHeader(429)
+					_, _ = w.Write([]byte(tc.body))
+					return
+				}
+				gap = time.Since(first)
+				_, _ = w.Write([]byte(`{}`))
+			})
+			c := apiclient.New(apiclient.Config{BaseURL: u, BackoffBase: time.Millisecond})
+			if _, _, err := c.Do(context.Background(), apiclient.Request{Method: "GET", Path: "/", Idempotent: true}); err != nil {
+				t.Fatal(err)
+			}
+			if gap < 900*time.Millisecond {
+				t.Errorf("retried after %v; the API asked for 1 s", gap)
+			}
+		})
 	}
 }
 

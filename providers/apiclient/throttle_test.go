@@ -51,30 +51,6 @@ func TestThrottlePausesWholeAccount(t *testing.T) {
 	}
 }
 
-// Django REST framework's throttle message is honoured when the header is
-// missing.
-func TestThrottleDRFMessage(t *testing.T) {
-	var calls atomic.Int32
-	var gap time.Duration
-	var first time.Time
-	u := server(t, func(w http.ResponseWriter, r *http.Request) {
-		if calls.Add(1) == 1 {
-			first = time.Now()
-			w.WriteHeader(http.StatusTooManyRequests)
-			_, _ = w.Write([]byte(`{"detail":"Request was throttled. Expected available in 1 second."}`))
-			return
-		}
-		gap = time.Since(first)
-	})
-	c := apiclient.New(apiclient.Config{BaseURL: u, BackoffBase: time.Millisecond})
-	if err := get(c, context.Background(), "/", false); err != nil {
-		t.Fatal(err)
-	}
-	if gap < 900*time.Millisecond {
-		t.Errorf("retried after %v; the API asked for 1 s", gap)
-	}
-}
-
 // After a 429 the account's rate is halved once per pause (the other
 // in-flight requests' 429s do not cut it again), cut again by a later
 // 429, never below a sixteenth, and recovers gradually over time; a
