@@ -46,6 +46,10 @@ type Global struct {
 	RequestTimeout model.Duration `yaml:"request_timeout"`
 	// MaxConcurrency bounds detail requests in flight per account.
 	MaxConcurrency int `yaml:"max_concurrency"`
+	// StaleAfter is how long a failing account's servers stay on /metrics
+	// with their last values after its last successful list; 0 in the
+	// file means 5 x RefreshInterval (set by validation).
+	StaleAfter model.Duration `yaml:"stale_after,omitempty"`
 }
 
 // DefaultGlobal returns the global defaults.
@@ -105,7 +109,14 @@ type Remediation struct {
 	MaxActionsPerHour int            `yaml:"max_actions_per_hour"`
 	MaxFleetFraction  float64        `yaml:"max_fleet_fraction"`
 	StateFile         string         `yaml:"state_file"`
-	Rules             []Rule         `yaml:"rules"`
+	// MaxAttempts actions on one server within AttemptsWindow make it
+	// exhausted: no more actions until its condition clears or a reset.
+	MaxAttempts    int            `yaml:"max_attempts"`
+	AttemptsWindow model.Duration `yaml:"attempts_window"`
+	// Retention bounds how long audit, cooldown and lineage records are
+	// kept.
+	Retention model.Duration `yaml:"retention"`
+	Rules     []Rule         `yaml:"rules"`
 	// Exclude lists servers never touched, by rules or alerts.
 	Exclude []Exclude `yaml:"exclude"`
 	// Windows, when set, are the only times actions may be taken.
@@ -205,6 +216,9 @@ func DefaultRemediation() Remediation {
 		Cooldown:          model.Duration(time.Hour),
 		MaxActionsPerHour: 10,
 		MaxFleetFraction:  0.2,
+		MaxAttempts:       3,
+		AttemptsWindow:    model.Duration(24 * time.Hour),
+		Retention:         model.Duration(30 * 24 * time.Hour),
 		Webhook:           DefaultWebhook(),
 	}
 }
@@ -225,11 +239,17 @@ type Webhook struct {
 	// an Authorization: Bearer header when set.
 	BearerToken     commoncfg.Secret `yaml:"bearer_token,omitempty"`
 	BearerTokenFile string           `yaml:"bearer_token_file,omitempty"`
+	// Verify is how long Alertmanager has to resolve an alert after its
+	// action for the action to count as recovered.
+	Verify model.Duration `yaml:"verify"`
+	// Escalate is the ladder of alert-driven actions: the actions to try,
+	// in order, after the keyed one did not recover the server.
+	Escalate map[string][]string `yaml:"escalate,omitempty"`
 }
 
 // DefaultWebhook returns the webhook defaults.
 func DefaultWebhook() Webhook {
-	return Webhook{AllowedActions: []string{"reboot", "redeploy"}}
+	return Webhook{AllowedActions: []string{"reboot", "redeploy"}, Verify: model.Duration(15 * time.Minute)}
 }
 
 // UnmarshalYAML sets defaults before decoding.
@@ -251,8 +271,17 @@ type Rule struct {
 	Below    *float64       `yaml:"below,omitempty"`
 	For      model.Duration `yaml:"for,omitempty"`
 	Action   string         `yaml:"action"`
-	Params   RuleParams     `yaml:"params,omitempty"`
+	// Escalate lists the next actions, in order, each taken when the
+	// previous one did not recover the server within Verify.
+	Escalate []string `yaml:"escalate,omitempty"`
+	// Verify is how long an action has to recover the server; 0 in the
+	// file means DefaultVerify (set by validation).
+	Verify model.Duration `yaml:"verify,omitempty"`
+	Params RuleParams     `yaml:"params,omitempty"`
 }
+
+// DefaultVerify is a rule's verify window when the file does not set one.
+const DefaultVerify = 10 * time.Minute
 
 // RuleParams are the action's parameters.
 type RuleParams struct {
@@ -323,6 +352,12 @@ func (c *Config) validate(baseDir string) error {
 	}
 	if g.MaxConcurrency < 1 {
 		return fmt.Errorf("global.max_concurrency: must be at least 1, got %d", g.MaxConcurrency)
+	}
+	if c.Global.StaleAfter < 0 {
+		return errors.New("global.stale_after: must not be negative")
+	}
+	if c.Global.StaleAfter == 0 {
+		c.Global.StaleAfter = 5 * g.RefreshInterval
 	}
 	if len(c.Providers) == 0 {
 		return errors.New("providers: at least one account is required")
@@ -510,8 +545,11 @@ func (r *Remediation) validate(c *Config, baseDir string) error {
 		}
 		names[rule.Name] = true
 		at = fmt.Sprintf("%s (%s)", at, rule.Name)
-		if err := rule.validate(at, accounts); err != nil {
+		if err := r.Rules[i].validate(at, accounts); err != nil {
 			return err
+		}
+		if r.Rules[i].Verify == 0 {
+			r.Rules[i].Verify = model.Duration(DefaultVerify)
 		}
 	}
 	return nil
@@ -519,7 +557,7 @@ func (r *Remediation) validate(c *Config, baseDir string) error {
 
 func validAction(a string) bool {
 	switch providers.Action(a) {
-	case providers.ActionReboot, providers.ActionRedeploy, providers.ActionStart, providers.ActionStop:
+	case providers.ActionReboot, providers.ActionRedeploy, providers.ActionStart, providers.ActionStop, providers.ActionPowerCycle:
 		return true
 	}
 	return false

@@ -131,6 +131,10 @@ const (
 	ActionRedeploy Action = "redeploy"
 	ActionStart    Action = "start"
 	ActionStop     Action = "stop"
+	// ActionPowerCycle is stop, then start once the server reads stopped.
+	// No provider API has it as one call: the remediation engine carries
+	// it out with ActionStop, re-reads and ActionStart (VPS.org, E2E).
+	ActionPowerCycle Action = "power_cycle"
 )
 
 // ActionParams are optional parameters of an action. Only VPN.bingo's redeploy
@@ -186,6 +190,23 @@ type Detailer interface {
 // ErrNotFound is wrapped by Get when the provider says the server does not
 // exist.
 var ErrNotFound = errors.New("server not found")
+
+// ErrUnauthorized is matched (errors.Is) by a client's error when the
+// provider refused the account's credentials (HTTP 401 or 403): retrying
+// with the same key cannot succeed.
+var ErrUnauthorized = errors.New("credentials refused")
+
+// RateReporter is implemented by clients that pace their requests: what
+// the client allows itself now, for vps_provider_api_rate_limit_per_second
+// and vps_provider_api_throttled.
+type RateReporter interface {
+	// RateLimit is the request rate (per second) the client allows
+	// itself now, after any 429 cut; ok is false while the account has
+	// no limit and was never throttled.
+	RateLimit() (perSecond float64, ok bool)
+	// Throttled is true while a 429 pause or rate cut is in force.
+	Throttled() bool
+}
 
 // ErrUnsupportedAction is wrapped by Do for an action the provider lacks.
 var ErrUnsupportedAction = errors.New("action not supported by this provider")
