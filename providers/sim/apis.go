@@ -20,8 +20,29 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // bearerOK checks the Authorization header against the API's token.
 func (s *Sim) bearerOK(api API, r *http.Request) bool {
-	want := s.opts.Credentials[api].Token
+	want := s.credentials(api).Token
 	return want == "" || r.Header.Get("Authorization") == "Bearer "+want
+}
+
+// credentials returns what api accepts now.
+func (s *Sim) credentials(api API) Credentials {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.opts.Credentials[api]
+}
+
+// SetCredentials changes what api accepts from now on: a test revokes a
+// key by setting another one. Requests with the old credentials get the
+// API's documented 401.
+func (s *Sim) SetCredentials(api API, c Credentials) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	creds := make(map[API]Credentials, len(s.opts.Credentials)+1)
+	for k, v := range s.opts.Credentials {
+		creds[k] = v
+	}
+	creds[api] = c
+	s.opts.Credentials = creds
 }
 
 // pathID splits "/prefix/{id}/rest" into id and rest ("" for the object).
@@ -373,7 +394,7 @@ func (s *Sim) e2eNode(m *Machine) map[string]any {
 func (s *Sim) serveE2E(w http.ResponseWriter, r *http.Request) {
 	const prefix = "/myaccount/api/v1/nodes/"
 	q := r.URL.Query()
-	cred := s.opts.Credentials[E2E]
+	cred := s.credentials(E2E)
 	if !s.bearerOK(E2E, r) || (cred.APIKey != "" && q.Get("apikey") != cred.APIKey) {
 		writeJSON(w, http.StatusUnauthorized, e2eEnvelope(401, "Unauthorized", map[string]any{}, "Invalid apikey or token"))
 		return
