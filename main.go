@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -42,17 +43,19 @@ func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
 
 // flags are the command line.
 type flags struct {
-	configFile    string
-	configCheck   bool
-	metricsPath   string
-	demo          bool
-	demoServers   int
-	demoRefresh   time.Duration
-	demoRate      float64
-	enablePprof   bool
-	logLevel      string
-	logFormat     string
-	webFlagConfig *web.FlagConfig
+	configFile  string
+	configCheck bool
+	metricsPath string
+	demo        bool
+	demoServers int
+	demoRefresh time.Duration
+	demoRate    float64
+	enablePprof bool
+	// enableLifecycle allows POST /-/reload (Prometheus' flag).
+	enableLifecycle bool
+	logLevel        string
+	logFormat       string
+	webFlagConfig   *web.FlagConfig
 }
 
 func parseFlags(args []string) (*flags, error) {
@@ -62,6 +65,7 @@ func parseFlags(args []string) (*flags, error) {
 	app.Flag("config.check", "Validate the configuration file and exit.").BoolVar(&f.configCheck)
 	app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").StringVar(&f.metricsPath)
 	app.Flag("web.enable-pprof", "Serve Go profiling endpoints under /debug/pprof/.").BoolVar(&f.enablePprof)
+	app.Flag("web.enable-lifecycle", "Enable reloading the configuration over HTTP (POST /-/reload). SIGHUP always reloads.").BoolVar(&f.enableLifecycle)
 	app.Flag("demo", "Start simulated VPN.bingo, VPS.org and E2E APIs in-process and monitor them (no configuration, no credentials).").BoolVar(&f.demo)
 	app.Flag("demo.servers", "Size of the simulated fleet in --demo, shared among the three providers.").Default("150").IntVar(&f.demoServers)
 	app.Flag("demo.refresh-interval", "Refresh interval in --demo.").Default("15s").DurationVar(&f.demoRefresh)
@@ -83,9 +87,10 @@ func parseFlags(args []string) (*flags, error) {
 	return f, nil
 }
 
-// newLogger returns the project's logger and, for the toolkit's slog bridge
-// (which adds its own time and caller), the same logger without them.
-func newLogger(f *flags, w *os.File) (log.Logger, log.Logger) {
+// newLogger returns the project's logger and, for exporter-toolkit, an
+// slog logger that writes through it: one format and one set of keys
+// (ts, caller, level, msg) in the whole stream.
+func newLogger(f *flags, w *os.File) (log.Logger, *slog.Logger) {
 	var l log.Logger
 	if f.logFormat == "json" {
 		l = log.NewJSONLogger(log.NewSyncWriter(w))
@@ -93,7 +98,50 @@ func newLogger(f *flags, w *os.File) (log.Logger, log.Logger) {
 		l = log.NewLogfmtLogger(log.NewSyncWriter(w))
 	}
 	l = level.NewFilter(l, level.Allow(level.ParseDefault(f.logLevel, level.InfoValue())))
-	return log.With(l, "ts", log.DefaultTimestampUTC, "caller", log.DefaultCaller), l
+	lvl := new(slog.LevelVar)
+	if err := lvl.UnmarshalText([]byte(f.logLevel)); err != nil {
+		lvl.Set(slog.LevelInfo)
+	}
+	return log.With(l, "ts", log.DefaultTimestampUTC, "caller", log.DefaultCaller), slog.New(slgk.NewGoKitHandler(toolkitKeys{l}, lvl))
+}
+
+// toolkitKeys rewrites the slog bridge's records into the project's
+// shape: its "time" becomes "ts" (UTC, as log.DefaultTimestampUTC writes
+// it) and the keys come in the same order as the project's own lines.
+type toolkitKeys struct{ next log.Logger }
+
+// Log implements log.Logger.
+func (t toolkitKeys) Log(kv ...any) error {
+	var ts, caller, lvl any
+	rest := make([]any, 0, len(kv))
+	for i := 0; i+1 < len(kv); i += 2 {
+		switch kv[i] {
+		case "time":
+			if tm, ok := kv[i+1].(time.Time); ok {
+				ts = tm.UTC().Format(time.RFC3339Nano)
+			} else {
+				ts = kv[i+1]
+			}
+		case "caller":
+			caller = kv[i+1]
+		case level.Key():
+			lvl = kv[i+1]
+		default:
+			rest = append(rest, kv[i], kv[i+1])
+		}
+	}
+	out := make([]any, 0, len(kv)+6)
+	if ts == nil {
+		ts = time.Now().UTC().Format(time.RFC3339Nano)
+	}
+	out = append(out, "ts", ts)
+	if caller != nil {
+		out = append(out, "caller", caller)
+	}
+	if lvl != nil {
+		out = append(out, level.Key(), lvl)
+	}
+	return t.next.Log(append(out, rest...)...)
 }
 
 // daemon is the running exporter.
@@ -121,7 +169,7 @@ func run(args []string, stderr *os.File) int {
 		fmt.Fprintf(stderr, "%s: %v\n", program, err)
 		return 2
 	}
-	logger, bare := newLogger(f, stderr)
+	logger, toolkit := newLogger(f, stderr)
 
 	if f.configCheck {
 		if _, err := loadChecked(f); err != nil {
@@ -132,31 +180,70 @@ func run(args []string, stderr *os.File) int {
 		return 0
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	sigctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-
 	level.Info(logger).Log("msg", "starting "+program, "version", version.Info(), "build_context", version.BuildContext())
+	return serve(sigctx, f, logger, toolkit)
+}
+
+// shutdownBudget bounds how long the exporter takes to stop after a signal
+// or a failed start, whatever is under way; with the web server's 3 s to
+// finish its requests, it exits within 15 s.
+const shutdownBudget = 11 * time.Second
+
+// serve runs the daemon until ctx ends or the web server fails. Every way
+// out, a failed start included, goes through one bounded shutdown: the
+// process never stays alive without serving.
+func serve(parent context.Context, f *flags, logger log.Logger, toolkit *slog.Logger) (code int) {
+	ctx, cancel := context.WithCancel(parent)
 	d := &daemon{flags: f, logger: logger, store: collector.NewStore(), ctx: ctx, lastAccountOf: map[string]string{}}
+	// cleanups run newest first; the first one removes the demo's state
+	// directory after the engine has closed its file.
+	var stateDir string
+	cleanups := []func(){func() {
+		if stateDir != "" {
+			_ = os.RemoveAll(stateDir)
+		}
+	}}
+	defer func() {
+		// Stop taking new work first (ctx), then wait for what runs,
+		// newest first, within the budget.
+		cancel()
+		done := make(chan struct{})
+		go func() {
+			for i := len(cleanups) - 1; i >= 0; i-- {
+				cleanups[i]()
+			}
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(shutdownBudget):
+			level.Error(logger).Log("msg", "shutdown did not finish in time; exiting anyway", "budget", shutdownBudget)
+			if code == 0 {
+				code = 1
+			}
+		}
+	}()
+
 	reg := prometheus.NewRegistry()
 	d.register(reg)
-
 	d.engine = remediation.NewEngine(remediation.Deps{
 		Snapshot: d.store.Snapshot,
 		Provider: func(account string) (providers.Provider, bool) { return d.manager.Provider(account) },
 	}, reg, logger, nil)
-	defer d.engine.Close()
+	cleanups = append(cleanups, d.engine.Close)
 	d.webhook = remediation.NewWebhook(ctx, d.engine, 1024, 2)
-	// Runs before the engine closes: the webhook's workers end with ctx
-	// (their calls are cancelled) and record what is still queued.
-	defer d.webhook.Wait()
+	// The webhook's workers end with ctx (their calls are cancelled) and
+	// record what is still queued, before the engine closes.
+	cleanups = append(cleanups, d.webhook.Wait)
 
 	if f.demo {
-		stateDir, err := os.MkdirTemp("", "vps_exporter_demo")
-		if err != nil {
+		var err error
+		if stateDir, err = os.MkdirTemp("", "vps_exporter_demo"); err != nil {
 			level.Error(logger).Log("msg", "cannot create demo state directory", "err", err)
 			return 1
 		}
-		defer os.RemoveAll(stateDir)
 		demoCfg, err := startDemo(ctx, demoOptions{servers: f.demoServers, refresh: f.demoRefresh, rate: f.demoRate, stateDir: stateDir})
 		if err != nil {
 			level.Error(logger).Log("msg", "cannot start demo", "err", err)
@@ -169,15 +256,15 @@ func run(args []string, stderr *os.File) int {
 	}
 
 	d.manager = collector.NewManager(d.store, logger, d.engine.OnRefresh)
-	defer d.manager.Stop()
-	if err := d.reload(); err != nil {
-		level.Error(logger).Log("msg", "cannot load configuration", "file", f.configFile, "err", err)
+	cleanups = append(cleanups, d.manager.Stop)
+	if err := d.load(true); err != nil {
+		level.Error(logger).Log("msg", "cannot start: configuration not loaded", "file", f.configFile, "err", err)
 		return 1
 	}
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	cleanups = append(cleanups, func() { signal.Stop(hup) })
 	go func() {
 		for {
 			select {
@@ -199,18 +286,17 @@ func run(args []string, stderr *os.File) int {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 	}
-	slogger := slog.New(slgk.NewGoKitHandler(bare, nil))
 	errc := make(chan error, 1)
-	go func() { errc <- web.ListenAndServe(srv, f.webFlagConfig, slogger) }()
+	go func() { errc <- web.ListenAndServe(srv, f.webFlagConfig, toolkit) }()
 	select {
 	case err := <-errc:
-		level.Error(logger).Log("msg", "web server failed", "err", err)
+		level.Error(logger).Log("msg", "cannot serve", "address", strings.Join(*f.webFlagConfig.WebListenAddresses, ","), "err", err)
 		return 1
 	case <-ctx.Done():
 	}
 	level.Info(logger).Log("msg", "shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	sctx, scancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer scancel()
 	_ = srv.Shutdown(sctx)
 	return 0
 }
@@ -280,12 +366,17 @@ func (d *daemon) register(reg *prometheus.Registry) {
 
 // reload loads the configuration and applies it; on error the running
 // configuration stays.
-func (d *daemon) reload() error {
+func (d *daemon) reload() error { return d.load(false) }
+
+// load loads and applies the configuration. At start (first), a
+// remediation state file that is unusable fails it; on a reload it turns
+// remediation off and the exporter goes on.
+func (d *daemon) load(first bool) error {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	c, err := d.loadConfig()
 	if err == nil {
-		err = d.apply(c)
+		err = d.apply(c, first)
 	}
 	if err != nil {
 		d.reloadOK.Set(0)
@@ -297,7 +388,7 @@ func (d *daemon) reload() error {
 	return nil
 }
 
-func (d *daemon) apply(c *config.Config) error {
+func (d *daemon) apply(c *config.Config, first bool) error {
 	accounts, err := buildAccounts(c, d.api)
 	if err != nil {
 		return err
@@ -314,8 +405,11 @@ func (d *daemon) apply(c *config.Config) error {
 	}
 	d.lastAccountOf = now
 	// A remediation state file that cannot be opened turns remediation
-	// off (and says so); it does not fail the reload or the exporter.
-	_ = d.engine.Configure(c.Remediation, time.Duration(c.Global.RefreshInterval), c.Providers)
+	// off (and says so). At start it is a failed start, unless another
+	// process holds its lock: then this one takes over when it exits.
+	if err := d.engine.Configure(c.Remediation, time.Duration(c.Global.RefreshInterval), c.Providers); err != nil && first && !remediation.IsStateLocked(err) {
+		return fmt.Errorf("remediation.state_file: %w", err)
+	}
 	return nil
 }
 
@@ -336,6 +430,11 @@ func (d *daemon) routes(reg *prometheus.Registry) http.Handler {
 		if r.Method != http.MethodPost && r.Method != http.MethodPut {
 			w.Header().Set("Allow", "POST, PUT")
 			http.Error(w, "This endpoint requires a POST or PUT request.", http.StatusMethodNotAllowed)
+			return
+		}
+		if !d.flags.enableLifecycle {
+			// As Prometheus: reloading over HTTP is opt-in; SIGHUP always works.
+			http.Error(w, "Lifecycle API is not enabled.", http.StatusForbidden)
 			return
 		}
 		if err := d.reload(); err != nil {

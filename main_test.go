@@ -262,7 +262,7 @@ func TestEndToEnd(t *testing.T) {
 	s, urls := startSim(t, 25)
 	cfgPath := filepath.Join(t.TempDir(), "vps_exporter.yml")
 	writeConfig(t, cfgPath, urls, true)
-	e := startExporter(t, "--config.file="+cfgPath)
+	e := startExporter(t, "--config.file="+cfgPath, "--web.enable-lifecycle")
 
 	m := e.metrics()
 	for _, want := range []string{

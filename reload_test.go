@@ -54,7 +54,7 @@ func TestReloadsWhileRulesRun(t *testing.T) {
 `)
 	}
 	write(200)
-	e := startExporter(t, "--config.file="+cfgPath)
+	e := startExporter(t, "--config.file="+cfgPath, "--web.enable-lifecycle")
 	// The fleet is in (dry-run) cooldown or over the budget from here on.
 	e.waitFor("rules evaluated", func() bool {
 		return metricValue(e.metrics(), "vps_remediation_suppressed_total", `reason="rate_limit"`) > 0
