@@ -2,15 +2,17 @@ SHELL     := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 GO        ?= go
 BIN       ?= vps_exporter
-VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+VERSION   ?= $(shell cat VERSION)
 REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 BRANCH    ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)
+BUILD_DATE ?= $(shell date -u +%Y%m%d-%H:%M:%S)
 VPKG      := github.com/prometheus/common/version
-LDFLAGS   := -s -w -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION) -X $(VPKG).Branch=$(BRANCH) -X $(VPKG).BuildUser=$(shell id -un 2>/dev/null)@$(shell hostname 2>/dev/null) -X $(VPKG).BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
+LDFLAGS   := -s -w -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION) -X $(VPKG).Branch=$(BRANCH) -X $(VPKG).BuildUser=$(shell id -un 2>/dev/null)@$(shell hostname 2>/dev/null) -X $(VPKG).BuildDate=$(BUILD_DATE)
+IMAGE     ?= ghcr.io/vps-exporter/vps_exporter
 LISTEN    ?= :9877
 DEMO_SERVERS ?= 150
 
-.PHONY: all build run test rules lint fmt vet bench fuzz clean
+.PHONY: all build run test test-short rules lint fmt vet bench fuzz clean docker docker-push
 
 all: lint test build
 
@@ -22,13 +24,28 @@ build:
 run: build
 	./$(BIN) --demo --demo.servers=$(DEMO_SERVERS) --web.listen-address=$(LISTEN)
 
-## test: every test, with the race detector, the alert rules' unit tests,
-## and each fuzz target briefly (10,000 inputs each: a count, not a duration,
-## because Go 1.26's fuzz coordinator can fail a duration run at its end
-## with a bare "context deadline exceeded", golang/go#75804)
-test: vet rules
-	$(GO) test -race -count=1 -timeout 30m ./...
-	$(MAKE) --no-print-directory fuzz FUZZTIME=10000x
+## test: every test, in stages that say when they start and how long they
+## took: lint, the alert rules' unit tests, the packages' tests with the race
+## detector, the built binary's tests (simulator, Prometheus, Alertmanager,
+## chromium; each test named as it runs) and each fuzz target briefly (10,000
+## inputs each: a count, not a duration, because Go 1.26's fuzz coordinator
+## can fail a duration run at its end with a bare "context deadline
+## exceeded", golang/go#75804). About 10 minutes on 2 cores.
+STAGES ?= $(CURDIR)/.build/stages.txt
+test:
+	@mkdir -p $(dir $(STAGES)) && : > $(STAGES)
+	@export STAGES=$(STAGES); \
+	scripts/stage "lint (gofmt, go vet)" $(MAKE) --no-print-directory lint && \
+	scripts/stage "alert rules (promtool)" $(MAKE) --no-print-directory rules && \
+	scripts/stage "package tests (-race)" $(GO) test -race -count=1 -timeout 30m $$($(GO) list ./... | grep -vx '$(shell $(GO) list .)') && \
+	scripts/stage "binary tests (-race, built exporter)" $(GO) test -race -count=1 -timeout 40m -v . && \
+	scripts/stage "fuzz (10,000 inputs a target)" $(MAKE) --no-print-directory fuzz FUZZTIME=10000x; \
+	rc=$$?; printf '\n%-34s %-6s %s\n' stage result took; cat $(STAGES); exit $$rc
+
+## test-short: the packages' unit tests without the race detector and
+## without starting any process (no binary, Prometheus or browser): < 1 min
+test-short:
+	$(GO) test -short -count=1 -timeout 5m ./...
 
 ## rules: promtool check and unit-test alerts/ (required under CI; skipped
 ## with a warning when promtool is not installed elsewhere)
@@ -69,5 +86,15 @@ fuzz:
 		done; \
 	done
 
+## docker: the image the Kubernetes manifests name, stamped like make build
+docker:
+	docker build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) --build-arg BRANCH=$(BRANCH) \
+		--build-arg BUILD_DATE=$(BUILD_DATE) -t $(IMAGE):v$(VERSION) .
+
+## docker-push: push it (docker login to the registry first)
+docker-push: docker
+	docker push $(IMAGE):v$(VERSION)
+
+## clean: build outputs only (bench.txt is a checked-in measurement)
 clean:
-	rm -f $(BIN) bench.txt
+	rm -rf $(BIN) .build

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -33,6 +34,11 @@ var secrets = []string{secretBingo, secretVPS, secretE2ETok, secretE2EKey}
 var binPath string
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		// make test-short: no binary, no processes (startCmd skips).
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "vps_exporter_e2e")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -100,6 +106,7 @@ func startRaw(t testing.TB, logs *syncBuffer, args ...string) *exec.Cmd {
 // its output shown if the test failed.
 func startCmd(t testing.TB, logs *syncBuffer, label, name string, args ...string) *exec.Cmd {
 	t.Helper()
+	skipShort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Stdout, cmd.Stderr = logs, logs
@@ -417,6 +424,7 @@ func TestDemo(t *testing.T) {
 }
 
 func TestConfigCheck(t *testing.T) {
+	skipShort(t)
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.yml")
 	bad := filepath.Join(dir, "bad.yml")

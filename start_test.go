@@ -18,6 +18,7 @@ import (
 // killed) and what it logged.
 func runToExit(t *testing.T, limit time.Duration, args ...string) (int, string, time.Duration) {
 	t.Helper()
+	skipShort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	logs := &syncBuffer{}
@@ -38,6 +39,15 @@ func runToExit(t *testing.T, limit time.Duration, args ...string) (int, string, 
 	}
 	t.Fatalf("run: %v", err)
 	return 0, "", took
+}
+
+// skipShort skips a test that runs the built binary under -short (make
+// test-short builds none).
+func skipShort(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: starts no process")
+	}
 }
 
 // TestFailedStartExits is the start that never ended: every way a start
