@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,6 +33,7 @@ import (
 	"github.com/vps-exporter/vps_exporter/config"
 	"github.com/vps-exporter/vps_exporter/providers"
 	"github.com/vps-exporter/vps_exporter/remediation"
+	webui "github.com/vps-exporter/vps_exporter/web"
 )
 
 const program = "vps_exporter"
@@ -345,8 +345,8 @@ func (d *daemon) routes(reg *prometheus.Registry) http.Handler {
 		}
 		_, _ = w.Write([]byte("Reloaded\n"))
 	})
-	mux.Handle("/sd", collector.NewSDHandler(d.store))
-	mux.HandleFunc("/api/v1/accounts", d.serveAccounts)
+	mux.Handle("/sd", webui.NewSDHandler(d.store))
+	mux.Handle("/api/v1/accounts", webui.NewAccountsHandler(d.store, d.logger))
 	control := remediation.NewControlHandler(d.engine)
 	mux.Handle("/api/v1/remediation", control)
 	mux.Handle("/api/v1/remediation/", control)
@@ -380,38 +380,4 @@ func (d *daemon) routes(reg *prometheus.Registry) http.Handler {
 		}
 	}
 	return mux
-}
-
-// accountStatus is one account in /api/v1/accounts.
-type accountStatus struct {
-	Provider    string     `json:"provider"`
-	Account     string     `json:"account"`
-	Up          bool       `json:"up"`
-	Servers     int        `json:"servers"`
-	LastAttempt *time.Time `json:"last_attempt,omitempty"`
-	LastSuccess *time.Time `json:"last_success,omitempty"`
-	DurationSec float64    `json:"refresh_duration_seconds"`
-	Error       string     `json:"error,omitempty"`
-}
-
-func (d *daemon) serveAccounts(w http.ResponseWriter, _ *http.Request) {
-	var out []accountStatus
-	for _, s := range d.store.Snapshots() {
-		st := accountStatus{Provider: s.Provider, Account: s.Account, Up: s.Up, Servers: len(s.Servers), DurationSec: s.Duration.Seconds(), Error: s.Err}
-		if !s.LastAttempt.IsZero() {
-			t := s.LastAttempt.UTC()
-			st.LastAttempt = &t
-		}
-		if !s.LastSuccess.IsZero() {
-			t := s.LastSuccess.UTC()
-			st.LastSuccess = &t
-		}
-		out = append(out, st)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(out); err != nil {
-		level.Debug(d.logger).Log("msg", "write accounts", "err", err)
-	}
 }
