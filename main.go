@@ -11,8 +11,8 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
-	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	_ "time/tzdata" // account timezones work in a minimal container image
@@ -107,6 +107,9 @@ type daemon struct {
 
 	engine  *remediation.Engine
 	webhook *remediation.Webhook
+	// remCfg is the remediation configuration last applied (the status
+	// page shows its max_actions_per_hour).
+	remCfg atomic.Pointer[config.Remediation]
 
 	reloadMu      sync.Mutex
 	reloadOK      prometheus.Gauge
@@ -316,6 +319,8 @@ func (d *daemon) apply(c *config.Config) error {
 	// A remediation state file that cannot be opened turns remediation
 	// off (and says so); it does not fail the reload or the exporter.
 	_ = d.engine.Configure(c.Remediation, time.Duration(c.Global.RefreshInterval), c.Providers)
+	rc := c.Remediation
+	d.remCfg.Store(&rc)
 	return nil
 }
 
@@ -359,25 +364,7 @@ func (d *daemon) routes(reg *prometheus.Registry) http.Handler {
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	if d.flags.metricsPath != "/" {
-		landing, err := web.NewLandingPage(web.LandingConfig{
-			Name:        "VPS Exporter",
-			Description: "Prometheus exporter and health daemon for VPN.bingo, VPS.org and E2E Networks fleets",
-			Version:     version.Info(),
-			Profiling:   strconv.FormatBool(d.flags.enablePprof),
-			Links: []web.LandingLinks{
-				{Address: d.flags.metricsPath, Text: "Metrics"},
-				{Address: "/sd", Text: "Service discovery", Description: "Every server as a Prometheus HTTP SD target (JSON); see the README for its query parameters"},
-				{Address: "/api/v1/accounts", Text: "Accounts", Description: "Refresh status of every account (JSON)"},
-				{Address: "/api/v1/remediation", Text: "Remediation", Description: "Remediation actions (the audit log) and suppressions, newest first (JSON; filters provider, account, id, since, limit)"},
-				{Address: "/-/healthy", Text: "Health"},
-				{Address: "/-/ready", Text: "Readiness"},
-			},
-		})
-		if err != nil {
-			level.Error(d.logger).Log("msg", "cannot build landing page", "err", err)
-		} else {
-			mux.Handle("/", landing)
-		}
+		mux.Handle("/", d.statusPage())
 	}
 	return mux
 }
