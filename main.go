@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,9 +11,9 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	_ "time/tzdata" // account timezones work in a minimal container image
@@ -35,6 +34,7 @@ import (
 	"github.com/vps-exporter/vps_exporter/config"
 	"github.com/vps-exporter/vps_exporter/providers"
 	"github.com/vps-exporter/vps_exporter/remediation"
+	webui "github.com/vps-exporter/vps_exporter/web"
 )
 
 const program = "vps_exporter"
@@ -155,6 +155,9 @@ type daemon struct {
 
 	engine  *remediation.Engine
 	webhook *remediation.Webhook
+	// remCfg is the remediation configuration last applied (the status
+	// page shows its max_actions_per_hour).
+	remCfg atomic.Pointer[config.Remediation]
 
 	reloadMu      sync.Mutex
 	reloadOK      prometheus.Gauge
@@ -410,6 +413,8 @@ func (d *daemon) apply(c *config.Config, first bool) error {
 	if err := d.engine.Configure(c.Remediation, time.Duration(c.Global.RefreshInterval), c.Providers); err != nil && first && !remediation.IsStateLocked(err) {
 		return fmt.Errorf("remediation.state_file: %w", err)
 	}
+	rc := c.Remediation
+	d.remCfg.Store(&rc)
 	return nil
 }
 
@@ -444,8 +449,8 @@ func (d *daemon) routes(reg *prometheus.Registry) http.Handler {
 		}
 		_, _ = w.Write([]byte("Reloaded\n"))
 	})
-	mux.Handle("/sd", collector.NewSDHandler(d.store))
-	mux.HandleFunc("/api/v1/accounts", d.serveAccounts)
+	mux.Handle("/sd", webui.NewSDHandler(d.store))
+	mux.Handle("/api/v1/accounts", webui.NewAccountsHandler(d.store, d.logger))
 	control := remediation.NewControlHandler(d.engine)
 	mux.Handle("/api/v1/remediation", control)
 	mux.Handle("/api/v1/remediation/", control)
@@ -458,59 +463,7 @@ func (d *daemon) routes(reg *prometheus.Registry) http.Handler {
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	if d.flags.metricsPath != "/" {
-		landing, err := web.NewLandingPage(web.LandingConfig{
-			Name:        "VPS Exporter",
-			Description: "Prometheus exporter and health daemon for VPN.bingo, VPS.org and E2E Networks fleets",
-			Version:     version.Info(),
-			Profiling:   strconv.FormatBool(d.flags.enablePprof),
-			Links: []web.LandingLinks{
-				{Address: d.flags.metricsPath, Text: "Metrics"},
-				{Address: "/sd", Text: "Service discovery", Description: "Every server as a Prometheus HTTP SD target (JSON); see the README for its query parameters"},
-				{Address: "/api/v1/accounts", Text: "Accounts", Description: "Refresh status of every account (JSON)"},
-				{Address: "/api/v1/remediation", Text: "Remediation", Description: "Remediation actions (the audit log) and suppressions, newest first (JSON; filters provider, account, id, since, limit)"},
-				{Address: "/-/healthy", Text: "Health"},
-				{Address: "/-/ready", Text: "Readiness"},
-			},
-		})
-		if err != nil {
-			level.Error(d.logger).Log("msg", "cannot build landing page", "err", err)
-		} else {
-			mux.Handle("/", landing)
-		}
+		mux.Handle("/", d.statusPage())
 	}
 	return mux
-}
-
-// accountStatus is one account in /api/v1/accounts.
-type accountStatus struct {
-	Provider    string     `json:"provider"`
-	Account     string     `json:"account"`
-	Up          bool       `json:"up"`
-	Servers     int        `json:"servers"`
-	LastAttempt *time.Time `json:"last_attempt,omitempty"`
-	LastSuccess *time.Time `json:"last_success,omitempty"`
-	DurationSec float64    `json:"refresh_duration_seconds"`
-	Error       string     `json:"error,omitempty"`
-}
-
-func (d *daemon) serveAccounts(w http.ResponseWriter, _ *http.Request) {
-	var out []accountStatus
-	for _, s := range d.store.Snapshots() {
-		st := accountStatus{Provider: s.Provider, Account: s.Account, Up: s.Up, Servers: len(s.Servers), DurationSec: s.Duration.Seconds(), Error: s.Err}
-		if !s.LastAttempt.IsZero() {
-			t := s.LastAttempt.UTC()
-			st.LastAttempt = &t
-		}
-		if !s.LastSuccess.IsZero() {
-			t := s.LastSuccess.UTC()
-			st.LastSuccess = &t
-		}
-		out = append(out, st)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(out); err != nil {
-		level.Debug(d.logger).Log("msg", "write accounts", "err", err)
-	}
 }

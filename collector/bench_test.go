@@ -250,27 +250,3 @@ func TestGzipBodyDecodes(t *testing.T) {
 		t.Errorf("gzip saves little: %d of %d bytes", rec.Body.Len(), len(plain))
 	}
 }
-
-// BenchmarkSD is /sd next to /metrics (BenchmarkScrape) at the same
-// fleet: a request served from the body cached for its query (impl=cached,
-// every request but the first after a change), and the rendering itself,
-// once per change of the store and query (impl=render).
-func BenchmarkSD(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
-		st := storeOf(syntheticFleet(n))
-		h := NewSDHandler(st)
-		b.Run(fmt.Sprintf("servers=%d/impl=cached", n), func(b *testing.B) {
-			serve(b, h, httptest.NewRequest("GET", "/sd", nil))
-		})
-		snaps := st.Snapshots()
-		q := sdQuery{port: "9100", address: AddrPublicIPv4}
-		b.Run(fmt.Sprintf("servers=%d/impl=render", n), func(b *testing.B) {
-			b.ReportAllocs()
-			var out []byte
-			for i := 0; i < b.N; i++ {
-				out = renderSD(snaps, q)
-			}
-			b.SetBytes(int64(len(out)))
-		})
-	}
-}

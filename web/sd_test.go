@@ -1,4 +1,4 @@
-package collector
+package web
 
 import (
 	"bytes"
@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vps-exporter/vps_exporter/collector"
 	"github.com/vps-exporter/vps_exporter/providers"
 )
 
@@ -20,8 +21,8 @@ import (
 // node with a service port, a VPS.org server with IPv6, E2E nodes with and
 // without a public address, a name that is not valid UTF-8, and an account
 // whose last refresh failed.
-func sdStore() *Store {
-	st := NewStore()
+func sdStore() *collector.Store {
+	st := collector.NewStore()
 	t0 := time.Unix(1.7e9, 0)
 	st.Update("vpnbingo", "bingo", []providers.Server{
 		{ID: "28", Name: "Basic-", Hostname: "test.vpn.bingo", IP: "1.1.1.1", Port: "443", Location: "us", State: providers.StateDegraded, RawStatus: "Heartbeat Abnormal", RawCode: "18"},

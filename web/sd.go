@@ -1,4 +1,4 @@
-package collector
+package web
 
 import (
 	"fmt"
@@ -12,6 +12,7 @@ import (
 	"sync"
 	"unicode/utf8"
 
+	"github.com/vps-exporter/vps_exporter/collector"
 	"github.com/vps-exporter/vps_exporter/providers"
 )
 
@@ -101,7 +102,7 @@ func parseSDQuery(v url.Values) (sdQuery, error) {
 // query's body is rendered once per change of the store: Prometheus asks
 // the same few queries again and again.
 type SDHandler struct {
-	store *Store
+	store Inventory
 
 	mu    sync.Mutex
 	gen   uint64            // the store generation the cache is of
@@ -112,7 +113,7 @@ type SDHandler struct {
 const maxSDQueries = 32
 
 // NewSDHandler returns the /sd handler.
-func NewSDHandler(store *Store) *SDHandler { return &SDHandler{store: store} }
+func NewSDHandler(store Inventory) *SDHandler { return &SDHandler{store: store} }
 
 // ServeHTTP implements http.Handler.
 func (h *SDHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -137,7 +138,7 @@ func (h *SDHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *SDHandler) body(q sdQuery) []byte {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	gen := h.store.generation()
+	gen := h.store.Generation()
 	if gen != h.gen || h.cache == nil || len(h.cache) >= maxSDQueries {
 		h.cache, h.gen = map[string][]byte{}, gen
 	}
@@ -157,7 +158,7 @@ func (h *SDHandler) body(q sdQuery) []byte {
 // JSON itself (what encoding/json writes for []sdGroup, byte for byte,
 // TestSDMatchesEncodingJSON): at 10,000 servers the reflection and the
 // maps cost more than the rest of the rendering.
-func renderSD(snaps []Snapshot, q sdQuery) []byte {
+func renderSD(snaps []collector.Snapshot, q sdQuery) []byte {
 	n := 0
 	for _, sn := range snaps {
 		n += len(sn.Servers)
@@ -311,7 +312,7 @@ func validHost(h string) string {
 // sdLabelValues are the discovery labels of one server (without their
 // __meta_vps_ prefix) in the sorted order of their names; an empty value
 // is a label the provider does not give, left out.
-func sdLabelValues(sn Snapshot, s providers.Server) [14][2]string {
+func sdLabelValues(sn collector.Snapshot, s providers.Server) [14][2]string {
 	return [14][2]string{
 		{"account", sn.Account},
 		{"image", s.Image},

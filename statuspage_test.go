@@ -1,0 +1,300 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vps-exporter/vps_exporter/providers/sim"
+	"github.com/vps-exporter/vps_exporter/remediation"
+)
+
+var screenshotTo = flag.String("statuspage.screenshot", "", "TestStatusPage copies its screenshot of the status page here (e.g. docs/status-page.png)")
+
+// TestStatusPage drives the built exporter's status page in a real
+// headless browser (Debian's chromium): remediation on in dry run with a
+// rule that acts, paused by an operator with a reason, one account down.
+// It reads the DOM the browser built and takes a screenshot.
+func TestStatusPage(t *testing.T) {
+	chromium := lookTool(t, "chromium")
+	s, urls := startSim(t, 10)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "vps_exporter.yml")
+	writeConfig(t, cfgPath, urls, true)
+	appendRemediation(t, cfgPath, `  dry_run: true
+  max_actions_per_hour: 7
+  rules:
+    - {name: redeploy-degraded, provider: vpnbingo, state: [degraded], action: redeploy}
+`)
+	e := startExporter(t, "--config.file="+cfgPath)
+
+	// The rule acts (in dry run) on the degraded VPN node.
+	e.waitFor("a dry-run action", func() bool {
+		_, body := e.get("/api/v1/remediation")
+		return strings.Contains(body, `"result": "dry_run"`)
+	})
+	// An operator pauses remediation, with markup in the reason.
+	const reason = `provider maintenance, ticket OPS-1234 <b>until the vendor calls</b> & "then" resume`
+	if code, body := e.send("POST", "/api/v1/remediation/pause", `{"duration":"2h","reason":`+jsonString(reason)+`}`, true); code != 200 {
+		t.Fatalf("pause: HTTP %d %s", code, body)
+	}
+	// E2E refuses the key: its account goes down with an error (its
+	// requests carry the key in the URL: the error must not).
+	s.SetFault(sim.E2E, sim.Fault{Kind: sim.FaultStatus, Status: 401})
+	e.waitFor("e2e-delhi down", func() bool { return hasLine(e.metrics(), up("e2e", "e2e-delhi", 0)) })
+
+	url := "http://" + e.addr + "/"
+	dom := runChromium(t, chromium, "--dump-dom", url)
+	shot := filepath.Join(t.TempDir(), "page.png")
+	runChromium(t, chromium, "--screenshot="+shot, "--window-size=1280,1600", url)
+	_, _ = e.seen.Write(dom) // for the secrets check below
+
+	doc, err := parseDOM(string(dom))
+	if err != nil {
+		t.Fatalf("the browser's DOM does not parse: %v\n%s", err, dom)
+	}
+	if doc.byID("accounts") == nil {
+		t.Fatalf("not the status page:\n%s", dom)
+	}
+
+	// One row per account, in name order, with its state and servers.
+	type row struct{ provider, account, state, servers string }
+	var rows []row
+	for _, r := range doc.byClass("account") {
+		td := r.byTag("td")
+		if len(td) != 6 {
+			t.Fatalf("account row with %d cells: %s", len(td), r.text())
+		}
+		rows = append(rows, row{td[0].text(), td[1].text(), td[2].text(), td[3].text()})
+		if td[1].text() == "e2e-delhi" {
+			if errText := td[5].text(); !strings.Contains(errText, "401") {
+				t.Errorf("e2e-delhi's error cell: %q", errText)
+			}
+		} else if td[4].text() == "never" || td[5].text() != "" {
+			t.Errorf("%s: last success %q, error %q", td[1].text(), td[4].text(), td[5].text())
+		}
+	}
+	want := []row{
+		{"vpnbingo", "bingo-prod", "up", "10"},
+		{"e2e", "e2e-delhi", "down", "10 (stale)"},
+		{"vpsorg", "vps-main", "up", "10"},
+	}
+	if len(rows) != len(want) {
+		t.Fatalf("account rows %q, want %q", rows, want)
+	}
+	for i := range want {
+		if rows[i] != want[i] {
+			t.Errorf("account row %d: %q, want %q", i, rows[i], want[i])
+		}
+	}
+
+	// Remediation: enabled, dry run, paused with the operator's reason
+	// (as text: the markup in it makes no element).
+	for id, want := range map[string]string{
+		"remediation-enabled": "enabled",
+		"remediation-mode":    "dry run",
+		"remediation-paused":  "until 20", // a time, not "until resumed"
+		"pause-reason":        reason,
+		"remediation-budget":  " of 7 (max_actions_per_hour, dry run)",
+	} {
+		n := doc.byID(id)
+		if n == nil {
+			t.Errorf("no #%s in the DOM", id)
+			continue
+		}
+		if !strings.Contains(n.text(), want) {
+			t.Errorf("#%s: %q, want it to contain %q", id, n.text(), want)
+		}
+	}
+	if p := doc.byID("pause-reason"); p != nil && len(p.byTag("b")) > 0 {
+		t.Error("the pause reason's markup became an element")
+	}
+	if doc.byID("demo-banner") != nil {
+		t.Error("demo banner without --demo")
+	}
+
+	// A recent action: the rule's dry-run redeploy of the degraded node.
+	found := false
+	for _, a := range doc.byClass("action") {
+		txt := a.text()
+		if a.attr["data-result"] == "dry_run" && strings.Contains(txt, "bingo-prod") && strings.Contains(txt, "redeploy") && strings.Contains(txt, "redeploy-degraded") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no dry-run redeploy among the recent actions:\n%s", doc.byID("actions").text())
+	}
+	// The hour's count is of dry-run actions: here, every one listed.
+	dry := 0
+	for _, a := range doc.byClass("action") {
+		if a.attr["data-result"] == "dry_run" {
+			dry++
+		}
+	}
+	if b := doc.byID("remediation-budget"); b != nil && !strings.HasPrefix(b.text(), fmt.Sprintf("%d of 7 ", dry)) {
+		t.Errorf("actions this hour %q, but %d dry-run actions listed", b.text(), dry)
+	}
+	if doc.byID("exhausted-none") == nil {
+		t.Error("the exhausted servers section does not say none")
+	}
+	if len(doc.byTag("script")) > 0 {
+		t.Error("a script element on the page")
+	}
+
+	png, err := os.ReadFile(shot)
+	if err != nil {
+		t.Fatalf("no screenshot: %v", err)
+	}
+	if !bytes.HasPrefix(png, []byte("\x89PNG\r\n\x1a\n")) || len(png) < 10000 {
+		t.Errorf("the screenshot is not a PNG of a page (%d bytes)", len(png))
+	}
+	t.Logf("screenshot: %s", shot)
+	if *screenshotTo != "" {
+		if err := os.WriteFile(*screenshotTo, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	assertNoSecrets(t, "the status page", string(dom))
+	assertNoSecrets(t, "logs", e.logs.String())
+}
+
+func TestActionsThisHour(t *testing.T) {
+	now := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	rec := func(ago time.Duration, result string) remediation.Record {
+		return remediation.Record{Time: now.Add(-ago), Result: result}
+	}
+	mixed := []remediation.Record{ // newest first, as History gives them
+		rec(time.Minute, "dry_run"), rec(2*time.Minute, "success"), rec(3*time.Minute, "failed"),
+		rec(10*time.Minute, "dry_run"), rec(20*time.Minute, "unknown"), rec(61*time.Minute, "dry_run"), rec(2*time.Hour, "success"),
+	}
+	for _, tc := range []struct {
+		name    string
+		recs    []remediation.Record
+		dryRun  bool
+		n       int
+		count   int
+		atLeast bool
+	}{
+		{"dry run counts dry_run only, within the hour", mixed, true, 21, 2, false},
+		{"live counts every other result", mixed, false, 21, 3, false},
+		{"an older record ends the count even when all n came back", mixed, true, 7, 2, false},
+		{"fewer than asked for: all there are", mixed[:4], false, 21, 2, false},
+		{"all n within the hour: a lower bound", mixed[:4], true, 4, 2, true},
+		{"no history", nil, true, 21, 0, false},
+	} {
+		count, atLeast := actionsThisHour(tc.recs, tc.dryRun, now.Add(-time.Hour), tc.n)
+		if count != tc.count || atLeast != tc.atLeast {
+			t.Errorf("%s: %d (at least: %v), want %d (%v)", tc.name, count, atLeast, tc.count, tc.atLeast)
+		}
+	}
+}
+
+// runChromium runs headless chromium on its own profile, at most a
+// minute, and returns its standard output.
+func runChromium(t *testing.T, chromium string, args ...string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	all := append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+		"--disable-component-update", "--disable-sync", "--no-first-run", "--user-data-dir=" + t.TempDir()}, args...)
+	cmd := exec.CommandContext(ctx, chromium, all...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("chromium %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.Bytes()
+}
+
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// domNode is an element of the DOM the browser serialised.
+type domNode struct {
+	tag      string
+	attr     map[string]string
+	children []*domNode
+	all      strings.Builder // the text of the element and its descendants
+}
+
+// parseDOM reads the browser's serialised DOM with encoding/xml in its
+// lenient HTML mode.
+func parseDOM(s string) (*domNode, error) {
+	d := xml.NewDecoder(strings.NewReader(s))
+	d.Strict, d.AutoClose, d.Entity = false, xml.HTMLAutoClose, xml.HTMLEntity
+	root := &domNode{attr: map[string]string{}}
+	stack := []*domNode{root}
+	for {
+		tok, err := d.Token()
+		if err == io.EOF {
+			return root, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			n := &domNode{tag: strings.ToLower(t.Name.Local), attr: map[string]string{}}
+			for _, a := range t.Attr {
+				n.attr[strings.ToLower(a.Name.Local)] = a.Value
+			}
+			top := stack[len(stack)-1]
+			top.children = append(top.children, n)
+			stack = append(stack, n)
+		case xml.EndElement:
+			if len(stack) > 1 {
+				stack = stack[:len(stack)-1]
+			}
+		case xml.CharData:
+			for _, n := range stack {
+				n.all.Write(t)
+			}
+		}
+	}
+}
+
+// text is the element's text, spaces collapsed.
+func (n *domNode) text() string { return strings.Join(strings.Fields(n.all.String()), " ") }
+
+func (n *domNode) find(keep func(*domNode) bool) []*domNode {
+	var out []*domNode
+	var walk func(*domNode)
+	walk = func(m *domNode) {
+		if keep(m) {
+			out = append(out, m)
+		}
+		for _, c := range m.children {
+			walk(c)
+		}
+	}
+	walk(n)
+	return out
+}
+
+func (n *domNode) byID(id string) *domNode {
+	if r := n.find(func(m *domNode) bool { return m.attr["id"] == id }); len(r) > 0 {
+		return r[0]
+	}
+	return nil
+}
+
+func (n *domNode) byTag(tag string) []*domNode {
+	return n.find(func(m *domNode) bool { return m.tag == tag })
+}
+
+func (n *domNode) byClass(c string) []*domNode {
+	return n.find(func(m *domNode) bool { return strings.Contains(" "+m.attr["class"]+" ", " "+c+" ") })
+}
