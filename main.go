@@ -176,7 +176,7 @@ func run(args []string, stderr *os.File) int {
 
 	if f.configCheck {
 		if _, err := loadChecked(f); err != nil {
-			level.Error(logger).Log("msg", "configuration is invalid", "file", f.configFile, "err", err)
+			logConfigErrors(logger, "configuration is invalid", f.configFile, err)
 			return 1
 		}
 		level.Info(logger).Log("msg", "configuration is valid", "file", f.configFile)
@@ -261,7 +261,7 @@ func serve(parent context.Context, f *flags, logger log.Logger, toolkit *slog.Lo
 	d.manager = collector.NewManager(d.store, logger, d.engine.OnRefresh)
 	cleanups = append(cleanups, d.manager.Stop)
 	if err := d.load(true); err != nil {
-		level.Error(logger).Log("msg", "cannot start: configuration not loaded", "file", f.configFile, "err", err)
+		logConfigErrors(logger, "cannot start: configuration not loaded", f.configFile, err)
 		return 1
 	}
 
@@ -275,7 +275,7 @@ func serve(parent context.Context, f *flags, logger log.Logger, toolkit *slog.Lo
 				return
 			case <-hup:
 				if err := d.reload(); err != nil {
-					level.Error(logger).Log("msg", "reload failed; keeping the previous configuration", "err", err)
+					logConfigErrors(logger, "reload failed; keeping the previous configuration", f.configFile, err)
 				}
 			}
 		}
@@ -305,33 +305,29 @@ func serve(parent context.Context, f *flags, logger log.Logger, toolkit *slog.Lo
 }
 
 // loadChecked loads the configuration and checks it against the web
-// config: a webhook that can act for real needs a credential.
+// config: live remediation needs a credential (config's CheckCredential).
+// A file with mistakes gives them all, one per line.
 func loadChecked(f *flags) (*config.Config, error) {
 	c, err := config.Load(f.configFile)
-	if err != nil {
-		return nil, err
+	basic, werr := webBasicAuth(*f.webFlagConfig.WebConfigFile)
+	if err != nil || werr != nil {
+		return nil, errors.Join(err, werr)
 	}
-	basic, err := webBasicAuth(*f.webFlagConfig.WebConfigFile)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkWebhookCredential(c.Remediation, basic); err != nil {
+	if err := c.Remediation.CheckCredential(basic); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-// checkWebhookCredential refuses a webhook that can make real provider
-// calls without a credential, and a bearer token that basic auth would
-// shadow (both use the Authorization header).
-func checkWebhookCredential(r config.Remediation, basicAuth bool) error {
-	switch {
-	case r.Webhook.BearerToken != "" && basicAuth:
-		return errors.New("remediation.webhook.bearer_token: --web.config.file already asks for basic auth, which uses the same Authorization header; use one of the two")
-	case r.WebhookActsForReal() && r.Webhook.BearerToken == "" && !basicAuth:
-		return errors.New("remediation.webhook: with the webhook enabled and dry_run false, set bearer_token or bearer_token_file (or basic_auth_users in --web.config.file): the endpoint reboots and redeploys servers")
+// logConfigErrors logs a configuration that cannot be used: one line that
+// says so with the number of mistakes, then one line per mistake (its field
+// path and what is wrong), so that each reads alone in logfmt and json.
+func logConfigErrors(logger log.Logger, msg, file string, err error) {
+	lines := strings.Split(err.Error(), "\n")
+	level.Error(logger).Log("msg", msg, "file", file, "errors", len(lines))
+	for _, l := range lines {
+		level.Error(logger).Log("msg", "configuration error", "file", file, "err", l)
 	}
-	return nil
 }
 
 // webBasicAuth reports whether the exporter-toolkit web config asks for
@@ -443,7 +439,7 @@ func (d *daemon) routes(reg *prometheus.Registry) http.Handler {
 			return
 		}
 		if err := d.reload(); err != nil {
-			level.Error(d.logger).Log("msg", "reload failed; keeping the previous configuration", "err", err)
+			logConfigErrors(d.logger, "reload failed; keeping the previous configuration", d.flags.configFile, err)
 			http.Error(w, fmt.Sprintf("failed to reload config: %s", err), http.StatusInternalServerError)
 			return
 		}

@@ -332,7 +332,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, body := e.do("POST", "/-/reload")
-	if code != 500 || !strings.Contains(body, "providers[0].bogus: unknown field") {
+	if code != 500 || !strings.Contains(body, "providers[0] (x).bogus: unknown field") {
 		t.Errorf("bad reload answered %d %q", code, body)
 	}
 	m = e.metrics()
@@ -430,25 +430,42 @@ func TestConfigCheck(t *testing.T) {
 	bad := filepath.Join(dir, "bad.yml")
 	_ = os.WriteFile(good, []byte("providers: [{type: vpsorg, name: a, token: "+secretVPS+"}]\n"), 0o600)
 	_ = os.WriteFile(bad, []byte("providers: [{type: vpsorg, name: a, token: "+secretVPS+", rate_limit: -2}]\n"), 0o600)
-	// A webhook that can act for real needs a credential.
+	// Three mistakes, one run: each on its own line, non-secret values
+	// shown, the secret not.
+	three := filepath.Join(dir, "three.yml")
+	_ = os.WriteFile(three, []byte("global:\n  refresh_interval: 60\nproviders:\n  - type: vpnbingo\n    name: bingo-prod\n    token: "+secretBingo+
+		"\n    time_zone: UTC\n    rate_limit: fast\n"), 0o600)
+	// Live remediation needs a credential, webhook on or off.
 	const live = "remediation: {enabled: true, dry_run: false, state_file: /tmp/x.db, webhook: {enabled: true"
 	open := filepath.Join(dir, "open.yml")
 	_ = os.WriteFile(open, []byte("providers: [{type: vpsorg, name: a, token: "+secretVPS+"}]\n"+live+"}}\n"), 0o600)
+	rules := filepath.Join(dir, "rules.yml")
+	_ = os.WriteFile(rules, []byte("providers: [{type: vpsorg, name: a, token: "+secretVPS+"}]\nremediation: {enabled: true, dry_run: false, state_file: /tmp/x.db}\n"), 0o600)
 	token := filepath.Join(dir, "token.yml")
 	_ = os.WriteFile(token, []byte("providers: [{type: vpsorg, name: a, token: "+secretVPS+"}]\n"+live+", bearer_token: hook-SECRET-2}}\n"), 0o600)
 	web := writeWebConfig(t, dir, "am", "pw", "")
+	const needCredential = "remediation.webhook.bearer_token: required for live remediation (enabled: true, dry_run: false)"
 	for _, tc := range []struct {
 		file string
 		web  string
 		code int
-		want string
+		want []string // each on its own log line
 	}{
-		{good, "", 0, "configuration is valid"},
-		{bad, "", 1, "providers[0] (a).rate_limit: must not be negative"},
-		{open, "", 1, "remediation.webhook: with the webhook enabled and dry_run false, set bearer_token or bearer_token_file"},
-		{open, web, 0, "configuration is valid"},
-		{token, "", 0, "configuration is valid"},
-		{token, web, 1, "remediation.webhook.bearer_token: --web.config.file already asks for basic auth"},
+		{good, "", 0, []string{"configuration is valid"}},
+		{bad, "", 1, []string{"providers[0] (a).rate_limit: must not be negative, got -2"}},
+		{three, "", 1, []string{`msg="configuration is invalid"`, "errors=3",
+			"global.refresh_interval: 60: not a duration, e.g. 60s",
+			"providers[0] (bingo-prod).time_zone: unknown field, did you mean `timezone`?",
+			"providers[0] (bingo-prod).rate_limit: fast: not a number"}},
+		{open, "", 1, []string{needCredential}},
+		{rules, "", 1, []string{needCredential}},
+		{open, web, 0, []string{"configuration is valid"}},
+		{rules, web, 0, []string{"configuration is valid"}},
+		{token, "", 0, []string{"configuration is valid"}},
+		{token, web, 1, []string{"remediation.webhook.bearer_token: --web.config.file already asks for basic auth"}},
+		// The quick start and the example pass as they are written.
+		{"deploy/vps_exporter.minimal.yml", "", 0, []string{"configuration is valid"}},
+		{"deploy/vps_exporter.example.yml", "", 0, []string{"configuration is valid"}},
 	} {
 		args := []string{"--config.check", "--config.file=" + tc.file}
 		if tc.web != "" {
@@ -461,13 +478,39 @@ func TestConfigCheck(t *testing.T) {
 		if ee, ok := err.(*exec.ExitError); ok {
 			code = ee.ExitCode()
 		}
-		if code != tc.code || !strings.Contains(string(out), tc.want) {
-			t.Errorf("%s: exit %d, output %s", tc.file, code, out)
+		if code != tc.code {
+			t.Errorf("%s: exit %d, want %d; output %s", tc.file, code, tc.code, out)
+		}
+		lines := strings.Split(string(out), "\n")
+		for _, want := range tc.want {
+			n := 0
+			for _, l := range lines {
+				if strings.Contains(l, want) {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Errorf("%s: %q on %d lines, want 1:\n%s", tc.file, want, n, out)
+			}
 		}
 		assertNoSecrets(t, "--config.check output", string(out))
 		if strings.Contains(string(out), "hook-SECRET-2") {
 			t.Errorf("the webhook token in the output: %s", out)
 		}
+	}
+	// JSON logs: one object per line, one per mistake.
+	out, _ := exec.Command(binPath, "--config.check", "--config.file="+three, "--log.format=json").CombinedOutput()
+	var errs []string
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if !strings.HasPrefix(l, "{") || !strings.HasSuffix(l, "}") {
+			t.Fatalf("not a JSON line: %s", l)
+		}
+		if strings.Contains(l, `"msg":"configuration error"`) {
+			errs = append(errs, l)
+		}
+	}
+	if len(errs) != 3 || !strings.Contains(errs[0], `"err":"global.refresh_interval: 60: not a duration, e.g. 60s"`) {
+		t.Errorf("json: %q", errs)
 	}
 }
 

@@ -7,119 +7,324 @@ import (
 	"strconv"
 	"strings"
 
+	commoncfg "github.com/prometheus/common/config"
+	"github.com/prometheus/common/model"
 	"go.yaml.in/yaml/v3"
 )
 
-// locate finds where a document that failed to decode into a value of
-// type t went wrong, and returns that error with its field path
-// (`providers[1].rate_limit: ...`) instead of a line number: each scalar
-// is decoded alone into its field's type, so errors of custom
-// unmarshalers (durations, URLs), which carry no line, are placed too.
-// It returns nil when it cannot place the error.
-func locate(data []byte, t reflect.Type, decodeErr error) error {
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil || len(root.Content) == 0 {
-		return nil
-	}
-	w := &walker{lines: map[int]string{}}
-	if err := w.walk(root.Content[0], t, "", 0); err != nil {
-		return err
-	}
-	msg := firstLine(decodeErr.Error())
-	if m := unknownField.FindStringSubmatch(msg); m != nil {
-		for _, p := range w.unknown {
-			if p == m[1] || strings.HasSuffix(p, "."+m[1]) {
-				return fmt.Errorf("%s: unknown field", p)
-			}
-		}
-	}
-	// Another error yaml reports with a line (a mapping where a list
-	// belongs): name the field on that line.
-	lines := w.lines
-	if m := lineRef.FindStringSubmatch(decodeErr.Error()); m != nil {
-		if n, err := strconv.Atoi(m[1]); err == nil && lines[n] != "" {
-			msg := lineRef.ReplaceAllString(firstLine(decodeErr.Error()), "")
-			return fmt.Errorf("%s: %s", lines[n], clean(msg))
-		}
-	}
-	return nil
+// walker follows a YAML document through the config's types before it is
+// decoded, so that every mistake of a file is found in one run, each with
+// its field path: keys that are no field (with a suggestion), values that
+// do not decode into their field (each scalar is decoded alone, so errors
+// of custom unmarshalers such as durations, which carry no line, are placed
+// too), lists where a mapping belongs and the like. It removes what it
+// reports from the document, so that the rest decodes and validation can
+// report its own mistakes in the same run.
+//
+// A value is repeated in an error only for a non-secret field; a secret
+// field's value and an unknown field's value never are.
+type walker struct {
+	errs *errorList
+	// paths maps each key's and list item's path to its line, lines the
+	// other way, to place errors.
+	paths map[string]int
+	lines map[int]string
+	// seen holds, for each node and type already walked, whether the
+	// node was dropped: an alias is walked once per type, so an alias
+	// bomb costs no more than its document, and a loop ends.
+	seen map[seenKey]bool
+}
+
+type seenKey struct {
+	n *yaml.Node
+	t reflect.Type
+}
+
+// maxDepth bounds the walk: deeper than any config field is junk.
+const maxDepth = 32
+
+func newWalker(errs *errorList) *walker {
+	return &walker{errs: errs, paths: map[string]int{}, lines: map[int]string{}, seen: map[seenKey]bool{}}
 }
 
 var (
-	lineRef      = regexp.MustCompile(`line ([0-9]+): `)
-	unknownField = regexp.MustCompile(`field (\S+) not found in type`)
+	secretType     = reflect.TypeOf(commoncfg.Secret(""))
+	durationType   = reflect.TypeOf(model.Duration(0))
+	urlType        = reflect.TypeOf(commoncfg.URL{})
+	tlsVersionType = reflect.TypeOf(commoncfg.TLSVersion(0))
+	providerType   = reflect.TypeOf(Provider{})
+	ruleType       = reflect.TypeOf(Rule{})
 )
 
-// walker records, while following a document through the config's types,
-// which field path each line holds and the keys that are no field.
-type walker struct {
-	lines   map[int]string
-	unknown []string
+// isSecretName reports whether a field of that name never has its value
+// repeated, whatever its type.
+func isSecretName(name string) bool {
+	switch name {
+	case "token", "api_key", "bearer_token", "password", "key":
+		return true
+	}
+	return false
 }
 
-func firstLine(s string) string {
-	s = strings.TrimPrefix(s, "yaml: unmarshal errors:\n")
-	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
-	return s
+func (w *walker) place(path string, n *yaml.Node) {
+	if _, ok := w.paths[path]; !ok {
+		w.paths[path] = n.Line
+	}
+	if _, ok := w.lines[n.Line]; !ok {
+		w.lines[n.Line] = path
+	}
 }
 
-// clean drops yaml's prefixes and every quoted value (it may be a secret
-// pasted into the wrong field).
-func clean(msg string) string {
-	msg = strings.TrimPrefix(msg, "yaml: ")
-	msg = quotedValue.ReplaceAllString(msg, "`<value>`")
-	return doubleQuoted.ReplaceAllString(msg, "<value>")
+func (w *walker) fail(path string, n *yaml.Node, format string, args ...any) {
+	w.errs.fail(orTop(path), n.Line, fmt.Sprintf(format, args...))
 }
 
-var doubleQuoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
-
-// walk follows node n through type t, recording the path of every key's
-// line, and returns the first scalar that does not decode into its field.
-func (w *walker) walk(n *yaml.Node, t reflect.Type, path string, depth int) error {
-	if depth > 32 {
-		return nil // deeper than any config field: an alias loop, or junk
+// walk checks node n against type t and reports whether n must be dropped
+// from its parent (it cannot be decoded into t; the error is recorded).
+func (w *walker) walk(n *yaml.Node, t reflect.Type, path string, secret bool, depth int) (drop bool) {
+	if depth > maxDepth {
+		return false // the decoder reports what is wrong
 	}
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
+	if n.Kind == yaml.AliasNode {
+		if n.Alias == nil {
+			return false
+		}
+		n = n.Alias
+	}
+	k := seenKey{n, t}
+	if d, ok := w.seen[k]; ok {
+		return d
+	}
+	w.seen[k] = false
+	d := w.check(n, t, path, secret, depth)
+	w.seen[k] = d
+	return d
+}
+
+func (w *walker) check(n *yaml.Node, t reflect.Type, path string, secret bool, depth int) (drop bool) {
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+		return false // the field keeps its default
+	}
+	switch {
+	case isRecord(t):
+		if n.Kind != yaml.MappingNode {
+			w.fail(path, n, "want a mapping (field: value), got %s", kindName(n))
+			return true
+		}
+		if w.mapping(n, t, path, depth) {
+			return true
+		}
+		// A type's own unmarshaler may refuse a combination of fields
+		// (tls_config: both ca and ca_file); its message may quote values.
+		if hasUnmarshaler(t) {
+			if err := n.Decode(reflect.New(t).Interface()); err != nil {
+				w.fail(path, n, "%s", clean(err.Error()))
+				return true
+			}
+		}
+		return false
+	case t.Kind() == reflect.Slice:
+		switch {
+		case n.Kind == yaml.ScalarNode && !secret && !isRecord(deref(t.Elem())):
+			w.fail(path, n, "%s: want a list, e.g. [%s]", show(n.Value), show(n.Value))
+			return true
+		case n.Kind != yaml.SequenceNode:
+			w.fail(path, n, "want a list (each item on a line starting with \"- \", or [a, b]), got %s", kindName(n))
+			return true
+		}
+		w.sequence(n, t, path, secret, depth)
+		return false
+	case t.Kind() == reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			w.fail(path, n, "want a mapping (key: value), got %s", kindName(n))
+			return true
+		}
+		return w.mapping(n, t, path, depth)
+	}
+	if n.Kind != yaml.ScalarNode {
+		w.fail(path, n, "want a single value, got %s", kindName(n))
+		return true
+	}
+	if err := n.Decode(reflect.New(t).Interface()); err != nil {
+		w.fail(path, n, "%s", scalarError(t, n, secret, err))
+		return true
+	}
+	return false
+}
+
+// mapping walks the pairs of a mapping node into a struct (record) or a
+// map type, removing those it reports, and reports whether the node must
+// be dropped (a merge that cannot be merged).
+func (w *walker) mapping(n *yaml.Node, t reflect.Type, path string, depth int) (drop bool) {
+	keep := n.Content[:0:0]
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if isMerge(k) {
+			if !w.merge(v, t, path, depth) {
+				keep = append(keep, k, v)
+			}
+			continue
+		}
+		if k.Kind != yaml.ScalarNode {
+			w.errs.addLine(orTop(path), k.Line, "a key must be a single value, got "+kindName(k))
+			continue
+		}
+		p := field(path, k.Value)
+		w.place(p, k)
+		if line, dup := seen[k.Value]; dup {
+			where := fmt.Sprintf("lines %d and %d", line, k.Line)
+			if line == k.Line {
+				where = fmt.Sprintf("line %d", line)
+			}
+			w.errs.addLine(p, k.Line, "set twice ("+where+")")
+			continue
+		}
+		seen[k.Value] = k.Line
+		var ft reflect.Type
+		secret := false
+		if isRecord(t) {
+			f, ok := fieldByTag(t, k.Value)
+			if !ok {
+				msg := "unknown field"
+				if s := suggest(k.Value, fieldNames(t)); s != "" {
+					msg += ", " + s
+				}
+				w.errs.addLine(p, k.Line, msg)
+				continue
+			}
+			ft = f.Type
+			secret = deref(ft) == secretType || isSecretName(k.Value)
+		} else {
+			if err := k.Decode(reflect.New(t.Key()).Interface()); err != nil {
+				w.fail(p, k, "not a valid key")
+				continue
+			}
+			ft = t.Elem()
+		}
+		if w.walk(v, ft, p, secret, depth+1) {
+			continue
+		}
+		keep = append(keep, k, v)
+	}
+	n.Content = keep
+	return false
+}
+
+// merge walks the value of a merge key (<<: *defaults), which must be a
+// mapping or a list of them, and reports whether the merge must be
+// dropped.
+func (w *walker) merge(v *yaml.Node, t reflect.Type, path string, depth int) (drop bool) {
+	target := v
+	if target.Kind == yaml.AliasNode && target.Alias != nil {
+		target = target.Alias
+	}
+	items := []*yaml.Node{v}
+	if target.Kind == yaml.SequenceNode {
+		items = target.Content
+	}
+	for _, it := range items {
+		m := it
+		if m.Kind == yaml.AliasNode && m.Alias != nil {
+			m = m.Alias
+		}
+		if m.Kind != yaml.MappingNode {
+			w.fail(field(path, "<<"), v, "a merge needs a mapping or a list of mappings, got %s", kindName(m))
+			return true
+		}
+		if w.walk(it, t, path, false, depth+1) {
+			return true
+		}
+	}
+	return false
+}
+
+// sequence walks the items of a list. An item of a record type that does
+// not decode becomes an empty mapping (so the others keep their index); an
+// item of another type is removed.
+func (w *walker) sequence(n *yaml.Node, t reflect.Type, path string, secret bool, depth int) {
+	elem := t.Elem()
+	keep := n.Content[:0:0]
+	for i, item := range n.Content {
+		p := itemPath(path, i, itemName(item, deref(elem)))
+		w.place(p, item)
+		if !w.walk(item, elem, p, secret, depth+1) {
+			keep = append(keep, item)
+		} else if isRecord(deref(elem)) {
+			keep = append(keep, &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: item.Line, Column: item.Column})
+		}
+	}
+	n.Content = keep
+}
+
+// itemName is the name of an account or a rule, as validation names them.
+func itemName(n *yaml.Node, t reflect.Type) string {
+	if t != providerType && t != ruleType {
+		return ""
+	}
 	if n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias
 	}
-	switch {
-	case n.Kind == yaml.ScalarNode:
-		if n.Tag == "!!null" {
-			return nil
-		}
-		if err := n.Decode(reflect.New(t).Interface()); err != nil {
-			return fmt.Errorf("%s: %s", orTop(path), clean(lineRef.ReplaceAllString(firstLine(err.Error()), "")))
-		}
-	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			p := k.Value
-			if path != "" {
-				p = path + "." + k.Value
-			}
-			w.lines[k.Line] = p
-			f, ok := fieldByTag(t, k.Value)
-			if !ok {
-				w.unknown = append(w.unknown, p)
-				continue
-			}
-			if err := w.walk(v, f.Type, p, depth+1); err != nil {
-				return err
-			}
-		}
-	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
-		for i, item := range n.Content {
-			p := fmt.Sprintf("%s[%d]", path, i)
-			w.lines[item.Line] = p
-			if err := w.walk(item, t.Elem(), p, depth+1); err != nil {
-				return err
-			}
+	if n.Kind != yaml.MappingNode {
+		return ""
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k, v := n.Content[i], n.Content[i+1]; k.Value == "name" && v.Kind == yaml.ScalarNode && v.ShortTag() != "!!null" {
+			return v.Value
 		}
 	}
-	return nil
+	return ""
+}
+
+var bareNumber = regexp.MustCompile(`^[0-9]+$`)
+
+// scalarError says why a single value does not decode into its field:
+// with the value and a hint for a non-secret field, without for a secret
+// one.
+func scalarError(t reflect.Type, n *yaml.Node, secret bool, err error) string {
+	if secret {
+		return "cannot be read as text (the value is not shown: it is a secret)"
+	}
+	v := show(n.Value)
+	switch t {
+	case durationType:
+		if bareNumber.MatchString(n.Value) {
+			return fmt.Sprintf("%s: not a duration, e.g. %ss", v, n.Value)
+		}
+		return v + ": not a duration, e.g. 60s, 10m or 24h (units ms, s, m, h, d, w, y)"
+	case urlType:
+		// Not repeated: a proxy URL may carry a password.
+		return "not a valid URL"
+	case tlsVersionType:
+		return v + ": unknown TLS version (want TLS10, TLS11, TLS12 or TLS13)"
+	}
+	switch t.Kind() {
+	case reflect.Bool:
+		return v + ": not a boolean (true or false)"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return v + ": not a whole number"
+	case reflect.Float32, reflect.Float64:
+		return v + ": not a number"
+	case reflect.String:
+		return v + ": cannot be read as text"
+	}
+	return clean(err.Error())
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.AliasNode:
+		return "an alias"
+	}
+	return "a single value"
 }
 
 func orTop(path string) string {
@@ -129,16 +334,72 @@ func orTop(path string) string {
 	return path
 }
 
+func deref(t reflect.Type) reflect.Type {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t
+}
+
+// isRecord reports whether t is a struct decoded field by field (a struct
+// without yaml-tagged fields, such as a URL, is a single value).
+func isRecord(t reflect.Type) bool {
+	if t.Kind() != reflect.Struct {
+		return false
+	}
+	for i := 0; i < t.NumField(); i++ {
+		if t.Field(i).Tag.Get("yaml") != "" {
+			return true
+		}
+	}
+	return false
+}
+
+type obsoleteUnmarshaler interface {
+	UnmarshalYAML(unmarshal func(any) error) error
+}
+
+func hasUnmarshaler(t reflect.Type) bool {
+	p := reflect.PointerTo(t)
+	return p.Implements(reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()) || p.Implements(reflect.TypeOf((*obsoleteUnmarshaler)(nil)).Elem())
+}
+
+func isMerge(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.Value == "<<" && (n.Tag == "" || n.Tag == "!" || n.ShortTag() == "!!merge")
+}
+
 // fieldByTag returns the struct field that yaml decodes key into,
 // looking into inlined structs.
 func fieldByTag(t reflect.Type, key string) (reflect.StructField, bool) {
+	for _, f := range fields(t) {
+		if f.name == key {
+			return f.StructField, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+// fieldNames returns the keys a struct takes, in order.
+func fieldNames(t reflect.Type) []string {
+	var names []string
+	for _, f := range fields(t) {
+		names = append(names, f.name)
+	}
+	return names
+}
+
+type namedField struct {
+	reflect.StructField
+	name string
+}
+
+func fields(t reflect.Type) []namedField {
+	var out []namedField
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
 		if strings.Contains(opts, "inline") {
-			if sf, ok := fieldByTag(f.Type, key); ok {
-				return sf, true
-			}
+			out = append(out, fields(f.Type)...)
 			continue
 		}
 		if name == "-" || !f.IsExported() {
@@ -147,9 +408,41 @@ func fieldByTag(t reflect.Type, key string) (reflect.StructField, bool) {
 		if name == "" {
 			name = strings.ToLower(f.Name)
 		}
-		if name == key {
-			return f, true
+		out = append(out, namedField{f, name})
+	}
+	return out
+}
+
+// located places an error of the strict decoder that the walk did not
+// find (it should find them all): on the field of the line it names, with
+// every quoted value removed. It is the last resort, so it says only
+// what yaml says.
+func (w *walker) located(err error) *FieldError {
+	msg := strings.TrimPrefix(err.Error(), "yaml: unmarshal errors:\n")
+	msg, _, _ = strings.Cut(strings.TrimSpace(msg), "\n")
+	if m := lineRef.FindStringSubmatch(msg); m != nil {
+		if n, err := strconv.Atoi(m[1]); err == nil && w.lines[n] != "" {
+			return &FieldError{Path: w.lines[n], Msg: clean(lineRef.ReplaceAllString(msg, "")), line: n}
 		}
 	}
-	return reflect.StructField{}, false
+	return &FieldError{Path: "config", Msg: clean(msg)}
+}
+
+var (
+	lineRef = regexp.MustCompile(`line ([0-9]+): `)
+	// The values yaml.v3's and Go's errors quote: `v`, "v", and 'v' of
+	// more than one character (yaml's syntax errors quote single
+	// characters that way: expected ',' or ']').
+	quotedValue  = regexp.MustCompile("`[^`]*`")
+	doubleQuoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
+	singleQuoted = regexp.MustCompile(`'[^']{2,}'`)
+)
+
+// clean drops yaml's prefix and every quoted value from a message that
+// may quote a value (a secret in the wrong place, a password in a URL).
+func clean(msg string) string {
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	msg = quotedValue.ReplaceAllString(msg, "`<value>`")
+	msg = singleQuoted.ReplaceAllString(msg, "'<value>'")
+	return doubleQuoted.ReplaceAllString(msg, "<value>")
 }

@@ -106,14 +106,54 @@ func testCert(t *testing.T) certPair {
 	return certPEM
 }
 
-func TestExporterConfigs(t *testing.T) {
-	dir := t.TempDir()
-	c, err := config.Load(relocate(t, "vps_exporter.example.yml", "/etc/vps_exporter/", dir))
+// loadChecked loads a config as vps_exporter --config.check does (without
+// a web config): config.Load, then the remediation credential rule.
+func loadChecked(path string) (*config.Config, error) {
+	c, err := config.Load(path)
 	if err != nil {
-		t.Fatalf("vps_exporter.example.yml: %v", err)
+		return nil, err
+	}
+	return c, c.Remediation.CheckCredential(false)
+}
+
+// The example and the quick start pass --config.check as they are written,
+// with their placeholders: a new user's first run does not fail on them.
+func TestExporterConfigs(t *testing.T) {
+	c, err := loadChecked("vps_exporter.example.yml")
+	if err != nil {
+		t.Fatalf("vps_exporter.example.yml:\n%v", err)
 	}
 	if len(c.Providers) != 3 || c.Remediation.Enabled || !c.Remediation.DryRun || len(c.Remediation.Rules) == 0 {
 		t.Errorf("example config: %d providers, remediation %+v", len(c.Providers), c.Remediation)
+	}
+	for _, p := range c.Providers {
+		if !strings.HasPrefix(string(p.Token), config.Placeholder) {
+			t.Errorf("example account %s: the token is not the placeholder from secrets/", p.Name)
+		}
+	}
+	// Made live as it is, it is refused: its webhook token is public.
+	b, err := os.ReadFile("vps_exporter.example.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := strings.Replace(strings.Replace(string(b), "enabled: false          # nothing", "enabled: true          # nothing", 1), "dry_run: true ", "dry_run: false", 1)
+	lc, err := config.Parse([]byte(live), ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !lc.Remediation.Live() {
+		t.Fatal("the edit did not make the example live")
+	}
+	if err := lc.Remediation.CheckCredential(false); err == nil || !strings.Contains(err.Error(), "remediation.webhook.bearer_token: still the example's placeholder") {
+		t.Errorf("the example, live with its placeholder webhook token: %v", err)
+	}
+
+	m, err := loadChecked("vps_exporter.minimal.yml")
+	if err != nil {
+		t.Fatalf("vps_exporter.minimal.yml:\n%v", err)
+	}
+	if len(m.Providers) != 1 || string(m.Providers[0].Token) != "REPLACE_WITH_YOUR_TOKEN" || m.Remediation.Enabled {
+		t.Errorf("minimal config: %d providers, remediation enabled %v", len(m.Providers), m.Remediation.Enabled)
 	}
 	// The Kubernetes ConfigMap's config, with the Secret's keys as files.
 	var cm struct {
