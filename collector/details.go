@@ -3,6 +3,7 @@ package collector
 import (
 	"context"
 	"errors"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"github.com/go-kit/log/level"
 
 	"github.com/vps-exporter/vps_exporter/providers"
+	"github.com/vps-exporter/vps_exporter/providers/apiclient"
 )
 
 // details schedules one account's per-server detail reads (VPS.org) apart
@@ -316,7 +318,10 @@ func (d *details) done(id string, srv providers.Server, err error, now time.Time
 			return // the poller stops: not the provider's failure
 		}
 		d.lastOK = time.Time{}
-		level.Debug(d.logger).Log("id", id, "msg", "detail read failed", "err", err)
+		level.Debug(d.logger).Log("id", id, "msg", "detail read attempt failed", "err", err)
+		if throttled(err) {
+			return // the account's rate, cut by the client: not this server
+		}
 		if errors.Is(err, providers.ErrUnauthorized) {
 			if !d.stopped && !d.accountDown && (d.refusedLogged.IsZero() || now.Sub(d.refusedLogged) >= d.remindEvery) {
 				level.Warn(d.logger).Log("msg", "detail read refused: credentials not accepted; no detail reads until the next successful list", "err", err)
@@ -351,6 +356,12 @@ func (d *details) done(id string, srv providers.Server, err error, now time.Time
 	}
 	r.failing, r.reported, r.quiet, r.err = false, false, false, nil
 	r.srv, r.at, d.dirty = srv, now, true
+}
+
+// throttled is whether err is the provider's 429.
+func throttled(err error) bool {
+	var ae *apiclient.Error
+	return errors.As(err, &ae) && ae.Status == http.StatusTooManyRequests
 }
 
 // run reads details with up to workers requests in flight until ctx ends.

@@ -262,6 +262,13 @@ func TestDetailFailureLoggedOncePerServer(t *testing.T) {
 	if infos := logLines(logs, "info"); len(infos) != 1 || !strings.Contains(infos[0], "id=105") {
 		t.Fatalf("its recovery logged as %q", infos)
 	}
+	// A throttled read (429) is the account's rate, not a server failing.
+	now = t0.Add(4*time.Minute + time.Second)
+	d.done("110", providers.Server{}, &apiclient.Error{Status: 429, Msg: "Request was throttled."}, now)
+	d.listed(servers(ids(30)...), nil, now)
+	if warns := logLines(logs, "warn"); len(warns) != 1 {
+		t.Fatalf("a throttled read was logged:\n%s", strings.Join(warns[1:], "\n"))
+	}
 	// Twenty servers fail at once: one line, with the count.
 	for _, id := range ids(20) {
 		delete(f.cpu, id)
