@@ -172,7 +172,12 @@ func (d *details) reportLocked(started time.Time) {
 		level.Warn(d.logger).Log("msg", "detail reads failed; these servers keep their list data and their last detail values",
 			"servers", len(failed), "ids", idSample(failed), "err", d.servers[failed[0]].err)
 	}
-	rec := d.recovered
+	var rec []string
+	for _, id := range d.recovered {
+		if _, ok := d.servers[id]; ok { // not gone from the list meanwhile
+			rec = append(rec, id)
+		}
+	}
 	d.recovered = nil
 	slices.SortFunc(rec, cmpID)
 	if len(rec) <= maxLoggedServers {
