@@ -125,6 +125,8 @@ func (d *details) setListLocked(list []providers.Server) {
 // them (so that a failure the list then shows to be the account's is not
 // logged per server).
 func (d *details) listed(list []providers.Server, err error, started time.Time) {
+	var lines logLines
+	defer lines.write(d.logger) // after the unlock
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err != nil {
@@ -150,12 +152,13 @@ func (d *details) listed(list []providers.Server, err error, started time.Time) 
 		}
 	}
 	d.setListLocked(list)
-	d.reportLocked(started)
+	d.reportLocked(started, &lines)
 }
 
-// reportLocked logs the servers that started failing before started and
-// those whose logged failure has ended: a line each, or one line for many.
-func (d *details) reportLocked(started time.Time) {
+// reportLocked reports the servers that started failing before started
+// and those whose logged failure has ended: a line each, or one line for
+// many.
+func (d *details) reportLocked(started time.Time, lines *logLines) {
 	var failed []string
 	for id, r := range d.servers {
 		if r.failing && !r.reported && !r.failedAt.After(started) {
@@ -166,10 +169,10 @@ func (d *details) reportLocked(started time.Time) {
 	slices.SortFunc(failed, cmpID)
 	if len(failed) <= maxLoggedServers {
 		for _, id := range failed {
-			level.Warn(d.logger).Log("id", id, "msg", "detail read failed; the server keeps its list data and its last detail values", "err", d.servers[id].err)
+			lines.add(level.Warn, "id", id, "msg", "detail read failed; the server keeps its list data and its last detail values", "err", d.servers[id].err)
 		}
 	} else {
-		level.Warn(d.logger).Log("msg", "detail reads failed; these servers keep their list data and their last detail values",
+		lines.add(level.Warn, "msg", "detail reads failed; these servers keep their list data and their last detail values",
 			"servers", len(failed), "ids", idSample(failed), "err", d.servers[failed[0]].err)
 	}
 	var rec []string
@@ -182,10 +185,28 @@ func (d *details) reportLocked(started time.Time) {
 	slices.SortFunc(rec, cmpID)
 	if len(rec) <= maxLoggedServers {
 		for _, id := range rec {
-			level.Info(d.logger).Log("id", id, "msg", "detail read recovered")
+			lines.add(level.Info, "id", id, "msg", "detail read recovered")
 		}
 	} else {
-		level.Info(d.logger).Log("msg", "detail reads recovered", "servers", len(rec), "ids", idSample(rec))
+		lines.add(level.Info, "msg", "detail reads recovered", "servers", len(rec), "ids", idSample(rec))
+	}
+}
+
+// logLines are log lines gathered under the lock and written after it.
+type logLines []logLine
+
+type logLine struct {
+	level func(log.Logger) log.Logger
+	kv    []any
+}
+
+func (l *logLines) add(lvl func(log.Logger) log.Logger, kv ...any) {
+	*l = append(*l, logLine{lvl, kv})
+}
+
+func (l *logLines) write(logger log.Logger) {
+	for _, ln := range *l {
+		_ = ln.level(logger).Log(ln.kv...)
 	}
 }
 
@@ -312,6 +333,8 @@ func (d *details) next(now time.Time) (string, time.Duration) {
 // a refused read stops the reads and is logged at once (then at most once
 // per remindEvery while refusals go on).
 func (d *details) done(id string, srv providers.Server, err error, now time.Time) {
+	var lines logLines
+	defer lines.write(d.logger) // after the unlock
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	r := d.servers[id]
@@ -323,13 +346,13 @@ func (d *details) done(id string, srv providers.Server, err error, now time.Time
 			return // the poller stops: not the provider's failure
 		}
 		d.lastOK = time.Time{}
-		level.Debug(d.logger).Log("id", id, "msg", "detail read attempt failed", "err", err)
+		lines.add(level.Debug, "id", id, "msg", "detail read attempt failed", "err", err)
 		if throttled(err) {
 			return // the account's rate, cut by the client: not this server
 		}
 		if errors.Is(err, providers.ErrUnauthorized) {
 			if !d.stopped && !d.accountDown && (d.refusedLogged.IsZero() || now.Sub(d.refusedLogged) >= d.remindEvery) {
-				level.Warn(d.logger).Log("msg", "detail read refused: credentials not accepted; no detail reads until the next successful list", "err", err)
+				lines.add(level.Warn, "msg", "detail read refused: credentials not accepted; no detail reads until the next successful list", "err", err)
 				d.refusedLogged = now
 			}
 			d.stopped = true
@@ -345,7 +368,7 @@ func (d *details) done(id string, srv providers.Server, err error, now time.Time
 		return
 	}
 	if !d.refusedLogged.IsZero() {
-		level.Info(d.logger).Log("msg", "detail reads accepted again")
+		lines.add(level.Info, "msg", "detail reads accepted again")
 		d.refusedLogged = time.Time{}
 	}
 	if !d.lastOK.IsZero() {

@@ -78,8 +78,8 @@ func (f *flakyAccount) counts() (lists, details int) {
 	return f.lists, f.details
 }
 
-// logLines returns the lines of logs at the given levels.
-func logLines(logs *syncbuf.Buffer, levels ...string) []string {
+// linesAt returns the lines of logs at the given levels.
+func linesAt(logs *syncbuf.Buffer, levels ...string) []string {
 	var out []string
 	for _, l := range strings.Split(logs.String(), "\n") {
 		for _, lv := range levels {
@@ -144,7 +144,7 @@ func TestPollerLogsWhatChanged(t *testing.T) {
 			}
 			lists1, _ := f.counts()
 			downFor := time.Since(start)
-			warns := logLines(logs, "warn")
+			warns := linesAt(logs, "warn")
 			// The first line, then at most one per reminder period.
 			maxWarns := 1 + int(downFor/m.remindEvery)
 			if len(warns) == 0 || len(warns) > maxWarns {
@@ -160,18 +160,18 @@ func TestPollerLogsWhatChanged(t *testing.T) {
 			if len(warns) < 2 || !strings.Contains(warns[1], "still down") {
 				t.Errorf("no reminder after %v down with a %v reminder period:\n%s", downFor, m.remindEvery, strings.Join(warns, "\n"))
 			}
-			if n := len(logLines(logs, "info")); n != 0 {
+			if n := len(linesAt(logs, "info")); n != 0 {
 				t.Errorf("%d info lines while down", n)
 			}
 
 			f.set(nil, nil)
 			waitUntil(t, "the account up", 5*time.Second, func() bool { sn, _ := st.Snapshot("acct"); return sn.Up })
 			time.Sleep(200 * time.Millisecond) // more successful refreshes
-			infos := logLines(logs, "info")
+			infos := linesAt(logs, "info")
 			if len(infos) != 1 || !strings.Contains(infos[0], "recovered") {
 				t.Errorf("recovery logged as %q; want one info line", infos)
 			}
-			if n := len(logLines(logs, "warn")); n != len(warns) {
+			if n := len(linesAt(logs, "warn")); n != len(warns) {
 				t.Errorf("%d more warnings after the recovery", n-len(warns))
 			}
 		})
@@ -206,7 +206,7 @@ func TestDetailFailuresQuietWhileAccountDown(t *testing.T) {
 	s.SetFault(sim.VPSOrg, sim.Fault{Kind: sim.FaultStatus, Status: 503})
 	time.Sleep(10 * interval) // every server's detail is tried again
 	req := s.Requests(sim.VPSOrg)
-	lines := logLines(logs, "warn", "info", "error")
+	lines := linesAt(logs, "warn", "info", "error")
 	if len(lines) != 1 || !strings.Contains(lines[0], "account down") {
 		t.Errorf("an API down for %v (%v requests) logged %d lines; want the account's one warning:\n%s",
 			10*interval, req, len(lines), strings.Join(lines, "\n"))
@@ -214,7 +214,7 @@ func TestDetailFailuresQuietWhileAccountDown(t *testing.T) {
 	s.ClearFaults()
 	waitUntil(t, "the account up", 5*time.Second, func() bool { sn, _ := st.Snapshot("vps"); return sn.Up })
 	time.Sleep(10 * interval)
-	lines = logLines(logs, "warn", "info", "error")
+	lines = linesAt(logs, "warn", "info", "error")
 	if len(lines) != 2 || !strings.Contains(lines[1], "recovered") {
 		t.Errorf("after the recovery: %d lines; want the warning and one recovery line:\n%s", len(lines), strings.Join(lines, "\n"))
 	}
@@ -251,7 +251,7 @@ func TestDetailFailureLoggedOncePerServer(t *testing.T) {
 		pass(now)
 		d.listed(servers(ids(30)...), nil, now)
 	}
-	warns := logLines(logs, "warn")
+	warns := linesAt(logs, "warn")
 	if len(warns) != 1 || !strings.Contains(warns[0], "id=105") || !strings.Contains(warns[0], "HTTP 500") {
 		t.Fatalf("one failing server logged as:\n%s", strings.Join(warns, "\n"))
 	}
@@ -259,14 +259,14 @@ func TestDetailFailureLoggedOncePerServer(t *testing.T) {
 	now := t0.Add(4 * time.Minute)
 	pass(now)
 	d.listed(servers(ids(30)...), nil, now)
-	if infos := logLines(logs, "info"); len(infos) != 1 || !strings.Contains(infos[0], "id=105") {
+	if infos := linesAt(logs, "info"); len(infos) != 1 || !strings.Contains(infos[0], "id=105") {
 		t.Fatalf("its recovery logged as %q", infos)
 	}
 	// A throttled read (429) is the account's rate, not a server failing.
 	now = t0.Add(4*time.Minute + time.Second)
 	d.done("110", providers.Server{}, &apiclient.Error{Status: 429, Msg: "Request was throttled."}, now)
 	d.listed(servers(ids(30)...), nil, now)
-	if warns := logLines(logs, "warn"); len(warns) != 1 {
+	if warns := linesAt(logs, "warn"); len(warns) != 1 {
 		t.Fatalf("a throttled read was logged:\n%s", strings.Join(warns[1:], "\n"))
 	}
 	// Twenty servers fail at once: one line, with the count.
@@ -276,7 +276,7 @@ func TestDetailFailureLoggedOncePerServer(t *testing.T) {
 	now = t0.Add(5 * time.Minute)
 	pass(now)
 	d.listed(servers(ids(30)...), nil, now)
-	warns = logLines(logs, "warn")
+	warns = linesAt(logs, "warn")
 	if len(warns) != 2 || !strings.Contains(warns[1], "servers=20") {
 		t.Fatalf("twenty failing servers logged as:\n%s", strings.Join(warns[1:], "\n"))
 	}
@@ -310,7 +310,7 @@ func TestUnauthorizedStopsDetailReads(t *testing.T) {
 	if n := details1 - details0; n > 0 {
 		t.Errorf("%d detail reads while every list was refused (%d lists); want none", n, lists1-lists0)
 	}
-	if lines := logLines(logs, "warn", "info", "error"); len(lines) > 2 {
+	if lines := linesAt(logs, "warn", "info", "error"); len(lines) > 2 {
 		t.Errorf("%d log lines for one revoked key:\n%s", len(lines), strings.Join(lines, "\n"))
 	}
 
