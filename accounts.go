@@ -34,6 +34,8 @@ func buildAccounts(c *config.Config, api *collector.APIMetrics) ([]collector.Acc
 			// Detail reads in flight; VPS.org's List (not used by the
 			// poller) takes the same bound.
 			MaxConcurrency: c.Global.MaxConcurrency,
+			// 0 (a config built without validation) means 5 intervals.
+			StaleAfter: time.Duration(c.Global.StaleAfter),
 		})
 	}
 	return out, nil
@@ -75,8 +77,8 @@ func accountKey(g config.Global, p config.Provider) string {
 		proxy = p.ProxyURL.String()
 	}
 	h := sha256.New()
-	fmt.Fprintf(h, "%v|%v|%d|%s|%s|%s|%s|%s|%s|%s|%s|%v|%v|%+v|%s",
-		g.RefreshInterval, g.RequestTimeout, g.MaxConcurrency,
+	fmt.Fprintf(h, "%v|%v|%d|%v|%s|%s|%s|%s|%s|%s|%s|%s|%v|%v|%+v|%s",
+		g.RefreshInterval, g.RequestTimeout, g.MaxConcurrency, g.StaleAfter,
 		p.Type, p.Name, p.URL, p.Token, p.APIKey, p.ProjectID, p.Location, p.Loc, p.RateLimit, p.DetailBudget, p.TLSConfig, proxy)
 	return hex.EncodeToString(h.Sum(nil))
 }

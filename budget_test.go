@@ -98,12 +98,12 @@ providers:
 	if n := withCPU(m); n < 190 {
 		t.Errorf("after 80 s %d of 200 servers have resource metrics; want at least 95%%", n)
 	}
-	// The broken server: listed, no resource metrics, no detail age.
+	// The broken server: listed, no resource metrics, no detail timestamp.
 	id := fmt.Sprintf(`id="%d"`, broken)
 	if !strings.Contains(grepLines(m, "vps_server_info{"), id) {
 		t.Errorf("the server whose detail fails lost its list data")
 	}
-	if strings.Contains(grepLines(m, "vps_server_cpu_usage_ratio{"), id) || strings.Contains(grepLines(m, "vps_server_detail_age_seconds{"), id) {
+	if strings.Contains(grepLines(m, "vps_server_cpu_usage_ratio{"), id) || strings.Contains(grepLines(m, "vps_server_detail_timestamp_seconds{"), id) {
 		t.Errorf("the server whose detail never succeeded has detail metrics")
 	}
 	if v := metricValue(m, "vps_provider_api_requests_total", `endpoint="servers_detail"`, `code="500"`); v < 2 {
@@ -118,8 +118,8 @@ providers:
 	if n := failedLog; n != 1 {
 		t.Errorf("the failing server was logged %d times; want once", n)
 	}
-	if v := metricValue(m, "vps_server_detail_age_seconds", `account="vps-big"`); v <= 0 {
-		t.Error("no vps_server_detail_age_seconds")
+	if v := metricValue(m, "vps_server_detail_timestamp_seconds", `account="vps-big"`); v <= 0 {
+		t.Error("no vps_server_detail_timestamp_seconds")
 	}
 	if !strings.Contains(m, "\nvps_provider_detail_backlog{") {
 		t.Error("no vps_provider_detail_backlog")

@@ -3,7 +3,9 @@ package collector
 import (
 	"context"
 	"errors"
+	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -11,39 +13,72 @@ import (
 	"github.com/go-kit/log/level"
 
 	"github.com/vps-exporter/vps_exporter/providers"
+	"github.com/vps-exporter/vps_exporter/providers/apiclient"
 )
 
 // details schedules one account's per-server detail reads (VPS.org) apart
 // from its list: the list is read every interval, the details as the API
 // budget allows, the least recently tried first (a new server before any
 // other), each server at most once per interval. A read that fails keeps
-// the server's last detail values until they are older than maxAge.
+// the server's last detail values until they are older than the keep limit
+// (maxAgeLocked); the time of its last successful read stays. Credentials
+// refused (401/403, on a list or on a detail) stop the reads until a list
+// succeeds again.
 type details struct {
 	p        providers.Detailer
 	interval time.Duration
 	logger   log.Logger
+	// remindEvery is how often a refusal that goes on is logged again.
+	remindEvery time.Duration
 
 	mu      sync.Mutex
 	servers map[string]*detailRec
 	queue   []string // ids to read next, in order; rebuilt when empty
 	wake    chan struct{}
 	dirty   bool // a read finished since the last publish
-	// completions and first measure the rate details are read at, so
-	// that the staleness limit grows with the time a full pass takes.
+	// The keep limit grows with the time a full pass takes, measured as
+	// the rate of successful reads: completions reads in active time,
+	// counted from one successful read to the next only. A failure or a
+	// stop ends the stretch (lastOK zero), so the measure stands still
+	// while reads fail.
 	completions int
-	first       time.Time
+	active      time.Duration
+	lastOK      time.Time
+	// stopped: credentials were refused; nothing is read until the next
+	// successful list.
+	stopped bool
+	// accountDown: the account's last list failed. Detail failures are
+	// then the account's, logged with it, not server by server.
+	accountDown bool
+	// refusedLogged is when a refused detail read was last logged; zero
+	// when the refusal is not current (or the account's outage covers it).
+	refusedLogged time.Time
+	// recovered are the servers whose logged failure ended since the last
+	// report.
+	recovered []string
 }
 
 type detailRec struct {
 	srv      providers.Server // the detail read, converted
 	at       time.Time        // last successful read; zero when none
 	tried    time.Time        // last attempt; zero when never tried
-	failing  bool             // the last attempt failed (logged once)
 	inFlight bool
+	// failing: the last attempt failed, at failedAt, with err.
+	failing  bool
+	failedAt time.Time
+	err      error
+	// reported: the failure has been dealt with in the log, by a line of
+	// its own or (quiet) as part of the account's outage.
+	reported, quiet bool
 }
 
+// maxLoggedServers is how many servers starting (or ending) to fail at
+// once are logged one line each; more are one line with their count.
+const maxLoggedServers = 3
+
 func newDetails(p providers.Detailer, interval time.Duration, logger log.Logger) *details {
-	return &details{p: p, interval: interval, logger: logger, servers: map[string]*detailRec{}, wake: make(chan struct{}, 1)}
+	return &details{p: p, interval: interval, logger: logger, remindEvery: 10 * time.Minute,
+		servers: map[string]*detailRec{}, wake: make(chan struct{}, 1)}
 }
 
 // setList makes the scheduled servers those of the latest list; new ones
@@ -51,6 +86,10 @@ func newDetails(p providers.Detailer, interval time.Duration, logger log.Logger)
 func (d *details) setList(list []providers.Server) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.setListLocked(list)
+}
+
+func (d *details) setListLocked(list []providers.Server) {
 	present := make(map[string]bool, len(list))
 	var fresh []string
 	for _, s := range list {
@@ -65,8 +104,12 @@ func (d *details) setList(list []providers.Server) {
 			delete(d.servers, id)
 		}
 	}
+	resume := d.stopped
+	d.stopped = false
 	if len(fresh) > 0 {
 		d.queue = append(fresh, d.queue...)
+	}
+	if len(fresh) > 0 || resume {
 		select {
 		case d.wake <- struct{}{}:
 		default:
@@ -74,41 +117,158 @@ func (d *details) setList(list []providers.Server) {
 	}
 }
 
+// listed is told of every list refresh (started at started): a list
+// refused for its credentials stops the detail reads; a failed list makes
+// detail failures the account's (not logged server by server); a
+// successful one schedules its servers, resumes stopped reads and logs the
+// detail failures and recoveries since the last list, which started after
+// them (so that a failure the list then shows to be the account's is not
+// logged per server).
+func (d *details) listed(list []providers.Server, err error, started time.Time) {
+	var lines logLines
+	defer lines.write(d.logger) // after the unlock
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err != nil {
+		if errors.Is(err, providers.ErrUnauthorized) {
+			d.stopped, d.lastOK = true, time.Time{}
+		}
+		d.accountDown = true
+		for _, r := range d.servers {
+			if r.failing && !r.reported {
+				r.reported, r.quiet = true, true
+			}
+		}
+		return
+	}
+	if d.accountDown {
+		// The outage is over: its failures are forgotten, and a server
+		// that fails from now on is logged.
+		d.accountDown, d.refusedLogged = false, time.Time{}
+		for _, r := range d.servers {
+			if r.quiet {
+				r.failing, r.reported, r.quiet = false, false, false
+			}
+		}
+	}
+	d.setListLocked(list)
+	d.reportLocked(started, &lines)
+}
+
+// reportLocked reports the servers that started failing before started
+// and those whose logged failure has ended: a line each, or one line for
+// many.
+func (d *details) reportLocked(started time.Time, lines *logLines) {
+	var failed []string
+	for id, r := range d.servers {
+		if r.failing && !r.reported && !r.failedAt.After(started) {
+			r.reported = true
+			failed = append(failed, id)
+		}
+	}
+	slices.SortFunc(failed, cmpID)
+	if len(failed) <= maxLoggedServers {
+		for _, id := range failed {
+			lines.add(level.Warn, "id", id, "msg", "detail read failed; the server keeps its list data and its last detail values", "err", d.servers[id].err)
+		}
+	} else {
+		lines.add(level.Warn, "msg", "detail reads failed; these servers keep their list data and their last detail values",
+			"servers", len(failed), "ids", idSample(failed), "err", d.servers[failed[0]].err)
+	}
+	var rec []string
+	for _, id := range d.recovered {
+		if _, ok := d.servers[id]; ok { // not gone from the list meanwhile
+			rec = append(rec, id)
+		}
+	}
+	d.recovered = nil
+	slices.SortFunc(rec, cmpID)
+	if len(rec) <= maxLoggedServers {
+		for _, id := range rec {
+			lines.add(level.Info, "id", id, "msg", "detail read recovered")
+		}
+	} else {
+		lines.add(level.Info, "msg", "detail reads recovered", "servers", len(rec), "ids", idSample(rec))
+	}
+}
+
+// logLines are log lines gathered under the lock and written after it.
+type logLines []logLine
+
+type logLine struct {
+	level func(log.Logger) log.Logger
+	kv    []any
+}
+
+func (l *logLines) add(lvl func(log.Logger) log.Logger, kv ...any) {
+	*l = append(*l, logLine{lvl, kv})
+}
+
+func (l *logLines) write(logger log.Logger) {
+	for _, ln := range *l {
+		_ = ln.level(logger).Log(ln.kv...)
+	}
+}
+
+// idSample is the first few ids of a sorted list, for a log line.
+func idSample(ids []string) string {
+	const n = 5
+	if len(ids) <= n {
+		return strings.Join(ids, ",")
+	}
+	return strings.Join(ids[:n], ",") + ",..."
+}
+
+func cmpID(a, b string) int {
+	switch {
+	case a == b:
+		return 0
+	case idLess(a, b):
+		return -1
+	}
+	return 1
+}
+
 // maxAgeLocked is how long detail values are kept without a successful
-// read: ten intervals, or three times a full pass over the account at
-// the rate reads have completed, whichever is longer.
-func (d *details) maxAgeLocked(now time.Time) time.Duration {
+// read: ten intervals, or three times a full pass over the account at the
+// rate successful reads completed, whichever is longer. Time spent
+// failing or stopped does not count, so the limit does not grow while the
+// reads fail.
+func (d *details) maxAgeLocked() time.Duration {
 	limit := 10 * d.interval
-	if d.completions >= 10 {
-		perSec := float64(d.completions) / max(now.Sub(d.first).Seconds(), 1e-3)
-		pass := time.Duration(float64(len(d.servers)) / perSec * float64(time.Second))
+	if d.completions >= 10 && d.active > 0 {
+		pass := time.Duration(float64(len(d.servers)) * float64(d.active) / float64(d.completions))
 		limit = max(limit, 3*pass)
 	}
 	return limit
 }
 
 // merge returns the list with each server's detail values (where they are
-// recent enough), when each was read (zero: none), and the backlog: how
-// many servers have no detail read younger than the interval.
+// recent enough), when each server's detail was last read successfully
+// (zero: never; kept when its values are dropped for age, so that alerts
+// see how old it is), and the backlog: how many servers have no detail
+// read younger than the interval.
 func (d *details) merge(list []providers.Server, now time.Time) ([]providers.Server, []time.Time, int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	maxAge := d.maxAgeLocked(now)
+	maxAge := d.maxAgeLocked()
 	out := make([]providers.Server, len(list))
 	at := make([]time.Time, len(list))
 	backlog := 0
 	for i, s := range list {
 		out[i] = s
 		r := d.servers[s.ID]
-		if r == nil || r.at.IsZero() || now.Sub(r.at) > maxAge {
+		if r == nil || r.at.IsZero() {
 			backlog++
 			continue
 		}
+		at[i] = r.at
 		if now.Sub(r.at) > d.interval {
 			backlog++
 		}
-		out[i] = d.p.MergeDetail(s, r.srv)
-		at[i] = r.at
+		if now.Sub(r.at) <= maxAge {
+			out[i] = d.p.MergeDetail(s, r.srv)
+		}
 	}
 	return out, at, backlog
 }
@@ -127,6 +287,9 @@ func (d *details) takeDirty() bool {
 func (d *details) next(now time.Time) (string, time.Duration) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.stopped {
+		return "", d.interval // until setList resumes the reads
+	}
 	due := func(r *detailRec) bool {
 		return r != nil && !r.inFlight && (r.tried.IsZero() || now.Sub(r.tried) >= d.interval)
 	}
@@ -165,32 +328,68 @@ func (d *details) next(now time.Time) (string, time.Duration) {
 	}
 }
 
-// done records the outcome of one read. A failure is logged when a server
-// starts failing and when it recovers, not on every attempt.
+// done records the outcome of one read. Failures are logged by
+// reportLocked once the next list shows whether they are the account's;
+// a refused read stops the reads and is logged at once (then at most once
+// per remindEvery while refusals go on).
 func (d *details) done(id string, srv providers.Server, err error, now time.Time) {
+	var lines logLines
+	defer lines.write(d.logger) // after the unlock
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	r := d.servers[id]
-	if r == nil {
-		return // gone from the list meanwhile
+	if r != nil {
+		r.inFlight = false
 	}
-	r.inFlight = false
-	logger := log.With(d.logger, "id", id)
 	if err != nil {
-		if !r.failing && !errors.Is(err, context.Canceled) {
-			level.Warn(logger).Log("msg", "detail read failed; the server keeps its list data and its last detail values", "err", err)
+		if errors.Is(err, context.Canceled) {
+			return // the poller stops: not the provider's failure
 		}
-		r.failing = true
+		d.lastOK = time.Time{}
+		lines.add(level.Debug, "id", id, "msg", "detail read attempt failed", "err", err)
+		if throttled(err) {
+			return // the account's rate, cut by the client: not this server
+		}
+		if errors.Is(err, providers.ErrUnauthorized) {
+			if !d.stopped && !d.accountDown && (d.refusedLogged.IsZero() || now.Sub(d.refusedLogged) >= d.remindEvery) {
+				lines.add(level.Warn, "msg", "detail read refused: credentials not accepted; no detail reads until the next successful list", "err", err)
+				d.refusedLogged = now
+			}
+			d.stopped = true
+			return // the account's credentials, not this server
+		}
+		if r == nil {
+			return // gone from the list meanwhile
+		}
+		r.failing, r.failedAt, r.err = true, now, err
+		if d.accountDown && !r.reported {
+			r.reported, r.quiet = true, true
+		}
 		return
 	}
-	if r.failing {
-		level.Info(logger).Log("msg", "detail read recovered")
+	if !d.refusedLogged.IsZero() {
+		lines.add(level.Info, "msg", "detail reads accepted again")
+		d.refusedLogged = time.Time{}
 	}
-	if d.completions == 0 {
-		d.first = now
+	if !d.lastOK.IsZero() {
+		d.active += now.Sub(d.lastOK)
+		d.completions++
 	}
-	d.completions++
-	r.srv, r.at, r.failing, d.dirty = srv, now, false, true
+	d.lastOK = now
+	if r == nil {
+		return
+	}
+	if r.failing && r.reported && !r.quiet {
+		d.recovered = append(d.recovered, id)
+	}
+	r.failing, r.reported, r.quiet, r.err = false, false, false, nil
+	r.srv, r.at, d.dirty = srv, now, true
+}
+
+// throttled is whether err is the provider's 429.
+func throttled(err error) bool {
+	var ae *apiclient.Error
+	return errors.As(err, &ae) && ae.Status == http.StatusTooManyRequests
 }
 
 // run reads details with up to workers requests in flight until ctx ends.

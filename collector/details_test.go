@@ -95,10 +95,11 @@ func TestDetailSchedule(t *testing.T) {
 	if backlog != 1 {
 		t.Fatalf("backlog %d, want 1 (server 2's detail is older than the interval)", backlog)
 	}
-	// Ten intervals later its values are too old to show.
+	// Ten intervals later its values are too old to show; when it was
+	// last read stays.
 	merged, at, _ = d.merge(servers("1", "2", "3", "4"), t0.Add(11*time.Minute))
-	if merged[1].CPUUsageRatio.OK || !at[1].IsZero() {
-		t.Fatalf("values older than the staleness limit still shown: %+v", merged[1].CPUUsageRatio)
+	if merged[1].CPUUsageRatio.OK || at[1] != t0.Add(time.Second) {
+		t.Fatalf("values older than the staleness limit: %+v read at %v; want no values, read at %v", merged[1].CPUUsageRatio, at[1], t0.Add(time.Second))
 	}
 	// A server that left the list is forgotten.
 	d.setList(servers("1", "3", "4"))
@@ -108,7 +109,7 @@ func TestDetailSchedule(t *testing.T) {
 }
 
 // The real poller against the simulator: details arrive between lists and
-// are published with their age; a server whose detail starts failing keeps
+// are published with the time they were read; a server whose detail starts failing keeps
 // its values and the account stays up.
 func TestPollerDetailsBetweenLists(t *testing.T) {
 	s := sim.New(sim.Options{PerAPI: map[sim.API]int{sim.VPSOrg: 30, sim.VPNBingo: 0, sim.E2E: 0}, Seed: 9})
@@ -146,8 +147,8 @@ func TestPollerDetailsBetweenLists(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if !strings.Contains(string(store.current().plain), `vps_server_detail_age_seconds{provider="vpsorg",account="vps",id="12000"} `) {
-		t.Error("no detail age in the rendered metrics")
+	if !strings.Contains(string(store.current().plain), `vps_server_detail_timestamp_seconds{provider="vpsorg",account="vps",id="12000"} `) {
+		t.Error("no detail timestamp in the rendered metrics")
 	}
 	s.SetDetailFault(sim.VPSOrg, 12001, sim.Fault{Kind: sim.FaultStatus, Status: 503})
 	time.Sleep(3 * time.Second)
@@ -159,34 +160,5 @@ func TestPollerDetailsBetweenLists(t *testing.T) {
 		if sv.ID == "12001" && !sv.CPUUsageRatio.OK {
 			t.Fatal("the failing server lost its last detail values")
 		}
-	}
-}
-
-// Between list refreshes only servers with a new detail read are rendered
-// again; a list refresh moves every detail age on.
-func TestDetailAgesRenderedAtListRefresh(t *testing.T) {
-	st := NewStore()
-	t0 := time.Unix(1.7e9, 0)
-	list := servers("1", "2")
-	at := []time.Time{t0, t0}
-	apply := func(detailsOnly bool, now time.Time, at []time.Time) {
-		st.Apply(Refresh{Provider: "vpsorg", Account: "a", Servers: list, DetailAt: at, Details: true, DetailsOnly: detailsOnly, Started: now, At: now})
-	}
-	apply(false, t0.Add(10*time.Second), at)
-	e2 := st.accounts["a"].entries[1]
-	gen := st.gen
-	// A details-only update where server 1 got a new read: 2 is kept.
-	apply(true, t0.Add(13*time.Second), []time.Time{t0.Add(12 * time.Second), t0})
-	if st.accounts["a"].entries[1] != e2 || st.gen == gen {
-		t.Fatal("details-only update: the unchanged server was rendered again, or the changed one was not")
-	}
-	if got := string(st.current().plain); !strings.Contains(got, `vps_server_detail_age_seconds{provider="vpsorg",account="a",id="1"} 1`) ||
-		!strings.Contains(got, `vps_server_detail_age_seconds{provider="vpsorg",account="a",id="2"} 10`) {
-		t.Fatalf("ages after a details-only update:\n%s", got)
-	}
-	// The next list refresh brings every age up to date.
-	apply(false, t0.Add(20*time.Second), []time.Time{t0.Add(12 * time.Second), t0})
-	if got := string(st.current().plain); !strings.Contains(got, `id="1"} 8`) || !strings.Contains(got, `id="2"} 20`) {
-		t.Fatalf("ages after a list refresh:\n%s", got)
 	}
 }

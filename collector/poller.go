@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,19 @@ type Account struct {
 	// MaxConcurrency bounds the detail reads in flight (providers that
 	// implement providers.Detailer); 0 means 8.
 	MaxConcurrency int
+	// StaleAfter is how long a failing account's servers keep their
+	// series on /metrics after its last successful list (global.stale_after);
+	// 0 means 5 x Interval. Past it they leave /metrics; the snapshot
+	// keeps them.
+	StaleAfter time.Duration
+}
+
+// staleAfter is StaleAfter with its default.
+func (a Account) staleAfter() time.Duration {
+	if a.StaleAfter > 0 {
+		return a.StaleAfter
+	}
+	return 5 * a.Interval
 }
 
 // RefreshFunc is told of every refresh, after the store has it.
@@ -34,6 +48,8 @@ type Manager struct {
 	store     *Store
 	logger    log.Logger
 	onRefresh RefreshFunc
+	// remindEvery is how often an account that stays down is logged again.
+	remindEvery time.Duration
 
 	// applyMu serializes Apply and Stop; mu guards pollers and is never
 	// held while waiting for a poller, which may itself ask for Provider
@@ -55,7 +71,7 @@ type poller struct {
 
 // NewManager returns a Manager writing to store. onRefresh may be nil.
 func NewManager(store *Store, logger log.Logger, onRefresh RefreshFunc) *Manager {
-	return &Manager{store: store, logger: logger, onRefresh: onRefresh, pollers: map[string]*poller{}}
+	return &Manager{store: store, logger: logger, onRefresh: onRefresh, remindEvery: 10 * time.Minute, pollers: map[string]*poller{}}
 }
 
 // stopWait bounds how long Apply waits for a replaced poller to finish
@@ -165,10 +181,10 @@ func (m *Manager) publishLocked() {
 }
 
 func (m *Manager) run(ctx context.Context, a Account) {
-	pl := &pollState{acct: a}
+	pl := &pollState{acct: a, logger: log.With(m.logger, "provider", a.Provider.Type(), "account", a.Provider.Account())}
 	if d, ok := a.Provider.(providers.Detailer); ok {
-		logger := log.With(m.logger, "provider", d.Type(), "account", d.Account())
-		pl.details = newDetails(d, a.Interval, logger)
+		pl.details = newDetails(d, a.Interval, pl.logger)
+		pl.details.remindEvery = m.remindEvery
 		conc := a.MaxConcurrency
 		if conc <= 0 {
 			conc = 8
@@ -205,7 +221,7 @@ func (m *Manager) run(ctx context.Context, a Account) {
 				now := time.Now()
 				servers, at, backlog := pl.details.merge(pl.last, now)
 				m.store.Apply(Refresh{Provider: a.Provider.Type(), Account: a.Provider.Account(), Servers: servers,
-					DetailAt: at, Details: true, Backlog: backlog, DetailsOnly: true, At: now})
+					DetailAt: at, Details: true, Backlog: backlog, DetailsOnly: true, At: now, StaleAfter: a.staleAfter()})
 			}
 		}
 	}
@@ -214,13 +230,19 @@ func (m *Manager) run(ctx context.Context, a Account) {
 // pollState is what one account's poller keeps between refreshes.
 type pollState struct {
 	acct    Account
+	logger  log.Logger
 	details *details           // nil when the provider has no detail reads
 	last    []providers.Server // the last list, for merging details into
+	// down: the last refresh failed; since downSince, last logged at
+	// remindedAt. withdrawn: the servers' series have left /metrics.
+	down                  bool
+	downSince, remindedAt time.Time
+	withdrawn             bool
 }
 
 // refresh lists an account once, bounded by its interval, and stores the
 // result with the detail values read so far. A failure leaves the
-// previous servers in place, marked stale.
+// previous servers in place, marked stale, until stale_after.
 func (m *Manager) refresh(ctx context.Context, pl *pollState) {
 	p := pl.acct.Provider
 	rctx, cancel := context.WithTimeout(ctx, pl.acct.Interval)
@@ -237,11 +259,12 @@ func (m *Manager) refresh(ctx context.Context, pl *pollState) {
 	if ctx.Err() != nil {
 		return // shutting down or replaced: not a provider failure
 	}
-	r := Refresh{Provider: p.Type(), Account: p.Account(), Servers: servers, Err: err, Started: start, Took: took, At: start.Add(took)}
+	r := Refresh{Provider: p.Type(), Account: p.Account(), Servers: servers, Err: err, Started: start, Took: took, At: start.Add(took),
+		StaleAfter: pl.acct.staleAfter()}
 	if pl.details != nil {
 		r.Details = true
+		pl.details.listed(servers, err, start)
 		if err == nil {
-			pl.details.setList(servers)
 			pl.last = servers
 		}
 		if pl.last != nil {
@@ -249,13 +272,40 @@ func (m *Manager) refresh(ctx context.Context, pl *pollState) {
 		}
 	}
 	snap := m.store.Apply(r)
-	logger := log.With(m.logger, "provider", p.Type(), "account", p.Account())
-	if err != nil {
-		level.Warn(logger).Log("msg", "refresh failed; account marked down, last servers kept as stale", "duration", took, "err", err)
-	} else {
-		level.Debug(logger).Log("msg", "refreshed", "servers", len(servers), "duration", took)
-	}
+	m.logRefresh(pl, snap, err, r.At)
 	if m.onRefresh != nil {
 		m.onRefresh(ctx, snap)
 	}
+}
+
+// logRefresh logs what changed: one warning when the account goes down
+// (with the error), a reminder at most every remindEvery while it stays
+// down, one line when its series leave /metrics, one when it recovers.
+// Every failure is at debug level.
+func (m *Manager) logRefresh(pl *pollState, snap Snapshot, err error, now time.Time) {
+	logger := pl.logger
+	switch {
+	case err != nil && !pl.down:
+		pl.down, pl.downSince, pl.remindedAt = true, now, now
+		msg := "account down: refresh failed; its last servers are kept as stale until stale_after"
+		if errors.Is(err, providers.ErrUnauthorized) {
+			msg = "account down: refresh failed, credentials refused; no detail reads until a list succeeds"
+		}
+		level.Warn(logger).Log("msg", msg, "stale_after", pl.acct.staleAfter(), "err", err)
+	case err != nil && now.Sub(pl.remindedAt) >= m.remindEvery:
+		pl.remindedAt = now
+		level.Warn(logger).Log("msg", "account still down: refresh failed", "down_for", now.Sub(pl.downSince).Round(time.Second), "err", err)
+	case err != nil:
+		level.Debug(logger).Log("msg", "refresh failed", "err", err)
+	case pl.down:
+		pl.down = false
+		level.Info(logger).Log("msg", "account recovered", "down_for", now.Sub(pl.downSince).Round(time.Second), "servers", len(snap.Servers))
+	default:
+		level.Debug(logger).Log("msg", "refreshed", "servers", len(snap.Servers))
+	}
+	if snap.Withdrawn && !pl.withdrawn && len(snap.Servers) > 0 {
+		level.Info(logger).Log("msg", "account down longer than stale_after: its servers' series left /metrics until it recovers (service discovery keeps them)",
+			"stale_after", pl.acct.staleAfter(), "servers", len(snap.Servers))
+	}
+	pl.withdrawn = snap.Withdrawn
 }

@@ -29,7 +29,7 @@ const (
 	famDiskUsed
 	famCanRedeploy
 	famBackups
-	famDetailAge
+	famDetailTime
 	numFamilies
 )
 
@@ -57,7 +57,7 @@ func families() [numFamilies]family {
 		famDiskUsed:       {"vps_server_disk_used_bytes", "Disk space in use in bytes."},
 		famCanRedeploy:    {"vps_server_can_redeploy", "1 when the provider allows a redeploy without force."},
 		famBackups:        {"vps_server_backups_enabled", "1 when provider backups are enabled."},
-		famDetailAge:      {"vps_server_detail_age_seconds", "Age of the server's per-server detail data (VPS.org resource usage) as of the account's last list refresh, or of the read itself when it came later; absent without detail data."},
+		famDetailTime:     {"vps_server_detail_timestamp_seconds", "When the server's per-server detail data (VPS.org resource usage, transfer) was last read successfully, as a Unix timestamp; kept when the values are dropped for age; absent until a read succeeded."},
 	}
 }
 
@@ -68,8 +68,7 @@ func families() [numFamilies]family {
 // server's bytes are held once.
 type entry struct {
 	srv      providers.Server
-	age      int64 // detail age in seconds; -1: no detail data
-	detailAt int64 // when the detail was read, unix nanoseconds; 0: none
+	detailAt int64 // when the detail was read, Unix seconds; 0: none
 	buf      []byte
 	off      [numFamilies + 1]uint32
 	at       [numFamilies]uint32
@@ -88,8 +87,8 @@ func (e *entry) lines(f int, body []byte) []byte {
 }
 
 // render writes a server's series once; the scrape path only copies them.
-func render(provider, account string, s providers.Server, age int64, names *[numFamilies]family) *entry {
-	e := &entry{srv: s, age: age}
+func render(provider, account string, s providers.Server, detailAt int64, names *[numFamilies]family) *entry {
+	e := &entry{srv: s, detailAt: detailAt}
 	b := make([]byte, 0, 2048)
 	// The identifying labels every series shares.
 	lbl := make([]byte, 0, 96)
@@ -173,9 +172,9 @@ func render(provider, account string, s providers.Server, age int64, names *[num
 			opt(f, s.CanRedeploy)
 		case famBackups:
 			opt(f, s.BackupsEnabled)
-		case famDetailAge:
-			if age >= 0 {
-				sample(f, nil, float64(age))
+		case famDetailTime:
+			if detailAt != 0 {
+				sample(f, nil, float64(detailAt))
 			}
 		}
 	}

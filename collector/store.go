@@ -21,10 +21,16 @@ type Snapshot struct {
 	Provider string
 	Account  string
 	// Servers of the last successful refresh, ordered by id. When Up is
-	// false they are stale: kept, but not to be acted on.
+	// false they are stale: kept, but not to be acted on. They are kept
+	// past stale_after too (Withdrawn), for service discovery, which keeps
+	// the last targets as Prometheus' own discoveries do.
 	Servers []providers.Server
 	// Up is whether the last refresh succeeded.
 	Up bool
+	// Withdrawn is whether the account has been failing for longer than
+	// its stale_after: its servers' series have left /metrics (Servers
+	// still holds them). They come back when a refresh succeeds.
+	Withdrawn bool
 	// Refreshed is whether any refresh has been attempted yet.
 	Refreshed   bool
 	LastAttempt time.Time
@@ -54,8 +60,12 @@ type Refresh struct {
 	Err         error
 	Started     time.Time
 	Took        time.Duration
-	// At is when the data was current: detail ages are counted to it.
+	// At is when the data was current.
 	At time.Time
+	// StaleAfter, when positive, is how long after its last successful
+	// refresh a failing account keeps its servers' series: past it (as of
+	// At) they leave /metrics, and the snapshot keeps the servers.
+	StaleAfter time.Duration
 }
 
 type account struct {
@@ -101,7 +111,10 @@ func (s *Store) Update(provider, name string, servers []providers.Server, err er
 }
 
 // Apply records one update of an account. A failed refresh keeps the
-// previous servers (stale) and changes only the account's status.
+// previous servers (stale) and changes only the account's status, until
+// r.StaleAfter has passed since the last successful one: then the
+// account's per-server series leave /metrics (its snapshot keeps the
+// servers) until a refresh succeeds.
 func (s *Store) Apply(r Refresh) Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -126,22 +139,39 @@ func (s *Store) Apply(r Refresh) Snapshot {
 			a.snap.LastSuccess = r.Started.Add(r.Took)
 		}
 	}
-	if r.Err != nil && r.DetailAt == nil {
+	if r.StaleAfter > 0 && !a.snap.Up && r.At.Sub(a.snap.LastSuccess) > r.StaleAfter {
+		// Past stale_after: the series go (no other account's are
+		// rendered again); the snapshot keeps the last servers.
+		if r.DetailAt != nil {
+			a.snap.DetailBacklog = r.Backlog
+		}
+		if len(a.entries) > 0 {
+			a.entries = nil
+			s.gen++
+		}
+		a.snap.Withdrawn = true
 		return copySnap(a.snap)
 	}
+	if r.Err != nil && r.DetailAt == nil {
+		if !a.snap.Withdrawn {
+			return copySnap(a.snap)
+		}
+		// Back within stale_after (it was raised): the last servers'
+		// series return.
+		r.Servers = a.snap.Servers
+	}
+	a.snap.Withdrawn = false
 	a.snap.DetailBacklog = r.Backlog
 
 	type item struct {
 		srv      providers.Server
-		age      int64
-		detailAt int64 // unix nanoseconds of the detail read; 0: none
+		detailAt int64 // Unix seconds of the detail read; 0: none
 	}
 	sorted := make([]item, len(r.Servers))
 	for i, sv := range r.Servers {
-		sorted[i] = item{sv, -1, 0}
+		sorted[i] = item{sv, 0}
 		if r.DetailAt != nil && !r.DetailAt[i].IsZero() {
-			sorted[i].age = max(0, int64(r.At.Sub(r.DetailAt[i]).Round(time.Second)/time.Second))
-			sorted[i].detailAt = r.DetailAt[i].UnixNano()
+			sorted[i].detailAt = r.DetailAt[i].Unix()
 		}
 	}
 	sort.Slice(sorted, func(i, j int) bool { return idLess(sorted[i].srv.ID, sorted[j].srv.ID) })
@@ -154,15 +184,13 @@ func (s *Store) Apply(r Refresh) Snapshot {
 		if i > 0 && sorted[i-1].srv.ID == it.srv.ID {
 			continue // a duplicate id would emit duplicate series
 		}
-		// Detail ages move on at list refreshes; between them only the
-		// servers with a new detail read are rendered again.
-		if e, ok := old[it.srv.ID]; ok && e.srv == it.srv && (e.age == it.age || r.DetailsOnly && e.detailAt == it.detailAt) {
+		// A server is rendered again only when its data or its detail
+		// read changed.
+		if e, ok := old[it.srv.ID]; ok && e.srv == it.srv && e.detailAt == it.detailAt {
 			entries = append(entries, e)
 			continue
 		}
-		e := render(provider, name, it.srv, it.age, s.names)
-		e.detailAt = it.detailAt
-		entries = append(entries, e)
+		entries = append(entries, render(provider, name, it.srv, it.detailAt, s.names))
 	}
 	if !slices.Equal(entries, a.entries) {
 		s.gen++
