@@ -1,10 +1,12 @@
 package collector
 
 import (
+	"bufio"
 	"bytes"
 	"compress/flate"
 	"encoding/binary"
 	"hash/crc32"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -32,6 +34,7 @@ type Handler struct {
 	logger  log.Logger
 	flaters sync.Pool
 	bufs    sync.Pool
+	writers sync.Pool // *bufio.Writer of coalesceSize
 }
 
 // NewHandler returns the /metrics handler.
@@ -58,30 +61,60 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	w.Header().Set("Content-Type", contentType)
+	// The stored pieces go out through a buffer: the small ones (most
+	// compressed ones are a few KB) in writes of coalesceSize, not one
+	// write (and one chunk, and one system call) each; a large one goes
+	// straight from the store.
+	bw, _ := h.writers.Get().(*bufio.Writer)
+	if bw == nil {
+		bw = bufio.NewWriterSize(w, coalesceSize)
+	} else {
+		bw.Reset(w)
+	}
+	defer func() {
+		bw.Reset(io.Discard) // the pool keeps no response writer alive
+		h.writers.Put(bw)
+	}()
 	if !acceptsGzip(r.Header.Get("Accept-Encoding")) {
-		_, _ = w.Write(b.plain)
+		writeAll(bw, b.plain)
 		<-gathered
-		_, _ = w.Write(dyn.Bytes())
+		_, _ = bw.Write(dyn.Bytes())
+		_ = bw.Flush()
 		return
 	}
 	w.Header().Set("Content-Encoding", "gzip")
 	w.Header().Add("Vary", "Accept-Encoding")
-	_, _ = w.Write(gzipHeader[:])
-	_, _ = w.Write(b.deflate)
+	_, _ = bw.Write(gzipHeader[:])
+	writeAll(bw, b.deflate)
 	<-gathered
 	fw, _ := h.flaters.Get().(*flate.Writer)
 	if fw == nil {
-		fw, _ = flate.NewWriter(w, flate.BestSpeed)
+		fw, _ = flate.NewWriter(bw, flate.BestSpeed)
 	} else {
-		fw.Reset(w)
+		fw.Reset(bw)
 	}
 	_, _ = fw.Write(dyn.Bytes())
 	_ = fw.Close()
+	fw.Reset(io.Discard)
 	h.flaters.Put(fw)
 	var trailer [8]byte
 	binary.LittleEndian.PutUint32(trailer[:4], crc32.Update(b.crc, crc32.IEEETable, dyn.Bytes()))
-	binary.LittleEndian.PutUint32(trailer[4:], uint32(len(b.plain)+dyn.Len()))
-	_, _ = w.Write(trailer[:])
+	binary.LittleEndian.PutUint32(trailer[4:], uint32(b.size+dyn.Len()))
+	_, _ = bw.Write(trailer[:])
+	_ = bw.Flush()
+}
+
+// coalesceSize is the buffer the stored pieces are written through.
+const coalesceSize = 256 << 10
+
+// writeAll writes the stored pieces in order; after a failed write (the
+// scraper went away) the rest are not tried.
+func writeAll(w io.Writer, pieces [][]byte) {
+	for _, p := range pieces {
+		if _, err := w.Write(p); err != nil {
+			return
+		}
+	}
 }
 
 // encodeGathered writes the registry's metrics in the text format. A

@@ -220,6 +220,16 @@ func UnsupportedAction(p Provider, a Action) error {
 // single spaces, so that "Powered-Off" and "powered_off" compare equal.
 func NormalizeText(s string) string {
 	s = strings.ToLower(strings.TrimSpace(s))
-	s = strings.NewReplacer("-", " ", "_", " ").Replace(s)
+	if strings.ContainsAny(s, "-_") {
+		// A loop, not a strings.Replacer: this runs for every server of
+		// every list, and a Replacer is built anew on each call.
+		b := []byte(s)
+		for i, c := range b {
+			if c == '-' || c == '_' {
+				b[i] = ' '
+			}
+		}
+		s = string(b)
+	}
 	return strings.Join(strings.Fields(s), " ")
 }
