@@ -208,9 +208,9 @@ func (bd *builder) build(provider, account string, old *account, servers []provi
 }
 
 // keepScratch is the most a builder keeps of one of its buffers between
-// updates: larger ones are let go (a large fleet's blocks need a few MB
-// while they are built, not in between).
-const keepScratch = 256 << 10
+// updates (a block's bytes, a few MB at most with ordinary label values):
+// a larger one, grown for an odd fleet, is let go.
+const keepScratch = 16 << 20
 
 func (bd *builder) trim() {
 	if cap(bd.asm) > keepScratch {
