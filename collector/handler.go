@@ -1,7 +1,6 @@
 package collector
 
 import (
-	"bufio"
 	"bytes"
 	"compress/flate"
 	"encoding/binary"
@@ -34,7 +33,6 @@ type Handler struct {
 	logger  log.Logger
 	flaters sync.Pool
 	bufs    sync.Pool
-	writers sync.Pool // *bufio.Writer of coalesceSize
 }
 
 // NewHandler returns the /metrics handler.
@@ -61,51 +59,34 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	w.Header().Set("Content-Type", contentType)
-	// The stored pieces go out through a buffer: the small ones (most
-	// compressed ones are a few KB) in writes of coalesceSize, not one
-	// write (and one chunk, and one system call) each; a large one goes
-	// straight from the store.
-	bw, _ := h.writers.Get().(*bufio.Writer)
-	if bw == nil {
-		bw = bufio.NewWriterSize(w, coalesceSize)
-	} else {
-		bw.Reset(w)
-	}
-	defer func() {
-		bw.Reset(io.Discard) // the pool keeps no response writer alive
-		h.writers.Put(bw)
-	}()
 	if !acceptsGzip(r.Header.Get("Accept-Encoding")) {
-		writeAll(bw, b.plain)
+		// The stored text goes out straight from the blocks, a write
+		// per block and family.
+		writeAll(w, b.plain)
 		<-gathered
-		_, _ = bw.Write(dyn.Bytes())
-		_ = bw.Flush()
+		_, _ = w.Write(dyn.Bytes())
 		return
 	}
 	w.Header().Set("Content-Encoding", "gzip")
 	w.Header().Add("Vary", "Accept-Encoding")
-	_, _ = bw.Write(gzipHeader[:])
-	writeAll(bw, b.deflate)
+	_, _ = w.Write(gzipHeader[:])
+	_, _ = w.Write(b.deflate)
 	<-gathered
 	fw, _ := h.flaters.Get().(*flate.Writer)
 	if fw == nil {
-		fw, _ = flate.NewWriter(bw, flate.BestSpeed)
+		fw, _ = flate.NewWriter(w, flate.BestSpeed)
 	} else {
-		fw.Reset(bw)
+		fw.Reset(w)
 	}
 	_, _ = fw.Write(dyn.Bytes())
 	_ = fw.Close()
-	fw.Reset(io.Discard)
+	fw.Reset(io.Discard) // the pool keeps no response writer alive
 	h.flaters.Put(fw)
 	var trailer [8]byte
 	binary.LittleEndian.PutUint32(trailer[:4], crc32.Update(b.crc, crc32.IEEETable, dyn.Bytes()))
 	binary.LittleEndian.PutUint32(trailer[4:], uint32(b.size+dyn.Len()))
-	_, _ = bw.Write(trailer[:])
-	_ = bw.Flush()
+	_, _ = w.Write(trailer[:])
 }
-
-// coalesceSize is the buffer the stored pieces are written through.
-const coalesceSize = 256 << 10
 
 // writeAll writes the stored pieces in order; after a failed write (the
 // scraper went away) the rest are not tried.

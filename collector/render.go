@@ -67,36 +67,45 @@ func families() [numFamilies]family {
 }
 
 // Blocks: an account's servers, in order, are cut into runs of about
-// blockAvg (at least blockMin, at most blockMax); each run's series are
-// rendered into one block. A cut falls before a server whose id hashes to
-// a multiple of blockAvg, so a server that comes or goes changes the
-// blocks around it only, not every block after it.
+// blockMin+blockAvg (at least blockMin, at most blockMax); each run's
+// series are rendered into one block (a few MB). A cut falls before a
+// server whose id hashes to a multiple of blockAvg, so a server that comes
+// or goes changes the blocks around it only, not every block after it. A
+// change of one server costs its block's compression; a scrape costs a
+// write per block and family, so blocks are not made much smaller.
 const (
-	blockMin = 128
-	blockAvg = 512
-	blockMax = 2048
+	blockMin = 1024
+	blockAvg = 4096
+	blockMax = 16384
 )
 
 // block is a run of consecutive servers of one account with their series
 // rendered in the text exposition format, family by family (family f of
 // every server of the block at buf[off[f]:off[f+1]]), and each family's
-// part compressed on its own. It is never modified once built: a change
-// of one of its servers builds a new block (copying the lines of the
-// servers that did not change), and a scrape in progress keeps the one it
-// was planned with.
+// part compressed on its own. Its text is never modified once built: a
+// change of one of its servers builds a new block (copying the lines of
+// the servers that did not change), and a scrape in progress keeps the
+// one it was planned with.
 type block struct {
 	n   int // servers
 	buf []byte
 	off [numFamilies + 1]uint32
-	// z holds each family's part as non-final deflate blocks ending in a
-	// sync flush, family f at z[zoff[f]:zoff[f+1]] (empty when the part
-	// is); crc is each part's CRC-32 and shift its length as the CRC
-	// combination needs it (crcShift).
+	// Family f's part compressed (non-final deflate blocks ending in a
+	// sync flush) is zlen[f] bytes at z[zat[f]:]: in the block's own
+	// buffer when it is built, in the compressed body of the last plan
+	// that included it from then on (the plan moves it there; guarded by
+	// Store.bodyMu), so that the compressed series exist once too. crc is
+	// each part's CRC-32 and shift its length as the CRC combination needs
+	// it (crcShift).
 	z     []byte
-	zoff  [numFamilies + 1]uint32
+	zat   [numFamilies]uint32
+	zlen  [numFamilies]uint32
 	crc   [numFamilies]uint32
 	shift [numFamilies]uint32
 }
+
+// zpart returns family f's compressed part; the caller holds bodyMu.
+func (b *block) zpart(f int) []byte { return b.z[b.zat[f] : b.zat[f]+b.zlen[f]] }
 
 // family returns the block's lines of family f.
 func (b *block) family(f int) []byte { return b.buf[b.off[f]:b.off[f+1]] }
@@ -110,18 +119,18 @@ type piece struct {
 
 // cutBefore reports whether a block of n servers ends before the server
 // with this id.
-func cutBefore(n int, id string) bool {
-	if n >= blockMax {
+func (bd *builder) cutBefore(n int, id string) bool {
+	if n >= bd.max {
 		return true
 	}
-	if n < blockMin {
+	if n < bd.min {
 		return false
 	}
 	h := uint32(2166136261) // FNV-1a
 	for i := 0; i < len(id); i++ {
 		h = (h ^ uint32(id[i])) * 16777619
 	}
-	return h%blockAvg == 0
+	return h%uint32(bd.avg) == 0
 }
 
 // builder renders blocks. Its buffers are reused from one block to the
@@ -132,14 +141,18 @@ type builder struct {
 	zw     *flate.Writer
 	zbuf   bytes.Buffer
 	fam    [numFamilies][]byte // the block's servers rendered anew, by family
-	asm    []byte              // the block being assembled
+	segs   []seg               // the block being assembled
 	lbl, x []byte
 	same   []int32 // per server: its unchanged self in the previous list, or -1
+	// A block ends before a server whose id hashes to a multiple of avg,
+	// once it has min servers, or at max servers (blockMin, blockAvg,
+	// blockMax; tests use smaller blocks).
+	min, avg, max int
 }
 
 func newBuilder(names *[numFamilies]family) *builder {
 	zw, _ := flate.NewWriter(io.Discard, flate.BestSpeed)
-	return &builder{names: names, states: providers.States(), zw: zw}
+	return &builder{names: names, states: providers.States(), zw: zw, min: blockMin, avg: blockAvg, max: blockMax}
 }
 
 // headers returns each family's HELP and TYPE lines in both forms.
@@ -196,7 +209,7 @@ func (bd *builder) build(provider, account string, old *account, servers []provi
 	var starts []int
 	lo := 0
 	for i := 1; i <= len(servers); i++ {
-		if i < len(servers) && !cutBefore(i-lo, servers[i].ID) {
+		if i < len(servers) && !bd.cutBefore(i-lo, servers[i].ID) {
 			continue
 		}
 		blocks = append(blocks, bd.block(provider, account, old, servers[lo:i], detail, lo, same[lo:i], rendered))
@@ -213,8 +226,9 @@ func (bd *builder) build(provider, account string, old *account, servers []provi
 const keepScratch = 16 << 20
 
 func (bd *builder) trim() {
-	if cap(bd.asm) > keepScratch {
-		bd.asm = nil
+	clear(bd.segs[:cap(bd.segs)]) // keep no old block alive
+	if cap(bd.segs) > keepScratch/64 {
+		bd.segs = nil
 	}
 	for f := range bd.fam {
 		if cap(bd.fam[f]) > keepScratch {
@@ -267,20 +281,31 @@ func (bd *builder) block(provider, account string, old *account, servers []provi
 			}
 		}
 	}
-	// Assemble family by family: each server's lines from the previous
-	// blocks or from the renders above, in order.
-	b := &block{n: len(servers)}
-	bd.asm = bd.asm[:0]
+	// Each family's lines in order, as segments of the renders above or
+	// of the previous blocks (a run of unchanged servers is one segment),
+	// then copied once into a block of exactly their size.
+	bd.segs = bd.segs[:0]
+	total := 0
+	add := func(src int, from []byte, lo, hi int) {
+		if hi == lo {
+			return
+		}
+		total += hi - lo
+		if n := len(bd.segs); n > 0 && bd.segs[n-1].src == src && bd.segs[n-1].hi == lo {
+			bd.segs[n-1].hi = hi
+			return
+		}
+		bd.segs = append(bd.segs, seg{src: src, from: from, lo: lo, hi: hi})
+	}
+	var ends [numFamilies]int // each family's end, in bytes from the block's start
 	for f := 0; f < numFamilies; f++ {
-		b.off[f] = uint32(len(bd.asm))
 		fresh := 0       // next unread byte of bd.fam[f]
 		ob, pos := -1, 0 // old block and position in its buf
 		next := 0        // the old server at pos
 		for t := range servers {
 			if same[t] < 0 {
-				n := lineCount(f, &servers[t], at(detail, first+t), len(bd.states))
-				end := skipLines(bd.fam[f], fresh, n)
-				bd.asm = append(bd.asm, bd.fam[f][fresh:end]...)
+				end := skipLines(bd.fam[f], fresh, lineCount(f, &servers[t], at(detail, first+t), len(bd.states)))
+				add(-1, bd.fam[f], fresh, end)
 				fresh = end
 				continue
 			}
@@ -294,17 +319,23 @@ func (bd *builder) block(provider, account string, old *account, servers []provi
 				pos = skipLines(ob0.buf, pos, lineCount(f, &old.snap.Servers[next], at(old.detail, next), len(bd.states)))
 			}
 			end := skipLines(ob0.buf, pos, lineCount(f, &servers[t], at(detail, first+t), len(bd.states)))
-			bd.asm = append(bd.asm, ob0.buf[pos:end]...)
+			add(ob, ob0.buf, pos, end)
 			pos, next = end, next+1
 		}
+		ends[f] = total
 	}
-	b.off[numFamilies] = uint32(len(bd.asm))
-	// Keep exactly what was written: the lines live until one of the
-	// block's servers changes.
-	b.buf = bytes.Clone(bd.asm)
+	// Exactly what was written: the lines live until one of the block's
+	// servers changes.
+	b := &block{n: len(servers), buf: make([]byte, 0, total)}
+	for _, sg := range bd.segs {
+		b.buf = append(b.buf, sg.from[sg.lo:sg.hi]...)
+	}
+	for f := 0; f < numFamilies; f++ {
+		b.off[f+1] = uint32(ends[f])
+	}
 	bd.zbuf.Reset()
 	for f := 0; f < numFamilies; f++ {
-		b.zoff[f] = uint32(bd.zbuf.Len())
+		b.zat[f] = uint32(bd.zbuf.Len())
 		part := b.family(f)
 		if len(part) == 0 {
 			continue
@@ -312,13 +343,21 @@ func (bd *builder) block(provider, account string, old *account, servers []provi
 		bd.zw.Reset(&bd.zbuf)
 		_, _ = bd.zw.Write(part)
 		_ = bd.zw.Flush()
+		b.zlen[f] = uint32(bd.zbuf.Len()) - b.zat[f]
 		b.crc[f] = crc32.ChecksumIEEE(part)
 		b.shift[f] = crcShift(len(part))
 	}
 	bd.zw.Reset(io.Discard)
-	b.zoff[numFamilies] = uint32(bd.zbuf.Len())
 	b.z = bytes.Clone(bd.zbuf.Bytes())
 	return b
+}
+
+// seg is a piece of a block being built: from[lo:hi], from the renders
+// (src -1) or an old block (src its index).
+type seg struct {
+	src    int
+	from   []byte
+	lo, hi int
 }
 
 // skipLines returns the position after the n lines of b from pos on.

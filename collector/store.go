@@ -337,17 +337,20 @@ func isDigits(s string) bool {
 }
 
 // body is what a scrape writes for one generation: the stored blocks'
-// family parts in exposition order, each family after its HELP and TYPE,
-// as views into the blocks (nothing is copied), and the same in deflate.
-// It is never modified once built.
+// family parts in exposition order, each family after its HELP and TYPE.
+// The text is views into the blocks (nothing is copied); the compressed
+// form is one buffer, the blocks' compressed parts moved into it (each
+// exists once, in the last body planned). It is never modified once
+// built.
 type body struct {
-	gen uint64
-	// plain and deflate are parallel: piece i as text and as non-final
-	// deflate blocks ending in a sync flush, so that a scrape can append
-	// its dynamic part in new blocks.
-	plain, deflate [][]byte
-	size           int    // bytes of plain in all
-	crc            uint32 // CRC-32 of all of plain
+	gen   uint64
+	plain [][]byte
+	// deflate is all of plain compressed: non-final deflate blocks
+	// ending in a sync flush, so that a scrape can append its dynamic
+	// part in new blocks.
+	deflate []byte
+	size    int    // bytes of plain in all
+	crc     uint32 // CRC-32 of all of plain
 }
 
 // current returns the body of the current generation, planning it again
@@ -377,26 +380,33 @@ func (s *Store) current() *body {
 		accts[i] = s.accounts[n]
 	}
 	s.mu.RUnlock()
-	// The accounts read are never modified: planned without the lock.
-	// (An update meanwhile drops the plan again; the next scrape plans.)
+	// The accounts read are never modified (their blocks' compressed
+	// parts are bodyMu's, held): planned without the lock. An update
+	// meanwhile drops the plan again; the next scrape plans.
 	b := plan(gen, accts, s.headers)
 	s.body.Store(b)
 	return b
 }
 
-// plan lays out the body of the given accounts (in order).
+// plan lays out the body of the given accounts (in order) and moves their
+// blocks' compressed parts into it. The caller holds bodyMu.
 func plan(gen uint64, accts []*account, headers *[numFamilies]piece) *body {
-	n := 0
+	n, zsize := 0, 0
+	for f := 0; f < numFamilies; f++ {
+		zsize += len(headers[f].z)
+	}
 	for _, a := range accts {
 		n += len(a.blocks)
+		for _, bl := range a.blocks {
+			for f := 0; f < numFamilies; f++ {
+				zsize += int(bl.zlen[f])
+			}
+		}
 	}
-	b := &body{gen: gen, plain: make([][]byte, 0, numFamilies*(n+1)), deflate: make([][]byte, 0, numFamilies*(n+1))}
-	add := func(plain, z []byte, crc, shift uint32) {
-		b.plain = append(b.plain, plain)
-		b.deflate = append(b.deflate, z)
-		b.size += len(plain)
-		b.crc = crcCombine(b.crc, crc, shift)
-	}
+	b := &body{gen: gen, plain: make([][]byte, 0, numFamilies*(n+1)), deflate: make([]byte, 0, zsize)}
+	// Where each block's parts land in b.deflate: moved there once all
+	// are copied (a part is read from where the block has it now).
+	at := make(map[*block]*[numFamilies]uint32, n)
 	for f := 0; f < numFamilies; f++ {
 		header := false
 		for _, a := range accts {
@@ -407,12 +417,27 @@ func plan(gen uint64, accts []*account, headers *[numFamilies]piece) *body {
 				}
 				if !header {
 					h := &headers[f]
-					add(h.plain, h.z, h.crc, h.shift)
+					b.plain = append(b.plain, h.plain)
+					b.deflate = append(b.deflate, h.z...)
+					b.size += len(h.plain)
+					b.crc = crcCombine(b.crc, h.crc, h.shift)
 					header = true
 				}
-				add(plain, bl.z[bl.zoff[f]:bl.zoff[f+1]], bl.crc[f], bl.shift[f])
+				pos := at[bl]
+				if pos == nil {
+					pos = new([numFamilies]uint32)
+					at[bl] = pos
+				}
+				pos[f] = uint32(len(b.deflate))
+				b.plain = append(b.plain, plain)
+				b.deflate = append(b.deflate, bl.zpart(f)...)
+				b.size += len(plain)
+				b.crc = crcCombine(b.crc, bl.crc[f], bl.shift[f])
 			}
 		}
+	}
+	for bl, pos := range at {
+		bl.z, bl.zat = b.deflate, *pos
 	}
 	return b
 }

@@ -213,13 +213,14 @@ func TestBlocksAfterChangesEqualFreshRender(t *testing.T) {
 	}
 	c := newChurn(n)
 	st := NewStore()
+	st.bld.min, st.bld.avg, st.bld.max = 16, 64, 256 // many blocks
 	var rendered []string
 	st.rendered = func(_, id string) { rendered = append(rendered, id) }
 	h := NewHandler(st, prometheus.NewRegistry(), log.NewNopLogger())
 	t0 := time.Unix(1.7e9, 0)
 	st.Apply(c.refresh("big", t0))
 	st.Update("e2e", "small", []providers.Server{randomServer(c.r, "1")}, nil, t0, 0)
-	if got := len(st.accounts["big"].blocks); got < n/blockAvg/2 {
+	if got := len(st.accounts["big"].blocks); got < n/(16+64)/2 {
 		t.Fatalf("%d servers in %d blocks", n, got)
 	}
 	for round := 0; round < 30; round++ {
@@ -313,6 +314,7 @@ func TestBlockCutsAreLocal(t *testing.T) {
 		list[i] = providers.Server{ID: strconv.Itoa(100000 + i), State: providers.StateRunning}
 	}
 	st := NewStore()
+	st.bld.min, st.bld.avg, st.bld.max = 64, 256, 1024
 	st.Update("vpsorg", "a", list, nil, time.Unix(1.7e9, 0), 0)
 	before := st.accounts["a"].blocks
 	if len(before) < 20 {
@@ -342,6 +344,7 @@ func TestBlockCutsAreLocal(t *testing.T) {
 func TestStoreConcurrentScrapes(t *testing.T) {
 	c := newChurn(3000)
 	st := NewStore()
+	st.bld.min, st.bld.avg, st.bld.max = 16, 64, 256
 	h := NewHandler(st, prometheus.NewRegistry(), log.NewNopLogger())
 	t0 := time.Unix(1.7e9, 0)
 	st.Apply(c.refresh("big", t0))
