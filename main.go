@@ -145,6 +145,8 @@ func run(args []string, stderr *os.File) int {
 		Provider: func(account string) (providers.Provider, bool) { return d.manager.Provider(account) },
 	}, reg, logger, nil)
 	defer d.engine.Close()
+	// At SIGTERM no new provider action starts; those under way end.
+	defer context.AfterFunc(ctx, d.engine.Shutdown)()
 	d.webhook = remediation.NewWebhook(ctx, d.engine, 1024, 2)
 	// Runs before the engine closes: the webhook's workers end with ctx
 	// (their calls are cancelled) and record what is still queued.
