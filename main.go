@@ -236,6 +236,9 @@ func serve(parent context.Context, f *flags, logger log.Logger, toolkit *slog.Lo
 		Provider: func(account string) (providers.Provider, bool) { return d.manager.Provider(account) },
 	}, reg, logger, nil)
 	cleanups = append(cleanups, d.engine.Close)
+	// At SIGTERM (or a failed start) no new provider action starts;
+	// those under way end.
+	context.AfterFunc(ctx, d.engine.Shutdown)
 	d.webhook = remediation.NewWebhook(ctx, d.engine, 1024, 2)
 	// The webhook's workers end with ctx (their calls are cancelled) and
 	// record what is still queued, before the engine closes.

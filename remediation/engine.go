@@ -97,9 +97,12 @@ type Engine struct {
 	stop   chan struct{}  // closes the flusher
 	once   sync.Once
 	// base bounds the rule actions: not a poller's context, which a
-	// reload cancels, but the engine's own, cancelled by Close.
+	// reload cancels, but the engine's own, cancelled by Shutdown.
 	base   context.Context
 	cancel context.CancelFunc
+
+	// stateMu: see lifecycle.go. Never taken while mu is held.
+	stateMu sync.Mutex
 
 	mu        sync.Mutex
 	cfg       config.Remediation
@@ -109,6 +112,15 @@ type Engine struct {
 	statePath string
 	stateErr  error
 	retrying  bool // waiting for another process's lock on the state file
+	closing   bool // Shutdown was called: nothing new starts
+	// known holds provider\x00account\x00action for the pairs the
+	// configuration gives series; nothing else is counted.
+	known map[string]bool
+	// restored holds the accounts whose durable counter totals are on
+	// /metrics (account -> type); counts is the file's totals while they
+	// are being restored.
+	restored  map[string]string
+	counts    map[string]uint64
 	since     map[string]time.Time
 	live, dry ledger
 	lineage   map[string]string // replacement server key -> root server key
@@ -119,8 +131,8 @@ type Engine struct {
 	inFlight map[string]bool // root keys with a request past the reservation
 	pause    *Pause
 	// Suppressions are counted at once in memory and persisted in
-	// batches; one is logged (and kept in the history) when the reason
-	// for that server and action changed.
+	// batches; one is logged at info (and kept in the history) when the
+	// reason for that server and action changed.
 	lastReason map[string]string
 	unflushed  map[string]uint64
 	events     []Event
@@ -174,265 +186,26 @@ func NewEngine(deps Deps, reg prometheus.Registerer, logger log.Logger, now func
 	e := &Engine{deps: deps, logger: logger, now: now, m: newMetrics(reg), stop: make(chan struct{}),
 		since: map[string]time.Time{}, live: newLedger(), dry: newLedger(), lineage: map[string]string{},
 		inFlight: map[string]bool{}, lastReason: map[string]string{}, unflushed: map[string]uint64{}, accounts: map[string]string{},
-		fleets: map[string]fleetSize{}}
+		fleets: map[string]fleetSize{}, known: map[string]bool{}, restored: map[string]string{}}
 	e.base, e.cancel = context.WithCancel(context.Background())
 	go e.flusher()
 	return e
-}
-
-// Configure applies a (re)loaded configuration. The state file is opened
-// when remediation is enabled; if it cannot be, remediation stays off and
-// the error is returned (the exporter goes on); if another process holds
-// its lock, it is tried again every few seconds until it is free. The
-// counters that the configuration can move are created at zero for its
-// accounts, so that a first failure or suppression is an increase that
-// alerts can see.
-func (e *Engine) Configure(c config.Remediation, refresh time.Duration, accounts []config.Provider) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.cfg = c
-	e.accounts = map[string]string{}
-	for _, a := range accounts {
-		e.accounts[a.Name] = a.Type
-	}
-	if c.Enabled {
-		e.initSeries(c, accounts)
-	}
-	// Data older than two refreshes and a margin is stale.
-	e.staleness = 2*refresh + 30*time.Second
-	e.m.enabled.Set(b2f(c.Enabled))
-	e.m.dryRun.Set(b2f(c.DryRun))
-	if !c.Enabled {
-		e.m.stateOK.Set(1) // nothing to store: no state problem to report
-		return nil
-	}
-	if e.state != nil && e.statePath == c.StateFile {
-		return nil
-	}
-	if e.state != nil {
-		e.flushLocked()
-		_ = e.state.Close()
-		e.state = nil
-	}
-	e.statePath = c.StateFile
-	return e.openLocked()
-}
-
-// openLocked opens the state file and loads it. (Opening waits at most
-// lockWait for another process's lock; retries happen outside the lock.)
-func (e *Engine) openLocked() error {
-	st, err := OpenState(e.statePath)
-	return e.installLocked(st, err)
-}
-
-// installLocked loads a state file that was opened (or says why it
-// could not be) and makes it the engine's. If another process holds it,
-// it is tried again in the background until it is free.
-func (e *Engine) installLocked(st *State, err error) error {
-	if err == nil {
-		err = e.loadLocked(st)
-		if err != nil {
-			_ = st.Close()
-		}
-	}
-	if err != nil {
-		e.stateErr = err
-		e.m.stateOK.Set(0)
-		e.m.enabled.Set(0)
-		level.Error(e.logger).Log("msg", "remediation disabled: its state file is unusable; the exporter goes on", "state_file", e.statePath, "err", err)
-		if isLockTimeout(err) && !e.retrying {
-			e.retrying = true
-			go e.retryOpen(e.statePath)
-		}
-		return err
-	}
-	e.state, e.stateErr = st, nil
-	e.m.stateOK.Set(1)
-	e.m.enabled.Set(b2f(e.cfg.Enabled))
-	return nil
-}
-
-// retryOpen tries to open a state file another process holds until it is
-// free (that process exited), the configuration names another file, or
-// the engine closes. It waits for the file's lock without the engine's.
-func (e *Engine) retryOpen(path string) {
-	wanted := func() bool { return e.state == nil && e.cfg.Enabled && e.statePath == path }
-	e.every(5*time.Second, func() bool {
-		e.mu.Lock()
-		still := wanted()
-		e.retrying = still
-		e.mu.Unlock()
-		if !still {
-			return false
-		}
-		st, err := OpenState(path)
-		if err != nil {
-			return true // still held (or still broken): try again
-		}
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		if !wanted() {
-			_ = st.Close()
-			e.retrying = false
-			return false
-		}
-		e.retrying = false // a failure from here starts its own retry
-		if e.installLocked(st, nil) == nil {
-			level.Info(e.logger).Log("msg", "remediation state file is free again; remediation is on", "state_file", path)
-		}
-		return false
-	})
-}
-
-// every calls fn every d until it returns false or the engine closes.
-func (e *Engine) every(d time.Duration, fn func() bool) {
-	t := time.NewTicker(d)
-	defer t.Stop()
-	for {
-		select {
-		case <-e.stop:
-			return
-		case <-t.C:
-		}
-		if !fn() {
-			return
-		}
-	}
-}
-
-// initSeries creates at zero the action and suppression counters that the
-// rules and the webhook's allowed actions can move on these accounts.
-func (e *Engine) initSeries(c config.Remediation, accounts []config.Provider) {
-	results := []string{ResultSuccess, ResultFailed, ResultUnknown}
-	if c.DryRun {
-		results = append(results, ResultDryRun)
-	}
-	for _, a := range accounts {
-		actions := map[string]bool{}
-		for i := range c.Rules {
-			r := &c.Rules[i]
-			if !ruleMatchesAccount(r, a.Type, a.Name) {
-				continue
-			}
-			actions[r.Action] = true
-			for _, res := range results {
-				e.m.actions.WithLabelValues(a.Type, a.Name, r.Action, r.Name, res)
-			}
-		}
-		if c.Webhook.Enabled {
-			for _, act := range c.Webhook.AllowedActions {
-				if config.Supports(a.Type, act) {
-					actions[act] = true
-				}
-			}
-		}
-		for act := range actions {
-			for _, reason := range reasons {
-				e.m.suppressed.WithLabelValues(a.Type, a.Name, act, reason)
-			}
-		}
-	}
-}
-
-// loadLocked recovers interrupted actions and restores the counters, the
-// cooldowns, the last hour's actions, the lineage and the pause.
-func (e *Engine) loadLocked(st *State) error {
-	recovered, err := st.Recover(func(r Record) string {
-		return actionKey(r.Provider, r.Account, r.Action, r.Rule, ResultUnknown)
-	})
-	if err != nil {
-		return err
-	}
-	for _, r := range recovered {
-		level.Warn(e.logger).Log("msg", "an action was interrupted by a stop; its outcome is unknown and its cooldown stands", "provider", r.Provider, "account", r.Account, "id", r.ID, "action", r.Action, "rule", r.Rule)
-	}
-	counts, err := st.Counts()
-	if err != nil {
-		return err
-	}
-	live, dry, err := st.Cooldowns()
-	if err != nil {
-		return err
-	}
-	lineage, err := st.Lineage()
-	if err != nil {
-		return err
-	}
-	// A week of records: the last hour for the budgets, and the runs of
-	// refusals that lengthen a cooldown.
-	recent, err := st.Since(e.now().Add(-7*24*time.Hour), 1<<20)
-	if err != nil {
-		return err
-	}
-	pause, err := st.GetPause()
-	if err != nil {
-		return err
-	}
-	e.m.restore(counts)
-	e.live, e.dry = newLedger(), newLedger()
-	e.live.cooldown, e.dry.cooldown = live, dry
-	e.lineage = lineage
-	e.lineageV++
-	hourAgo := e.now().Add(-time.Hour)
-	for i := len(recent) - 1; i >= 0; i-- { // oldest first
-		r := recent[i]
-		in := &intent{at: r.Time, account: r.Provider + "\x00" + r.Account, root: e.rootLocked(serverKey(r.Provider, r.Account, r.ID))}
-		l := &e.live
-		if r.Result == ResultDryRun {
-			l = &e.dry
-		}
-		l.countOutcome(in.root, r.Result)
-		if !r.Time.Before(hourAgo) {
-			l.recent = append(l.recent, in)
-		}
-	}
-	e.pause = pause
-	e.m.paused.Set(b2f(e.pausedLocked(e.now()) != ""))
-	return nil
-}
-
-// Close cancels the rule actions under way (a call already sent is
-// recorded unknown, one not yet sent is taken back), waits for them (at
-// most 15 s), persists what is pending and closes the state file.
-func (e *Engine) Close() {
-	e.once.Do(func() { close(e.stop) })
-	e.cancel()
-	done := make(chan struct{})
-	go func() { e.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		level.Warn(e.logger).Log("msg", "remediation actions still under way at shutdown; their intents stand")
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.state != nil {
-		e.flushLocked()
-		_ = e.state.Close()
-		e.state = nil
-	}
-}
-
-// Wait returns when the rule actions started so far have finished.
-func (e *Engine) Wait() { e.wg.Wait() }
-
-// Enabled reports whether remediation is on and has usable state.
-func (e *Engine) Enabled() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.cfg.Enabled && e.state != nil
 }
 
 // OnRefresh evaluates the rules against a fresh snapshot of one account
 // (ctx is the poller's; the actions run under the engine's own context).
 // It is the collector's refresh hook. It never waits on a provider: a
 // request that passes the checks on the inventory and gets its place in
-// the budget is carried out in the background.
+// the budget is carried out in the background. A refresh whose context
+// ended (SIGTERM, a reload replacing the poller) or an engine shutting
+// down starts nothing. Suppressions are logged as one line per rule with
+// counts by reason (info when a server's reason changed, else debug;
+// each server's at debug).
 func (e *Engine) OnRefresh(ctx context.Context, snap collector.Snapshot) {
 	e.mu.Lock()
-	cfg := e.cfg
+	cfg, closing := e.cfg, e.closing
 	e.mu.Unlock()
-	if !cfg.Enabled || len(cfg.Rules) == 0 || !snap.Up {
+	if ctx.Err() != nil || closing || !cfg.Enabled || !snap.Up {
 		// A failed refresh says nothing about the servers: no rule
 		// fires on stale data, and no `for:` clock advances or resets.
 		return
@@ -443,6 +216,7 @@ func (e *Engine) OnRefresh(ctx context.Context, snap collector.Snapshot) {
 		if !ruleMatchesAccount(rule, snap.Provider, snap.Account) {
 			continue
 		}
+		t := tally{}
 		for _, s := range snap.Servers {
 			key := rule.Name + "\x00" + serverKey(snap.Provider, snap.Account, s.ID)
 			e.mu.Lock()
@@ -466,42 +240,73 @@ func (e *Engine) OnRefresh(ctx context.Context, snap collector.Snapshot) {
 				Params: providers.ActionParams{Force: rule.Params.Force, CountryCode: rule.Params.CountryCode},
 				Source: "rule", Rule: rule.Name, rule: rule,
 			}
-			g, d := e.admit(req, &snap, &s)
-			if d != nil {
-				e.suppressed(req, *d)
-				continue
+			if !e.startRule(ctx, req, &snap, &s, &t) {
+				break
 			}
-			e.wg.Add(1)
-			go func() {
-				defer e.wg.Done()
-				e.carryOut(e.base, g)
-			}()
 		}
+		t.log(e.logger, snap, rule.Name)
 	}
-	e.forgetGone(snap)
+	e.forgetGone(snap, now)
 }
 
-// forgetGone drops `for:` clocks of servers no longer in the account.
-func (e *Engine) forgetGone(snap collector.Snapshot) {
-	present := make(map[string]bool, len(snap.Servers))
-	for _, s := range snap.Servers {
-		present[serverKey(snap.Provider, snap.Account, s.ID)] = true
+// startRule takes a rule's request through the checks on the inventory
+// and the reservation and, if it passes, carries it out in the background.
+// It returns false when nothing more may start (shutting down).
+func (e *Engine) startRule(ctx context.Context, req Request, snap *collector.Snapshot, s *providers.Server, t *tally) bool {
+	if ctx.Err() != nil {
+		return false
 	}
-	prefix := serverKey(snap.Provider, snap.Account, "")
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for k := range e.since {
-		_, srv, _ := strings.Cut(k, "\x00")
-		if strings.HasPrefix(srv, prefix) && !present[srv] {
-			delete(e.since, k)
-		}
+	g, d := e.admit(req, snap, s)
+	if d != nil {
+		t.add(d.Reason, e.count(req, *d))
+		level.Debug(e.logger).Log("msg", "action suppressed", "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule, "reason", d.Reason, "detail", d.Detail)
+		return d.Reason != ReasonShutdown
 	}
-	for k := range e.lastReason {
-		srv, _, _ := strings.Cut(k, "\x01")
-		if strings.HasPrefix(srv, prefix) && !present[srv] {
-			delete(e.lastReason, k)
-		}
+	// The reservation was made under the lock that Shutdown sets
+	// closing under: Add happens before Close's Wait.
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		e.carryOut(e.base, g)
+	}()
+	return true
+}
+
+// tally is one rule's suppressions in one refresh.
+type tally struct {
+	byReason map[string]int
+	changed  int
+}
+
+func (t *tally) add(reason string, changed bool) {
+	if t.byReason == nil {
+		t.byReason = map[string]int{}
 	}
+	t.byReason[reason]++
+	if changed {
+		t.changed++
+	}
+}
+
+// log writes the rule's one line for the refresh: info when a server's
+// reason changed since the last refresh, else debug.
+func (t *tally) log(logger log.Logger, snap collector.Snapshot, rule string) {
+	if len(t.byReason) == 0 {
+		return
+	}
+	names := make([]string, 0, len(t.byReason))
+	total := 0
+	for r, n := range t.byReason {
+		names = append(names, fmt.Sprintf("%s=%d", r, n))
+		total += n
+	}
+	slices.Sort(names)
+	lvl := level.Debug
+	if t.changed > 0 {
+		lvl = level.Info
+	}
+	lvl(logger).Log("msg", "rule's actions suppressed", "provider", snap.Provider, "account", snap.Account, "rule", rule,
+		"servers", total, "changed", t.changed, "reasons", strings.Join(names, " "))
 }
 
 func ruleMatchesAccount(r *config.Rule, provider, account string) bool {
@@ -598,6 +403,8 @@ func (e *Engine) final(g *gate) *Decision {
 	defer e.mu.Unlock()
 	now := e.now()
 	switch {
+	case e.closing:
+		return &Decision{Reason: ReasonShutdown, Detail: "the exporter is stopping"}
 	case !e.cfg.Enabled || e.state == nil:
 		return &Decision{Reason: ReasonNotAllowed, Detail: "remediation was turned off"}
 	case e.pausedLocked(now) != "":
@@ -626,11 +433,9 @@ func (e *Engine) release(g *gate) {
 func (e *Engine) recordDryRun(g *gate) Decision {
 	req := g.req
 	rec := &Record{Time: g.now, Provider: req.Provider, Account: req.Account, ID: req.ID, Action: string(req.Action), Source: req.Source, Rule: req.Rule, Result: ResultDryRun}
-	err := g.st.Begin(rec, g.root)
-	if err == nil {
-		err = g.st.Finish(rec, actionKey(req.Provider, req.Account, string(req.Action), req.Rule, ResultDryRun))
-	}
-	if err != nil {
+	// One transaction: no intent is left behind for a crash to turn
+	// into a live record.
+	if err := g.st.RecordDryRun(rec, g.root, actionKey(req.Provider, req.Account, string(req.Action), req.Rule, ResultDryRun)); err != nil {
 		e.release(g)
 		d := Decision{Reason: ReasonStateError, Detail: err.Error()}
 		e.suppressed(req, d)
@@ -638,7 +443,7 @@ func (e *Engine) recordDryRun(g *gate) Decision {
 	}
 	e.settle(g, rec)
 	e.m.stateOK.Set(1)
-	e.m.actions.WithLabelValues(req.Provider, req.Account, string(req.Action), req.Rule, ResultDryRun).Inc()
+	e.countAction(req, ResultDryRun)
 	level.Info(e.logger).Log("msg", "dry run: would act", "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule)
 	return Decision{Acted: true, Result: ResultDryRun}
 }
@@ -699,7 +504,7 @@ func (e *Engine) execute(ctx context.Context, g *gate) Decision {
 		level.Error(e.logger).Log("msg", "cannot write the audit record; the intent stays and the cooldown stands", "id", req.ID, "err", werr)
 	}
 	e.settle(g, rec)
-	e.m.actions.WithLabelValues(req.Provider, req.Account, string(req.Action), req.Rule, rec.Result).Inc()
+	e.countAction(req, rec.Result)
 	logger := log.With(e.logger, "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule)
 	switch rec.Result {
 	case ResultFailed:
@@ -740,59 +545,87 @@ func outcome(err error) string {
 // batch; it is logged (and kept in the history) when the reason for that
 // server, action and source changed.
 func (e *Engine) suppressed(req Request, d Decision) {
-	e.mu.Lock()
-	if _, ok := e.accounts[req.Account]; ok {
-		e.m.suppressed.WithLabelValues(req.Provider, req.Account, string(req.Action), d.Reason).Inc()
-		e.unflushed[suppressKey(req.Provider, req.Account, string(req.Action), d.Reason)]++
-	}
-	if d.Reason == ReasonStateError {
-		e.m.stateOK.Set(0) // alerts: the state file stopped taking writes
-	}
-	key := serverKey(req.Provider, req.Account, req.ID) + "\x01" + string(req.Action) + "\x01" + req.Source
-	changed := e.lastReason[key] != d.Reason
-	e.lastReason[key] = d.Reason
-	if changed {
-		e.events = append(e.events, Event{Time: e.now(), Provider: req.Provider, Account: req.Account, ID: req.ID,
-			Action: string(req.Action), Source: req.Source, Rule: req.Rule, Reason: d.Reason, Detail: d.Detail})
-	}
-	e.mu.Unlock()
 	lvl := level.Debug
-	if changed {
+	if e.count(req, d) {
 		lvl = level.Info
 	}
 	lvl(e.logger).Log("msg", "action suppressed", "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule, "reason", d.Reason, "detail", d.Detail)
 }
 
+// count counts a suppression and reports whether its reason for that
+// server, action and source changed (then it is kept in the history).
+// Only the series the configuration made are counted: a request for an
+// account or action it does not have creates no series and no memory.
+func (e *Engine) count(req Request, d Decision) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if d.Reason == ReasonStateError {
+		e.m.stateOK.Set(0) // alerts: the state file stopped taking writes
+	}
+	if !e.known[knownKey(req.Provider, req.Account, string(req.Action))] || e.accounts[req.Account] != req.Provider {
+		return false
+	}
+	e.m.suppressed.WithLabelValues(req.Provider, req.Account, string(req.Action), d.Reason).Inc()
+	e.unflushed[suppressKey(req.Provider, req.Account, string(req.Action), d.Reason)]++
+	key := serverKey(req.Provider, req.Account, req.ID) + "\x01" + string(req.Action) + "\x01" + req.Source
+	changed := e.lastReason[key] != d.Reason
+	e.lastReason[key] = d.Reason
+	if changed && len(e.events) < maxEvents {
+		e.events = append(e.events, Event{Time: e.now(), Provider: req.Provider, Account: req.Account, ID: req.ID,
+			Action: string(req.Action), Source: req.Source, Rule: req.Rule, Reason: d.Reason, Detail: d.Detail})
+	}
+	return changed
+}
+
+// countAction counts an action's result on /metrics, for a configured
+// account (its durable count is written with the audit record).
+func (e *Engine) countAction(req Request, result string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.accounts[req.Account] == req.Provider {
+		e.m.actions.WithLabelValues(req.Provider, req.Account, string(req.Action), req.Rule, result).Inc()
+	}
+}
+
 // flusher persists suppression counts and history every few seconds,
-// ends the paused gauge of a pause that ran out, and prunes old
-// handled-alert marks.
+// ends the paused gauge of a pause that ran out, and every ten minutes
+// prunes what is older than its retention.
 func (e *Engine) flusher() {
 	prune := time.Time{}
 	e.every(2*time.Second, func() bool {
 		e.flush()
 		e.mu.Lock()
 		e.m.paused.Set(b2f(e.pausedLocked(e.now()) != ""))
-		st, cooldown := e.state, time.Duration(e.cfg.Cooldown)
 		e.mu.Unlock()
-		if st != nil && time.Since(prune) > 10*time.Minute {
+		if time.Since(prune) > 10*time.Minute {
 			prune = time.Now()
-			// A handled alert occurrence older than a day and two
-			// cooldowns is not resent by Alertmanager any more.
-			if err := st.PruneSeen(e.now().Add(-max(24*time.Hour, 2*cooldown))); err != nil {
-				level.Warn(e.logger).Log("msg", "cannot prune handled alerts", "err", err)
+			if err := e.pruneRetention(); err != nil {
+				level.Warn(e.logger).Log("msg", "cannot prune old remediation records", "err", err)
 			}
 		}
 		return true
 	})
 }
 
-// flush writes the unflushed suppressions in one transaction, outside
-// the engine's lock (an fsync must not hold up decisions); on failure they
-// are kept for the next try.
+// flush writes the unflushed suppressions to the state file.
 func (e *Engine) flush() {
+	e.stateMu.Lock()
+	defer e.stateMu.Unlock()
 	e.mu.Lock()
-	st, counts, events := e.state, e.unflushed, e.events
-	if st == nil || (len(counts) == 0 && len(events) == 0) {
+	st := e.state
+	e.mu.Unlock()
+	if st != nil {
+		e.flushTo(st)
+	}
+}
+
+// flushTo writes the unflushed suppressions to st in one transaction,
+// outside the engine's lock (an fsync must not hold up decisions); on
+// failure they are kept for the next try. The caller holds e.stateMu.
+func (e *Engine) flushTo(st *State) {
+	e.mu.Lock()
+	counts, events := e.unflushed, e.events
+	if len(counts) == 0 && len(events) == 0 {
 		e.mu.Unlock()
 		return
 	}
@@ -810,19 +643,9 @@ func (e *Engine) flush() {
 		e.unflushed[k] += n
 	}
 	e.events = append(events, e.events...)
-}
-
-// flushLocked is flush for Close and a change of state file, which hold
-// the lock and close the file right after.
-func (e *Engine) flushLocked() {
-	if e.state == nil || (len(e.unflushed) == 0 && len(e.events) == 0) {
-		return
+	if len(e.events) > maxEvents {
+		e.events = e.events[len(e.events)-maxEvents:]
 	}
-	if err := e.state.Flush(e.unflushed, e.events); err != nil {
-		level.Error(e.logger).Log("msg", "cannot persist suppression counts", "err", err)
-		return
-	}
-	e.unflushed, e.events = map[string]uint64{}, nil
 }
 
 func b2f(b bool) float64 {

@@ -61,6 +61,7 @@ var inventoryChecks = []check{
 // countingChecks run under the engine's lock, with the reservation that
 // follows them: concurrent requests see each other's pending intents.
 var countingChecks = []check{
+	{"shutdown", (*gate).checkClosing},
 	{"in_flight", (*gate).checkInFlight},
 	{"cooldown", (*gate).checkCooldown},
 	{"rate_limit", (*gate).checkBudget},
@@ -206,6 +207,13 @@ func precondition(req Request, s providers.Server) string {
 		}
 	}
 	return ""
+}
+
+func (g *gate) checkClosing() *Decision {
+	if g.e.closing {
+		return supp(ReasonShutdown, "the exporter is stopping")
+	}
+	return nil
 }
 
 func (g *gate) checkInFlight() *Decision {
@@ -379,36 +387,47 @@ func (e *Engine) pausedLocked(now time.Time) string {
 }
 
 // Pause stops every action (rules and alerts) for d (0: until Resume),
-// durably: a restart keeps it.
+// durably: a restart keeps it. The pause is written first and published
+// after, both under e.stateMu; the engine's lock is never held while the
+// file is written.
 func (e *Engine) Pause(d time.Duration, reason string) (Pause, error) {
+	e.stateMu.Lock()
+	defer e.stateMu.Unlock()
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.state == nil {
+	st, now := e.state, e.now()
+	e.mu.Unlock()
+	if st == nil {
 		return Pause{}, fmt.Errorf("remediation has no usable state file: %w", errNoState)
 	}
-	now := e.now()
 	p := &Pause{Since: now, Reason: reason}
 	if d > 0 {
 		p.Until = now.Add(d)
 	}
-	if err := e.state.SetPause(p); err != nil {
+	if err := st.SetPause(p); err != nil {
 		return Pause{}, fmt.Errorf("store the pause: %w", err)
 	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	e.pause = p
 	e.m.paused.Set(1)
 	return *p, nil
 }
 
-// Resume ends a pause.
+// Resume ends a pause (written first, published after, as Pause).
 func (e *Engine) Resume() error {
+	e.stateMu.Lock()
+	defer e.stateMu.Unlock()
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.state == nil {
+	st := e.state
+	e.mu.Unlock()
+	if st == nil {
 		return fmt.Errorf("remediation has no usable state file: %w", errNoState)
 	}
-	if err := e.state.SetPause(nil); err != nil {
+	if err := st.SetPause(nil); err != nil {
 		return fmt.Errorf("clear the pause: %w", err)
 	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	e.pause = nil
 	e.m.paused.Set(0)
 	return nil

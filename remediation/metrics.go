@@ -4,7 +4,7 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // webhookOutcomes are the outcome label values of the webhook counter,
 // created at zero.
-var webhookOutcomes = []string{"queued", "resolved", "no_remediation", "invalid", "unknown_account", "rejected"}
+var webhookOutcomes = []string{"queued", "resolved", "no_remediation", "invalid", "unknown_account", "not_allowed", "unknown_server", "rejected"}
 
 type metrics struct {
 	enabled, dryRun, stateOK prometheus.Gauge
@@ -12,7 +12,6 @@ type metrics struct {
 	actions                  *prometheus.CounterVec
 	suppressed               *prometheus.CounterVec
 	webhookAlerts            *prometheus.CounterVec
-	restored                 bool
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -31,7 +30,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"provider", "account", "action", "reason"}),
 		webhookAlerts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vps_remediation_webhook_alerts_total",
-			Help: "Alerts received on the Alertmanager webhook, by outcome (queued, resolved, no_remediation, invalid, unknown_account, rejected).",
+			Help: "Alerts received on the Alertmanager webhook, by outcome (queued, resolved, no_remediation, invalid, unknown_account, not_allowed, unknown_server, rejected).",
 		}, []string{"outcome"}),
 	}
 	for _, o := range webhookOutcomes {
@@ -41,19 +40,23 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
-// restore brings the counters back to their durable totals, once.
-func (m *metrics) restore(counts map[string]uint64) {
-	if m.restored {
-		return
-	}
-	m.restored = true
+// restore adds the durable totals of the accounts in only (account ->
+// provider type) to their series. Totals of other accounts make no
+// series: a removed account's stay in the file until it comes back.
+func (m *metrics) restore(counts map[string]uint64, only map[string]string) {
 	for k, n := range counts {
 		p := splitKey(k)
 		switch {
-		case p[0] == "a" && len(p) == 6:
+		case p[0] == "a" && len(p) == 6 && only[p[2]] == p[1]:
 			m.actions.WithLabelValues(p[1], p[2], p[3], p[4], p[5]).Add(float64(n))
-		case p[0] == "s" && len(p) == 5:
+		case p[0] == "s" && len(p) == 5 && only[p[2]] == p[1]:
 			m.suppressed.WithLabelValues(p[1], p[2], p[3], p[4]).Add(float64(n))
 		}
 	}
+}
+
+// forget deletes every series that carries labels (an account's).
+func (m *metrics) forget(labels prometheus.Labels) {
+	m.actions.DeletePartialMatch(labels)
+	m.suppressed.DeletePartialMatch(labels)
 }

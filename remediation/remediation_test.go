@@ -92,13 +92,16 @@ func newHarness(t testing.TB, servers int, cfg config.Remediation) *harness {
 }
 
 // start makes a new engine on the harness's state file (a restart).
-func (h *harness) start() {
+func (h *harness) start() { h.startWith(h.accounts()) }
+
+// startWith is start with only these accounts configured.
+func (h *harness) startWith(accounts []config.Provider) {
 	h.reg = prometheus.NewRegistry()
 	h.engine = NewEngine(Deps{
 		Snapshot: h.store.Snapshot,
 		Provider: func(a string) (providers.Provider, bool) { p, ok := h.provs[a]; return p, ok },
 	}, h.reg, log.NewNopLogger(), h.now)
-	if err := h.engine.Configure(h.cfg, time.Minute, h.accounts()); err != nil {
+	if err := h.engine.Configure(h.cfg, time.Minute, accounts); err != nil {
 		h.t.Fatal(err)
 	}
 	h.t.Cleanup(h.engine.Close)

@@ -458,7 +458,7 @@ func TestSuppressionLoggedOnChange(t *testing.T) {
 		h.advance(time.Minute)
 		h.refresh("vps")
 	}
-	if n := strings.Count(buf.String(), `level=info msg="action suppressed"`); n != 1 {
+	if n := strings.Count(buf.String(), `level=info msg="rule's actions suppressed"`); n != 1 {
 		t.Errorf("%d info lines for one server held back by its cooldown five times; want 1\n%s", n, buf.String())
 	}
 	if got := h.suppressed("vps", ReasonCooldown); got != 5 {

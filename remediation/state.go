@@ -297,8 +297,35 @@ func (s *State) Finish(r *Record, countKey string) error {
 	})
 }
 
-// Recover turns intents left by a crash into audit records with result
-// "unknown" and returns them; their cooldowns already stand.
+// RecordDryRun writes a dry run's audit record, its dry-run cooldown and
+// its count in one transaction: nothing pending is left for a crash.
+func (s *State) RecordDryRun(r *Record, root, countKey string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		a := tx.Bucket(bucketAudit)
+		seq, err := a.NextSequence()
+		if err != nil {
+			return err
+		}
+		r.Seq = seq
+		b, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		if err := a.Put(u64(seq), b); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketCooldown).Put(cooldownKey(true, root), u64(uint64(r.Time.UnixNano()))); err != nil {
+			return err
+		}
+		return incr(tx, countKey)
+	})
+}
+
+// Recover turns intents left by a crash into audit records and returns
+// them: a live one with result "unknown" (the provider may have acted; its
+// cooldown already stands), a dry run (left by an older version, which
+// recorded dry runs in two steps) as the dry run it was. countKey names
+// the counter each counts in.
 func (s *State) Recover(countKey func(Record) string) ([]Record, error) {
 	var out []Record
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -309,8 +336,12 @@ func (s *State) Recover(countKey func(Record) string) ([]Record, error) {
 			if err := json.Unmarshal(v, &r); err != nil {
 				return fmt.Errorf("pending record %x: %w", k, err)
 			}
-			r.Result = "unknown"
-			r.Error = "the daemon stopped before the provider's answer was recorded"
+			if r.Result != ResultDryRun {
+				r.Result = ResultUnknown
+				if r.Error == "" {
+					r.Error = "the daemon stopped before the provider's answer was recorded"
+				}
+			}
 			b, _ := json.Marshal(r)
 			if err := tx.Bucket(bucketAudit).Put(u64(r.Seq), b); err != nil {
 				return err

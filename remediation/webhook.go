@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -17,6 +18,8 @@ import (
 
 	"github.com/go-kit/log/level"
 
+	"github.com/vps-exporter/vps_exporter/collector"
+	"github.com/vps-exporter/vps_exporter/config"
 	"github.com/vps-exporter/vps_exporter/providers"
 )
 
@@ -199,45 +202,7 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		http.Error(rw, fmt.Sprintf("unsupported payload version %q (want \"4\")", p.Version), http.StatusBadRequest)
 		return
 	}
-	var jobs []job
-	invalid := 0
-	now := e.now()
-	e.mu.Lock()
-	configured := e.accounts
-	e.mu.Unlock()
-	for i, a := range p.Alerts {
-		// An alert whose endsAt has passed is resolved, whatever its
-		// status says (a late resend of a firing notification).
-		if a.Status != "firing" || (!a.EndsAt.IsZero() && a.EndsAt.Before(now)) {
-			e.m.webhookAlerts.WithLabelValues("resolved").Inc()
-			continue
-		}
-		action := a.Labels["remediation"]
-		if action == "" {
-			e.m.webhookAlerts.WithLabelValues("no_remediation").Inc()
-			continue
-		}
-		prov, acct, id := a.Labels["provider"], a.Labels["account"], a.Labels["id"]
-		if prov == "" || acct == "" || id == "" || a.StartsAt.IsZero() {
-			// One bad alert (a rule that drops labels) must not hold back
-			// the others Alertmanager grouped with it: skip it, loudly.
-			invalid++
-			e.m.webhookAlerts.WithLabelValues("invalid").Inc()
-			level.Warn(e.logger).Log("msg", "webhook alert ignored: a remediation label needs provider, account, id labels and startsAt",
-				"index", i, "alertname", a.Labels["alertname"], "remediation", action)
-			continue
-		}
-		if typ, ok := configured[acct]; !ok || typ != prov {
-			// Counted here only: nothing a caller sends creates a series
-			// or a durable counter.
-			e.m.webhookAlerts.WithLabelValues("unknown_account").Inc()
-			continue
-		}
-		jobs = append(jobs, job{
-			req: Request{Provider: prov, Account: acct, ID: id, Action: providers.Action(action), Source: "alert", Rule: a.Labels["alertname"]},
-			key: alertKey(a),
-		})
-	}
+	jobs, invalid := w.admitAlerts(p.Alerts, e.now())
 	// All or nothing: a batch the queue cannot hold is refused, so that
 	// Alertmanager retries it, rather than half taken. Workers only take
 	// from the queue meanwhile, so room checked under enq stays room.
@@ -262,6 +227,106 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		_, _ = fmt.Fprintf(rw, "; ignored %d without provider, account, id or startsAt", invalid)
 	}
 	_, _ = fmt.Fprintln(rw)
+}
+
+// admitAlerts sorts a payload's alerts: the firing ones that ask a
+// configured account for an action it may take on a server it has become
+// jobs; every other is counted in vps_remediation_webhook_alerts_total by
+// outcome and leaves nothing else behind (no series, no memory, no
+// history: a caller cannot grow the exporter). One line is logged for
+// the alerts that lack labels.
+func (w *Webhook) admitAlerts(alerts []amAlert, now time.Time) ([]job, int) {
+	e := w.engine
+	e.mu.Lock()
+	configured, allowed := e.accounts, e.cfg.Webhook.AllowedActions
+	e.mu.Unlock()
+	snaps := map[string]*collector.Snapshot{}
+	snapshot := func(account string) *collector.Snapshot {
+		if s, ok := snaps[account]; ok {
+			return s
+		}
+		var sp *collector.Snapshot
+		if s, ok := e.deps.Snapshot(account); ok && s.Refreshed && !s.LastSuccess.IsZero() {
+			sp = &s
+		}
+		snaps[account] = sp
+		return sp
+	}
+	var jobs []job
+	invalid, firstInvalid := 0, ""
+	for _, a := range alerts {
+		// An alert whose endsAt has passed is resolved, whatever its
+		// status says (a late resend of a firing notification).
+		if a.Status != "firing" || (!a.EndsAt.IsZero() && a.EndsAt.Before(now)) {
+			e.m.webhookAlerts.WithLabelValues("resolved").Inc()
+			continue
+		}
+		action := a.Labels["remediation"]
+		if action == "" {
+			e.m.webhookAlerts.WithLabelValues("no_remediation").Inc()
+			continue
+		}
+		prov, acct, id := a.Labels["provider"], a.Labels["account"], a.Labels["id"]
+		if prov == "" || acct == "" || id == "" || a.StartsAt.IsZero() {
+			// One bad alert (a rule that drops labels) must not hold back
+			// the others Alertmanager grouped with it: skip it, loudly.
+			if invalid == 0 {
+				firstInvalid = a.Labels["alertname"]
+			}
+			invalid++
+			e.m.webhookAlerts.WithLabelValues("invalid").Inc()
+			continue
+		}
+		if typ, ok := configured[acct]; !ok || typ != prov {
+			e.m.webhookAlerts.WithLabelValues("unknown_account").Inc()
+			continue
+		}
+		if !slices.Contains(allowed, action) || !config.Supports(prov, action) {
+			e.m.webhookAlerts.WithLabelValues("not_allowed").Inc()
+			continue
+		}
+		// A server the account's last list does not have: counted only.
+		// (Before the account's first refresh the gate says stale_data,
+		// which Alertmanager's resend gets past.)
+		if snap := snapshot(acct); snap != nil && !hasServer(snap.Servers, id) {
+			e.m.webhookAlerts.WithLabelValues("unknown_server").Inc()
+			continue
+		}
+		jobs = append(jobs, job{
+			req: Request{Provider: prov, Account: acct, ID: id, Action: providers.Action(action), Source: "alert", Rule: a.Labels["alertname"]},
+			key: alertKey(a),
+		})
+	}
+	if invalid > 0 {
+		level.Warn(e.logger).Log("msg", "webhook alerts ignored: a remediation label needs provider, account, id labels and startsAt",
+			"alerts", invalid, "first_alertname", firstInvalid)
+	}
+	return jobs, invalid
+}
+
+// hasServer reports whether the servers (ordered by id as the store
+// orders them: numerically when both are numbers, else as text) hold id.
+func hasServer(list []providers.Server, id string) bool {
+	less := func(a, b string) bool {
+		if len(a) != len(b) && isDigits(a) && isDigits(b) {
+			return len(a) < len(b)
+		}
+		return a < b
+	}
+	i := sort.Search(len(list), func(i int) bool { return !less(list[i].ID, id) })
+	return i < len(list) && list[i].ID == id
+}
+
+func isDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // alertKey identifies one occurrence of one alert: its fingerprint (or its
