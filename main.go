@@ -362,6 +362,9 @@ func (d *daemon) register(reg *prometheus.Registry) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		versioncollector.NewCollector(program),
 		collector.NewAccountCollector(d.store),
+		// d.manager is set before the web server starts; a scrape reads
+		// it then.
+		collector.NewRateCollector(func() []providers.Provider { return d.manager.Providers() }),
 		d.reloadOK, d.reloadTime,
 	)
 }

@@ -13,7 +13,6 @@ package remediation
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -517,25 +516,23 @@ func (e *Engine) execute(ctx context.Context, g *gate) Decision {
 	return Decision{Acted: true, Result: rec.Result, Detail: rec.Error}
 }
 
-// wasSent reports whether a failed call reached the provider: an error
-// before any request went out (the daemon stopping while the call waited
-// for the account's rate limit) was not.
+// wasSent reports whether a failed call reached the provider, or may
+// have: only one that provably never left (a refused dial, a wait for the
+// account's rate limit or a 429 pause cut short, an unsupported action)
+// is not. An answered call is sent, whatever its body.
 func wasSent(err error) bool {
-	var ae *apiclient.Error
-	if errors.As(err, &ae) {
-		return ae.Sent
-	}
-	return !errors.Is(err, providers.ErrUnsupportedAction)
+	return apiclient.DeliveryOf(err).Sent()
 }
 
-// outcome classifies a sent call: success, failed (the provider answered
-// no), or unknown (no answer: a timeout, a reset connection).
+// outcome classifies a sent call: success (the provider accepted it),
+// failed (the provider answered no: a non-2xx, or a documented refusal
+// inside a 2xx) or unknown (no usable answer: a timeout, a reset, a 2xx
+// whose body does not decode; the provider may have carried it out).
 func outcome(err error) string {
-	if err == nil {
+	switch apiclient.DeliveryOf(err) {
+	case apiclient.Accepted:
 		return ResultSuccess
-	}
-	var ae *apiclient.Error
-	if errors.As(err, &ae) && ae.Status != 0 {
+	case apiclient.Refused:
 		return ResultFailed
 	}
 	return ResultUnknown

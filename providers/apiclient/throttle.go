@@ -26,15 +26,19 @@ type throttle struct {
 	// rate: linearly; unlimited: doubling every recovery/6).
 	recovery time.Duration
 
-	mu         sync.Mutex
-	base       rate.Limit // configured rate; rate.Inf when none
-	burst      int
-	cur        rate.Limit // in force now
-	cutTo      rate.Limit // the rate the last 429 cut to
-	cutAt      time.Time  // when; zero when not recovering
-	pauseUntil time.Time
-	starts     [32]time.Time // the latest attempts, to estimate the rate in use
-	next       int
+	mu    sync.Mutex
+	base  rate.Limit // configured rate; rate.Inf when none
+	burst int
+	cur   rate.Limit // in force now
+	cutTo rate.Limit // the rate the last 429 cut to
+	// recoverFrom is when the cut starts to recover: the end of the
+	// pause that came with it (recovery during a pause would send the
+	// account back at full rate the moment the pause ends); zero when
+	// no cut is in force.
+	recoverFrom time.Time
+	pauseUntil  time.Time
+	starts      [32]time.Time // the latest attempts, to estimate the rate in use
+	next        int
 }
 
 func newThrottle(limit, budget float64, recovery time.Duration) *throttle {
@@ -61,13 +65,22 @@ func (t *throttle) Limit() rate.Limit {
 	return t.cur
 }
 
+// Throttled reports whether a 429 pause or a rate cut is in force.
+func (t *throttle) Throttled() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := time.Now()
+	t.recoverLocked(now)
+	return now.Before(t.pauseUntil) || !t.recoverFrom.IsZero()
+}
+
 // recoverLocked brings a cut rate back towards the configured one as
-// time passes without a 429.
+// time passes without a 429 after the pause.
 func (t *throttle) recoverLocked(now time.Time) {
-	if t.cutAt.IsZero() {
+	if t.recoverFrom.IsZero() {
 		return
 	}
-	since := now.Sub(t.cutAt)
+	since := max(now.Sub(t.recoverFrom), 0)
 	var l rate.Limit
 	if t.base == rate.Inf {
 		// Doubling back every recovery/6; lifted at twice the rate
@@ -80,7 +93,7 @@ func (t *throttle) recoverLocked(now time.Time) {
 		l = min(t.base, t.cutTo+(t.base-t.cutTo)*rate.Limit(since.Seconds()/t.recovery.Seconds()))
 	}
 	if l == t.base {
-		t.cutAt = time.Time{}
+		t.recoverFrom = time.Time{}
 	}
 	if l != t.cur {
 		t.setLocked(now, l)
@@ -94,11 +107,22 @@ func (t *throttle) wait(ctx context.Context, background bool) error {
 		return err
 	}
 	if !background {
-		if err := t.lim.Wait(ctx); err != nil {
-			return err
+		for {
+			if err := t.lim.Wait(ctx); err != nil {
+				return err
+			}
+			if !t.pausedNow() {
+				t.record()
+				return nil
+			}
+			// A 429 pause began while this request waited for its
+			// token: it holds for this request too; then a token at
+			// the rate in force after it (the one taken was reserved
+			// at the old rate).
+			if err := t.waitPause(ctx); err != nil {
+				return err
+			}
 		}
-		t.record()
-		return nil
 	}
 	if t.bg != nil {
 		if err := t.bg.Wait(ctx); err != nil {
@@ -165,6 +189,13 @@ func (t *throttle) waitPause(ctx context.Context) error {
 	}
 }
 
+// pausedNow reports whether an account-wide pause is in force.
+func (t *throttle) pausedNow() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return time.Now().Before(t.pauseUntil)
+}
+
 func (t *throttle) record() {
 	t.mu.Lock()
 	t.starts[t.next%len(t.starts)] = time.Now()
@@ -189,7 +220,9 @@ func (t *throttle) observedLocked() rate.Limit {
 
 // throttled is told of a 429: the whole account pauses for retryAfter (a
 // second when the API did not say) and the rate is halved, once per
-// pause: the other requests that were in flight get their 429 too.
+// pause: the other requests that were in flight get their 429 too. The
+// cut recovers from the end of the pause (a later 429 that extends the
+// pause moves it).
 func (t *throttle) throttled(retryAfter time.Duration) {
 	if retryAfter <= 0 {
 		retryAfter = time.Second
@@ -203,6 +236,9 @@ func (t *throttle) throttled(retryAfter time.Duration) {
 		t.pauseUntil = until
 	}
 	if paused {
+		if !t.recoverFrom.IsZero() {
+			t.recoverFrom = t.pauseUntil
+		}
 		return
 	}
 	cur := t.cur
@@ -213,7 +249,7 @@ func (t *throttle) throttled(retryAfter time.Duration) {
 	if t.base != rate.Inf {
 		floor = t.base * minRateShare
 	}
-	t.cutTo, t.cutAt = max(cur/2, floor), now
+	t.cutTo, t.recoverFrom = max(cur/2, floor), t.pauseUntil
 	t.setLocked(now, t.cutTo)
 }
 
