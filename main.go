@@ -18,6 +18,7 @@ import (
 	"time"
 	_ "time/tzdata" // account timezones work in a minimal container image
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
@@ -56,6 +57,11 @@ type flags struct {
 	logLevel        string
 	logFormat       string
 	webFlagConfig   *web.FlagConfig
+
+	// autoMemLimit sets the Go memory limit from the cgroup's, at
+	// autoMemLimitRatio of it (Prometheus' flags).
+	autoMemLimit      bool
+	autoMemLimitRatio float64
 }
 
 func parseFlags(args []string) (*flags, error) {
@@ -70,6 +76,8 @@ func parseFlags(args []string) (*flags, error) {
 	app.Flag("demo.servers", "Size of the simulated fleet in --demo, shared among the three providers.").Default("150").IntVar(&f.demoServers)
 	app.Flag("demo.refresh-interval", "Refresh interval in --demo.").Default("15s").DurationVar(&f.demoRefresh)
 	app.Flag("demo.rate-limit", "In --demo, the simulated providers throttle each API at this many requests per second (429 with Retry-After), and each account's rate_limit is set to 80% of it; 0: no throttling.").Default("0").Float64Var(&f.demoRate)
+	app.Flag("auto-gomemlimit", "Set the Go runtime's memory limit (GOMEMLIMIT) from the container's cgroup memory limit, at --auto-gomemlimit.ratio of it. A GOMEMLIMIT in the environment is left as it is.").Default("true").BoolVar(&f.autoMemLimit)
+	app.Flag("auto-gomemlimit.ratio", "The share of the cgroup memory limit set as the Go memory limit, in (0, 1]; the rest is headroom for what Go does not count (stacks, the binary, the kernel's page cache of the state file).").Default("0.9").Float64Var(&f.autoMemLimitRatio)
 	app.Flag("log.level", "Only log messages with the given severity or above. One of: [debug, info, warn, error]").Default("info").EnumVar(&f.logLevel, "debug", "info", "warn", "error")
 	app.Flag("log.format", "Output format of log messages. One of: [logfmt, json]").Default("logfmt").EnumVar(&f.logFormat, "logfmt", "json")
 	f.webFlagConfig = kingpinflag.AddFlags(app, ":9877")
@@ -83,6 +91,9 @@ func parseFlags(args []string) (*flags, error) {
 	}
 	if f.demoRate < 0 {
 		return nil, fmt.Errorf("--demo.rate-limit must not be negative")
+	}
+	if !(f.autoMemLimitRatio > 0 && f.autoMemLimitRatio <= 1) {
+		return nil, fmt.Errorf("--auto-gomemlimit.ratio must be greater than 0 and at most 1, got %v", f.autoMemLimitRatio)
 	}
 	return f, nil
 }
@@ -186,6 +197,9 @@ func run(args []string, stderr *os.File) int {
 	sigctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	level.Info(logger).Log("msg", "starting "+program, "version", version.Info(), "build_context", version.BuildContext())
+	if f.autoMemLimit {
+		autoMemLimit(logger, f.autoMemLimitRatio, memlimit.FromCgroup)
+	}
 	return serve(sigctx, f, logger, toolkit)
 }
 
