@@ -210,7 +210,7 @@ func TestRemovedAccountSeriesLeaveAcrossRestart(t *testing.T) {
 		appendRemediation(t, cfgPath, rules)
 	}
 	write(true)
-	e := startExporter(t, "--config.file="+cfgPath)
+	e := startExporter(t, "--config.file="+cfgPath, "--web.enable-lifecycle")
 	dryRuns := func(m string) float64 {
 		return metricValue(m, "vps_remediation_actions_total", `account="vps-main"`, `result="dry_run"`)
 	}
@@ -236,7 +236,7 @@ func TestRemovedAccountSeriesLeaveAcrossRestart(t *testing.T) {
 	// A restart on the same state file, the account still gone.
 	_ = e.cmd.Process.Signal(syscall.SIGTERM)
 	_ = e.cmd.Wait()
-	e = startExporter(t, "--config.file="+cfgPath)
+	e = startExporter(t, "--config.file="+cfgPath, "--web.enable-lifecycle")
 	if n := vpsSeries(e.metrics()); n != 0 {
 		t.Errorf("%d remediation series of the removed account after a restart", n)
 	}
