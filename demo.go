@@ -38,8 +38,11 @@ type demoOptions struct {
 
 // startDemo starts the simulated provider APIs on loopback and returns a
 // configuration that monitors them, with credentials made up for this run.
-// Remediation runs in dry-run with sample rules and the webhook on, so that
-// its metrics and audit log have something to show.
+// Remediation runs live against the simulator (it is in this process:
+// nothing else can be touched), with sample rules, their ladders and the
+// webhook on, and a few simulated servers are sick (demoSick), so that
+// the closed loop shows within a few minutes: repairs verified recovered,
+// an escalation from reboot to power cycle, exhausted servers.
 func startDemo(ctx context.Context, o demoOptions) (*config.Config, error) {
 	servers, refresh := o.servers, o.refresh
 	creds := map[sim.API]sim.Credentials{
@@ -48,6 +51,7 @@ func startDemo(ctx context.Context, o demoOptions) (*config.Config, error) {
 		sim.E2E:      {Token: randomHex(), APIKey: randomHex(), ProjectID: "demo"},
 	}
 	s := sim.New(sim.Options{PerAPI: demoSplit(servers), Seed: 1, Credentials: creds, Settle: 30 * time.Second})
+	demoSick(s)
 	if o.rate > 0 {
 		for _, api := range sim.APIs() {
 			s.SetThrottle(api, o.rate, max(1, int(o.rate)))
@@ -76,15 +80,34 @@ func startDemo(ctx context.Context, o demoOptions) (*config.Config, error) {
 		c.Providers[i].RateLimit = 0.8 * o.rate
 	}
 	r := &c.Remediation
-	r.Enabled, r.DryRun = true, true
+	r.Enabled, r.DryRun = true, false
 	r.StateFile = filepath.Join(o.stateDir, "remediation.db")
+	r.MaxActionsPerHour = 60
+	r.MaxFleetFraction = 0.3
 	r.Webhook.Enabled = true
+	r.Webhook.Verify = model.Duration(2 * time.Minute)
+	r.Webhook.Escalate = map[string][]string{"reboot": {"power_cycle"}}
+	verify := model.Duration(max(time.Minute, 4*refresh))
 	r.Rules = []config.Rule{
-		{Name: "redeploy-heartbeat-abnormal", Provider: config.TypeVPNBingo, State: []string{"degraded"}, For: model.Duration(2 * refresh), Action: "redeploy"},
-		{Name: "start-stopped-vps", Provider: config.TypeVPSOrg, State: []string{"stopped"}, For: model.Duration(2 * refresh), Action: "start"},
-		{Name: "reboot-hot-cpu", Provider: config.TypeVPSOrg, State: []string{"running"}, Metric: "cpu_usage_ratio", Above: ptr(0.95), For: model.Duration(2 * refresh), Action: "reboot"},
+		{Name: "redeploy-heartbeat-abnormal", Provider: config.TypeVPNBingo, State: []string{"degraded"}, For: model.Duration(2 * refresh), Action: "redeploy", Verify: verify},
+		{Name: "start-stopped-vps", Provider: config.TypeVPSOrg, State: []string{"stopped"}, For: model.Duration(2 * refresh), Action: "start", Verify: verify},
+		{Name: "reboot-hot-cpu", Provider: config.TypeVPSOrg, State: []string{"running"}, Metric: "cpu_usage_ratio", Above: ptr(0.95), For: model.Duration(2 * refresh),
+			Action: "reboot", Escalate: []string{"power_cycle"}, Verify: verify},
 	}
 	return c, nil
+}
+
+// demoSick makes a few simulated servers sick (the generated fleet runs
+// every 12th VPS.org server's CPU hot, which a reboot cures, and reads
+// every 10th VPN.bingo node Heartbeat Abnormal, which a redeploy cures):
+// the second hot VPS.org server needs a power cycle, the third nothing
+// cures, and the second degraded VPN.bingo node comes back degraded from
+// its redeploy. The ids are those of the generated fleet; a fleet too
+// small to have them has fewer sick servers.
+func demoSick(s *sim.Sim) {
+	s.SetSick(sim.VPSOrg, 12013, sim.Sickness{Cure: sim.CurePowerCycle})
+	s.SetSick(sim.VPSOrg, 12025, sim.Sickness{Cure: sim.CureNone})
+	s.SetSick(sim.VPNBingo, 1013, sim.Sickness{Cure: sim.CureNone})
 }
 
 func ptr(v float64) *float64 { return &v }
