@@ -4,11 +4,13 @@
 //
 // The gate is an ordered chain of small named checks (gate.go). A request
 // passes the checks on the inventory first; then, under one lock, the
-// checks that count (in flight, cooldown, hourly budget, blast radius) and
-// the reservation of its place in them, so that concurrent requests see
-// each other's pending intents; then the provider re-reads the server and
-// the checks run again on its answer; last, immediately before the call,
-// enabled, dry-run and pause are read again.
+// checks that count (in flight, the server's episode, cooldown, hourly
+// budget, blast radius) and the reservation of its place in them, so that
+// concurrent requests see each other's pending intents; then the provider
+// re-reads the server and the checks run again on its answer; last,
+// immediately before the call, enabled, dry-run and pause are read again.
+// Every live action is then verified and escalated or exhausted: the
+// closed loop (loop.go).
 package remediation
 
 import (
