@@ -13,7 +13,6 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 	_ "time/tzdata" // account timezones work in a minimal container image
@@ -166,9 +165,6 @@ type daemon struct {
 
 	engine  *remediation.Engine
 	webhook *remediation.Webhook
-	// remCfg is the remediation configuration last applied (the status
-	// page shows its max_actions_per_hour).
-	remCfg atomic.Pointer[config.Remediation]
 
 	reloadMu      sync.Mutex
 	reloadOK      prometheus.Gauge
@@ -264,12 +260,13 @@ func serve(parent context.Context, f *flags, logger log.Logger, toolkit *slog.Lo
 			level.Error(logger).Log("msg", "cannot create demo state directory", "err", err)
 			return 1
 		}
-		demoCfg, err := startDemo(ctx, demoOptions{servers: f.demoServers, refresh: f.demoRefresh, rate: f.demoRate, stateDir: stateDir})
+		demoCfg, demoFile, err := startDemo(ctx, demoOptions{servers: f.demoServers, refresh: f.demoRefresh, rate: f.demoRate, stateDir: stateDir})
 		if err != nil {
 			level.Error(logger).Log("msg", "cannot start demo", "err", err)
 			return 1
 		}
-		level.Info(logger).Log("msg", "demo mode: monitoring simulated providers on loopback", "servers", f.demoServers)
+		level.Info(logger).Log("msg", "demo mode: monitoring simulated providers on loopback; remediation acts for real on the simulated servers only",
+			"servers", f.demoServers, "config_file", demoFile)
 		d.loadConfig = func() (*config.Config, error) { return demoCfg, nil }
 	} else {
 		d.loadConfig = func() (*config.Config, error) { return loadChecked(f) }
@@ -429,8 +426,6 @@ func (d *daemon) apply(c *config.Config, first bool) error {
 	if err := d.engine.Configure(c.Remediation, time.Duration(c.Global.RefreshInterval), c.Providers); err != nil && first && !remediation.IsStateLocked(err) {
 		return fmt.Errorf("remediation.state_file: %w", err)
 	}
-	rc := c.Remediation
-	d.remCfg.Store(&rc)
 	return nil
 }
 

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/vps-exporter/vps_exporter/providers/sim"
-	"github.com/vps-exporter/vps_exporter/remediation"
 )
 
 var screenshotTo = flag.String("statuspage.screenshot", "", "TestStatusPage copies its screenshot of the status page here (e.g. docs/status-page.png)")
@@ -166,37 +165,6 @@ func TestStatusPage(t *testing.T) {
 	}
 	assertNoSecrets(t, "the status page", string(dom))
 	assertNoSecrets(t, "logs", e.logs.String())
-}
-
-func TestActionsThisHour(t *testing.T) {
-	now := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
-	rec := func(ago time.Duration, result string) remediation.Record {
-		return remediation.Record{Time: now.Add(-ago), Result: result}
-	}
-	mixed := []remediation.Record{ // newest first, as History gives them
-		rec(time.Minute, "dry_run"), rec(2*time.Minute, "success"), rec(3*time.Minute, "failed"),
-		rec(10*time.Minute, "dry_run"), rec(20*time.Minute, "unknown"), rec(61*time.Minute, "dry_run"), rec(2*time.Hour, "success"),
-	}
-	for _, tc := range []struct {
-		name    string
-		recs    []remediation.Record
-		dryRun  bool
-		n       int
-		count   int
-		atLeast bool
-	}{
-		{"dry run counts dry_run only, within the hour", mixed, true, 21, 2, false},
-		{"live counts every other result", mixed, false, 21, 3, false},
-		{"an older record ends the count even when all n came back", mixed, true, 7, 2, false},
-		{"fewer than asked for: all there are", mixed[:4], false, 21, 2, false},
-		{"all n within the hour: a lower bound", mixed[:4], true, 4, 2, true},
-		{"no history", nil, true, 21, 0, false},
-	} {
-		count, atLeast := actionsThisHour(tc.recs, tc.dryRun, now.Add(-time.Hour), tc.n)
-		if count != tc.count || atLeast != tc.atLeast {
-			t.Errorf("%s: %d (at least: %v), want %d (%v)", tc.name, count, atLeast, tc.count, tc.atLeast)
-		}
-	}
 }
 
 // runChromium runs headless chromium on its own profile, at most a

@@ -2,6 +2,7 @@ package remediation
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,9 +14,11 @@ import (
 )
 
 // ControlHandler serves the operator's endpoints under
-// /api/v1/remediation: GET the actions and suppressions (filters provider,
-// account, id, since, limit), POST .../pause {"duration","reason"} and
-// POST .../resume. They take the webhook's credential.
+// /api/v1/remediation: GET the actions, suppressions and episodes
+// (filters provider, account, id, since, limit), POST .../pause
+// {"duration","reason"}, POST .../resume and POST .../reset
+// {"provider","account","id"}. They take the remediation credential
+// whenever one is set.
 type ControlHandler struct{ e *Engine }
 
 // NewControlHandler returns the control endpoints of e.
@@ -35,16 +38,19 @@ func (c *ControlHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		c.history(w, r)
-	case "/api/v1/remediation/pause", "/api/v1/remediation/resume":
+	case "/api/v1/remediation/pause", "/api/v1/remediation/resume", "/api/v1/remediation/reset":
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", "POST")
-			http.Error(w, "POST to pause or resume remediation", http.StatusMethodNotAllowed)
+			http.Error(w, "POST to pause, resume or reset remediation", http.StatusMethodNotAllowed)
 			return
 		}
-		if r.URL.Path == "/api/v1/remediation/pause" {
+		switch r.URL.Path {
+		case "/api/v1/remediation/pause":
 			c.pause(w, r)
-		} else {
+		case "/api/v1/remediation/resume":
 			c.resume(w)
+		default:
+			c.reset(w, r)
 		}
 	default:
 		http.NotFound(w, r)
@@ -134,6 +140,31 @@ func (c *ControlHandler) resume(w http.ResponseWriter) {
 	}
 	level.Warn(c.e.logger).Log("msg", "remediation resumed by an operator")
 	writeJSON(w, http.StatusOK, map[string]bool{"paused": false})
+}
+
+func (c *ControlHandler) reset(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Provider string `json:"provider"`
+		Account  string `json:"account"`
+		ID       string `json:"id"`
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+	if err == nil {
+		err = json.Unmarshal(b, &body)
+	}
+	if err != nil || body.Provider == "" || body.Account == "" || body.ID == "" {
+		http.Error(w, `malformed body: want {"provider": "vpsorg", "account": "...", "id": "..."}`, http.StatusBadRequest)
+		return
+	}
+	res, err := c.e.Reset(body.Provider, body.Account, body.ID)
+	switch {
+	case errors.Is(err, ErrUnknownAccount):
+		http.Error(w, "cannot reset: "+err.Error(), http.StatusNotFound)
+	case err != nil:
+		http.Error(w, "cannot reset: "+err.Error(), http.StatusServiceUnavailable)
+	default:
+		writeJSON(w, http.StatusOK, res)
+	}
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

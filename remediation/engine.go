@@ -4,11 +4,13 @@
 //
 // The gate is an ordered chain of small named checks (gate.go). A request
 // passes the checks on the inventory first; then, under one lock, the
-// checks that count (in flight, cooldown, hourly budget, blast radius) and
-// the reservation of its place in them, so that concurrent requests see
-// each other's pending intents; then the provider re-reads the server and
-// the checks run again on its answer; last, immediately before the call,
-// enabled, dry-run and pause are read again.
+// checks that count (in flight, the server's episode, cooldown, hourly
+// budget, blast radius) and the reservation of its place in them, so that
+// concurrent requests see each other's pending intents; then the provider
+// re-reads the server and the checks run again on its answer; last,
+// immediately before the call, enabled, dry-run and pause are read again.
+// Every live action is then verified and escalated or exhausted: the
+// closed loop (loop.go).
 package remediation
 
 import (
@@ -45,12 +47,13 @@ const (
 	ReasonPaused           = "paused"
 	ReasonOutsideWindow    = "outside_window"
 	ReasonPrecondition     = "precondition"
+	// ReasonExhausted is in loop.go.
 )
 
 // reasons lists every suppression reason (the counters start at zero).
 var reasons = []string{ReasonCooldown, ReasonRateLimit, ReasonBlastRadius, ReasonStaleData, ReasonNotAllowed,
 	ReasonInFlight, ReasonConditionCleared, ReasonDuplicate, ReasonStateError, ReasonShutdown,
-	ReasonExcluded, ReasonPaused, ReasonOutsideWindow, ReasonPrecondition}
+	ReasonExcluded, ReasonPaused, ReasonOutsideWindow, ReasonPrecondition, ReasonExhausted}
 
 // Results of an action.
 const (
@@ -69,6 +72,11 @@ type Request struct {
 	Source, Rule string
 	// rule is set for rule requests, to re-check the condition.
 	rule *config.Rule
+	// escalation marks the next step of an episode's ladder, which its
+	// own cooldown does not hold back; alert is the fingerprint of the
+	// alert that asked.
+	escalation bool
+	alert      string
 }
 
 // Decision is what the gate decided.
@@ -99,6 +107,9 @@ type Engine struct {
 	// reload cancels, but the engine's own, cancelled by Shutdown.
 	base   context.Context
 	cancel context.CancelFunc
+	// A power cycle waits at most cycleWait for the server to read
+	// stopped, re-reading it every cyclePoll (set once, before use).
+	cycleWait, cyclePoll time.Duration
 
 	// stateMu: see lifecycle.go. Never taken while mu is held.
 	stateMu sync.Mutex
@@ -135,6 +146,11 @@ type Engine struct {
 	lastReason map[string]string
 	unflushed  map[string]uint64
 	events     []Event
+	// The closed loop (loop.go): each lineage root's attempts and active
+	// episode, and the last episode number given.
+	tracks  map[string]*track
+	epSeq   uint64
+	loopVer uint64 // versions of the closed loop's writes, increasing
 }
 
 // fleetSize is an account's fleet for the blast radius at one list
@@ -185,7 +201,8 @@ func NewEngine(deps Deps, reg prometheus.Registerer, logger log.Logger, now func
 	e := &Engine{deps: deps, logger: logger, now: now, m: newMetrics(reg), stop: make(chan struct{}),
 		since: map[string]time.Time{}, live: newLedger(), dry: newLedger(), lineage: map[string]string{},
 		inFlight: map[string]bool{}, lastReason: map[string]string{}, unflushed: map[string]uint64{}, accounts: map[string]string{},
-		fleets: map[string]fleetSize{}, known: map[string]bool{}, restored: map[string]string{}}
+		fleets: map[string]fleetSize{}, known: map[string]bool{}, restored: map[string]string{}, tracks: map[string]*track{},
+		cycleWait: powerCycleWait, cyclePoll: powerCyclePoll}
 	e.base, e.cancel = context.WithCancel(context.Background())
 	go e.flusher()
 	return e
@@ -210,6 +227,17 @@ func (e *Engine) OnRefresh(ctx context.Context, snap collector.Snapshot) {
 		return
 	}
 	now := e.now()
+	present, roots := e.presence(snap)
+	// The closed loop first: verdicts, releases, and the next steps due,
+	// which the rules below do not ask for again.
+	escalated := map[string]bool{}
+	for _, req := range e.loopRefresh(&snap, roots) {
+		s, _ := lookupServer(snap.Servers, req.ID)
+		escalated[req.ID] = true
+		if !e.startRule(ctx, req, &snap, &s, nil) {
+			return
+		}
+	}
 	for i := range cfg.Rules {
 		rule := &cfg.Rules[i]
 		if !ruleMatchesAccount(rule, snap.Provider, snap.Account) {
@@ -217,6 +245,9 @@ func (e *Engine) OnRefresh(ctx context.Context, snap collector.Snapshot) {
 		}
 		t := tally{}
 		for _, s := range snap.Servers {
+			if escalated[s.ID] {
+				continue
+			}
 			key := rule.Name + "\x00" + serverKey(snap.Provider, snap.Account, s.ID)
 			e.mu.Lock()
 			if !conditionHolds(rule, s) {
@@ -245,17 +276,23 @@ func (e *Engine) OnRefresh(ctx context.Context, snap collector.Snapshot) {
 		}
 		t.log(e.logger, snap, rule.Name)
 	}
-	e.forgetGone(snap, now)
+	e.forgetGone(snap, present, roots, now)
 }
 
-// startRule takes a rule's request through the checks on the inventory
-// and the reservation and, if it passes, carries it out in the background.
-// It returns false when nothing more may start (shutting down).
+// startRule takes a rule's request (or an episode's next step) through
+// the checks on the inventory and the reservation and, if it passes,
+// carries it out in the background. A suppression counts in t (nil: it is
+// logged on its own). It returns false when nothing more may start
+// (shutting down).
 func (e *Engine) startRule(ctx context.Context, req Request, snap *collector.Snapshot, s *providers.Server, t *tally) bool {
 	if ctx.Err() != nil {
 		return false
 	}
 	g, d := e.admit(req, snap, s)
+	if d != nil && t == nil {
+		e.suppressed(req, *d)
+		return d.Reason != ReasonShutdown
+	}
 	if d != nil {
 		t.add(d.Reason, e.count(req, *d))
 		level.Debug(e.logger).Log("msg", "action suppressed", "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule, "reason", d.Reason, "detail", d.Detail)
@@ -368,11 +405,15 @@ func (e *Engine) admit(req Request, snap *collector.Snapshot, srv *providers.Ser
 		return nil, d
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if d := g.run(countingChecks); d != nil {
+	d := g.run(countingChecks)
+	if d == nil {
+		g.reserveLocked()
+	}
+	e.mu.Unlock()
+	e.store(g.writes...)
+	if d != nil {
 		return nil, d
 	}
-	g.reserveLocked()
 	return g, nil
 }
 
@@ -448,8 +489,10 @@ func (e *Engine) recordDryRun(g *gate) Decision {
 }
 
 // settle turns a reservation into a recorded action: the cooldown starts
-// (for the lineage), the intent stays in the hourly window as done.
-func (e *Engine) settle(g *gate, rec *Record) {
+// (for the lineage), the intent stays in the hourly window as done; a live
+// action becomes a step of its server's episode (the returned change, to
+// be written with the audit record).
+func (e *Engine) settle(g *gate, rec *Record) *loopWrite {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	l := e.ledgerLocked(g.dryRun)
@@ -462,12 +505,16 @@ func (e *Engine) settle(g *gate, rec *Record) {
 		e.lineage[newKey] = g.root
 		e.lineageV++
 	}
+	if g.dryRun {
+		return nil
+	}
+	return e.recordStepLocked(g, rec)
 }
 
 // execute records the intent, calls the provider and records the outcome.
 func (e *Engine) execute(ctx context.Context, g *gate) Decision {
 	req := g.req
-	rec := &Record{Time: g.now, Provider: req.Provider, Account: req.Account, ID: req.ID, Action: string(req.Action), Source: req.Source, Rule: req.Rule}
+	rec := &Record{Time: g.now, Provider: req.Provider, Account: req.Account, ID: req.ID, Action: string(req.Action), Source: req.Source, Rule: req.Rule, Alert: req.alert}
 	if err := g.st.Begin(rec, g.root); err != nil {
 		e.release(g)
 		d := Decision{Reason: ReasonStateError, Detail: "cannot record the intent, not acting: " + err.Error()}
@@ -475,10 +522,8 @@ func (e *Engine) execute(ctx context.Context, g *gate) Decision {
 		return d
 	}
 	e.m.stateOK.Set(1)
-	actx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	res, err := g.prov.Do(actx, req.ID, req.Action, req.Params)
-	cancel()
-	if err != nil && !wasSent(err) {
+	res, sent, result, err := e.call(ctx, g, rec)
+	if !sent {
 		// Nothing went out (the daemon is stopping): take the intent
 		// back; the next run decides again.
 		if aerr := g.st.Abort(rec, g.root, g.prevCooldown); aerr != nil {
@@ -490,7 +535,7 @@ func (e *Engine) execute(ctx context.Context, g *gate) Decision {
 		return d
 	}
 	rec.Response, rec.NewID = res.Response, res.NewID
-	rec.Result = outcome(err)
+	rec.Result = result
 	if err != nil {
 		rec.Error = err.Error()
 	}
@@ -499,10 +544,9 @@ func (e *Engine) execute(ctx context.Context, g *gate) Decision {
 			level.Error(e.logger).Log("msg", "cannot record the replacement's lineage", "id", req.ID, "new_id", rec.NewID, "err", lerr)
 		}
 	}
-	if werr := g.st.Finish(rec, actionKey(req.Provider, req.Account, string(req.Action), req.Rule, rec.Result)); werr != nil {
+	if werr := g.st.Finish(rec, actionKey(req.Provider, req.Account, string(req.Action), req.Rule, rec.Result), e.settle(g, rec)); werr != nil {
 		level.Error(e.logger).Log("msg", "cannot write the audit record; the intent stays and the cooldown stands", "id", req.ID, "err", werr)
 	}
-	e.settle(g, rec)
 	e.countAction(req, rec.Result)
 	logger := log.With(e.logger, "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule)
 	switch rec.Result {
@@ -554,6 +598,14 @@ func (e *Engine) suppressed(req Request, d Decision) {
 // Only the series the configuration made are counted: a request for an
 // account or action it does not have creates no series and no memory.
 func (e *Engine) count(req Request, d Decision) bool {
+	changed := e.countOnly(req, d)
+	if req.escalation {
+		e.escalationRefused(req, d)
+	}
+	return changed
+}
+
+func (e *Engine) countOnly(req Request, d Decision) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if d.Reason == ReasonStateError {
@@ -591,6 +643,7 @@ func (e *Engine) flusher() {
 	prune := time.Time{}
 	e.every(2*time.Second, func() bool {
 		e.flush()
+		e.tick()
 		e.mu.Lock()
 		e.m.paused.Set(b2f(e.pausedLocked(e.now()) != ""))
 		e.mu.Unlock()

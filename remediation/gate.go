@@ -32,6 +32,12 @@ type gate struct {
 	located bool // srv was given: no need to look it up
 	prov    providers.Provider
 
+	// Set by the counting checks: the request is its episode's due next
+	// step (its own cooldown does not hold it back); writes are the
+	// closed loop's changes to store once the lock is released.
+	escalating bool
+	writes     []*loopWrite
+
 	// Set by the reservation.
 	dryRun       bool
 	root         string // the server's lineage root key
@@ -63,6 +69,7 @@ var inventoryChecks = []check{
 var countingChecks = []check{
 	{"shutdown", (*gate).checkClosing},
 	{"in_flight", (*gate).checkInFlight},
+	{"episode", (*gate).checkEpisode},
 	{"cooldown", (*gate).checkCooldown},
 	{"rate_limit", (*gate).checkBudget},
 	{"blast_radius", (*gate).checkBlastRadius},
@@ -97,14 +104,16 @@ func (g *gate) checkEnabled() *Decision {
 
 func (g *gate) checkAllowed() *Decision {
 	req := g.req
-	if req.Source == "alert" && !slices.Contains(g.cfg.Webhook.AllowedActions, string(req.Action)) {
+	// An escalation's action comes from the operator's ladder
+	// (webhook.escalate), not from the alert.
+	if req.Source == "alert" && !req.escalation && !slices.Contains(g.cfg.Webhook.AllowedActions, string(req.Action)) {
 		return supp(ReasonNotAllowed, "action %q is not in remediation.webhook.allowed_actions", req.Action)
 	}
 	prov, ok := g.e.deps.Provider(req.Account)
 	if !ok || prov.Type() != req.Provider {
 		return supp(ReasonNotAllowed, "no %s account named %q", req.Provider, req.Account)
 	}
-	if !slices.Contains(prov.Actions(), req.Action) {
+	if !hasAction(prov, req.Action) {
 		return supp(ReasonNotAllowed, "%s cannot %s", req.Provider, req.Action)
 	}
 	g.prov = prov
@@ -112,6 +121,15 @@ func (g *gate) checkAllowed() *Decision {
 		g.srv, g.found = findServer(g.snap.Servers, req.ID)
 	}
 	return nil
+}
+
+// hasAction reports whether a provider can carry out an action:
+// power_cycle is its stop and its start.
+func hasAction(p providers.Provider, a providers.Action) bool {
+	if a == providers.ActionPowerCycle {
+		return slices.Contains(p.Actions(), providers.ActionStop) && slices.Contains(p.Actions(), providers.ActionStart)
+	}
+	return slices.Contains(p.Actions(), a)
 }
 
 func (g *gate) checkExcluded() *Decision {
@@ -185,7 +203,7 @@ func precondition(req Request, s providers.Server) string {
 	switch req.Provider {
 	case config.TypeVPSOrg, config.TypeE2E:
 		switch req.Action {
-		case providers.ActionReboot, providers.ActionStop:
+		case providers.ActionReboot, providers.ActionStop, providers.ActionPowerCycle:
 			if s.State != providers.StateRunning {
 				return fmt.Sprintf("%s %s needs a running server; it is %s (%s)", req.Provider, req.Action, s.State, s.RawStatus)
 			}
@@ -225,7 +243,47 @@ func (g *gate) checkInFlight() *Decision {
 	return nil
 }
 
+// checkEpisode holds back every request for an exhausted server, and
+// every request for a server whose last action is being verified or whose
+// next step is due but that step; it exhausts a server that reached
+// max_attempts in attempts_window. Dry runs have no episodes.
+func (g *gate) checkEpisode() *Decision {
+	if g.dryRun {
+		return nil
+	}
+	e := g.e
+	t := e.tracks[g.root]
+	if t == nil {
+		return nil
+	}
+	if ep := t.Episode; ep != nil {
+		last := ep.last()
+		switch {
+		case ep.exhausted():
+			return supp(ReasonExhausted, "no repair recovered this server (%s; since %s); it waits for its condition to be clear for its verify window, or POST /api/v1/remediation/reset",
+				ep.Reason, ep.Ended.UTC().Format(time.RFC3339))
+		case ep.Escalate != "":
+			if !g.req.escalation || string(g.req.Action) != ep.Escalate {
+				return supp(ReasonCooldown, "the next step of this server's episode, %s, is due", ep.Escalate)
+			}
+			g.escalating = true
+		case last != nil && last.Verdict == "":
+			return supp(ReasonCooldown, "its last action (%s at %s) is being verified", last.Action, last.Finished.UTC().Format(time.RFC3339))
+		}
+	}
+	max, window := attemptsLimit(g.cfg)
+	if n := t.attemptsSince(g.now.Add(-window)); n >= max {
+		why := fmt.Sprintf("max_attempts %d reached: %d actions in %s", max, n, window)
+		g.writes = append(g.writes, e.exhaustRequestLocked(t, g.req, why))
+		return supp(ReasonExhausted, "%s", why)
+	}
+	return nil
+}
+
 func (g *gate) checkCooldown() *Decision {
+	if g.escalating {
+		return nil // the episode's own cooldown does not hold back its next step
+	}
 	l := g.e.ledgerLocked(g.dryRun)
 	last, had := l.cooldown[g.root]
 	if !had {
@@ -330,7 +388,16 @@ func (g *gate) confirm(ctx context.Context) *Decision {
 // checkStillCalledFor: a rule's own condition must still hold on the
 // provider's answer.
 func (g *gate) checkStillCalledFor() *Decision {
-	if r := g.req.rule; r != nil && !conditionHolds(r, g.srv) {
+	r := g.req.rule
+	if r != nil && g.req.escalation {
+		// The next step is called for while the server is not
+		// recovered: the condition holds, or it is not running.
+		if !conditionHolds(r, g.srv) && g.srv.State == providers.StateRunning {
+			return supp(ReasonConditionCleared, "the server recovered before its next step (running, rule condition clear)")
+		}
+		return nil
+	}
+	if r != nil && !conditionHolds(r, g.srv) {
 		return supp(ReasonConditionCleared, "the rule's condition no longer holds (state %s, status %q)", g.srv.State, g.srv.RawStatus)
 	}
 	return nil
@@ -445,6 +512,27 @@ func (f Filter) keep(provider, account, id string, at time.Time) bool {
 		(f.ID == "" || f.ID == id) && !at.Before(f.Since)
 }
 
+// keepEpisode: an episode of the server (id: the server now, or one its
+// steps acted on) active at or after Since.
+func (f Filter) keepEpisode(ep *Episode) bool {
+	if (f.Provider != "" && f.Provider != ep.Provider) || (f.Account != "" && f.Account != ep.Account) {
+		return false
+	}
+	if f.ID != "" && f.ID != ep.ID && !slices.ContainsFunc(ep.Steps, func(s Step) bool { return s.ID == f.ID }) {
+		return false
+	}
+	latest := ep.Opened
+	for _, t := range []time.Time{ep.Ended, ep.Released} {
+		if t.After(latest) {
+			latest = t
+		}
+	}
+	if s := ep.last(); s != nil && s.Finished.After(latest) {
+		latest = s.Finished
+	}
+	return ep.Outcome == EpisodeOpen || ep.exhausted() || !latest.Before(f.Since)
+}
+
 // History is the audit log and the suppression history, newest first.
 type History struct {
 	Enabled      bool     `json:"enabled"`
@@ -452,6 +540,9 @@ type History struct {
 	Paused       *Pause   `json:"paused,omitempty"`
 	Actions      []Record `json:"actions"`
 	Suppressions []Event  `json:"suppressions"`
+	// Episodes are the closed loop's, newest first: each server's
+	// actions since the first, their verdicts and its outcome.
+	Episodes []Episode `json:"episodes"`
 }
 
 // History returns the actions and suppressions f selects.
@@ -462,7 +553,7 @@ func (e *Engine) History(f Filter) (History, error) {
 	e.flush() // the latest suppressions too
 	e.mu.Lock()
 	st, err := e.state, e.stateErr
-	h := History{Enabled: e.cfg.Enabled && st != nil, DryRun: e.cfg.DryRun, Actions: []Record{}, Suppressions: []Event{}}
+	h := History{Enabled: e.cfg.Enabled && st != nil, DryRun: e.cfg.DryRun, Actions: []Record{}, Suppressions: []Event{}, Episodes: []Episode{}}
 	if e.pausedLocked(e.now()) != "" {
 		p := *e.pause
 		h.Paused = &p
@@ -481,6 +572,11 @@ func (e *Engine) History(f Filter) (History, error) {
 		return h, err
 	}
 	h.Suppressions = append(h.Suppressions, evs...)
+	eps, err := st.Episodes(f.keepEpisode, f.Limit)
+	if err != nil {
+		return h, err
+	}
+	h.Episodes = append(h.Episodes, eps...)
 	return h, nil
 }
 

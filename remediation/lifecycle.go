@@ -91,6 +91,7 @@ func (e *Engine) forgetAccountsLocked(prev map[string]string) {
 				delete(e.lastReason, k)
 			}
 		}
+		e.forgetTracksLocked(prefix)
 	}
 }
 
@@ -192,15 +193,38 @@ func (e *Engine) initSeries(c config.Remediation, accounts []config.Provider) {
 			if !ruleMatchesAccount(r, a.Type, a.Name) {
 				continue
 			}
-			actions[r.Action] = true
-			for _, res := range results {
-				e.m.actions.WithLabelValues(a.Type, a.Name, r.Action, r.Name, res)
+			for _, act := range ruleLadder(r) {
+				if !config.Supports(a.Type, act) {
+					continue
+				}
+				actions[act] = true
+				for _, res := range results {
+					e.m.actions.WithLabelValues(a.Type, a.Name, act, r.Name, res)
+				}
+				if !c.DryRun {
+					for _, v := range []string{VerdictRecovered, VerdictNotRecovered} {
+						e.m.verifications.WithLabelValues(a.Type, a.Name, act, "rule", v)
+					}
+					e.m.recovery.WithLabelValues(a.Type, a.Name, act)
+				}
 			}
 		}
 		if c.Webhook.Enabled {
-			for _, act := range c.Webhook.AllowedActions {
-				if config.Supports(a.Type, act) {
+			for _, first := range c.Webhook.AllowedActions {
+				if !config.Supports(a.Type, first) {
+					continue
+				}
+				for _, act := range alertLadder(c.Webhook, first) {
+					if !config.Supports(a.Type, act) {
+						continue
+					}
 					actions[act] = true
+					if !c.DryRun {
+						for _, v := range []string{VerdictRecovered, VerdictNotRecovered} {
+							e.m.verifications.WithLabelValues(a.Type, a.Name, act, "alert", v)
+						}
+						e.m.recovery.WithLabelValues(a.Type, a.Name, act)
+					}
 				}
 			}
 		}
@@ -225,6 +249,7 @@ type loaded struct {
 	lineage   map[string]string
 	recent    []Record
 	pause     *Pause
+	loop      *loopState
 }
 
 // readState recovers interrupted actions (a dry run as the dry run it
@@ -238,7 +263,11 @@ func (e *Engine) readState(st *State) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
-	l.recovered, err = st.Recover(recoverCountKey)
+	loop, err := st.loadLoop()
+	if err != nil {
+		return nil, err
+	}
+	l.recovered, err = st.Recover(recoverCountKey, e.recoverStep(lineage, loop))
 	if err != nil {
 		return nil, err
 	}
@@ -249,6 +278,7 @@ func (e *Engine) readState(st *State) (*loaded, error) {
 		return nil, err
 	}
 	l.lineage = lineage
+	l.loop = loop
 	// A week of records: the last hour for the budgets, and the runs of
 	// refusals that lengthen a cooldown.
 	if l.recent, err = st.Since(e.now().Add(-7*24*time.Hour), 1<<20); err != nil {
@@ -292,6 +322,7 @@ func (e *Engine) applyLoadedLocked(l *loaded) {
 			lg.recent = append(lg.recent, in)
 		}
 	}
+	e.applyLoopLocked(l.loop)
 	e.pause = l.pause
 	e.m.paused.Set(b2f(e.pausedLocked(e.now()) != ""))
 }
@@ -335,6 +366,7 @@ func (e *Engine) restoreCountersLocked() {
 		}
 	}
 	e.m.restore(e.counts, todo)
+	e.showExhaustedLocked(todo)
 	e.counts = nil
 }
 

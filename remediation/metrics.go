@@ -12,6 +12,9 @@ type metrics struct {
 	actions                  *prometheus.CounterVec
 	suppressed               *prometheus.CounterVec
 	webhookAlerts            *prometheus.CounterVec
+	verifications            *prometheus.CounterVec
+	recovery                 *prometheus.HistogramVec
+	exhausted                *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -32,11 +35,24 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "vps_remediation_webhook_alerts_total",
 			Help: "Alerts received on the Alertmanager webhook, by outcome (queued, resolved, no_remediation, invalid, unknown_account, not_allowed, unknown_server, rejected).",
 		}, []string{"outcome"}),
+		verifications: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vps_remediation_verifications_total",
+			Help: "Verdicts on remediation actions when their verify window ended, by source (rule, alert) and result (recovered, not_recovered); kept across restarts.",
+		}, []string{"provider", "account", "action", "source", "result"}),
+		recovery: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "vps_remediation_recovery_seconds",
+			Help:    "Time from a remediation action's answer to its server's condition first seen clear, for actions whose verdict was recovered.",
+			Buckets: []float64{15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200},
+		}, []string{"provider", "account", "action"}),
+		exhausted: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "vps_remediation_exhausted",
+			Help: "1 for each server no repair recovered (its ladder used up, or max_attempts reached): remediation leaves it to a person until its condition clears or POST /api/v1/remediation/reset. No series for other servers.",
+		}, []string{"provider", "account", "id"}),
 	}
 	for _, o := range webhookOutcomes {
 		m.webhookAlerts.WithLabelValues(o)
 	}
-	reg.MustRegister(m.enabled, m.dryRun, m.stateOK, m.paused, m.actions, m.suppressed, m.webhookAlerts)
+	reg.MustRegister(m.enabled, m.dryRun, m.stateOK, m.paused, m.actions, m.suppressed, m.webhookAlerts, m.verifications, m.recovery, m.exhausted)
 	return m
 }
 
@@ -51,6 +67,8 @@ func (m *metrics) restore(counts map[string]uint64, only map[string]string) {
 			m.actions.WithLabelValues(p[1], p[2], p[3], p[4], p[5]).Add(float64(n))
 		case p[0] == "s" && len(p) == 5 && only[p[2]] == p[1]:
 			m.suppressed.WithLabelValues(p[1], p[2], p[3], p[4]).Add(float64(n))
+		case p[0] == "v" && len(p) == 6 && only[p[2]] == p[1]:
+			m.verifications.WithLabelValues(p[1], p[2], p[3], p[4], p[5]).Add(float64(n))
 		}
 	}
 }
@@ -59,4 +77,7 @@ func (m *metrics) restore(counts map[string]uint64, only map[string]string) {
 func (m *metrics) forget(labels prometheus.Labels) {
 	m.actions.DeletePartialMatch(labels)
 	m.suppressed.DeletePartialMatch(labels)
+	m.verifications.DeletePartialMatch(labels)
+	m.recovery.DeletePartialMatch(labels)
+	m.exhausted.DeletePartialMatch(labels)
 }

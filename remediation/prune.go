@@ -15,11 +15,7 @@ import (
 // so that it is bounded by the fleet: `for:` clocks, last suppression
 // reasons and, once their cooldown has run out (a server that comes back
 // within it keeps it), cooldowns, runs of refusals and lineage entries.
-func (e *Engine) forgetGone(snap collector.Snapshot, now time.Time) {
-	present := make(map[string]bool, len(snap.Servers))
-	for _, s := range snap.Servers {
-		present[serverKey(snap.Provider, snap.Account, s.ID)] = true
-	}
+func (e *Engine) forgetGone(snap collector.Snapshot, present, roots map[string]bool, now time.Time) {
 	prefix := serverKey(snap.Provider, snap.Account, "")
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -34,10 +30,6 @@ func (e *Engine) forgetGone(snap collector.Snapshot, now time.Time) {
 		if strings.HasPrefix(srv, prefix) && !present[srv] {
 			delete(e.lastReason, k)
 		}
-	}
-	roots := make(map[string]bool, len(present))
-	for k := range present {
-		roots[e.rootLocked(k)] = true
 	}
 	cd := time.Duration(e.cfg.Cooldown)
 	for _, l := range []*ledger{&e.live, &e.dry} {
@@ -54,6 +46,11 @@ func (e *Engine) forgetGone(snap collector.Snapshot, now time.Time) {
 			}
 		}
 	}
+	for root, t := range e.tracks {
+		if t.Episode == nil && strings.HasPrefix(root, prefix) && !roots[root] {
+			delete(e.tracks, root) // the state file keeps its attempts
+		}
+	}
 	for k, root := range e.lineage {
 		if !strings.HasPrefix(k, prefix) || present[k] {
 			continue
@@ -65,6 +62,20 @@ func (e *Engine) forgetGone(snap collector.Snapshot, now time.Time) {
 			e.lineageV++
 		}
 	}
+}
+
+// presence is the keys of an account's servers and their lineage roots.
+func (e *Engine) presence(snap collector.Snapshot) (present, roots map[string]bool) {
+	present = make(map[string]bool, len(snap.Servers))
+	roots = make(map[string]bool, len(snap.Servers))
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, s := range snap.Servers {
+		k := serverKey(snap.Provider, snap.Account, s.ID)
+		present[k] = true
+		roots[e.rootLocked(k)] = true
+	}
+	return present, roots
 }
 
 // pruneRetention removes from the state file, and from memory, what is
@@ -153,6 +164,7 @@ func (s *State) Prune(c pruneCutoffs, batch, batches int) error {
 			return cd.Get(v) == nil && cd.Get(cooldownKey(true, string(v))) == nil
 		}, false},
 	}
+	passes = append(passes, loopPrunes(c)...)
 	left := batches
 	for _, p := range passes {
 		for left > 0 {

@@ -67,7 +67,13 @@ func baseConfig(t testing.TB) config.Remediation {
 
 func newHarness(t testing.TB, servers int, cfg config.Remediation) *harness {
 	t.Helper()
-	h := &harness{t: t, sim: sim.New(sim.Options{Servers: servers, Seed: 1}), store: collector.NewStore(), clock: time.Now(), cfg: cfg}
+	return newHarnessSim(t, sim.Options{Servers: servers, Seed: 1, Settle: 10 * time.Millisecond}, cfg)
+}
+
+// newHarnessSim is newHarness on a simulator made with o.
+func newHarnessSim(t testing.TB, o sim.Options, cfg config.Remediation) *harness {
+	t.Helper()
+	h := &harness{t: t, sim: sim.New(o), store: collector.NewStore(), clock: time.Now(), cfg: cfg}
 	fast := apiclient.Config{BackoffBase: time.Millisecond, MaxRetries: -1}
 	h.provs = map[string]providers.Provider{}
 	h.urls = map[sim.API]*url.URL{}
@@ -101,6 +107,7 @@ func (h *harness) startWith(accounts []config.Provider) {
 		Snapshot: h.store.Snapshot,
 		Provider: func(a string) (providers.Provider, bool) { p, ok := h.provs[a]; return p, ok },
 	}, h.reg, log.NewNopLogger(), h.now)
+	h.engine.cyclePoll = 5 * time.Millisecond
 	if err := h.engine.Configure(h.cfg, time.Minute, accounts); err != nil {
 		h.t.Fatal(err)
 	}
@@ -133,6 +140,15 @@ func (h *harness) refresh(account string) collector.Snapshot {
 	h.engine.OnRefresh(context.Background(), snap)
 	h.engine.Wait() // the rule actions it started
 	return snap
+}
+
+// settle waits for the simulator's transitions (10 ms) to end, so that a
+// test's own change of a machine is not overwritten by one.
+func (h *harness) settle() {
+	time.Sleep(30 * time.Millisecond)
+	for _, api := range sim.APIs() {
+		h.sim.Machines(api) // transitions end when the machine is read
+	}
 }
 
 func (h *harness) actions(api sim.API) []sim.ActionRecord {
@@ -261,9 +277,13 @@ func TestCooldownSurvivesRestart(t *testing.T) {
 	if n := len(h.actions(sim.VPSOrg)); n != 1 {
 		t.Fatalf("%d starts", n)
 	}
-	// It stops again; ten minutes later the rule fires but the cooldown holds.
+	// The start recovers it (the verdict, after verify 10m)...
+	h.settle()
+	h.advance(11 * time.Minute)
+	h.refresh("vps")
+	// ...it stops again; the rule fires but the cooldown holds.
 	h.sim.Update(sim.VPSOrg, 12006, func(m *sim.Machine) { m.Status = "stopped" })
-	h.advance(10 * time.Minute)
+	h.advance(time.Minute)
 	h.refresh("vps")
 	if n := len(h.actions(sim.VPSOrg)); n != 1 || h.suppressed("vps", ReasonCooldown) != 1 {
 		t.Fatalf("cooldown did not hold: %d actions, %v suppressed", n, h.suppressed("vps", ReasonCooldown))
@@ -282,7 +302,7 @@ func TestCooldownSurvivesRestart(t *testing.T) {
 		t.Errorf("actions_total not restored: %v", v)
 	}
 	// Past the cooldown it acts again.
-	h.advance(time.Hour)
+	h.advance(50 * time.Minute)
 	h.refresh("vps")
 	if n := len(h.actions(sim.VPSOrg)); n != 2 {
 		t.Fatalf("after the cooldown: %d actions, want 2", n)
@@ -471,6 +491,7 @@ func TestClockJumpBackHoldsCooldown(t *testing.T) {
 	cfg.Rules = []config.Rule{startStopped()}
 	h := newHarness(t, 10, cfg)
 	h.refresh("vps")
+	h.settle()
 	h.sim.Update(sim.VPSOrg, 12006, func(m *sim.Machine) { m.Status = "stopped" })
 	h.advance(-3 * time.Hour) // the clock goes back
 	h.refresh("vps")

@@ -100,6 +100,10 @@ func TestReplacementInheritsCooldown(t *testing.T) {
 	}
 	var newID int
 	fmt.Sscan(acts[0].NewID, &newID)
+	// The replacement is healthy past its verify window: recovered.
+	h.settle()
+	h.advance(11 * time.Minute)
+	h.refresh("bingo")
 	for i := 0; i < 4; i++ {
 		h.sim.Update(sim.VPNBingo, newID, func(m *sim.Machine) { m.Code, m.Display, m.CanRedepl = 18, "Heartbeat Abnormal", true })
 		h.advance(5 * time.Second)
@@ -453,6 +457,7 @@ func TestSuppressionLoggedOnChange(t *testing.T) {
 	var buf syncbuf.Buffer
 	h.engine.logger = log.NewLogfmtLogger(&buf)
 	h.refresh("vps")
+	h.settle()
 	h.sim.Update(sim.VPSOrg, 12006, func(m *sim.Machine) { m.Status = "stopped" })
 	for i := 0; i < 5; i++ {
 		h.advance(time.Minute)
@@ -521,52 +526,86 @@ func TestFlusherHousekeeping(t *testing.T) {
 	}
 }
 
-// A call the provider keeps refusing is not repeated every cooldown
-// forever: each refusal in a row doubles the server's cooldown, across
-// restarts, and a success ends the run.
+// A call the provider keeps refusing is not repeated forever: refused
+// starts whose verdicts are not_recovered use up the ladder and exhaust
+// the server (nothing more, across a restart). When it recovers anyway
+// (started by hand), the run of refusals doubles the cooldown before the
+// next episode, across restarts too; a success ends the run.
 func TestRefusedActionsBackOff(t *testing.T) {
 	cfg := baseConfig(t)
-	cfg.Rules = []config.Rule{startStopped()}
+	r := startStopped()
+	r.Escalate = []string{"start"}
+	cfg.Rules = []config.Rule{r}
 	h := newHarness(t, 10, cfg) // 12006 is stopped
 	h.sim.SetFault(sim.VPSOrg, sim.Fault{Kind: sim.FaultStatus, Status: 402, Only: "/12006/start/"})
-	starts := func() int {
-		n := 0
-		for _, a := range h.sim.Actions() {
-			if a.ID == "12006" {
-				n++
-			}
-		}
-		return n
-	}
-	attempts := func() float64 {
+	failed := func() float64 {
 		return testutil.ToFloat64(h.engine.m.actions.WithLabelValues("vpsorg", "vps", "start", "start-stopped", ResultFailed))
 	}
 	h.refresh("vps")
-	if attempts() != 1 {
-		t.Fatalf("first refused start: %v failed", attempts())
+	h.advance(11 * time.Minute)
+	h.refresh("vps") // verdict: not_recovered, the next start is due
+	h.refresh("vps") // the escalation, refused too
+	if failed() != 2 {
+		t.Fatalf("%v refused starts, want 2 (the action and its escalation)", failed())
 	}
-	h.advance(61 * time.Minute) // one cooldown: doubled to 2 h by the refusal
-	h.refresh("vps")
-	if attempts() != 1 {
-		t.Fatal("a refused start was repeated after one cooldown")
+	h.advance(11 * time.Minute)
+	h.refresh("vps") // verdict: the ladder is used up
+	for i := 0; i < 3; i++ {
+		h.advance(time.Hour)
+		h.refresh("vps")
 	}
-	h.advance(60 * time.Minute)
-	h.refresh("vps")
-	if attempts() != 2 {
-		t.Fatalf("after the doubled cooldown: %v attempts, want 2", attempts())
-	}
-	h.engine.Close() // the run of refusals survives a restart: now 4 h
+	h.engine.Close()
 	h.start()
-	h.advance(3 * time.Hour)
+	h.advance(time.Hour)
 	h.refresh("vps")
-	if attempts() != 2 {
-		t.Fatal("after a restart the second refusal's cooldown was not doubled again")
+	if failed() != 2 || h.suppressed("vps", ReasonExhausted) == 0 {
+		t.Fatalf("%v refused starts, %v exhausted suppressions: a refused start was repeated", failed(), h.suppressed("vps", ReasonExhausted))
+	}
+	// Started by hand: clear for its verify window, handed back.
+	h.sim.ClearFaults()
+	h.sim.Update(sim.VPSOrg, 12006, func(m *sim.Machine) { m.Status = "active" })
+	h.refresh("vps")
+	h.advance(11 * time.Minute)
+	h.refresh("vps")
+	if len(h.engine.Exhausted()) != 0 {
+		t.Fatal("still exhausted after its condition was clear for its verify window")
+	}
+	// It stops again: the two refusals in a row made the cooldown 4 h
+	// from the last one, over by now: it acts, and succeeds.
+	h.sim.Update(sim.VPSOrg, 12006, func(m *sim.Machine) { m.Status = "stopped" })
+	h.refresh("vps")
+	if v := testutil.ToFloat64(h.engine.m.actions.WithLabelValues("vpsorg", "vps", "start", "start-stopped", ResultSuccess)); v != 1 {
+		t.Fatalf("after the release: %v successful starts, want 1", v)
+	}
+}
+
+// The run of refusals lengthens the cooldown: a refused action doubles
+// it, across a restart.
+func TestRefusalDoublesCooldown(t *testing.T) {
+	cfg := baseConfig(t)
+	h := newHarness(t, 10, cfg)
+	h.refresh("vps")
+	h.sim.SetFault(sim.VPSOrg, sim.Fault{Kind: sim.FaultStatus, Status: 402, Only: "/12000/reboot/"})
+	req := Request{Provider: "vpsorg", Account: "vps", ID: "12000", Action: "reboot", Source: "alert", Rule: "A", alert: "fp-A"}
+	if d := h.engine.Submit(context.Background(), req); d.Result != ResultFailed {
+		t.Fatalf("%+v", d)
 	}
 	h.sim.ClearFaults()
-	h.advance(61 * time.Minute)
+	// Recovered anyway: Alertmanager resolves the alert; the episode ends.
+	h.engine.alertResolved("vpsorg", "vps", "12000", "fp-A", time.Time{})
+	if hist, _ := h.engine.History(Filter{}); len(hist.Episodes) != 1 || hist.Episodes[0].Outcome != EpisodeRecovered {
+		t.Fatalf("episodes %+v", hist.Episodes)
+	}
+	h.engine.Close()
+	h.start()
+	h.advance(90 * time.Minute) // past one cooldown, inside two
 	h.refresh("vps")
-	// The simulator records the calls its fault did not answer: one.
-	if n := starts(); n != 1 || testutil.ToFloat64(h.engine.m.actions.WithLabelValues("vpsorg", "vps", "start", "start-stopped", ResultSuccess)) != 1 {
-		t.Fatalf("after 4 h: %d answered start calls, want the third attempt to succeed", n)
+	if d := h.engine.Submit(context.Background(), req); d.Reason != ReasonCooldown || !strings.Contains(d.Detail, "refused the last 1") {
+		t.Fatalf("90 min after a refused reboot: %+v, want the doubled cooldown", d)
+	}
+	h.advance(31 * time.Minute)
+	h.refresh("vps")
+	if d := h.engine.Submit(context.Background(), req); d.Result != ResultSuccess {
+		t.Fatalf("after two cooldowns: %+v", d)
 	}
 }

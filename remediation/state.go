@@ -28,6 +28,20 @@ type Record struct {
 	Response string `json:"response,omitempty"`
 	Error    string `json:"error,omitempty"`
 	NewID    string `json:"new_id,omitempty"`
+	// Calls are the provider calls of an action made of several
+	// (power_cycle: the stop, then the start), in order.
+	Calls []Call `json:"calls,omitempty"`
+	// Alert is the fingerprint of the alert that asked for it.
+	Alert string `json:"alert,omitempty"`
+}
+
+// Call is one provider call of an action made of several.
+type Call struct {
+	Action   string    `json:"action"`
+	Time     time.Time `json:"time"`
+	Result   string    `json:"result"`
+	Response string    `json:"response,omitempty"`
+	Error    string    `json:"error,omitempty"`
 }
 
 var (
@@ -58,7 +72,7 @@ func OpenState(path string) (*State, error) {
 		return nil, fmt.Errorf("open remediation state %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketAudit, bucketPending, bucketCooldown, bucketSeen, bucketCounts, bucketLineage, bucketEvents, bucketControl} {
+		for _, b := range [][]byte{bucketAudit, bucketPending, bucketCooldown, bucketSeen, bucketCounts, bucketLineage, bucketEvents, bucketControl, bucketTracks, bucketEpisodes} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -87,6 +101,8 @@ func u64(v uint64) []byte {
 	binary.BigEndian.PutUint64(b[:], v)
 	return b[:]
 }
+
+func be64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
 
 // cooldownKey is the cooldown of a server (its lineage root) in one
 // namespace: live actions, or dry-run records in their own.
@@ -280,9 +296,29 @@ func (s *State) GetPause() (*Pause, error) {
 	return p, err
 }
 
-// Finish writes the audit record, clears the intent and counts the result.
-func (s *State) Finish(r *Record, countKey string) error {
+// Progress rewrites a pending intent with what happened so far (the
+// first call of a power cycle), so that a crash recovers it with its
+// calls.
+func (s *State) Progress(r *Record) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
+		b, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketPending).Put(u64(r.Seq), b)
+	})
+}
+
+// Finish writes the audit record, clears the intent, counts the result
+// and, in the same transaction, the closed loop's change (the action as
+// a step of its server's episode).
+func (s *State) Finish(r *Record, countKey string, loop ...*loopWrite) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for _, w := range loop {
+			if err := putLoop(tx, w); err != nil {
+				return err
+			}
+		}
 		b, err := json.Marshal(r)
 		if err != nil {
 			return err
@@ -326,7 +362,10 @@ func (s *State) RecordDryRun(r *Record, root, countKey string) error {
 // cooldown already stands), a dry run (left by an older version, which
 // recorded dry runs in two steps) as the dry run it was. countKey names
 // the counter each counts in.
-func (s *State) Recover(countKey func(Record) string) ([]Record, error) {
+//
+// each, when given, runs in the same transaction for each recovered
+// record (the closed loop records it as a step).
+func (s *State) Recover(countKey func(Record) string, each ...func(*bolt.Tx, Record) error) ([]Record, error) {
 	var out []Record
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		p := tx.Bucket(bucketPending)
@@ -338,7 +377,11 @@ func (s *State) Recover(countKey func(Record) string) ([]Record, error) {
 			}
 			if r.Result != ResultDryRun {
 				r.Result = ResultUnknown
-				if r.Error == "" {
+				switch {
+				case r.Error != "":
+				case len(r.Calls) > 0:
+					r.Error = fmt.Sprintf("the daemon stopped during the %s after its %s was answered; the server may be left in between", r.Action, r.Calls[len(r.Calls)-1].Action)
+				default:
 					r.Error = "the daemon stopped before the provider's answer was recorded"
 				}
 			}
@@ -348,6 +391,11 @@ func (s *State) Recover(countKey func(Record) string) ([]Record, error) {
 			}
 			if err := incr(tx, countKey(r)); err != nil {
 				return err
+			}
+			for _, f := range each {
+				if err := f(tx, r); err != nil {
+					return err
+				}
 			}
 			keys = append(keys, append([]byte(nil), k...))
 			out = append(out, r)
@@ -472,14 +520,21 @@ func add(tx *bolt.Tx, key string, d uint64) error {
 	return b.Put([]byte(key), u64(n+d))
 }
 
-// Counter keys: "a|provider|account|action|rule|result" for actions and
-// "s|provider|account|action|reason" for suppressions.
+// Counter keys: "a|provider|account|action|rule|result" for actions,
+// "s|provider|account|action|reason" for suppressions (and verifyKey's
+// for verdicts).
 func actionKey(provider, account, action, rule, result string) string {
 	return strings.Join([]string{"a", provider, account, action, rule, result}, "|")
 }
 
 func suppressKey(provider, account, action, reason string) string {
 	return strings.Join([]string{"s", provider, account, action, reason}, "|")
+}
+
+// verifyKey is the durable counter of a verdict:
+// "v|provider|account|action|source|result".
+func verifyKey(provider, account, action, source, result string) string {
+	return strings.Join([]string{"v", provider, account, action, source, result}, "|")
 }
 
 func splitKey(k string) []string { return strings.Split(k, "|") }

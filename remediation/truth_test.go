@@ -389,6 +389,11 @@ func TestRetentionPrunes(t *testing.T) {
 		if err := st.Flush(nil, []Event{{Time: at, Provider: "vpsorg", Account: "vps", ID: id, Reason: ReasonCooldown}}); err != nil {
 			t.Fatal(err)
 		}
+		ep := &Episode{Seq: uint64(i + 1), Provider: "vpsorg", Account: "vps", ID: id, Opened: at, Outcome: EpisodeRecovered, Ended: at, Version: 1}
+		tr := mustJSON(&track{Root: root, Attempts: []time.Time{at}, Version: 1})
+		if err := st.PutLoop(&loopWrite{root: root, track: tr, ver: 1, eps: []*Episode{ep}}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := h.engine.pruneRetention(); err != nil {
 		t.Fatal(err)
@@ -399,7 +404,11 @@ func TestRetentionPrunes(t *testing.T) {
 	lin, _ := st.Lineage()
 	oldSeen, _ := st.Seen("fp12000")
 	newSeen, _ := st.Seen("fp12001")
-	if len(recs) != 1 || recs[0].ID != "12001" || len(evs) != 1 || evs[0].ID != "12001" || len(live) != 1 || len(lin) != 1 || oldSeen || !newSeen {
-		t.Errorf("after pruning: %d records, %d events, %d cooldowns, %d lineage, old seen %v, new seen %v", len(recs), len(evs), len(live), len(lin), oldSeen, newSeen)
+	eps, _ := st.Episodes(func(*Episode) bool { return true }, 100)
+	loop, _ := st.loadLoop()
+	if len(recs) != 1 || recs[0].ID != "12001" || len(evs) != 1 || evs[0].ID != "12001" || len(live) != 1 || len(lin) != 1 || oldSeen || !newSeen ||
+		len(eps) != 1 || eps[0].ID != "12001" || len(loop.tracks) != 1 {
+		t.Errorf("after pruning: %d records, %d events, %d cooldowns, %d lineage, old seen %v, new seen %v, %d episodes, %d tracks",
+			len(recs), len(evs), len(live), len(lin), oldSeen, newSeen, len(eps), len(loop.tracks))
 	}
 }

@@ -123,6 +123,7 @@ func (w *Webhook) process(ctx context.Context, j job) {
 		e.suppressed(j.req, Decision{Reason: ReasonDuplicate, Detail: "this alert occurrence was already acted on"})
 		return
 	}
+	e.alertFiring(j.req)
 	d := e.Submit(ctx, j.req)
 	if !d.Acted {
 		return
@@ -259,6 +260,11 @@ func (w *Webhook) admitAlerts(alerts []amAlert, now time.Time) ([]job, int) {
 		// status says (a late resend of a firing notification).
 		if a.Status != "firing" || (!a.EndsAt.IsZero() && a.EndsAt.Before(now)) {
 			e.m.webhookAlerts.WithLabelValues("resolved").Inc()
+			// The verdict of an alert-driven action: kept only for an
+			// alert a server's episode waits for.
+			if prov, acct, id := a.Labels["provider"], a.Labels["account"], a.Labels["id"]; id != "" {
+				e.alertResolved(prov, acct, id, alertFingerprint(a), a.EndsAt)
+			}
 			continue
 		}
 		action := a.Labels["remediation"]
@@ -293,7 +299,7 @@ func (w *Webhook) admitAlerts(alerts []amAlert, now time.Time) ([]job, int) {
 			continue
 		}
 		jobs = append(jobs, job{
-			req: Request{Provider: prov, Account: acct, ID: id, Action: providers.Action(action), Source: "alert", Rule: a.Labels["alertname"]},
+			req: Request{Provider: prov, Account: acct, ID: id, Action: providers.Action(action), Source: "alert", Rule: a.Labels["alertname"], alert: alertFingerprint(a)},
 			key: alertKey(a),
 		})
 	}
@@ -307,6 +313,12 @@ func (w *Webhook) admitAlerts(alerts []amAlert, now time.Time) ([]job, int) {
 // hasServer reports whether the servers (ordered by id as the store
 // orders them: numerically when both are numbers, else as text) hold id.
 func hasServer(list []providers.Server, id string) bool {
+	_, ok := serverIndex(list, id)
+	return ok
+}
+
+// serverIndex finds id in servers ordered as the store orders them.
+func serverIndex(list []providers.Server, id string) (int, bool) {
 	less := func(a, b string) bool {
 		if len(a) != len(b) && isDigits(a) && isDigits(b) {
 			return len(a) < len(b)
@@ -314,7 +326,7 @@ func hasServer(list []providers.Server, id string) bool {
 		return a < b
 	}
 	i := sort.Search(len(list), func(i int) bool { return !less(list[i].ID, id) })
-	return i < len(list) && list[i].ID == id
+	return i, i < len(list) && list[i].ID == id
 }
 
 func isDigits(s string) bool {
@@ -332,6 +344,12 @@ func isDigits(s string) bool {
 // alertKey identifies one occurrence of one alert: its fingerprint (or its
 // labels) and when it started firing.
 func alertKey(a amAlert) string {
+	return alertFingerprint(a) + "@" + a.StartsAt.UTC().Format(time.RFC3339Nano)
+}
+
+// alertFingerprint identifies one alert across its occurrences:
+// Alertmanager's fingerprint, or a hash of its labels.
+func alertFingerprint(a amAlert) string {
 	fp := a.Fingerprint
 	if fp == "" {
 		names := make([]string, 0, len(a.Labels))
@@ -345,5 +363,8 @@ func alertKey(a amAlert) string {
 		}
 		fp = hex.EncodeToString(h.Sum(nil))[:16]
 	}
-	return fp + "@" + a.StartsAt.UTC().Format(time.RFC3339Nano)
+	if len(fp) > 64 {
+		fp = fp[:64] // a caller's string, kept in an episode
+	}
+	return fp
 }

@@ -44,6 +44,11 @@ type Options struct {
 	// Prefix starts the account names (<prefix>-bingo, <prefix>-vpsorg,
 	// <prefix>-e2e) and is E2E's project id; "" means "sim".
 	Prefix string
+	// Live runs remediation for real against the simulated fleet (the
+	// configuration gets dry_run: false and a made-up webhook bearer
+	// token, the credential live remediation requires); otherwise it runs
+	// in dry run.
+	Live bool
 }
 
 // settle is how long a simulated action's transitional state lasts
@@ -62,6 +67,8 @@ type Fleet struct {
 	// creds are made up for this run.
 	creds map[sim.API]sim.Credentials
 	srv   *sim.Servers
+	// webhookToken is the remediation credential in Live; "" otherwise.
+	webhookToken string
 }
 
 // Endpoint is one simulated API as the configuration monitors it.
@@ -113,6 +120,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		sim.E2E:      {Token: randomHex(), APIKey: randomHex(), ProjectID: o.Prefix},
 	}
 	s := sim.New(sim.Options{PerAPI: Split(o.Servers), Seed: o.Seed, Credentials: creds, Settle: settle})
+	makeSick(s)
 	if o.RateLimit > 0 {
 		for _, api := range sim.APIs() {
 			s.SetThrottle(api, o.RateLimit, max(1, int(o.RateLimit)))
@@ -123,7 +131,11 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		s.Close()
 		return nil, fmt.Errorf("start simulated APIs on %s: %w", o.ListenHost, err)
 	}
-	return &Fleet{Sim: s, opts: o, creds: creds, srv: srv}, nil
+	f := &Fleet{Sim: s, opts: o, creds: creds, srv: srv}
+	if o.Live {
+		f.webhookToken = randomHex()
+	}
+	return f, nil
 }
 
 // Shutdown stops the APIs: the requests under way finish unless ctx ends
@@ -158,7 +170,7 @@ func accountName(prefix string, api sim.API) string {
 // rate limits, and remediation enabled in dry run with Rules, its state
 // in stateFile and the Alertmanager webhook on.
 func (f *Fleet) ConfigYAML(stateFile string) ([]byte, error) {
-	return render(f.opts, f.srv.URL, f.creds, stateFile)
+	return render(f.opts, f.srv.URL, f.creds, f.webhookToken, stateFile)
 }
 
 // Config is ConfigYAML parsed and validated by config.Parse, as the
@@ -282,26 +294,33 @@ type (
 		RateLimit float64 `yaml:"rate_limit,omitempty"`
 	}
 	fileRemediation struct {
-		Enabled   bool          `yaml:"enabled"`
-		DryRun    bool          `yaml:"dry_run"`
-		StateFile string        `yaml:"state_file"`
-		Rules     []config.Rule `yaml:"rules"`
-		Webhook   fileWebhook   `yaml:"webhook"`
+		Enabled           bool          `yaml:"enabled"`
+		DryRun            bool          `yaml:"dry_run"`
+		MaxActionsPerHour int           `yaml:"max_actions_per_hour"`
+		MaxFleetFraction  float64       `yaml:"max_fleet_fraction"`
+		StateFile         string        `yaml:"state_file"`
+		Rules             []config.Rule `yaml:"rules"`
+		Webhook           fileWebhook   `yaml:"webhook"`
 	}
 	fileWebhook struct {
-		Enabled bool `yaml:"enabled"`
+		Enabled     bool                `yaml:"enabled"`
+		BearerToken string              `yaml:"bearer_token,omitempty"`
+		Verify      model.Duration      `yaml:"verify"`
+		Escalate    map[string][]string `yaml:"escalate"`
 	}
 )
 
 // render is the configuration as YAML; it depends on nothing but its
 // arguments.
-func render(o Options, urls map[sim.API]string, creds map[sim.API]sim.Credentials, stateFile string) ([]byte, error) {
+func render(o Options, urls map[sim.API]string, creds map[sim.API]sim.Credentials, webhookToken, stateFile string) ([]byte, error) {
 	doc := file{
 		Global: fileGlobal{RefreshInterval: model.Duration(o.Refresh)},
 		Remediation: fileRemediation{
-			Enabled: true, DryRun: true, StateFile: stateFile,
-			Rules:   Rules(o.Refresh),
-			Webhook: fileWebhook{Enabled: true},
+			Enabled: true, DryRun: !o.Live, StateFile: stateFile,
+			MaxActionsPerHour: maxActionsPerHour, MaxFleetFraction: maxFleetFraction,
+			Rules: Rules(o.Refresh),
+			Webhook: fileWebhook{Enabled: true, BearerToken: webhookToken,
+				Verify: model.Duration(webhookVerify), Escalate: map[string][]string{"reboot": {"power_cycle"}}},
 		},
 	}
 	for _, api := range sim.APIs() {

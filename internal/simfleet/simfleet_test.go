@@ -48,7 +48,7 @@ func TestRenderGolden(t *testing.T) {
 		sim.VPSOrg:   {Token: "vpsorg-token"},
 		sim.E2E:      {Token: "e2e-token", APIKey: "e2e-key", ProjectID: "sim"},
 	}
-	got, err := render(Options{Servers: 150, Refresh: time.Minute, RateLimit: 3, Prefix: "sim"}, urls, creds, "/var/lib/vps_sim/sim.state.db")
+	got, err := render(Options{Servers: 150, Refresh: time.Minute, RateLimit: 3, Prefix: "sim"}, urls, creds, "", "/var/lib/vps_sim/sim.state.db")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,9 +163,6 @@ func TestConfig(t *testing.T) {
 		t.Errorf("remediation: enabled %v dry_run %v webhook %v state_file %q; want on, dry run, webhook on, %q", r.Enabled, r.DryRun, r.Webhook.Enabled, r.StateFile, state)
 	}
 	want := Rules(refresh)
-	for i := range want {
-		want[i].Verify = model.Duration(config.DefaultVerify) // set by validation
-	}
 	if !reflect.DeepEqual(r.Rules, want) {
 		t.Errorf("rules:\n got %+v\nwant %+v", r.Rules, want)
 	}
@@ -292,6 +289,33 @@ func TestShutdown(t *testing.T) {
 		if resp, err := http.Get(ep.URL + "/"); err == nil {
 			resp.Body.Close()
 			t.Errorf("%s still answers after Shutdown", ep.API)
+		}
+	}
+}
+
+// TestLiveHasTheCredential: a live fleet's configuration acts for real and
+// carries the credential live remediation requires; the default one is a
+// dry run.
+func TestLiveHasTheCredential(t *testing.T) {
+	for _, live := range []bool{false, true} {
+		f, err := Start(context.Background(), Options{Servers: 30, Refresh: time.Second, Live: live})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := f.Config(filepath.Join(t.TempDir(), "state.db"))
+		_ = f.Shutdown(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := c.Remediation
+		if r.DryRun == live || (r.Webhook.BearerToken != "") != live {
+			t.Errorf("live %v: dry_run %v, bearer token set %v", live, r.DryRun, r.Webhook.BearerToken != "")
+		}
+		if err := r.CheckCredential(false); err != nil {
+			t.Errorf("live %v: %v", live, err)
+		}
+		if len(r.Webhook.Escalate["reboot"]) != 1 || r.Rules[2].Escalate[0] != "power_cycle" {
+			t.Errorf("live %v: ladders missing: %v %v", live, r.Webhook.Escalate, r.Rules[2].Escalate)
 		}
 	}
 }

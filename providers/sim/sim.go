@@ -92,6 +92,12 @@ type Machine struct {
 	settleAt   time.Time
 	settleTo   func(*Machine)
 	releasedAt time.Time // VPN.bingo: a Pending Release node vanishes after this
+
+	// The health model (health.go): a sick machine, stopped since it
+	// fell sick (cold), healing at healAt.
+	sick   *Sickness
+	cold   bool
+	healAt time.Time
 }
 
 // ActionRecord is one action call the simulator received.
@@ -263,10 +269,12 @@ func (s *Sim) settleLocked(api API) {
 			continue // released: gone from the API
 		}
 		if m.settleTo != nil && now.After(m.settleAt) {
-			m.settleTo(m)
+			f := m.settleTo
 			m.settleTo = nil
+			f(m)
 			m.StatusUpdate = now.UTC().Truncate(time.Second)
 		}
+		s.healDueLocked(api, m, now)
 		fl = append(fl, m)
 	}
 	s.fleets[api] = fl
