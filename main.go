@@ -6,11 +6,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,6 +31,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
 	slgk "github.com/tjhop/slog-gokit"
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/sys/unix"
 
 	"github.com/vps-exporter/vps_exporter/collector"
 	"github.com/vps-exporter/vps_exporter/config"
@@ -43,14 +46,16 @@ func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
 
 // flags are the command line.
 type flags struct {
-	configFile  string
-	configCheck bool
-	metricsPath string
-	demo        bool
-	demoServers int
-	demoRefresh time.Duration
-	demoRate    float64
-	enablePprof bool
+	configFile string
+	// configFileSet: --config.file was given (not the default).
+	configFileSet bool
+	configCheck   bool
+	metricsPath   string
+	demo          bool
+	demoServers   int
+	demoRefresh   time.Duration
+	demoRate      float64
+	enablePprof   bool
 	// enableLifecycle allows POST /-/reload (Prometheus' flag).
 	enableLifecycle bool
 	logLevel        string
@@ -66,7 +71,7 @@ type flags struct {
 func parseFlags(args []string) (*flags, error) {
 	app := kingpin.New(program, "Prometheus exporter and health daemon for rented VPS/VPN fleets (VPN.bingo, VPS.org, E2E Networks).")
 	f := &flags{}
-	app.Flag("config.file", "Configuration file.").Default("vps_exporter.yml").StringVar(&f.configFile)
+	app.Flag("config.file", "Configuration file.").Default("vps_exporter.yml").IsSetByUser(&f.configFileSet).StringVar(&f.configFile)
 	app.Flag("config.check", "Validate the configuration file and exit.").BoolVar(&f.configCheck)
 	app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").StringVar(&f.metricsPath)
 	app.Flag("web.enable-pprof", "Serve Go profiling endpoints under /debug/pprof/.").BoolVar(&f.enablePprof)
@@ -182,10 +187,15 @@ func run(args []string, stderr *os.File) int {
 	logger, toolkit := newLogger(f, stderr)
 
 	if f.configCheck {
-		if _, err := loadChecked(f); err != nil {
+		c, err := loadChecked(f)
+		if err == nil {
+			err = checkStateDir(c.Remediation)
+		}
+		if err != nil {
 			logConfigErrors(logger, "configuration is invalid", f.configFile, err)
 			return 1
 		}
+		warnPlaceholders(logger, c)
 		level.Info(logger).Log("msg", "configuration is valid", "file", f.configFile)
 		return 0
 	}
@@ -289,7 +299,7 @@ func serve(parent context.Context, f *flags, logger log.Logger, toolkit *slog.Lo
 				return
 			case <-hup:
 				if err := d.reload(); err != nil {
-					logConfigErrors(logger, "reload failed; keeping the previous configuration", f.configFile, err)
+					logConfigErrors(logger, reloadFailed(err), f.configFile, err)
 				}
 			}
 		}
@@ -323,6 +333,9 @@ func serve(parent context.Context, f *flags, logger log.Logger, toolkit *slog.Lo
 // A file with mistakes gives them all, one per line.
 func loadChecked(f *flags) (*config.Config, error) {
 	c, err := config.Load(f.configFile)
+	if errors.Is(err, fs.ErrNotExist) && !f.configFileSet {
+		err = fmt.Errorf("%w; start from deploy/vps_exporter.minimal.yml (copy it to vps_exporter.yml and put your token in), or try --demo", err)
+	}
 	basic, werr := webBasicAuth(*f.webFlagConfig.WebConfigFile)
 	if err != nil || werr != nil {
 		return nil, errors.Join(err, werr)
@@ -401,6 +414,64 @@ func (d *daemon) load(first bool) error {
 	d.reloadOK.Set(1)
 	d.reloadTime.SetToCurrentTime()
 	level.Info(d.logger).Log("msg", "configuration loaded", "accounts", len(c.Providers))
+	if !d.flags.demo {
+		warnPlaceholders(d.logger, c)
+	}
+	return nil
+}
+
+// f_demo reports whether the daemon runs the demo (its config holds no
+// placeholders to warn of).
+func f_demo(d *daemon) bool { return d.flags.demo }
+
+// reloadFailed is the log message of a failed reload: a configuration
+// that does not load leaves the running one in place; a state file that
+// cannot be opened does not (its error says what was applied).
+func reloadFailed(err error) string {
+	if errors.Is(err, errPartlyApplied) {
+		return "reload failed"
+	}
+	return "reload failed; keeping the previous configuration"
+}
+
+// errPartlyApplied marks a reload whose accounts were applied but whose
+// remediation state file could not be opened.
+var errPartlyApplied = errors.New("the accounts were reloaded; remediation is off until the file can be opened")
+
+// warnPlaceholders warns of secrets still holding the example configs'
+// placeholder: the file is valid, but the provider will refuse them.
+func warnPlaceholders(logger log.Logger, c *config.Config) {
+	for i, p := range c.Providers {
+		for field, v := range map[string]string{"token": string(p.Token), "api_key": string(p.APIKey)} {
+			if strings.HasPrefix(v, config.Placeholder) {
+				level.Warn(logger).Log("msg", "a secret is still the example's placeholder: the provider will refuse it until you put the real one in",
+					"field", fmt.Sprintf("providers[%d] (%s).%s", i, p.Name, field))
+			}
+		}
+	}
+}
+
+// checkStateDir is --config.check's look at the remediation state file,
+// without opening it (a running exporter holds its lock): remediation on
+// needs its directory to exist and take files, and an existing file to be
+// a regular file.
+func checkStateDir(r config.Remediation) error {
+	if !r.Enabled {
+		return nil
+	}
+	dir := filepath.Dir(r.StateFile)
+	st, err := os.Stat(dir)
+	switch {
+	case err != nil:
+		return fmt.Errorf("remediation.state_file: its directory: %w", err)
+	case !st.IsDir():
+		return fmt.Errorf("remediation.state_file: %s is not a directory", dir)
+	case unix.Access(dir, unix.W_OK|unix.X_OK) != nil:
+		return fmt.Errorf("remediation.state_file: cannot create files in %s", dir)
+	}
+	if st, err := os.Stat(r.StateFile); err == nil && !st.Mode().IsRegular() {
+		return fmt.Errorf("remediation.state_file: %s exists and is not a regular file", r.StateFile)
+	}
 	return nil
 }
 
@@ -423,8 +494,11 @@ func (d *daemon) apply(c *config.Config, first bool) error {
 	// A remediation state file that cannot be opened turns remediation
 	// off (and says so). At start it is a failed start, unless another
 	// process holds its lock: then this one takes over when it exits.
-	if err := d.engine.Configure(c.Remediation, time.Duration(c.Global.RefreshInterval), c.Providers); err != nil && first && !remediation.IsStateLocked(err) {
-		return fmt.Errorf("remediation.state_file: %w", err)
+	if err := d.engine.Configure(c.Remediation, time.Duration(c.Global.RefreshInterval), c.Providers); err != nil && !remediation.IsStateLocked(err) {
+		if first {
+			return fmt.Errorf("remediation.state_file: %w", err)
+		}
+		return fmt.Errorf("remediation.state_file: %w (%w)", err, errPartlyApplied)
 	}
 	return nil
 }
@@ -450,11 +524,11 @@ func (d *daemon) routes(reg *prometheus.Registry) http.Handler {
 		}
 		if !d.flags.enableLifecycle {
 			// As Prometheus: reloading over HTTP is opt-in; SIGHUP always works.
-			http.Error(w, "Lifecycle API is not enabled.", http.StatusForbidden)
+			http.Error(w, "Lifecycle API is not enabled: start with --web.enable-lifecycle, or send SIGHUP.", http.StatusForbidden)
 			return
 		}
 		if err := d.reload(); err != nil {
-			logConfigErrors(d.logger, "reload failed; keeping the previous configuration", d.flags.configFile, err)
+			logConfigErrors(d.logger, reloadFailed(err), d.flags.configFile, err)
 			http.Error(w, fmt.Sprintf("failed to reload config: %s", err), http.StatusInternalServerError)
 			return
 		}

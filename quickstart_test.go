@@ -92,6 +92,8 @@ func TestQuickStart(t *testing.T) {
 	// As copied, placeholder and all, the file passes the check.
 	if code, out := run("--config.check"); code != 0 || !strings.Contains(out, "configuration is valid") {
 		t.Fatalf("--config.check on the copied minimal config: exit %d\n%s", code, out)
+	} else if !strings.Contains(out, "placeholder") || !strings.Contains(out, "providers[0] (my-vps).token") {
+		t.Errorf("--config.check does not warn that the token is still the placeholder:\n%s", out)
 	}
 
 	// The edit: the token (and, for the test, the simulator's address).

@@ -108,6 +108,9 @@ func TestStatusPageAccounts(t *testing.T) {
 			t.Errorf("row %d: data-state %q", i, rows[i].attr["data-state"])
 		}
 	}
+	if doc.byID("withdrawn-vps-main") != nil {
+		t.Error("an account down less than stale_after is marked withdrawn")
+	}
 	if s := doc.byID("accounts-summary").Text(); s != "3 accounts: 1 up, 1 down, 1 not refreshed yet · 37 servers" {
 		t.Errorf("summary %q", s)
 	}
@@ -116,6 +119,21 @@ func TestStatusPageAccounts(t *testing.T) {
 	}
 	if s := doc.byID("remediation").Text(); !strings.Contains(s, "not available") {
 		t.Errorf("no remediation source: %q", s)
+	}
+}
+
+// An account down longer than stale_after says its servers left /metrics.
+func TestStatusPageWithdrawn(t *testing.T) {
+	snaps := fleet()
+	for i := range snaps {
+		if snaps[i].Account == "vps-main" {
+			snaps[i].Withdrawn = true
+		}
+	}
+	_, doc := page(t, snaps, nil, StatusOptions{})
+	n := doc.byID("withdrawn-vps-main")
+	if n == nil || n.Text() != "(stale, left /metrics)" {
+		t.Fatalf("withdrawn account not marked: %v", n)
 	}
 }
 
@@ -165,6 +183,14 @@ func TestStatusPageRemediation(t *testing.T) {
 			st:   RemediationStatus{Enabled: true, DryRun: true, Paused: &Pause{Since: now, Reason: hostile}},
 			texts: map[string]string{
 				"pause-reason": hostile,
+			},
+		},
+		{
+			name: "off: neither dry run nor budget",
+			st:   RemediationStatus{DryRun: true, MaxActionsPerHour: 10},
+			texts: map[string]string{
+				"remediation-enabled": "disabled",
+				"remediation-mode":    "off nothing is recorded and no provider is called",
 			},
 		},
 		{
