@@ -36,8 +36,9 @@ type walker struct {
 }
 
 type seenKey struct {
-	n *yaml.Node
-	t reflect.Type
+	n      *yaml.Node
+	t      reflect.Type
+	secret bool
 }
 
 // maxDepth bounds the walk: deeper than any config field is junk.
@@ -94,11 +95,15 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string, secret bool, de
 		}
 		n = n.Alias
 	}
-	k := seenKey{n, t}
+	k := seenKey{n, t, secret}
 	if d, ok := w.seen[k]; ok {
 		return d
 	}
 	w.seen[k] = false
+	if secret {
+		// A field of the Secret type, whatever its name.
+		gather(n, true, w.errs.secrets)
+	}
 	d := w.check(n, t, path, secret, depth)
 	w.seen[k] = d
 	return d
@@ -128,7 +133,7 @@ func (w *walker) check(n *yaml.Node, t reflect.Type, path string, secret bool, d
 		return false
 	case t.Kind() == reflect.Slice:
 		switch {
-		case n.Kind == yaml.ScalarNode && !secret && !isRecord(deref(t.Elem())):
+		case n.Kind == yaml.ScalarNode && !secret && !w.errs.secrets.has(n.Value) && !isRecord(deref(t.Elem())):
 			w.fail(path, n, "%s: want a list, e.g. [%s]", show(n.Value), show(n.Value))
 			return true
 		case n.Kind != yaml.SequenceNode:

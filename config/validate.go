@@ -94,14 +94,23 @@ func (p *Provider) validate(at, baseDir string, errs *errorList) {
 	if raw != "" {
 		u, err := url.Parse(strings.TrimSuffix(raw, "/"))
 		switch {
-		case err != nil || u.User != nil || u.RawQuery != "":
+		case err != nil || strings.ContainsAny(raw, "@?#") || u.User != nil || u.RawQuery != "" || u.Fragment != "":
 			// Not repeated: E2E's key travels in the query, and a URL
-			// may carry a password.
-			errs.add(at+".base_url", "want an http(s) URL without query or user info (the value is not shown: it may carry a credential)")
+			// may carry a password, with a scheme or without one
+			// (admin:sk-abc@admin.vps.org parses as scheme admin).
+			errs.add(at+".base_url", "want an http(s) URL without query, fragment or user info (the value is not shown: it may carry a credential)")
 		case (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
 			errs.add(at+".base_url", "want an http(s) URL without query, got %q", p.BaseURL)
 		default:
 			p.URL = u
+		}
+	}
+	errs.secret(string(p.Token))
+	errs.secret(string(p.APIKey))
+	errs.secret(string(p.TLSConfig.Key))
+	if p.ProxyURL.URL != nil {
+		if pw, ok := p.ProxyURL.User.Password(); ok {
+			errs.secret(pw)
 		}
 	}
 	readSecret(&p.Token, p.TokenFile, at, "token", baseDir, errs)
@@ -194,6 +203,7 @@ func readSecret(s *commoncfg.Secret, file, at, name, baseDir string, errs *error
 		errs.add(at, "%s is empty", file)
 		return
 	}
+	errs.secret(v)
 	*s = commoncfg.Secret(v)
 }
 
@@ -285,6 +295,7 @@ func (w *Webhook) validate(baseDir string, errs *errorList) {
 			}
 		}
 	}
+	errs.secret(string(w.BearerToken))
 	readSecret(&w.BearerToken, w.BearerTokenFile, at, "bearer_token", baseDir, errs)
 }
 
