@@ -219,6 +219,8 @@ func TestInvalid(t *testing.T) {
 		{"alias loop", "providers: &a [*a]\n", "providers[0]: want a mapping (field: value), got a list"},
 		{"bad merge", "providers: [{<<: 5, type: vpsorg, name: a, token: t}]", "providers[0] (a).<<: a merge needs a mapping or a list of mappings, got a single value"},
 		{"syntax", "providers: [\n", "parse config: yaml: line 1: did not find expected node content"},
+		{"syntax, expected tokens", "providers: [{a: b, c}\n", "parse config: yaml: line 1: did not find expected ',' or ']'"},
+		{"syntax, unknown anchor", "providers: [{type: vpsorg, name: a, token: *tok-SECRET}]", "parse config: yaml: unknown anchor '<value>' referenced"},
 		// Validation.
 		{"detail budget range", "providers: [{type: vpsorg, name: a, token: t, rate_limit: 5, detail_budget: 1.5}]", "providers[0] (a).detail_budget: must be in (0, 1], got 1.5"},
 		{"detail budget without rate", "providers: [{type: vpsorg, name: a, token: t, detail_budget: 0.5}]", "providers[0] (a).detail_budget: is a share of rate_limit; set rate_limit too"},
