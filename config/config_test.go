@@ -297,6 +297,20 @@ func TestInvalid(t *testing.T) {
 			"remediation.webhook.escalate.reboot[0]: no provider can both reboot and redeploy: the ladder is per server"},
 		{"webhook escalate not a list", ok + "remediation: {webhook: {escalate: {reboot: power_cycle}}}",
 			"remediation.webhook.escalate.reboot: power_cycle: want a list, e.g. [power_cycle]"},
+		// Names that become labels and parts of remediation's durable
+		// keys (joined with "|" and control characters).
+		{"account name with |", "providers: [{type: vpsorg, name: 'a|b', token: t}]",
+			`providers[0] (a|b).name: must not contain "|" or control characters: it is the account label and part of remediation's durable keys`},
+		{"account name with a control character", `providers: [{type: vpsorg, name: "a\x01b", token: t}]`,
+			`providers[0] ("a\x01b").name: must not contain "|" or control characters: it is the account label and part of remediation's durable keys`},
+		{"rule name with |", ok + "remediation: {rules: [{name: 'reboot|stopped', state: [stopped], action: start}]}",
+			`remediation.rules[0] (reboot|stopped).name: must not contain "|" or control characters: it is the rule label and part of remediation's durable keys`},
+		{"rule name with a tab", ok + "remediation: {rules: [{name: \"reboot\\tstopped\", state: [stopped], action: start}]}",
+			`remediation.rules[0] ("reboot\tstopped").name: must not contain "|" or control characters: it is the rule label and part of remediation's durable keys`},
+		{"rule name a secret", "providers: [{type: vpsorg, name: a, token: &t sk-SECRET-abc}]\nremediation: {rules: [{name: *t, state: [stopped], action: start}]}",
+			"remediation.rules[0] (<redacted>).name: is the value of a secret field; a name is shown in metrics and logs"},
+		{"account name a secret", "providers: [{type: vpsorg, name: a, token: t, tls_config: {key: &k key-SECRET-abc, cert: c}}, {type: vpsorg, name: *k, token: t}]",
+			"providers[1] (<redacted>).name: is the value of a secret field; a name is shown in metrics and logs"},
 		{"live remediation is checked by CheckCredential, not Parse", ok + live + "dry_run: false, max_attempts: -1}", "remediation.max_attempts: must be at least 1, got -1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	commoncfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
@@ -53,6 +55,7 @@ func (c *Config) validate(baseDir string, errs *errorList) {
 		if p.Name == "" {
 			continue
 		}
+		checkName(at+".name", p.Name, "account", errs)
 		if j, dup := names[p.Name]; dup {
 			errs.add(at+".name", "duplicate account name %q (also providers[%d])", p.Name, j)
 		} else {
@@ -60,6 +63,28 @@ func (c *Config) validate(baseDir string, errs *errorList) {
 		}
 	}
 	c.Remediation.validate(c, baseDir, errs)
+	// Now that every *_file is read: a name carried from a secret
+	// field by an alias would show the secret.
+	for i, p := range c.Providers {
+		if len(p.Name) >= wholeOnly && errs.secrets.has(p.Name) {
+			errs.add(itemPath("providers", i, p.Name)+".name", "is the value of a secret field; a name is shown in metrics and logs")
+		}
+	}
+	for i, r := range c.Remediation.Rules {
+		if len(r.Name) >= wholeOnly && errs.secrets.has(r.Name) {
+			errs.add(itemPath("remediation.rules", i, r.Name)+".name", "is the value of a secret field; a name is shown in metrics and logs")
+		}
+	}
+}
+
+// checkName refuses a name that cannot be a label value and part of the
+// remediation state's durable keys, which are joined with "|" and control
+// characters: a "|" in a rule name would split its counters' key, and
+// their totals would be dropped on restart.
+func checkName(at, name, what string, errs *errorList) {
+	if strings.ContainsRune(name, '|') || strings.ContainsFunc(name, unicode.IsControl) || !utf8.ValidString(name) {
+		errs.add(at, `must not contain "|" or control characters: it is the %s label and part of remediation's durable keys`, what)
+	}
 }
 
 func defaultBaseURL(typ string) string {
@@ -258,6 +283,9 @@ func (r *Remediation) validate(c *Config, baseDir string, errs *errorList) {
 			errs.add(at+".name", "duplicate rule name %q (also remediation.rules[%d])", rule.Name, j)
 		} else {
 			names[rule.Name] = i
+		}
+		if rule.Name != "" {
+			checkName(at+".name", rule.Name, "rule", errs)
 		}
 		rule.validate(at, accounts, errs)
 		if rule.Verify == 0 {
