@@ -148,19 +148,23 @@ type Delivery int
 const (
 	// Unanswered: the request went out, or may have (the connection was
 	// open when it failed), and no usable answer came back: no response,
-	// a timeout, a reset connection, a body cut short, or a 2xx whose body
-	// does not decode or is not the documented shape (an HTML page from a
-	// proxy, an empty body, junk). The provider may have carried it out:
-	// remediation outcome "unknown".
+	// a timeout, a reset connection, a body cut short, a 5xx (the
+	// provider or a gateway in front of it failed: a proxy's 502 may
+	// come after the action was carried out), or a 2xx whose body does
+	// not decode or is not the documented shape (an HTML page from a
+	// proxy, an empty body, junk, a status the API does not document).
+	// The provider may have carried it out: remediation outcome
+	// "unknown".
 	Unanswered Delivery = iota
 	// NotSent: the request provably never left: the dial was refused or
 	// failed before a connection existed, a client-side wait for a token
 	// or a 429 pause was cut by the deadline, a paging link was refused,
 	// the body could not be encoded. Trying again later is safe.
 	NotSent
-	// Refused: the provider answered no: a non-2xx status, or a documented
-	// refusal inside a 2xx (E2E's envelope with code >= 400, VPN.bingo's
-	// success:false). Remediation outcome "failed".
+	// Refused: the provider answered no: a 4xx (any non-2xx status
+	// below 500), or a refusal with a 4xx code inside a 2xx (E2E's
+	// envelope, VPN.bingo's success:false with error.code; see
+	// Refusal). Remediation outcome "failed".
 	Refused
 	// Accepted: a 2xx the client decoded as the documented success.
 	// Remediation outcome "success".
@@ -495,11 +499,13 @@ func (c *Client) attempt(ctx context.Context, req Request, u *url.URL, payload [
 	defer resp.Body.Close()
 	body, err = io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxBodyBytes+1))
 	c.observe(req.Endpoint, strconv.Itoa(resp.StatusCode), time.Since(start))
-	// From here on the provider answered: a non-2xx status is its no,
-	// whatever became of the body; a 2xx without a whole body is no
-	// usable answer.
+	// From here on something answered. A 4xx (or another non-2xx below
+	// 500) is the provider's no, whatever became of the body. A 5xx is
+	// no answer: the provider, or a gateway in front of it, failed, and
+	// the request may have been carried out (a proxy's 502 after the
+	// reboot happened). A 2xx without a whole body is no usable answer.
 	answered := Unanswered
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+	if (resp.StatusCode < 200 || resp.StatusCode > 299) && resp.StatusCode < 500 {
 		answered = Refused
 	}
 	if err != nil {
@@ -514,9 +520,9 @@ func (c *Client) attempt(ctx context.Context, req Request, u *url.URL, payload [
 		c.throttle.throttled(wait)
 		return resp.StatusCode, body, wait, fail(Refused, resp.StatusCode, APIMessage(body), nil)
 	}
-	if answered == Refused {
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return resp.StatusCode, body, parseRetryAfter(resp.Header.Get("Retry-After")),
-			fail(Refused, resp.StatusCode, APIMessage(body), nil)
+			fail(answered, resp.StatusCode, APIMessage(body), nil)
 	}
 	return resp.StatusCode, body, 0, nil
 }

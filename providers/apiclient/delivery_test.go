@@ -84,8 +84,15 @@ func TestDelivery(t *testing.T) {
 		{name: "401", h: respond(401, `{"detail":"Invalid or missing API token"}`), want: apiclient.Refused, status: 401, auth: true},
 		{name: "403", h: respond(403, `{"detail":"forbidden"}`), want: apiclient.Refused, status: 403, auth: true},
 		{name: "404", h: respond(404, `{"detail":"Not found."}`), want: apiclient.Refused, status: 404},
-		{name: "500", h: respond(500, `{"detail":"Server Error"}`), want: apiclient.Refused, status: 500},
-		{name: "502 HTML", h: respond(502, "<html>502 Bad Gateway</html>"), want: apiclient.Refused, status: 502},
+		{name: "402", h: respond(402, `{"detail":"Payment required"}`), want: apiclient.Refused, status: 402},
+		{name: "409", h: respond(409, `{"detail":"Conflict"}`), want: apiclient.Refused, status: 409},
+		// A 5xx is no answer: the provider, or a proxy in front of it,
+		// failed, perhaps after carrying the request out.
+		{name: "500", h: respond(500, `{"detail":"Server Error"}`), want: apiclient.Unanswered, status: 500},
+		{name: "502 HTML", h: respond(502, "<html>502 Bad Gateway</html>"), want: apiclient.Unanswered, status: 502},
+		{name: "503", h: respond(503, ""), want: apiclient.Unanswered, status: 503},
+		{name: "504", h: respond(504, "<html>504 Gateway Time-out</html>"), want: apiclient.Unanswered, status: 504},
+		{name: "599", h: respond(599, ""), want: apiclient.Unanswered, status: 599},
 		{name: "connection reset", h: reset, want: apiclient.Unanswered},
 		{name: "no answer before the timeout", h: func(w http.ResponseWriter, r *http.Request) {
 			_, _ = io.ReadAll(r.Body) // then the server sees the client hang up
@@ -149,6 +156,33 @@ func TestDelivery(t *testing.T) {
 				t.Errorf("%d requests reached the server; want none after the first", calls.Load()-1)
 			}
 		})
+	}
+}
+
+// A 5xx is never the provider's no, for an action or a read: an action
+// is sent once and is Unanswered (it may have been carried out behind the
+// gateway that answered); a read is retried, then Unanswered too.
+func TestServerErrorIsNoAnswer(t *testing.T) {
+	for _, status := range []int{500, 501, 502, 503, 504, 599} {
+		for _, idempotent := range []bool{false, true} {
+			var calls atomic.Int32
+			u := server(t, func(w http.ResponseWriter, r *http.Request) {
+				calls.Add(1)
+				w.WriteHeader(status)
+			})
+			c := apiclient.New(apiclient.Config{Provider: "p", Account: "a", BaseURL: u, BackoffBase: time.Millisecond, MaxRetries: 2})
+			_, _, err := c.Do(context.Background(), apiclient.Request{Method: http.MethodPost, Path: "/act/", Idempotent: idempotent})
+			if got := apiclient.DeliveryOf(err); got != apiclient.Unanswered {
+				t.Errorf("%d (idempotent %v): delivery %v, want unanswered (err %v)", status, idempotent, got, err)
+			}
+			want := int32(1)
+			if idempotent {
+				want = 3
+			}
+			if n := calls.Load(); n != want {
+				t.Errorf("%d (idempotent %v): sent %d times, want %d", status, idempotent, n, want)
+			}
+		}
 	}
 }
 
