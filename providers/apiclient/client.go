@@ -162,9 +162,9 @@ const (
 	// the body could not be encoded. Trying again later is safe.
 	NotSent
 	// Refused: the provider answered no: a 4xx (any non-2xx status
-	// below 500), or a refusal with a 4xx code inside a 2xx (E2E's
-	// envelope, VPN.bingo's success:false with error.code; see
-	// Refusal). Remediation outcome "failed".
+	// below 500), or a refusal inside a 2xx: a 4xx code in E2E's
+	// envelope or in VPN.bingo's success:false (see CodeError).
+	// Remediation outcome "failed".
 	Refused
 	// Accepted: a 2xx the client decoded as the documented success.
 	// Remediation outcome "success".
@@ -283,27 +283,54 @@ func (c *Client) Throttled() bool { return c.throttle.Throttled() }
 // Redact removes every configured secret from s.
 func (c *Client) Redact(s string) string { return c.redact.Replace(s) }
 
-// Refusal is what a decode function returns for a refusal the API
-// documents inside a 2xx answer (E2E's envelope with code >= 400,
-// VPN.bingo's success:false): DecodeError makes it a Refused *Error.
+// Refusal is what a decode function returns for a refusal inside a 2xx
+// answer: the API's no, so that the request was not carried out. Use
+// CodeError for a code the API put in a 2xx body. DecodeError makes a
+// Refusal a Refused *Error (but one with a 5xx code Unanswered).
 type Refusal struct {
 	// Code is the API's own status code, 0 when it gave none.
 	Code int
 	Msg  string
 }
 
-func (r *Refusal) Error() string {
-	if r.Code != 0 {
-		return fmt.Sprintf("code %d: %s", r.Code, r.Msg)
+func (r *Refusal) Error() string { return codeText(r.Code, r.Msg) }
+
+func codeText(code int, msg string) string {
+	if code == 0 {
+		return msg
 	}
-	return r.Msg
+	c := strconv.Itoa(code)
+	if strings.HasPrefix(msg, c+":") || msg == c {
+		return "code " + msg
+	}
+	return "code " + c + ": " + msg
 }
+
+// CodeError is the error for a 2xx answer whose body carries a non-2xx
+// code of the API's own (E2E's envelope code, VPN.bingo's error.code of
+// success:false), 0 when it gave none. Only a 4xx code says the API
+// refused the request: a *Refusal. Any other (a 5xx: the provider failed,
+// perhaps after carrying the request out; no code at all) says nothing
+// of what became of it: an ordinary error, Unanswered.
+func CodeError(code int, msg string) error {
+	if code >= 400 && code < 500 {
+		return &Refusal{Code: code, Msg: msg}
+	}
+	return &codeError{code: code, msg: msg}
+}
+
+type codeError struct {
+	code int
+	msg  string
+}
+
+func (e *codeError) Error() string { return codeText(e.code, e.msg) }
 
 // DecodeError returns the *Error for a request whose 2xx answer (status)
 // the client cannot use: err from the decode function. A *Refusal in err
-// makes it Refused (the API said no); anything else Unanswered (the
-// request went out, the answer is unusable: the provider may have carried
-// it out).
+// makes it Refused (the API said no), unless its code is a 5xx; anything
+// else Unanswered (the request went out, the answer is unusable: the
+// provider may have carried it out).
 func (c *Client) DecodeError(req Request, status int, err error) error {
 	e := &Error{
 		Provider: c.cfg.Provider, Account: c.cfg.Account,
@@ -311,8 +338,15 @@ func (c *Client) DecodeError(req Request, status int, err error) error {
 		Msg: c.Redact(err.Error()), Delivery: Unanswered,
 	}
 	var r *Refusal
-	if errors.As(err, &r) {
-		e.Delivery, e.Code = Refused, r.Code
+	var ce *codeError
+	switch {
+	case errors.As(err, &r):
+		e.Code = r.Code
+		if r.Code < 500 {
+			e.Delivery = Refused
+		}
+	case errors.As(err, &ce):
+		e.Code = ce.code
 	}
 	return e
 }

@@ -186,6 +186,44 @@ func TestServerErrorIsNoAnswer(t *testing.T) {
 	}
 }
 
+// What a decode function returns for a 2xx answer decides its delivery:
+// only a refusal with a 4xx code (or none) is the API's no; a code the
+// API put in the body that is a 5xx, or none at all, is no usable answer.
+func TestDecodeErrorDelivery(t *testing.T) {
+	c := apiclient.New(apiclient.Config{Provider: "p", Account: "a", BaseURL: &url.URL{Scheme: "http", Host: "127.0.0.1:1"}})
+	req := apiclient.Request{Method: http.MethodPost, Path: "/act/"}
+	for _, tc := range []struct {
+		err  error
+		want apiclient.Delivery
+		code int
+		auth bool
+		text string
+	}{
+		{&apiclient.Refusal{Code: 400, Msg: "Node is not running"}, apiclient.Refused, 400, false, "HTTP 200: code 400: Node is not running"},
+		{&apiclient.Refusal{Msg: "no"}, apiclient.Refused, 0, false, "HTTP 200: no"},
+		{&apiclient.Refusal{Code: 503, Msg: "later"}, apiclient.Unanswered, 503, false, "HTTP 200: code 503: later"},
+		{apiclient.CodeError(401, "401: Unauthorized"), apiclient.Refused, 401, true, "HTTP 200: code 401: Unauthorized"},
+		{apiclient.CodeError(404, "Not found"), apiclient.Refused, 404, false, "HTTP 200: code 404: Not found"},
+		{apiclient.CodeError(500, "Internal"), apiclient.Unanswered, 500, false, "HTTP 200: code 500: Internal"},
+		{apiclient.CodeError(0, "E1: nope"), apiclient.Unanswered, 0, false, "HTTP 200: E1: nope"},
+		{fmt.Errorf("page 2: %w", apiclient.CodeError(403, "Forbidden")), apiclient.Refused, 403, true, "HTTP 200: page 2: code 403: Forbidden"},
+		{errors.New("invalid answer"), apiclient.Unanswered, 0, false, "HTTP 200: invalid answer"},
+	} {
+		err := c.DecodeError(req, 200, tc.err)
+		var ae *apiclient.Error
+		if !errors.As(err, &ae) || ae.Delivery != tc.want || ae.Code != tc.code {
+			t.Errorf("%v: %#v, want delivery %v code %d", tc.err, err, tc.want, tc.code)
+			continue
+		}
+		if got := errors.Is(err, providers.ErrUnauthorized); got != tc.auth {
+			t.Errorf("%v: ErrUnauthorized %v, want %v", tc.err, got, tc.auth)
+		}
+		if want := `p account "a": POST /act/: ` + tc.text; err.Error() != want {
+			t.Errorf("text %q, want %q", err.Error(), want)
+		}
+	}
+}
+
 // DeliveryOf sees through wrapping and knows an unsupported action was
 // never sent; an error it cannot place is Unanswered, the cautious guess.
 func TestDeliveryOfOtherErrors(t *testing.T) {
