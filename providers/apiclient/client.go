@@ -11,11 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -592,23 +594,46 @@ func (c *Client) observe(endpoint, code string, d time.Duration) {
 	}
 }
 
+// maxRetryAfter caps how long a 429 or a 5xx may ask an account to wait.
+const maxRetryAfter = 5 * time.Minute
+
 // parseRetryAfter reads a Retry-After header in seconds or as an HTTP date.
-// It caps the wait at five minutes.
+// It caps the wait at maxRetryAfter; what is neither (a negative number,
+// NaN, Inf, junk) is 0.
 func parseRetryAfter(v string) time.Duration {
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return 0
 	}
-	var d time.Duration
-	if secs, err := strconv.ParseFloat(v, 64); err == nil && secs >= 0 {
-		d = time.Duration(secs * float64(time.Second))
-	} else if t, err := http.ParseTime(v); err == nil {
-		d = time.Until(t)
+	if d, ok := seconds(v); ok {
+		return d
 	}
-	if d < 0 {
-		return 0
+	if t, err := http.ParseTime(v); err == nil {
+		return max(0, min(time.Until(t), maxRetryAfter))
 	}
-	return min(d, 5*time.Minute)
+	return 0
+}
+
+// decimalSeconds is a number of seconds as an API writes one: digits, a
+// fraction, an exponent; no sign, no NaN or Inf, no hex, no underscores.
+var decimalSeconds = regexp.MustCompile(`^[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$`)
+
+// seconds reads a wait in seconds, capped at maxRetryAfter before it
+// becomes a time.Duration: 1e10 seconds (or more digits than a float
+// holds) is the cap, not an overflow into a negative wait.
+func seconds(v string) (time.Duration, bool) {
+	if !decimalSeconds.MatchString(v) {
+		return 0, false
+	}
+	secs, err := strconv.ParseFloat(v, 64)
+	if err != nil && !errors.Is(err, strconv.ErrRange) {
+		return 0, false
+	}
+	// Out of range is +Inf here (no sign): the cap.
+	if math.IsNaN(secs) || secs >= maxRetryAfter.Seconds() {
+		return maxRetryAfter, true
+	}
+	return time.Duration(secs * float64(time.Second)), true
 }
 
 // APIMessage extracts a short human message from an error body in any of
