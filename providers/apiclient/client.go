@@ -11,11 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -148,19 +150,23 @@ type Delivery int
 const (
 	// Unanswered: the request went out, or may have (the connection was
 	// open when it failed), and no usable answer came back: no response,
-	// a timeout, a reset connection, a body cut short, or a 2xx whose body
-	// does not decode or is not the documented shape (an HTML page from a
-	// proxy, an empty body, junk). The provider may have carried it out:
-	// remediation outcome "unknown".
+	// a timeout, a reset connection, a body cut short, a 5xx (the
+	// provider or a gateway in front of it failed: a proxy's 502 may
+	// come after the action was carried out), or a 2xx whose body does
+	// not decode or is not the documented shape (an HTML page from a
+	// proxy, an empty body, junk, a status the API does not document).
+	// The provider may have carried it out: remediation outcome
+	// "unknown".
 	Unanswered Delivery = iota
 	// NotSent: the request provably never left: the dial was refused or
 	// failed before a connection existed, a client-side wait for a token
 	// or a 429 pause was cut by the deadline, a paging link was refused,
 	// the body could not be encoded. Trying again later is safe.
 	NotSent
-	// Refused: the provider answered no: a non-2xx status, or a documented
-	// refusal inside a 2xx (E2E's envelope with code >= 400, VPN.bingo's
-	// success:false). Remediation outcome "failed".
+	// Refused: the provider answered no: a 4xx (any non-2xx status
+	// below 500), or a refusal inside a 2xx: a 4xx code in E2E's
+	// envelope or in VPN.bingo's success:false (see CodeError).
+	// Remediation outcome "failed".
 	Refused
 	// Accepted: a 2xx the client decoded as the documented success.
 	// Remediation outcome "success".
@@ -279,27 +285,54 @@ func (c *Client) Throttled() bool { return c.throttle.Throttled() }
 // Redact removes every configured secret from s.
 func (c *Client) Redact(s string) string { return c.redact.Replace(s) }
 
-// Refusal is what a decode function returns for a refusal the API
-// documents inside a 2xx answer (E2E's envelope with code >= 400,
-// VPN.bingo's success:false): DecodeError makes it a Refused *Error.
+// Refusal is what a decode function returns for a refusal inside a 2xx
+// answer: the API's no, so that the request was not carried out. Use
+// CodeError for a code the API put in a 2xx body. DecodeError makes a
+// Refusal a Refused *Error (but one with a 5xx code Unanswered).
 type Refusal struct {
 	// Code is the API's own status code, 0 when it gave none.
 	Code int
 	Msg  string
 }
 
-func (r *Refusal) Error() string {
-	if r.Code != 0 {
-		return fmt.Sprintf("code %d: %s", r.Code, r.Msg)
+func (r *Refusal) Error() string { return codeText(r.Code, r.Msg) }
+
+func codeText(code int, msg string) string {
+	if code == 0 {
+		return msg
 	}
-	return r.Msg
+	c := strconv.Itoa(code)
+	if strings.HasPrefix(msg, c+":") || msg == c {
+		return "code " + msg
+	}
+	return "code " + c + ": " + msg
 }
+
+// CodeError is the error for a 2xx answer whose body carries a non-2xx
+// code of the API's own (E2E's envelope code, VPN.bingo's error.code of
+// success:false), 0 when it gave none. Only a 4xx code says the API
+// refused the request: a *Refusal. Any other (a 5xx: the provider failed,
+// perhaps after carrying the request out; no code at all) says nothing
+// of what became of it: an ordinary error, Unanswered.
+func CodeError(code int, msg string) error {
+	if code >= 400 && code < 500 {
+		return &Refusal{Code: code, Msg: msg}
+	}
+	return &codeError{code: code, msg: msg}
+}
+
+type codeError struct {
+	code int
+	msg  string
+}
+
+func (e *codeError) Error() string { return codeText(e.code, e.msg) }
 
 // DecodeError returns the *Error for a request whose 2xx answer (status)
 // the client cannot use: err from the decode function. A *Refusal in err
-// makes it Refused (the API said no); anything else Unanswered (the
-// request went out, the answer is unusable: the provider may have carried
-// it out).
+// makes it Refused (the API said no), unless its code is a 5xx; anything
+// else Unanswered (the request went out, the answer is unusable: the
+// provider may have carried it out).
 func (c *Client) DecodeError(req Request, status int, err error) error {
 	e := &Error{
 		Provider: c.cfg.Provider, Account: c.cfg.Account,
@@ -307,8 +340,15 @@ func (c *Client) DecodeError(req Request, status int, err error) error {
 		Msg: c.Redact(err.Error()), Delivery: Unanswered,
 	}
 	var r *Refusal
-	if errors.As(err, &r) {
-		e.Delivery, e.Code = Refused, r.Code
+	var ce *codeError
+	switch {
+	case errors.As(err, &r):
+		e.Code = r.Code
+		if r.Code < 500 {
+			e.Delivery = Refused
+		}
+	case errors.As(err, &ce):
+		e.Code = ce.code
 	}
 	return e
 }
@@ -495,11 +535,13 @@ func (c *Client) attempt(ctx context.Context, req Request, u *url.URL, payload [
 	defer resp.Body.Close()
 	body, err = io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxBodyBytes+1))
 	c.observe(req.Endpoint, strconv.Itoa(resp.StatusCode), time.Since(start))
-	// From here on the provider answered: a non-2xx status is its no,
-	// whatever became of the body; a 2xx without a whole body is no
-	// usable answer.
+	// From here on something answered. A 4xx (or another non-2xx below
+	// 500) is the provider's no, whatever became of the body. A 5xx is
+	// no answer: the provider, or a gateway in front of it, failed, and
+	// the request may have been carried out (a proxy's 502 after the
+	// reboot happened). A 2xx without a whole body is no usable answer.
 	answered := Unanswered
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+	if (resp.StatusCode < 200 || resp.StatusCode > 299) && resp.StatusCode < 500 {
 		answered = Refused
 	}
 	if err != nil {
@@ -514,9 +556,9 @@ func (c *Client) attempt(ctx context.Context, req Request, u *url.URL, payload [
 		c.throttle.throttled(wait)
 		return resp.StatusCode, body, wait, fail(Refused, resp.StatusCode, APIMessage(body), nil)
 	}
-	if answered == Refused {
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return resp.StatusCode, body, parseRetryAfter(resp.Header.Get("Retry-After")),
-			fail(Refused, resp.StatusCode, APIMessage(body), nil)
+			fail(answered, resp.StatusCode, APIMessage(body), nil)
 	}
 	return resp.StatusCode, body, 0, nil
 }
@@ -552,23 +594,46 @@ func (c *Client) observe(endpoint, code string, d time.Duration) {
 	}
 }
 
+// maxRetryAfter caps how long a 429 or a 5xx may ask an account to wait.
+const maxRetryAfter = 5 * time.Minute
+
 // parseRetryAfter reads a Retry-After header in seconds or as an HTTP date.
-// It caps the wait at five minutes.
+// It caps the wait at maxRetryAfter; what is neither (a negative number,
+// NaN, Inf, junk) is 0.
 func parseRetryAfter(v string) time.Duration {
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return 0
 	}
-	var d time.Duration
-	if secs, err := strconv.ParseFloat(v, 64); err == nil && secs >= 0 {
-		d = time.Duration(secs * float64(time.Second))
-	} else if t, err := http.ParseTime(v); err == nil {
-		d = time.Until(t)
+	if d, ok := seconds(v); ok {
+		return d
 	}
-	if d < 0 {
-		return 0
+	if t, err := http.ParseTime(v); err == nil {
+		return max(0, min(time.Until(t), maxRetryAfter))
 	}
-	return min(d, 5*time.Minute)
+	return 0
+}
+
+// decimalSeconds is a number of seconds as an API writes one: digits, a
+// fraction, an exponent; no sign, no NaN or Inf, no hex, no underscores.
+var decimalSeconds = regexp.MustCompile(`^[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$`)
+
+// seconds reads a wait in seconds, capped at maxRetryAfter before it
+// becomes a time.Duration: 1e10 seconds (or more digits than a float
+// holds) is the cap, not an overflow into a negative wait.
+func seconds(v string) (time.Duration, bool) {
+	if !decimalSeconds.MatchString(v) {
+		return 0, false
+	}
+	secs, err := strconv.ParseFloat(v, 64)
+	if err != nil && !errors.Is(err, strconv.ErrRange) {
+		return 0, false
+	}
+	// Out of range is +Inf here (no sign): the cap.
+	if math.IsNaN(secs) || secs >= maxRetryAfter.Seconds() {
+		return maxRetryAfter, true
+	}
+	return time.Duration(secs * float64(time.Second)), true
 }
 
 // APIMessage extracts a short human message from an error body in any of

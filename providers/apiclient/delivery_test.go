@@ -84,8 +84,15 @@ func TestDelivery(t *testing.T) {
 		{name: "401", h: respond(401, `{"detail":"Invalid or missing API token"}`), want: apiclient.Refused, status: 401, auth: true},
 		{name: "403", h: respond(403, `{"detail":"forbidden"}`), want: apiclient.Refused, status: 403, auth: true},
 		{name: "404", h: respond(404, `{"detail":"Not found."}`), want: apiclient.Refused, status: 404},
-		{name: "500", h: respond(500, `{"detail":"Server Error"}`), want: apiclient.Refused, status: 500},
-		{name: "502 HTML", h: respond(502, "<html>502 Bad Gateway</html>"), want: apiclient.Refused, status: 502},
+		{name: "402", h: respond(402, `{"detail":"Payment required"}`), want: apiclient.Refused, status: 402},
+		{name: "409", h: respond(409, `{"detail":"Conflict"}`), want: apiclient.Refused, status: 409},
+		// A 5xx is no answer: the provider, or a proxy in front of it,
+		// failed, perhaps after carrying the request out.
+		{name: "500", h: respond(500, `{"detail":"Server Error"}`), want: apiclient.Unanswered, status: 500},
+		{name: "502 HTML", h: respond(502, "<html>502 Bad Gateway</html>"), want: apiclient.Unanswered, status: 502},
+		{name: "503", h: respond(503, ""), want: apiclient.Unanswered, status: 503},
+		{name: "504", h: respond(504, "<html>504 Gateway Time-out</html>"), want: apiclient.Unanswered, status: 504},
+		{name: "599", h: respond(599, ""), want: apiclient.Unanswered, status: 599},
 		{name: "connection reset", h: reset, want: apiclient.Unanswered},
 		{name: "no answer before the timeout", h: func(w http.ResponseWriter, r *http.Request) {
 			_, _ = io.ReadAll(r.Body) // then the server sees the client hang up
@@ -149,6 +156,71 @@ func TestDelivery(t *testing.T) {
 				t.Errorf("%d requests reached the server; want none after the first", calls.Load()-1)
 			}
 		})
+	}
+}
+
+// A 5xx is never the provider's no, for an action or a read: an action
+// is sent once and is Unanswered (it may have been carried out behind the
+// gateway that answered); a read is retried, then Unanswered too.
+func TestServerErrorIsNoAnswer(t *testing.T) {
+	for _, status := range []int{500, 501, 502, 503, 504, 599} {
+		for _, idempotent := range []bool{false, true} {
+			var calls atomic.Int32
+			u := server(t, func(w http.ResponseWriter, r *http.Request) {
+				calls.Add(1)
+				w.WriteHeader(status)
+			})
+			c := apiclient.New(apiclient.Config{Provider: "p", Account: "a", BaseURL: u, BackoffBase: time.Millisecond, MaxRetries: 2})
+			_, _, err := c.Do(context.Background(), apiclient.Request{Method: http.MethodPost, Path: "/act/", Idempotent: idempotent})
+			if got := apiclient.DeliveryOf(err); got != apiclient.Unanswered {
+				t.Errorf("%d (idempotent %v): delivery %v, want unanswered (err %v)", status, idempotent, got, err)
+			}
+			want := int32(1)
+			if idempotent {
+				want = 3
+			}
+			if n := calls.Load(); n != want {
+				t.Errorf("%d (idempotent %v): sent %d times, want %d", status, idempotent, n, want)
+			}
+		}
+	}
+}
+
+// What a decode function returns for a 2xx answer decides its delivery:
+// only a refusal with a 4xx code (or none) is the API's no; a code the
+// API put in the body that is a 5xx, or none at all, is no usable answer.
+func TestDecodeErrorDelivery(t *testing.T) {
+	c := apiclient.New(apiclient.Config{Provider: "p", Account: "a", BaseURL: &url.URL{Scheme: "http", Host: "127.0.0.1:1"}})
+	req := apiclient.Request{Method: http.MethodPost, Path: "/act/"}
+	for _, tc := range []struct {
+		err  error
+		want apiclient.Delivery
+		code int
+		auth bool
+		text string
+	}{
+		{&apiclient.Refusal{Code: 400, Msg: "Node is not running"}, apiclient.Refused, 400, false, "HTTP 200: code 400: Node is not running"},
+		{&apiclient.Refusal{Msg: "no"}, apiclient.Refused, 0, false, "HTTP 200: no"},
+		{&apiclient.Refusal{Code: 503, Msg: "later"}, apiclient.Unanswered, 503, false, "HTTP 200: code 503: later"},
+		{apiclient.CodeError(401, "401: Unauthorized"), apiclient.Refused, 401, true, "HTTP 200: code 401: Unauthorized"},
+		{apiclient.CodeError(404, "Not found"), apiclient.Refused, 404, false, "HTTP 200: code 404: Not found"},
+		{apiclient.CodeError(500, "Internal"), apiclient.Unanswered, 500, false, "HTTP 200: code 500: Internal"},
+		{apiclient.CodeError(0, "E1: nope"), apiclient.Unanswered, 0, false, "HTTP 200: E1: nope"},
+		{fmt.Errorf("page 2: %w", apiclient.CodeError(403, "Forbidden")), apiclient.Refused, 403, true, "HTTP 200: page 2: code 403: Forbidden"},
+		{errors.New("invalid answer"), apiclient.Unanswered, 0, false, "HTTP 200: invalid answer"},
+	} {
+		err := c.DecodeError(req, 200, tc.err)
+		var ae *apiclient.Error
+		if !errors.As(err, &ae) || ae.Delivery != tc.want || ae.Code != tc.code {
+			t.Errorf("%v: %#v, want delivery %v code %d", tc.err, err, tc.want, tc.code)
+			continue
+		}
+		if got := errors.Is(err, providers.ErrUnauthorized); got != tc.auth {
+			t.Errorf("%v: ErrUnauthorized %v, want %v", tc.err, got, tc.auth)
+		}
+		if want := `p account "a": POST /act/: ` + tc.text; err.Error() != want {
+			t.Errorf("text %q, want %q", err.Error(), want)
+		}
 	}
 }
 

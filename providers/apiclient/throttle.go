@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"regexp"
-	"strconv"
 	"sync"
 	"time"
 
@@ -156,7 +155,12 @@ func (t *throttle) wait(ctx context.Context, background bool) error {
 			r.CancelAt(now)
 		}
 		need := max(1+reserve-tokens, 0.1)
-		d := max(time.Duration(need/float64(limit)*float64(time.Second)), time.Millisecond)
+		// In float seconds first: at a tiny rate the wait would
+		// overflow a time.Duration into a negative one.
+		d := maxTokenWait
+		if secs := need / float64(limit); secs < maxTokenWait.Seconds() {
+			d = max(time.Duration(secs*float64(time.Second)), time.Millisecond)
+		}
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
 			return fmt.Errorf("rate limit: no token for this account before the deadline")
 		}
@@ -165,6 +169,10 @@ func (t *throttle) wait(ctx context.Context, background bool) error {
 		}
 	}
 }
+
+// maxTokenWait bounds one sleep of a background request waiting for a
+// token (it looks again after it).
+const maxTokenWait = time.Minute
 
 // waitPause waits out an account-wide pause and applies any recovery. A
 // pause that outlasts the caller's deadline fails at once: the caller
@@ -281,8 +289,8 @@ func throttleWait(header string, body []byte) time.Duration {
 		return d
 	}
 	if m := drfThrottle.FindSubmatch(body); m != nil {
-		if secs, err := strconv.ParseFloat(string(m[1]), 64); err == nil {
-			return min(time.Duration(secs*float64(time.Second)), 5*time.Minute)
+		if d, ok := seconds(string(m[1])); ok {
+			return d
 		}
 	}
 	return 0

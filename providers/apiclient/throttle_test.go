@@ -3,6 +3,7 @@ package apiclient_test
 import (
 	"context"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -253,5 +254,61 @@ func TestThrottlePauseHoldsTokenWaiters(t *testing.T) {
 	defer mu.Unlock()
 	if gap := waiterAt.Sub(throttledAt); gap < 1900*time.Millisecond {
 		t.Errorf("the waiting request went out %v after the 429; the pause was 2 s", gap)
+	}
+}
+
+// A Retry-After too large for a time.Duration pauses the account for the
+// five-minute cap: the call gives up at once (the pause outlasts its
+// deadline) and nothing more is sent, where an overflow made it a 1 s
+// pause and the request went out again.
+func TestHugeRetryAfterPausesAtTheCap(t *testing.T) {
+	for _, ra := range []string{"1e10", "99999999999999999999", "1e400"} {
+		var calls atomic.Int32
+		u := server(t, func(w http.ResponseWriter, r *http.Request) {
+			if calls.Add(1) == 1 {
+				w.Header().Set("Retry-After", ra)
+				w.WriteHeader(http.StatusTooManyRequests)
+				return
+			}
+			_, _ = w.Write([]byte(`{}`))
+		})
+		c := apiclient.New(apiclient.Config{Provider: "p", Account: "a", BaseURL: u, BackoffBase: time.Millisecond})
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		start := time.Now()
+		err := get(c, ctx, "/x", false)
+		cancel()
+		if err == nil || calls.Load() != 1 {
+			t.Errorf("Retry-After %s: err %v after %d requests in %v; want the 429 and no other request", ra, err, calls.Load(), time.Since(start))
+		}
+		if !c.Throttled() {
+			t.Errorf("Retry-After %s: not throttled", ra)
+		}
+		ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
+		if err := get(c, ctx, "/x", false); err == nil || calls.Load() != 1 {
+			t.Errorf("Retry-After %s: a later request went out during the pause (err %v, %d requests)", ra, err, calls.Load())
+		}
+		cancel()
+	}
+}
+
+// A rate so low that the wait for the next token overflows a
+// time.Duration: a background read says at once that no token comes
+// before its deadline, instead of polling every millisecond until the
+// deadline passes.
+func TestTinyRateWaitDoesNotOverflow(t *testing.T) {
+	u := server(t, func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte(`{}`)) })
+	c := apiclient.New(apiclient.Config{Provider: "p", Account: "a", BaseURL: u, RateLimit: 1e-12})
+	if err := get(c, context.Background(), "/x", true); err != nil {
+		t.Fatalf("the bucket's one token: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := get(c, ctx, "/x", true)
+	if err == nil || !strings.Contains(err.Error(), "no token for this account before the deadline") {
+		t.Fatalf("err %v; want the wait refused", err)
+	}
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Errorf("refused after %v, want at once (not at the deadline)", d)
 	}
 }

@@ -116,9 +116,11 @@ func decodeEnvelope(body []byte) (envelope, error) {
 		return env, fmt.Errorf("invalid JSON: %w", err)
 	}
 	if env.Code != nil && env.Code.V >= 400 {
-		// The API's refusal inside a 2xx: its code says why (401 and
-		// 403 match providers.ErrUnauthorized).
-		return env, &apiclient.Refusal{Code: int(env.Code.V), Msg: apiclient.APIMessage(body)}
+		// A code >= 400 inside a 2xx (DESIGN.md's error envelope; the
+		// API page shows only code 200): a 4xx is the API's no (401
+		// and 403 match providers.ErrUnauthorized), a 5xx no usable
+		// answer.
+		return env, apiclient.CodeError(int(env.Code.V), apiclient.APIMessage(body))
 	}
 	if len(env.Data) == 0 || string(env.Data) == "null" {
 		if msg := apiclient.APIMessage(body); msg != "" {
@@ -165,9 +167,8 @@ func DecodeList(body []byte) (Page, error) {
 func DecodeNode(body []byte) (Node, error) {
 	env, err := decodeEnvelope(body)
 	data := env.Data
-	var refusal *apiclient.Refusal
-	if errors.As(err, &refusal) {
-		return Node{}, err
+	if err != nil && env.Code != nil && env.Code.V >= 400 {
+		return Node{}, err // the envelope's error, not a bare node
 	}
 	if err != nil {
 		// A bare node (no envelope) is accepted too.
@@ -294,10 +295,11 @@ func (c *Client) Do(ctx context.Context, id string, a providers.Action, _ provid
 // DecodeAction checks the answer to PUT /myaccount/api/v1/nodes/{id}/actions/:
 // the API's envelope {"code", "data", "errors", "message"}. A code in
 // 200..299 is acceptance (data may be empty, as the documented answer to
-// a delete is); a code >= 400 is a refusal (*apiclient.Refusal); a body
-// that is not the envelope (an HTML page, nothing, junk, JSON without a
-// code) is an error: answered, but not in a way that says what became of
-// the action.
+// a delete is); a 4xx code is a refusal (*apiclient.Refusal: DESIGN.md's
+// error envelope, the API page shows only code 200); a 5xx code, another
+// code, or a body that is not the envelope (an HTML page, nothing, junk,
+// JSON without a code) is an error: answered, but not in a way that says
+// what became of the action.
 func DecodeAction(body []byte) error {
 	var env envelope
 	if err := json.Unmarshal(body, &env); err != nil {
@@ -307,7 +309,7 @@ func DecodeAction(body []byte) error {
 	case env.Code == nil || !env.Code.Set:
 		return errors.New("action answer has no code")
 	case env.Code.V >= 400:
-		return &apiclient.Refusal{Code: int(env.Code.V), Msg: apiclient.APIMessage(body)}
+		return apiclient.CodeError(int(env.Code.V), apiclient.APIMessage(body))
 	case env.Code.V < 200 || env.Code.V > 299:
 		return fmt.Errorf("action answer has code %v", env.Code.V)
 	}

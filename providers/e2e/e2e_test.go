@@ -218,9 +218,11 @@ func TestActionDelivery(t *testing.T) { providertest.CheckDeliveries(t, delivery
 // read fails with providers.ErrUnauthorized, once.
 func TestUnauthorized(t *testing.T) { providertest.CheckUnauthorized(t, deliveryTarget()) }
 
-// The answer to PUT .../actions/, decoded per the envelope: code >= 400
-// inside a 200 is the API's no (401/403 a refused key), a body that is not
-// the envelope is no usable answer.
+// The answer to PUT .../actions/, decoded per the envelope (the API page
+// shows only code 200): a 4xx code inside a 200 is the API's no
+// (DESIGN.md's error envelope; 401/403 a refused key); a 5xx code is no
+// usable answer (the provider failed, perhaps after carrying the action
+// out), and so is a body that is not the envelope.
 func TestDecodeAction(t *testing.T) {
 	for _, tc := range []struct {
 		body   string
@@ -233,6 +235,9 @@ func TestDecodeAction(t *testing.T) {
 		{`{"code":400,"data":{},"errors":"Node is not running","message":"Bad Request"}`, apiclient.Refused, false},
 		{`{"code":401,"data":{},"errors":"Invalid apikey or token","message":"Unauthorized"}`, apiclient.Refused, true},
 		{`{"code":403,"data":{},"errors":"project_id does not belong to this account","message":"Forbidden"}`, apiclient.Refused, true},
+		{`{"code":404,"data":{},"errors":"Node not found","message":"Not Found"}`, apiclient.Refused, false},
+		{`{"code":500,"data":{},"errors":"Internal Server Error","message":"Internal Server Error"}`, apiclient.Unanswered, false},
+		{`{"code":"503","data":{},"errors":"Service Unavailable","message":"Service Unavailable"}`, apiclient.Unanswered, false},
 		{`{"data":{"id":169},"message":"Success"}`, apiclient.Unanswered, false},
 		{`{"code":302,"data":{},"message":"Found"}`, apiclient.Unanswered, false},
 		{`{}`, apiclient.Unanswered, false},

@@ -59,9 +59,11 @@ func actionable(t testing.TB, s *sim.Sim, api sim.API) string {
 // every fault an action can meet and checks what apiclient.DeliveryOf
 // makes of the client's error, and whether the simulator carried the
 // action out: a 2xx whose body the client cannot use (HTML, empty, junk)
-// is Unanswered although the action happened; the provider's no (4xx,
-// 5xx, a revoked key) is Refused; a reset is Unanswered; a refused dial
-// and a deadline inside a 429 pause are NotSent and reach nothing.
+// is Unanswered although the action happened; so is a 5xx (a gateway's
+// 502 after the provider carried the action out is the case that proves
+// it); the provider's no (a 4xx, a revoked key) is Refused; a reset is
+// Unanswered; a refused dial and a deadline inside a 429 pause are
+// NotSent and reach nothing.
 func CheckDeliveries(t *testing.T, tgt ActionTarget) {
 	type tc struct {
 		name    string
@@ -81,9 +83,17 @@ func CheckDeliveries(t *testing.T, tgt ActionTarget) {
 		{name: "reset after the action", fault: sim.Fault{Kind: sim.FaultReset, Served: true}, want: apiclient.Unanswered, carried: true},
 		{name: "reset", fault: sim.Fault{Kind: sim.FaultReset}, want: apiclient.Unanswered},
 		{name: "400", fault: sim.Fault{Kind: sim.FaultStatus, Status: 400}, want: apiclient.Refused},
+		{name: "402", fault: sim.Fault{Kind: sim.FaultStatus, Status: 402}, want: apiclient.Refused},
 		{name: "404", fault: sim.Fault{Kind: sim.FaultStatus, Status: 404}, want: apiclient.Refused},
-		{name: "500", fault: sim.Fault{Kind: sim.FaultStatus, Status: 500}, want: apiclient.Refused},
-		{name: "502 HTML from a proxy", fault: sim.Fault{Kind: sim.FaultHTML}, want: apiclient.Refused},
+		// A 5xx is no answer: the provider, or a proxy in front of it,
+		// failed, perhaps after the action was carried out.
+		{name: "500", fault: sim.Fault{Kind: sim.FaultStatus, Status: 500}, want: apiclient.Unanswered},
+		{name: "503", fault: sim.Fault{Kind: sim.FaultStatus, Status: 503}, want: apiclient.Unanswered},
+		{name: "504", fault: sim.Fault{Kind: sim.FaultStatus, Status: 504}, want: apiclient.Unanswered},
+		{name: "502 HTML from a proxy", fault: sim.Fault{Kind: sim.FaultHTML}, want: apiclient.Unanswered},
+		{name: "502 HTML from a proxy after the action", fault: sim.Fault{Kind: sim.FaultHTML, Status: 502, Served: true}, want: apiclient.Unanswered, carried: true},
+		{name: "500 after the action", fault: sim.Fault{Kind: sim.FaultStatus, Status: 500, Served: true}, want: apiclient.Unanswered, carried: true},
+		{name: "504 from a proxy after the action", fault: sim.Fault{Kind: sim.FaultHTML, Status: 504, Served: true}, want: apiclient.Unanswered, carried: true},
 		{name: "revoked key", revoke: true, want: apiclient.Refused, auth: true},
 		{name: "refused dial", dial: true, want: apiclient.NotSent},
 		{name: "deadline during a 429 pause", pause: true, want: apiclient.NotSent},

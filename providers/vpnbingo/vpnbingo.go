@@ -125,9 +125,12 @@ func unwrap(body []byte) (json.RawMessage, error) {
 	return env.Data, nil
 }
 
-// refusal is the *apiclient.Refusal of an envelope with success:false; a
-// numeric error.code (as in {"error": {"code": 401, "message": ...}}) is
-// kept.
+// refusal is the error of an envelope with success:false (DESIGN.md's
+// error shape {"success": false, "error": {"code", "message"}}; the API
+// page documents none inside a 2xx). Only a 4xx error.code says the API
+// refused the request (an *apiclient.Refusal; 401 and 403 a refused key);
+// a 5xx code, or none a number, says nothing of what became of it
+// (apiclient.CodeError).
 func refusal(env envelope, body []byte) error {
 	msg := apiclient.APIMessage(body)
 	if msg == "" {
@@ -140,7 +143,7 @@ func refusal(env envelope, body []byte) error {
 	if json.Unmarshal(env.Error, &e) == nil && e.Code.Set && e.Code.V == float64(int(e.Code.V)) {
 		code = int(e.Code.V)
 	}
-	return &apiclient.Refusal{Code: code, Msg: msg}
+	return apiclient.CodeError(code, msg)
 }
 
 // DecodeList decodes one page of GET /api/v2/nodes/.
@@ -226,10 +229,11 @@ type redeployResponse struct {
 // DecodeRedeploy decodes the answer to POST /api/v2/nodes/{id}/redeploy/
 // and returns the new node's id. The documented answer is
 // {"original_node": {...}, "new_node": {"id": ...}}; some deployments wrap
-// it in the usual envelope. success:false is a refusal
-// (*apiclient.Refusal); anything else without a new node's id (an HTML
-// page, nothing, junk, {}) is an error: answered, but not in a way that
-// says whether a node was replaced.
+// it in the usual envelope. success:false with a 4xx error.code is a
+// refusal (*apiclient.Refusal, see refusal); anything else without a new
+// node's id (success:false without such a code, an HTML page, nothing,
+// junk, {}) is an error: answered, but not in a way that says whether a
+// node was replaced.
 func DecodeRedeploy(body []byte) (newID string, err error) {
 	var top struct {
 		redeployResponse

@@ -258,8 +258,10 @@ func TestActionDelivery(t *testing.T) { providertest.CheckDeliveries(t, delivery
 func TestUnauthorized(t *testing.T) { providertest.CheckUnauthorized(t, deliveryTarget()) }
 
 // The answer to a redeploy, decoded per the API page: the new node's id,
-// bare or in the envelope; success:false is the API's no (its numeric
-// error code kept: 401 and 403 are a refused key).
+// bare or in the envelope. The page documents no refusal inside a 2xx:
+// success:false (DESIGN.md's error envelope) is the API's no only with a
+// 4xx error.code (401 and 403 a refused key); with a 5xx code or none it
+// is no usable answer (a node may have been replaced).
 func TestDecodeRedeploy(t *testing.T) {
 	for _, tc := range []struct {
 		body   string
@@ -269,7 +271,12 @@ func TestDecodeRedeploy(t *testing.T) {
 	}{
 		{`{"original_node":{"id":28,"status":20},"new_node":{"id":29,"status":-10}}`, apiclient.Accepted, "29", false},
 		{`{"success":true,"data":{"original_node":{"id":28},"new_node":{"id":"30"}},"error":null}`, apiclient.Accepted, "30", false},
-		{`{"success":false,"data":null,"error":{"code":"E1","message":"nope"}}`, apiclient.Refused, "", false},
+		{`{"success":false,"data":null,"error":{"code":"E1","message":"nope"}}`, apiclient.Unanswered, "", false},
+		{`{"success":false,"data":null,"error":null}`, apiclient.Unanswered, "", false},
+		{`{"success":false,"data":null,"error":{"code":500,"message":"Internal error"}}`, apiclient.Unanswered, "", false},
+		{`{"success":false,"data":null,"error":{"code":503,"message":"Try later"}}`, apiclient.Unanswered, "", false},
+		{`{"success":false,"data":null,"error":{"code":400,"message":"Server cann't redeploy now (max redeploy count reached)"}}`, apiclient.Refused, "", false},
+		{`{"success":false,"data":null,"error":{"code":"404","message":"Can not find the server"}}`, apiclient.Refused, "", false},
 		{`{"success":false,"data":null,"error":{"code":403,"message":"Token revoked"}}`, apiclient.Refused, "", true},
 		{`{"original_node":{"id":28,"status":20}}`, apiclient.Unanswered, "", false},
 		{`{"success":true,"data":{},"error":null}`, apiclient.Unanswered, "", false},

@@ -146,10 +146,12 @@ type actionAnswer struct {
 }
 
 // DecodeAction checks the answer to POST /api/v1/servers/{id}/{action}/:
-// "status": "success" is the documented acceptance, any other status a
-// refusal (*apiclient.Refusal); a body that is not that object (an HTML
-// page, nothing, junk, JSON without a status) is an error: the request was
-// answered, but not in a way that says what became of it.
+// "status": "success" is the documented acceptance. The API page
+// documents its refusals as HTTP 400 and 404 only (apiclient makes them
+// Refused); so anything else in a 2xx (another status, such as "queued"
+// or "error", an HTML page, nothing, junk, JSON without a status) is an
+// error that is no refusal: the request was answered, but not in a way
+// that says what became of it (the server may be rebooting).
 func DecodeAction(body []byte) error {
 	var a actionAnswer
 	if err := json.Unmarshal(body, &a); err != nil {
@@ -159,11 +161,11 @@ func DecodeAction(body []byte) error {
 		return errors.New("action answer has no status")
 	}
 	if !strings.EqualFold(strings.TrimSpace(*a.Status), "success") {
-		msg := string(a.Message)
-		if msg == "" {
-			msg = fmt.Sprintf("status %.40q", *a.Status)
+		msg := fmt.Sprintf("action answer has status %.40q, not the documented \"success\"", *a.Status)
+		if m := strings.TrimSpace(string(a.Message)); m != "" {
+			msg += ": " + m
 		}
-		return &apiclient.Refusal{Msg: msg}
+		return errors.New(msg)
 	}
 	return nil
 }

@@ -227,7 +227,10 @@ func TestActionDelivery(t *testing.T) { providertest.CheckDeliveries(t, delivery
 // A revoked key: every read fails with providers.ErrUnauthorized, once.
 func TestUnauthorized(t *testing.T) { providertest.CheckUnauthorized(t, deliveryTarget()) }
 
-// The answer to reboot, start and stop, decoded per the API page.
+// The answer to reboot, start and stop, decoded per the API page: it
+// documents "status": "success" as the answer and only HTTP 400 and 404
+// as refusals, so a 2xx with any other status is no usable answer (the
+// server may be rebooting), not a refusal.
 func TestDecodeAction(t *testing.T) {
 	for _, tc := range []struct {
 		body string
@@ -235,7 +238,11 @@ func TestDecodeAction(t *testing.T) {
 	}{
 		{`{"status": "success", "message": "Server is rebooting", "server": {"id": 12345, "name": "web-server-01", "status": "rebooting"}}`, apiclient.Accepted},
 		{`{"status": "SUCCESS"}`, apiclient.Accepted},
-		{`{"status": "error", "message": "Server is locked"}`, apiclient.Refused},
+		{`{"status": "error", "message": "Server is locked"}`, apiclient.Unanswered},
+		{`{"status": "queued", "message": "Server will reboot"}`, apiclient.Unanswered},
+		{`{"status": "failed"}`, apiclient.Unanswered},
+		{`{"status": ""}`, apiclient.Unanswered},
+		{`{"status": null}`, apiclient.Unanswered},
 		{`{"message": "Server is rebooting"}`, apiclient.Unanswered},
 		{`{}`, apiclient.Unanswered},
 		{`[]`, apiclient.Unanswered},
