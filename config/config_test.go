@@ -179,16 +179,17 @@ func TestInvalid(t *testing.T) {
 		// Decoding: unknown fields (name only, a suggestion when close).
 		{"unknown top field", "foo: 1\n" + ok, "foo: unknown field"},
 		{"unknown top field, close", "provider: [{type: vpsorg, name: a, token: t}]\n",
-			"provider: unknown field, did you mean `providers`?\nproviders: at least one account is required"},
+			"provider: unknown field, did you mean `providers`?"},
 		{"unknown provider field", "providers: [{type: vpsorg, name: a, token: t, tokn: x}]", "providers[0] (a).tokn: unknown field, did you mean `token`?"},
+		// The typo is the mistake: the field it meant is not "required" too.
+		{"typo of a required field", "providers: [{type: vpsorg, name: a, tokn: t}]", "providers[0] (a).tokn: unknown field, did you mean `token`?"},
 		{"unknown field, second account", "providers:\n- {type: vpsorg, name: a, token: t}\n- type: vpsorg\n  name: b\n  token: t\n  tokn: x\n",
 			"providers[1] (b).tokn: unknown field, did you mean `token`?"},
 		{"unknown global field", "global: {refresh: 5s}\n" + ok, "global.refresh: unknown field, did you mean `refresh_interval`?"},
 		{"unknown field, other spelling", "providers: [{type: vpnbingo, name: a, token: t, timeZone: UTC}]", "providers[0] (a).timeZone: unknown field, did you mean `timezone`?"},
 		{"unknown field, nothing close", "providers: [{type: vpnbingo, name: a, token: t, colour: red}]", "providers[0] (a).colour: unknown field"},
 		{"unknown rule field", ok + "remediation:\n  rules:\n  - name: r\n    stat: [stopped]\n    action: start\n",
-			"remediation.rules[0] (r): needs a condition (state, status or metric); a rule without one would act on every server\n" +
-				"remediation.rules[0] (r).stat: unknown field, did you mean `state`?"},
+			"remediation.rules[0] (r).stat: unknown field, did you mean `state`?"},
 		{"unknown webhook field", ok + "remediation: {webhook: {bearer_tokn: x}}", "remediation.webhook.bearer_tokn: unknown field, did you mean `bearer_token`?"},
 		{"unknown tls field", "providers: [{type: vpsorg, name: a, token: t, tls_config: {server: x}}]", "providers[0] (a).tls_config.server: unknown field, did you mean `server_name`?"},
 		{"key set twice", "providers: [{type: vpsorg, name: a, token: t, rate_limit: 1, rate_limit: 2}]", "providers[0] (a).rate_limit: set twice (line 1)"},

@@ -234,6 +234,15 @@ func show(s string) string {
 // (tokn, refresh_intervall), the start of a longer name (refresh) or its
 // last words (url for base_url).
 func suggest(unknown string, known []string) string {
+	best := closest(unknown, known)
+	if best == "" {
+		return ""
+	}
+	return "did you mean `" + best + "`?"
+}
+
+// closest is the known name suggest would suggest, or "".
+func closest(unknown string, known []string) string {
 	best, bestScore := "", -1
 	for _, k := range known {
 		score, ok := closeness(unknown, k)
@@ -241,10 +250,7 @@ func suggest(unknown string, known []string) string {
 			best, bestScore = k, score
 		}
 	}
-	if best == "" {
-		return ""
-	}
-	return "did you mean `" + best + "`?"
+	return best
 }
 
 // closeness scores how close a typo is to a known name (lower is closer)

@@ -196,8 +196,12 @@ func (w *walker) mapping(n *yaml.Node, t reflect.Type, path string, depth int) (
 			f, ok := fieldByTag(t, k.Value)
 			if !ok {
 				msg := "unknown field"
-				if s := suggest(k.Value, fieldNames(t)); s != "" {
-					msg += ", " + s
+				if best := closest(k.Value, fieldNames(t)); best != "" {
+					msg += ", did you mean `" + best + "`?"
+					// The field it was meant to be is as good as
+					// given: "required" on it would be a consequence
+					// of this typo, not another mistake.
+					w.errs.failed = append(w.errs.failed, field(path, best))
 				}
 				w.errs.addLine(p, k.Line, msg)
 				continue
