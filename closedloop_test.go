@@ -345,3 +345,23 @@ func (e *exporter) sendHeader(method, path, body, auth string) (int, string) {
 	}
 	return resp.StatusCode, string(b)
 }
+
+// The history is read without the remediation credential (DESIGN.md: only
+// pause, resume and reset need it; the status page shows the same);
+// the controls still need it.
+func TestRemediationHistoryNeedsNoCredential(t *testing.T) {
+	_, urls := startSimSettle(t, 10, time.Second)
+	dir := t.TempDir()
+	e := startExporter(t, "--config.file="+writeLoopConfig(t, dir, urls, hotCPURule("reboot")))
+	if code, body := e.get("/api/v1/remediation"); code != 200 || !strings.Contains(body, `"episodes"`) {
+		t.Errorf("GET the history without the credential: %d %.300s", code, body)
+	}
+	for _, path := range []string{"/api/v1/remediation/pause", "/api/v1/remediation/resume", "/api/v1/remediation/reset"} {
+		if code, _ := e.send("POST", path, `{}`, false); code != 401 {
+			t.Errorf("POST %s without the credential: %d, want 401", path, code)
+		}
+	}
+	if code, _ := e.sendAuth("POST", "/api/v1/remediation/pause", `{"reason":"test"}`); code != 200 {
+		t.Errorf("POST pause with the credential: %d", code)
+	}
+}

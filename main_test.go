@@ -554,7 +554,7 @@ func TestWebhookRedeployBehindBasicAuth(t *testing.T) {
 		return strings.Contains(e.metrics(), `vps_server_info{provider="vpnbingo",account="bingo-prod",id="`+newID+`"`)
 	})
 	m := e.metrics()
-	if !hasLine(m, `vps_remediation_actions_total{account="bingo-prod",action="redeploy",provider="vpnbingo",result="success",rule="VPNNodeHeartbeatAbnormal"} 1`) {
+	if !hasLine(m, `vps_remediation_actions_total{account="bingo-prod",action="redeploy",provider="vpnbingo",result="success",rule="alertmanager"} 1`) {
 		t.Error("the action is not counted")
 	}
 	// The resend is a duplicate, or, while the first was under way, in

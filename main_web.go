@@ -28,13 +28,14 @@ type remediationView struct {
 }
 
 // RemediationStatus implements web.RemediationSource. It reads the
-// engine's memory and state file; it calls no provider.
+// engine's memory and state file, writes nothing and stops when ctx ends;
+// it calls no provider.
 func (v remediationView) RemediationStatus(ctx context.Context, limit int) (webui.RemediationStatus, error) {
 	if err := ctx.Err(); err != nil {
 		return webui.RemediationStatus{}, err
 	}
 	limit = max(limit, 0)
-	h, err := v.engine.History(remediation.Filter{Limit: max(limit, 1)})
+	h, err := v.engine.History(ctx, remediation.Filter{Limit: max(limit, 1)})
 	used, max := v.engine.ActionsThisHour()
 	out := webui.RemediationStatus{Enabled: h.Enabled, DryRun: h.DryRun, ActionsThisHour: used, MaxActionsPerHour: max}
 	if p := h.Paused; p != nil {

@@ -60,7 +60,7 @@ func TestWebhookMadeUpAlertsCreateNoSeries(t *testing.T) {
 	if code != 200 || !strings.HasPrefix(body, "queued 0 alert(s)") {
 		t.Fatalf("webhook: %d %s", code, body)
 	}
-	time.Sleep(2500 * time.Millisecond) // a flush of the suppression history
+	// The history shows the suppressions not flushed yet: no wait.
 	m := e.metrics()
 	after := remediationFamilies(m)
 	for name, n := range after {
@@ -104,7 +104,8 @@ func TestSuppressionsLoggedOncePerRule(t *testing.T) {
 	e.waitFor("the rule held back by the budget", func() bool {
 		return metricValue(e.metrics(), "vps_remediation_suppressed_total", `reason="rate_limit"`) >= float64(running-1)
 	})
-	time.Sleep(4 * time.Second) // four more refreshes
+	from := s.Requests(sim.VPSOrg)["list"]
+	e.waitFor("four more refreshes", func() bool { return s.Requests(sim.VPSOrg)["list"] >= from+4*5 })
 	lists := s.Requests(sim.VPSOrg)["list"]
 	refreshes := lists/5 + 1 // 50 servers, 10 a page
 	info, summary := 0, ""
@@ -215,8 +216,8 @@ func TestRemovedAccountSeriesLeaveAcrossRestart(t *testing.T) {
 		return metricValue(m, "vps_remediation_actions_total", `account="vps-main"`, `result="dry_run"`)
 	}
 	e.waitFor("a dry-run start", func() bool { return dryRuns(e.metrics()) > 0 })
-	time.Sleep(2500 * time.Millisecond) // its count is durable already; a flush for the rest
-	want := dryRuns(e.metrics())
+	want := dryRuns(e.metrics()) // durable with its audit record
+
 	vpsSeries := func(m string) int {
 		n := 0
 		for _, line := range strings.Split(m, "\n") {
@@ -246,5 +247,55 @@ func TestRemovedAccountSeriesLeaveAcrossRestart(t *testing.T) {
 	}
 	if got := dryRuns(e.metrics()); got < want {
 		t.Errorf("the account came back with %v dry runs counted, want its durable %v", got, want)
+	}
+}
+
+// Alerts with invented alertnames on real servers, in dry run (which needs
+// no credential): each made a vps_remediation_actions_total series named
+// after it, for ever (3 alerts: 40 -> 43 series). They count under
+// rule="alertmanager", from zero; the alertname stays in the history,
+// which is read without the credential.
+func TestWebhookAlertnamesCreateNoSeries(t *testing.T) {
+	s, urls := startSim(t, 10)
+	cfgPath := filepath.Join(t.TempDir(), "vps_exporter.yml")
+	writeConfig(t, cfgPath, urls, false)
+	appendRemediation(t, cfgPath, "  dry_run: true\n  max_fleet_fraction: 1\n  webhook: {enabled: true}\n")
+	e := startExporter(t, "--config.file="+cfgPath)
+	e.waitFor("both accounts listed", func() bool {
+		m := e.metrics()
+		return hasLine(m, up("vpnbingo", "bingo-prod", 1)) && hasLine(m, up("vpsorg", "vps-main", 1))
+	})
+	before := remediationFamilies(e.metrics())
+	var ids []int
+	for _, m := range s.Machines(sim.VPSOrg) {
+		if m.Status == "active" && len(ids) < 3 {
+			ids = append(ids, m.ID)
+		}
+	}
+	at := time.Now().UTC().Add(-time.Minute).Format(time.RFC3339)
+	for i, id := range ids {
+		body := fmt.Sprintf(`{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"Invented%d","provider":"vpsorg","account":"vps-main","id":"%d","remediation":"reboot"},"startsAt":%q,"fingerprint":"inv%d"}]}`, i, id, at, i)
+		if code, resp := e.send("POST", "/webhook/alertmanager", body, false); code != 200 {
+			t.Fatalf("webhook: %d %s", code, resp)
+		}
+	}
+	e.waitFor("three dry-run reboots", func() bool {
+		return metricValue(e.metrics(), "vps_remediation_actions_total", `result="dry_run"`) == 3
+	})
+	m := e.metrics()
+	after := remediationFamilies(m)
+	for name, n := range after {
+		if before[name] != n {
+			t.Errorf("%s: %d series after 3 alerts with invented names, %d before", name, n, before[name])
+		}
+	}
+	if strings.Contains(m, `rule="Invented`) {
+		t.Error("a series is named after an alert")
+	}
+	if v := metricValue(m, "vps_remediation_actions_total", `rule="alertmanager"`, `result="dry_run"`); v != 3 {
+		t.Errorf("actions_total{rule=\"alertmanager\",result=\"dry_run\"} = %v, want 3", v)
+	}
+	if code, hist := e.get("/api/v1/remediation"); code != 200 || strings.Count(hist, `"rule": "Invented`) != 3 {
+		t.Errorf("history: %d, want the three alertnames in the audit records:\n%.2000s", code, hist)
 	}
 }

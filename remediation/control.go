@@ -17,8 +17,10 @@ import (
 // /api/v1/remediation: GET the actions, suppressions and episodes
 // (filters provider, account, id, since, limit), POST .../pause
 // {"duration","reason"}, POST .../resume and POST .../reset
-// {"provider","account","id"}. They take the remediation credential
-// whenever one is set.
+// {"provider","account","id"}. The controls, which act on servers, take
+// the remediation credential whenever one is set; the history is read
+// without it, as the status page shows it (both behind the web
+// configuration's authentication, as /metrics).
 type ControlHandler struct{ e *Engine }
 
 // NewControlHandler returns the control endpoints of e.
@@ -26,10 +28,6 @@ func NewControlHandler(e *Engine) *ControlHandler { return &ControlHandler{e: e}
 
 // ServeHTTP implements http.Handler.
 func (c *ControlHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !c.e.authorized(r) {
-		unauthorized(w)
-		return
-	}
 	switch r.URL.Path {
 	case "/api/v1/remediation":
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -39,6 +37,10 @@ func (c *ControlHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		c.history(w, r)
 	case "/api/v1/remediation/pause", "/api/v1/remediation/resume", "/api/v1/remediation/reset":
+		if !c.e.authorized(r) {
+			unauthorized(w)
+			return
+		}
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", "POST")
 			http.Error(w, "POST to pause, resume or reset remediation", http.StatusMethodNotAllowed)
@@ -76,7 +78,7 @@ func (c *ControlHandler) history(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Since = t
 	}
-	h, err := c.e.History(f)
+	h, err := c.e.History(r.Context(), f)
 	out := struct {
 		History
 		Error string `json:"error,omitempty"`

@@ -47,13 +47,30 @@ const (
 	ReasonPaused           = "paused"
 	ReasonOutsideWindow    = "outside_window"
 	ReasonPrecondition     = "precondition"
+	// ReasonNotSent: the call provably never left (a refused dial, a
+	// wait for the account's rate limit or a 429 pause longer than the
+	// action's deadline) while the exporter runs; nothing was done.
+	ReasonNotSent = "not_sent"
 	// ReasonExhausted is in loop.go.
 )
 
 // reasons lists every suppression reason (the counters start at zero).
 var reasons = []string{ReasonCooldown, ReasonRateLimit, ReasonBlastRadius, ReasonStaleData, ReasonNotAllowed,
 	ReasonInFlight, ReasonConditionCleared, ReasonDuplicate, ReasonStateError, ReasonShutdown,
-	ReasonExcluded, ReasonPaused, ReasonOutsideWindow, ReasonPrecondition, ReasonExhausted}
+	ReasonExcluded, ReasonPaused, ReasonOutsideWindow, ReasonPrecondition, ReasonExhausted, ReasonNotSent}
+
+// RuleAlertmanager is the rule label of the actions alerts ask for: an
+// alert's name is a caller's string, so it is kept in the audit record
+// and the episode only, never in a label or a durable counter's key.
+const RuleAlertmanager = "alertmanager"
+
+// ruleLabel is the rule label an action of source and rule counts under.
+func ruleLabel(source, rule string) string {
+	if source == "alert" {
+		return RuleAlertmanager
+	}
+	return rule
+}
 
 // Results of an action.
 const (
@@ -68,7 +85,8 @@ type Request struct {
 	Provider, Account, ID string
 	Action                providers.Action
 	Params                providers.ActionParams
-	// Source is "rule" or "alert"; Rule is the rule's or alert's name.
+	// Source is "rule" or "alert"; Rule is the rule's or alert's name
+	// (an alert's counts under RuleAlertmanager).
 	Source, Rule string
 	// rule is set for rule requests, to re-check the condition.
 	rule *config.Rule
@@ -86,6 +104,10 @@ type Decision struct {
 	Result string // for Acted
 	Reason string // for a suppression
 	Detail string
+	// unlisted: the server is not in the account's last list (or the
+	// account has none): an alert's suppression is counted only, never
+	// kept in memory or the history under its id.
+	unlisted bool
 }
 
 // Deps are what the engine reads: snapshots and provider clients.
@@ -110,6 +132,9 @@ type Engine struct {
 	// A power cycle waits at most cycleWait for the server to read
 	// stopped, re-reading it every cyclePoll (set once, before use).
 	cycleWait, cyclePoll time.Duration
+	// reserved, set by tests before use, runs after a request got its
+	// reservation, the engine's lock released.
+	reserved func()
 
 	// stateMu: see lifecycle.go. Never taken while mu is held.
 	stateMu sync.Mutex
@@ -129,12 +154,15 @@ type Engine struct {
 	// restored holds the accounts whose durable counter totals are on
 	// /metrics (account -> type); counts is the file's totals while they
 	// are being restored.
-	restored  map[string]string
-	counts    map[string]uint64
-	since     map[string]time.Time
-	live, dry ledger
-	lineage   map[string]string // replacement server key -> root server key
-	lineageV  int               // bumped when lineage changes
+	restored map[string]string
+	// restoredRules holds the rule names whose durable action totals
+	// are on /metrics (RuleAlertmanager's always are, per account).
+	restoredRules map[string]bool
+	counts        map[string]uint64
+	since         map[string]time.Time
+	live, dry     ledger
+	lineage       map[string]string // replacement server key -> root server key
+	lineageV      int               // bumped when lineage changes
 	// fleets caches each account's fleet size for the blast radius, per
 	// list refresh: computing it is O(servers), under the lock.
 	fleets   map[string]fleetSize
@@ -146,6 +174,11 @@ type Engine struct {
 	lastReason map[string]string
 	unflushed  map[string]uint64
 	events     []Event
+	// flushing holds the events a flush is writing; eventSeq is the
+	// state file's suppression history sequence after the last flush
+	// (History tells from it which of them the file has).
+	flushing []Event
+	eventSeq uint64
 	// The closed loop (loop.go): each lineage root's attempts and active
 	// episode, and the last episode number given.
 	tracks  map[string]*track
@@ -201,7 +234,7 @@ func NewEngine(deps Deps, reg prometheus.Registerer, logger log.Logger, now func
 	e := &Engine{deps: deps, logger: logger, now: now, m: newMetrics(reg), stop: make(chan struct{}),
 		since: map[string]time.Time{}, live: newLedger(), dry: newLedger(), lineage: map[string]string{},
 		inFlight: map[string]bool{}, lastReason: map[string]string{}, unflushed: map[string]uint64{}, accounts: map[string]string{},
-		fleets: map[string]fleetSize{}, known: map[string]bool{}, restored: map[string]string{}, tracks: map[string]*track{},
+		fleets: map[string]fleetSize{}, known: map[string]bool{}, restored: map[string]string{}, restoredRules: map[string]bool{}, tracks: map[string]*track{},
 		cycleWait: powerCycleWait, cyclePoll: powerCyclePoll}
 	e.base, e.cancel = context.WithCancel(context.Background())
 	go e.flusher()
@@ -288,7 +321,7 @@ func (e *Engine) startRule(ctx context.Context, req Request, snap *collector.Sna
 	if ctx.Err() != nil {
 		return false
 	}
-	g, d := e.admit(req, snap, s)
+	g, d := e.admit(req, snap, s, true)
 	if d != nil && t == nil {
 		e.suppressed(req, *d)
 		return d.Reason != ReasonShutdown
@@ -298,9 +331,8 @@ func (e *Engine) startRule(ctx context.Context, req Request, snap *collector.Sna
 		level.Debug(e.logger).Log("msg", "action suppressed", "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule, "reason", d.Reason, "detail", d.Detail)
 		return d.Reason != ReasonShutdown
 	}
-	// The reservation was made under the lock that Shutdown sets
-	// closing under: Add happens before Close's Wait.
-	e.wg.Add(1)
+	// admit added it to e.wg under the lock that Shutdown sets closing
+	// under, with the reservation: Close's Wait sees it.
 	go func() {
 		defer e.wg.Done()
 		e.carryOut(e.base, g)
@@ -375,7 +407,7 @@ func conditionHolds(r *config.Rule, s providers.Server) bool {
 // Submit takes one request through the gate and, if it passes, acts (or
 // records a dry run). It blocks until the decision is made and carried out.
 func (e *Engine) Submit(ctx context.Context, req Request) Decision {
-	g, d := e.admit(req, nil, nil)
+	g, d := e.admit(req, nil, nil, false)
 	if d != nil {
 		e.suppressed(req, *d)
 		return *d
@@ -385,8 +417,10 @@ func (e *Engine) Submit(ctx context.Context, req Request) Decision {
 
 // admit runs the checks on the inventory and, under one lock, the counting
 // checks and the reservation. snap and srv, when given, are the snapshot a
-// rule was evaluated on and the server in it.
-func (e *Engine) admit(req Request, snap *collector.Snapshot, srv *providers.Server) (*gate, *Decision) {
+// rule was evaluated on and the server in it. A request that passes and
+// will be carried out in the background is added to e.wg under that lock,
+// after the closing check: the caller's goroutine must call e.wg.Done.
+func (e *Engine) admit(req Request, snap *collector.Snapshot, srv *providers.Server, background bool) (*gate, *Decision) {
 	e.mu.Lock()
 	st := e.state
 	g := &gate{e: e, req: req, cfg: e.cfg, now: e.now(), stateOK: st != nil, staleness: e.staleness, pause: e.pausedLocked(e.now())}
@@ -408,8 +442,14 @@ func (e *Engine) admit(req Request, snap *collector.Snapshot, srv *providers.Ser
 	d := g.run(countingChecks)
 	if d == nil {
 		g.reserveLocked()
+		if background {
+			e.wg.Add(1)
+		}
 	}
 	e.mu.Unlock()
+	if d == nil && e.reserved != nil {
+		e.reserved()
+	}
 	e.store(g.writes...)
 	if d != nil {
 		return nil, d
@@ -430,6 +470,7 @@ func (e *Engine) carryOut(ctx context.Context, g *gate) Decision {
 		e.suppressed(req, *d)
 		return *d
 	}
+	defer g.st.unhold()
 	if g.dryRun {
 		return e.recordDryRun(g)
 	}
@@ -459,7 +500,10 @@ func (e *Engine) final(g *gate) *Decision {
 	if !insideWindow(e.cfg.Windows, now) {
 		return &Decision{Reason: ReasonOutsideWindow, Detail: "the action window closed"}
 	}
+	// Held until the action is recorded: a reload switching state files
+	// waits for it before closing this one (lifecycle.go).
 	g.st = e.state
+	g.st.hold()
 	return nil
 }
 
@@ -475,7 +519,7 @@ func (e *Engine) recordDryRun(g *gate) Decision {
 	rec := &Record{Time: g.now, Provider: req.Provider, Account: req.Account, ID: req.ID, Action: string(req.Action), Source: req.Source, Rule: req.Rule, Result: ResultDryRun}
 	// One transaction: no intent is left behind for a crash to turn
 	// into a live record.
-	if err := g.st.RecordDryRun(rec, g.root, actionKey(req.Provider, req.Account, string(req.Action), req.Rule, ResultDryRun)); err != nil {
+	if err := g.st.RecordDryRun(rec, g.root, actionKey(req.Provider, req.Account, string(req.Action), ruleLabel(req.Source, req.Rule), ResultDryRun)); err != nil {
 		e.release(g)
 		d := Decision{Reason: ReasonStateError, Detail: err.Error()}
 		e.suppressed(req, d)
@@ -524,13 +568,17 @@ func (e *Engine) execute(ctx context.Context, g *gate) Decision {
 	e.m.stateOK.Set(1)
 	res, sent, result, err := e.call(ctx, g, rec)
 	if !sent {
-		// Nothing went out (the daemon is stopping): take the intent
-		// back; the next run decides again.
+		// Nothing went out (a refused dial, a wait for the account's
+		// rate limit cut by the deadline, the daemon stopping): take the
+		// intent back; the next run decides again.
 		if aerr := g.st.Abort(rec, g.root, g.prevCooldown); aerr != nil {
 			level.Error(e.logger).Log("msg", "cannot take back an intent that was not sent; its cooldown stands", "id", req.ID, "err", aerr)
 		}
 		e.release(g)
-		d := Decision{Reason: ReasonShutdown, Detail: "not sent: " + err.Error()}
+		d := Decision{Reason: ReasonNotSent, Detail: "not sent: " + err.Error()}
+		if ctx.Err() != nil || e.isClosing() {
+			d.Reason = ReasonShutdown
+		}
 		e.suppressed(req, d)
 		return d
 	}
@@ -544,7 +592,7 @@ func (e *Engine) execute(ctx context.Context, g *gate) Decision {
 			level.Error(e.logger).Log("msg", "cannot record the replacement's lineage", "id", req.ID, "new_id", rec.NewID, "err", lerr)
 		}
 	}
-	if werr := g.st.Finish(rec, actionKey(req.Provider, req.Account, string(req.Action), req.Rule, rec.Result), e.settle(g, rec)); werr != nil {
+	if werr := g.st.Finish(rec, actionKey(req.Provider, req.Account, string(req.Action), ruleLabel(req.Source, req.Rule), rec.Result), e.settle(g, rec)); werr != nil {
 		level.Error(e.logger).Log("msg", "cannot write the audit record; the intent stays and the cooldown stands", "id", req.ID, "err", werr)
 	}
 	e.countAction(req, rec.Result)
@@ -616,6 +664,11 @@ func (e *Engine) countOnly(req Request, d Decision) bool {
 	}
 	e.m.suppressed.WithLabelValues(req.Provider, req.Account, string(req.Action), d.Reason).Inc()
 	e.unflushed[suppressKey(req.Provider, req.Account, string(req.Action), d.Reason)]++
+	if d.unlisted && req.Source != "rule" {
+		// An id the account's last list does not have: no memory, no
+		// history (rules and escalations only ask for listed servers).
+		return false
+	}
 	key := serverKey(req.Provider, req.Account, req.ID) + "\x01" + string(req.Action) + "\x01" + req.Source
 	changed := e.lastReason[key] != d.Reason
 	e.lastReason[key] = d.Reason
@@ -627,13 +680,23 @@ func (e *Engine) countOnly(req Request, d Decision) bool {
 }
 
 // countAction counts an action's result on /metrics, for a configured
-// account (its durable count is written with the audit record).
+// account and a rule whose series are there (its durable count is written
+// with the audit record: a rule removed meanwhile shows it when it comes
+// back).
 func (e *Engine) countAction(req Request, result string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.accounts[req.Account] == req.Provider {
-		e.m.actions.WithLabelValues(req.Provider, req.Account, string(req.Action), req.Rule, result).Inc()
+	rule := ruleLabel(req.Source, req.Rule)
+	if e.accounts[req.Account] == req.Provider && (rule == RuleAlertmanager || e.restoredRules[rule]) {
+		e.m.actions.WithLabelValues(req.Provider, req.Account, string(req.Action), rule, result).Inc()
 	}
+}
+
+// isClosing reports whether Shutdown was called.
+func (e *Engine) isClosing() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.closing
 }
 
 // flusher persists suppression counts and history every few seconds,
@@ -657,7 +720,9 @@ func (e *Engine) flusher() {
 	})
 }
 
-// flush writes the unflushed suppressions to the state file.
+// flush writes the unflushed suppressions to the state file. Only the
+// flusher, a reload and Close flush: reads (History, the status page)
+// never write.
 func (e *Engine) flush() {
 	e.stateMu.Lock()
 	defer e.stateMu.Unlock()
@@ -680,14 +745,19 @@ func (e *Engine) flushTo(st *State) {
 		return
 	}
 	e.unflushed, e.events = map[string]uint64{}, nil
+	e.flushing = events
 	e.mu.Unlock()
-	err := st.Flush(counts, events)
+	seq, err := st.flush(counts, events)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.flushing = nil
 	if err == nil {
+		if st == e.state {
+			e.eventSeq = seq
+		}
 		return
 	}
 	level.Error(e.logger).Log("msg", "cannot persist suppression counts; kept for the next try", "err", err)
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	e.m.stateOK.Set(0)
 	for k, n := range counts {
 		e.unflushed[k] += n

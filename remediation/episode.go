@@ -1,6 +1,7 @@
 package remediation
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -289,10 +290,18 @@ func (s *State) loadLoop() (*loopState, error) {
 
 // Episodes returns the episodes keep accepts, newest first, at most max.
 func (s *State) Episodes(keep func(*Episode) bool, max int) ([]Episode, error) {
+	return s.episodes(context.Background(), keep, max)
+}
+
+// episodes is Episodes, stopping when ctx ends.
+func (s *State) episodes(ctx context.Context, keep func(*Episode) bool, max int) ([]Episode, error) {
 	var out []Episode
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketEpisodes).Cursor()
 		for k, v := c.Last(); k != nil && len(out) < max; k, v = c.Prev() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 			var ep Episode
 			if json.Unmarshal(v, &ep) == nil && keep(&ep) {
 				out = append(out, ep)

@@ -174,6 +174,15 @@ func insideWindow(ws []config.Window, now time.Time) bool {
 }
 
 func (g *gate) checkFresh() *Decision {
+	d := g.fresh()
+	if d != nil {
+		// An id the last list lacks is counted, never remembered.
+		d.unlisted = g.snap == nil || !g.snap.Refreshed || !g.found
+	}
+	return d
+}
+
+func (g *gate) fresh() *Decision {
 	snap := g.snap
 	switch {
 	case snap == nil || !snap.Refreshed:
@@ -545,12 +554,13 @@ type History struct {
 	Episodes []Episode `json:"episodes"`
 }
 
-// History returns the actions and suppressions f selects.
-func (e *Engine) History(f Filter) (History, error) {
+// History returns the actions, suppressions and episodes f selects. It
+// writes nothing: the suppressions not flushed yet come from memory. It
+// stops when ctx ends.
+func (e *Engine) History(ctx context.Context, f Filter) (History, error) {
 	if f.Limit <= 0 {
 		f.Limit = 100
 	}
-	e.flush() // the latest suppressions too
 	e.mu.Lock()
 	st, err := e.state, e.stateErr
 	h := History{Enabled: e.cfg.Enabled && st != nil, DryRun: e.cfg.DryRun, Actions: []Record{}, Suppressions: []Event{}, Episodes: []Episode{}}
@@ -558,21 +568,44 @@ func (e *Engine) History(f Filter) (History, error) {
 		p := *e.pause
 		h.Paused = &p
 	}
+	// The events not in the file yet, oldest first: those a flush is
+	// writing, then the rest (the order flushes write them in).
+	seq := e.eventSeq
+	mem := make([]Event, 0, len(e.flushing)+len(e.events))
+	mem = append(append(mem, e.flushing...), e.events...)
+	if st != nil {
+		st.hold() // a reload switching files closes this one after
+		defer st.unhold()
+	}
 	e.mu.Unlock()
+	if cerr := ctx.Err(); cerr != nil {
+		return h, cerr
+	}
 	if st == nil {
 		return h, err
 	}
-	recs, err := st.Matching(f.Since, func(r Record) bool { return f.keep(r.Provider, r.Account, r.ID, r.Time) }, f.Limit)
+	recs, err := st.Matching(ctx, f.Since, func(r Record) bool { return f.keep(r.Provider, r.Account, r.ID, r.Time) }, f.Limit)
 	if err != nil {
 		return h, err
 	}
 	h.Actions = append(h.Actions, recs...)
-	evs, err := st.Events(func(ev Event) bool { return f.keep(ev.Provider, ev.Account, ev.ID, ev.Time) }, f.Limit)
+	keep := func(ev Event) bool { return f.keep(ev.Provider, ev.Account, ev.ID, ev.Time) }
+	evs, fileSeq, err := st.events(ctx, keep, f.Limit)
 	if err != nil {
 		return h, err
 	}
-	h.Suppressions = append(h.Suppressions, evs...)
-	eps, err := st.Episodes(f.keepEpisode, f.Limit)
+	// A flush that ended meanwhile wrote the oldest of mem: the file
+	// has them now.
+	if fileSeq > seq {
+		mem = mem[min(fileSeq-seq, uint64(len(mem))):]
+	}
+	for i := len(mem) - 1; i >= 0 && len(h.Suppressions) < f.Limit; i-- {
+		if keep(mem[i]) {
+			h.Suppressions = append(h.Suppressions, mem[i])
+		}
+	}
+	h.Suppressions = append(h.Suppressions, evs[:min(len(evs), f.Limit-len(h.Suppressions))]...)
+	eps, err := st.episodes(ctx, f.keepEpisode, f.Limit)
 	if err != nil {
 		return h, err
 	}
@@ -582,6 +615,6 @@ func (e *Engine) History(f Filter) (History, error) {
 
 // Recent returns the newest audit records.
 func (e *Engine) Recent(n int) ([]Record, error) {
-	h, err := e.History(Filter{Limit: n})
+	h, err := e.History(context.Background(), Filter{Limit: n})
 	return h.Actions, err
 }

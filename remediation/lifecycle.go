@@ -1,6 +1,7 @@
 package remediation
 
 import (
+	"context"
 	"strings"
 	"time"
 
@@ -24,19 +25,22 @@ import (
 // its lock, it is tried again every few seconds until it is free. The
 // counters that the configuration can move are created at zero for its
 // accounts, so that a first failure or suppression is an increase that
-// alerts can see; the series of an account no longer configured leave,
-// and come back with their durable totals if the account does.
+// alerts can see; the series of an account or a rule no longer configured
+// leave, and come back with their durable totals if it does. A new
+// state_file is used once the actions under way have been recorded in the
+// old one (at most stateSwitchWait); it starts from its own history.
 func (e *Engine) Configure(c config.Remediation, refresh time.Duration, accounts []config.Provider) error {
 	e.stateMu.Lock()
 	defer e.stateMu.Unlock()
 	e.mu.Lock()
-	prev := e.accounts
+	prev, prevRules := e.accounts, e.cfg.Rules
 	e.cfg = c
 	e.accounts = map[string]string{}
 	for _, a := range accounts {
 		e.accounts[a.Name] = a.Type
 	}
 	e.forgetAccountsLocked(prev)
+	e.forgetRulesLocked(prevRules)
 	if c.Enabled {
 		e.initSeries(c, accounts)
 	}
@@ -60,11 +64,37 @@ func (e *Engine) Configure(c config.Remediation, refresh time.Duration, accounts
 	e.statePath = c.StateFile
 	e.mu.Unlock()
 	if old != nil {
-		e.flushTo(old)
-		_ = old.Close()
+		e.closeState(old, stateSwitchWait)
 	}
 	st, err := OpenState(c.StateFile)
 	return e.install(c.StateFile, st, err)
+}
+
+// stateSwitchWait bounds how long a reload that changes state_file waits
+// for the actions under way to be recorded in the old file: one call's
+// deadline and a margin (a power cycle waiting for its server to stop can
+// take longer; its record is then lost, its intent stays in the old file).
+const stateSwitchWait = actionTimeout + 30*time.Second
+
+// closeState closes a state file the engine no longer hands out (e.state
+// is not st any more): it waits, at most wait, for what holds it (actions
+// between their intent and their record, reads), writes the unflushed
+// suppressions and closes it. It waits without the engine's lock; the
+// caller holds e.stateMu.
+func (e *Engine) closeState(st *State, wait time.Duration) {
+	if n := st.inUse(); n > 0 {
+		level.Info(e.logger).Log("msg", "waiting for the remediation actions under way to be recorded before closing the state file", "holders", n, "max_wait", wait)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	left := st.waitIdle(ctx)
+	cancel()
+	if left > 0 {
+		level.Error(e.logger).Log("msg", "closing the remediation state file with actions still under way: their records cannot be written; their intents stay in the file and are recorded unknown when it is used again", "holders", left)
+	}
+	e.flushTo(st)
+	if err := st.Close(); err != nil {
+		level.Error(e.logger).Log("msg", "cannot close the remediation state file", "err", err)
+	}
 }
 
 // forgetAccountsLocked drops what belongs to accounts that were
@@ -92,6 +122,30 @@ func (e *Engine) forgetAccountsLocked(prev map[string]string) {
 			}
 		}
 		e.forgetTracksLocked(prefix)
+	}
+}
+
+// forgetRulesLocked drops the action series of the rules that were
+// configured (prev) or restored and no longer are: their durable totals
+// stay in the state file and come back with the rule.
+func (e *Engine) forgetRulesLocked(prev []config.Rule) {
+	now := map[string]bool{}
+	for i := range e.cfg.Rules {
+		now[e.cfg.Rules[i].Name] = true
+	}
+	gone := map[string]bool{}
+	for i := range prev {
+		gone[prev[i].Name] = true
+	}
+	for name := range e.restoredRules {
+		gone[name] = true
+	}
+	for name := range gone {
+		if now[name] || name == RuleAlertmanager {
+			continue
+		}
+		e.m.actions.DeletePartialMatch(prometheus.Labels{"rule": name})
+		delete(e.restoredRules, name)
 	}
 }
 
@@ -219,6 +273,9 @@ func (e *Engine) initSeries(c config.Remediation, accounts []config.Provider) {
 						continue
 					}
 					actions[act] = true
+					for _, res := range results {
+						e.m.actions.WithLabelValues(a.Type, a.Name, act, RuleAlertmanager, res)
+					}
 					if !c.DryRun {
 						for _, v := range []string{VerdictRecovered, VerdictNotRecovered} {
 							e.m.verifications.WithLabelValues(a.Type, a.Name, act, "alert", v)
@@ -250,6 +307,7 @@ type loaded struct {
 	recent    []Record
 	pause     *Pause
 	loop      *loopState
+	eventSeq  uint64
 }
 
 // readState recovers interrupted actions (a dry run as the dry run it
@@ -287,12 +345,15 @@ func (e *Engine) readState(st *State) (*loaded, error) {
 	if l.pause, err = st.GetPause(); err != nil {
 		return nil, err
 	}
+	if l.eventSeq, err = st.eventSeq(); err != nil {
+		return nil, err
+	}
 	return l, nil
 }
 
 // recoverCountKey is the durable counter a recovered record counts in.
 func recoverCountKey(r Record) string {
-	return actionKey(r.Provider, r.Account, r.Action, r.Rule, r.Result)
+	return actionKey(r.Provider, r.Account, r.Action, ruleLabel(r.Source, r.Rule), r.Result)
 }
 
 // applyLoadedLocked makes what readState read the engine's memory.
@@ -323,18 +384,25 @@ func (e *Engine) applyLoadedLocked(l *loaded) {
 		}
 	}
 	e.applyLoopLocked(l.loop)
+	e.eventSeq = l.eventSeq
 	e.pause = l.pause
 	e.m.paused.Set(b2f(e.pausedLocked(e.now()) != ""))
 }
 
 // restoreCounters brings back the durable totals of configured accounts
-// that have no series yet (added back by a reload), reading the file with
-// what is still unflushed written first. The caller holds e.stateMu.
+// and rules that have no series yet (added back by a reload), reading the
+// file with what is still unflushed written first. The caller holds
+// e.stateMu.
 func (e *Engine) restoreCounters(st *State) {
 	e.mu.Lock()
 	missing := false
 	for name := range e.accounts {
 		if _, ok := e.restored[name]; !ok {
+			missing = true
+		}
+	}
+	for i := range e.cfg.Rules {
+		if !e.restoredRules[e.cfg.Rules[i].Name] {
 			missing = true
 		}
 	}
@@ -355,8 +423,10 @@ func (e *Engine) restoreCounters(st *State) {
 }
 
 // restoreCountersLocked adds the durable totals (e.counts, read from the
-// file) to the series of each configured account not restored yet, and
-// marks it restored. Totals of other accounts stay in the file only.
+// file) to the series of each configured account and rule not restored
+// yet, and marks them restored. Totals of other accounts, of rules no
+// longer configured and under any other rule label (an alert's name, as
+// 0.2.0 wrote them) stay in the file only.
 func (e *Engine) restoreCountersLocked() {
 	todo := map[string]string{}
 	for name, typ := range e.accounts {
@@ -365,7 +435,16 @@ func (e *Engine) restoreCountersLocked() {
 			e.restored[name] = typ
 		}
 	}
-	e.m.restore(e.counts, todo)
+	rules, fresh := map[string]bool{RuleAlertmanager: true}, map[string]bool{}
+	for i := range e.cfg.Rules {
+		name := e.cfg.Rules[i].Name
+		rules[name] = true
+		if !e.restoredRules[name] {
+			fresh[name] = true
+			e.restoredRules[name] = true
+		}
+	}
+	e.m.restore(e.counts, restoreScope{accounts: todo, configured: e.accounts, rules: rules, freshRules: fresh})
 	e.showExhaustedLocked(todo)
 	e.counts = nil
 }
@@ -382,15 +461,16 @@ func (e *Engine) Shutdown() {
 }
 
 // Close shuts the engine down, waits for the actions under way (at most
-// 10 s), persists what is pending and closes the state file.
+// 10 s in all), persists what is pending and closes the state file.
 func (e *Engine) Close() {
 	e.Shutdown()
 	e.once.Do(func() { close(e.stop) })
+	deadline := time.Now().Add(10 * time.Second)
 	done := make(chan struct{})
 	go func() { e.wg.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(10 * time.Second):
+	case <-time.After(time.Until(deadline)):
 		level.Warn(e.logger).Log("msg", "remediation actions still under way at shutdown; their intents stand")
 	}
 	e.stateMu.Lock()
@@ -400,8 +480,7 @@ func (e *Engine) Close() {
 	e.state = nil
 	e.mu.Unlock()
 	if st != nil {
-		e.flushTo(st)
-		_ = st.Close()
+		e.closeState(st, max(time.Until(deadline), 0))
 	}
 }
 

@@ -143,6 +143,10 @@ func (e *Engine) store(ws ...*loopWrite) {
 	}
 	e.mu.Lock()
 	st := e.state
+	if st != nil {
+		st.hold()
+		defer st.unhold()
+	}
 	e.mu.Unlock()
 	if st == nil {
 		return

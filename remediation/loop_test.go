@@ -27,7 +27,7 @@ func hotCPU(escalate ...string) config.Rule {
 // episodes returns the history's episodes of one server, newest first.
 func (h *harness) episodes(id string) []Episode {
 	h.t.Helper()
-	hist, err := h.engine.History(Filter{ID: id, Limit: 100})
+	hist, err := h.engine.History(context.Background(), Filter{ID: id, Limit: 100})
 	if err != nil {
 		h.t.Fatal(err)
 	}

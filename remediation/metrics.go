@@ -4,7 +4,7 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // webhookOutcomes are the outcome label values of the webhook counter,
 // created at zero.
-var webhookOutcomes = []string{"queued", "resolved", "no_remediation", "invalid", "unknown_account", "not_allowed", "unknown_server", "rejected"}
+var webhookOutcomes = []string{"queued", "resolved", "no_remediation", "invalid", "unknown_account", "not_allowed", "unknown_server", "not_ready", "rejected"}
 
 type metrics struct {
 	enabled, dryRun, stateOK prometheus.Gauge
@@ -25,7 +25,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		paused:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "vps_remediation_paused", Help: "1 while an operator has paused remediation (POST /api/v1/remediation/pause); kept across restarts."}),
 		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vps_remediation_actions_total",
-			Help: "Remediation actions by result (success, failed, dry_run, unknown); kept across restarts.",
+			Help: "Remediation actions by rule (a configured rule's name, or alertmanager for alerts) and result (success, failed, dry_run, unknown); kept across restarts.",
 		}, []string{"provider", "account", "action", "rule", "result"}),
 		suppressed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vps_remediation_suppressed_total",
@@ -33,7 +33,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"provider", "account", "action", "reason"}),
 		webhookAlerts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vps_remediation_webhook_alerts_total",
-			Help: "Alerts received on the Alertmanager webhook, by outcome (queued, resolved, no_remediation, invalid, unknown_account, not_allowed, unknown_server, rejected).",
+			Help: "Alerts received on the Alertmanager webhook, by outcome (queued, resolved, no_remediation, invalid, unknown_account, not_allowed, unknown_server, not_ready, rejected).",
 		}, []string{"outcome"}),
 		verifications: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vps_remediation_verifications_total",
@@ -56,14 +56,26 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
-// restore adds the durable totals of the accounts in only (account ->
-// provider type) to their series. Totals of other accounts make no
-// series: a removed account's stay in the file until it comes back.
-func (m *metrics) restore(counts map[string]uint64, only map[string]string) {
+// restoreScope says which durable totals restore adds to /metrics.
+type restoreScope struct {
+	// accounts are the accounts to restore (account -> provider type);
+	// configured are all the configured ones.
+	accounts, configured map[string]string
+	// rules are the rule labels with series (the configured rules and
+	// RuleAlertmanager); freshRules those of them to restore on the
+	// configured accounts restored before.
+	rules, freshRules map[string]bool
+}
+
+// restore adds the durable totals in scope to their series. Totals of
+// other accounts and rule labels make no series: a removed account's or
+// rule's stay in the file until it comes back.
+func (m *metrics) restore(counts map[string]uint64, sc restoreScope) {
+	only := sc.accounts
 	for k, n := range counts {
 		p := splitKey(k)
 		switch {
-		case p[0] == "a" && len(p) == 6 && only[p[2]] == p[1]:
+		case p[0] == "a" && len(p) == 6 && sc.rules[p[4]] && (only[p[2]] == p[1] || (sc.configured[p[2]] == p[1] && sc.freshRules[p[4]])):
 			m.actions.WithLabelValues(p[1], p[2], p[3], p[4], p[5]).Add(float64(n))
 		case p[0] == "s" && len(p) == 5 && only[p[2]] == p[1]:
 			m.suppressed.WithLabelValues(p[1], p[2], p[3], p[4]).Add(float64(n))

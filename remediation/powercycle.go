@@ -12,10 +12,12 @@ import (
 )
 
 // How long a power cycle waits for the server to read stopped, and how
-// often it re-reads it meanwhile.
+// often it re-reads it meanwhile; actionTimeout bounds one provider call
+// of an action.
 const (
 	powerCycleWait = 5 * time.Minute
 	powerCyclePoll = 2 * time.Second
+	actionTimeout  = 2 * time.Minute
 )
 
 // call carries out the gate's action: one provider call, or for
@@ -25,7 +27,7 @@ const (
 func (e *Engine) call(ctx context.Context, g *gate, rec *Record) (res providers.ActionResult, sent bool, result string, err error) {
 	req := g.req
 	if req.Action != providers.ActionPowerCycle {
-		actx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		actx, cancel := context.WithTimeout(ctx, actionTimeout)
 		res, err = g.prov.Do(actx, req.ID, req.Action, req.Params)
 		cancel()
 		if err != nil && !wasSent(err) {
@@ -46,7 +48,7 @@ func (e *Engine) powerCycle(ctx context.Context, g *gate, rec *Record) (provider
 	req := g.req
 	do := func(a providers.Action) (providers.ActionResult, bool, string, error) {
 		at := e.now()
-		actx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		actx, cancel := context.WithTimeout(ctx, actionTimeout)
 		res, err := g.prov.Do(actx, req.ID, a, req.Params)
 		cancel()
 		if err != nil && !wasSent(err) {

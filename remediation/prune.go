@@ -81,14 +81,20 @@ func (e *Engine) presence(snap collector.Snapshot) (present, roots map[string]bo
 // pruneRetention removes from the state file, and from memory, what is
 // older than remediation.retention: audit records, cooldowns (never one
 // that could still hold: at least 16 cooldowns old), lineage entries whose
-// lineage has no cooldown left, suppression history and closed-loop
-// records; handled alert occurrences go after a day and two cooldowns
-// (Alertmanager does not resend older ones). Each pass deletes a bounded
-// number of records in small transactions; the rest waits for the next.
+// lineage has no cooldown left, suppression history, closed-loop records
+// and handled alert occurrences (Alertmanager resends a firing alert with
+// its first startsAt every repeat_interval for as long as it fires: an
+// occurrence forgotten sooner would act again). Each pass deletes a
+// bounded number of records in small transactions; the rest waits for the
+// next.
 func (e *Engine) pruneRetention() error {
 	e.mu.Lock()
 	st, now := e.state, e.now()
 	ret, cooldown := time.Duration(e.cfg.Retention), time.Duration(e.cfg.Cooldown)
+	if st != nil {
+		st.hold() // a reload switching files closes this one after
+		defer st.unhold()
+	}
 	e.mu.Unlock()
 	if st == nil {
 		return nil
@@ -99,7 +105,7 @@ func (e *Engine) pruneRetention() error {
 	c := pruneCutoffs{
 		records:  now.Add(-ret),
 		cooldown: now.Add(-max(ret, 16*cooldown)),
-		seen:     now.Add(-max(24*time.Hour, 2*cooldown)),
+		seen:     now.Add(-ret),
 	}
 	err := st.Prune(c, pruneBatch, pruneBatches)
 	e.mu.Lock()

@@ -77,8 +77,10 @@ func TestTransientSuppressionKeepsTheAlert(t *testing.T) {
 	cfg := baseConfig(t)
 	h := newHarness(t, 10, cfg)
 	wh := h.webhook(t, 1)
+	h.refresh("bingo")
+	h.advance(10 * time.Minute) // the account's data is old now
 	a := alert{"vpnbingo", "bingo", "1003", "redeploy", h.now().Add(-time.Minute), time.Time{}}
-	post(t, wh, payload(a)) // the account was never refreshed: stale_data
+	post(t, wh, payload(a)) // stale_data
 	waitFor(t, func() bool { return h.suppressed("bingo", ReasonStaleData) == 1 })
 	h.refresh("bingo")
 	post(t, wh, payload(a)) // the resend of the same occurrence
@@ -247,7 +249,7 @@ func TestOutcomes(t *testing.T) {
 		result string
 		want   float64
 	}{{ResultUnknown, 1}, {ResultFailed, 1}, {ResultSuccess, 0}} {
-		if v := testutil.ToFloat64(h.engine.m.actions.WithLabelValues("vpsorg", "vps", "reboot", "A", tc.result)); v != tc.want {
+		if v := testutil.ToFloat64(h.engine.m.actions.WithLabelValues("vpsorg", "vps", "reboot", RuleAlertmanager, tc.result)); v != tc.want {
 			t.Errorf("actions_total{result=%q} = %v, want %v", tc.result, v, tc.want)
 		}
 	}
@@ -503,8 +505,8 @@ func TestWebhookCounterStartsAtZero(t *testing.T) {
 }
 
 // The flusher's housekeeping: a pause that ran out clears the gauge, and
-// handled-alert marks older than their retention are pruned (before, the
-// bucket grew forever).
+// handled-alert marks older than remediation.retention are pruned (before,
+// the bucket grew forever).
 func TestFlusherHousekeeping(t *testing.T) {
 	cfg := baseConfig(t)
 	h := newHarness(t, 5, cfg)
@@ -512,7 +514,7 @@ func TestFlusherHousekeeping(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := h.engine.state
-	if err := st.MarkSeen("old@1", h.now().Add(-48*time.Hour)); err != nil {
+	if err := st.MarkSeen("old@1", h.now().Add(-31*24*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.MarkSeen("new@1", h.now()); err != nil {
@@ -593,7 +595,7 @@ func TestRefusalDoublesCooldown(t *testing.T) {
 	h.sim.ClearFaults()
 	// Recovered anyway: Alertmanager resolves the alert; the episode ends.
 	h.engine.alertResolved("vpsorg", "vps", "12000", "fp-A", time.Time{})
-	if hist, _ := h.engine.History(Filter{}); len(hist.Episodes) != 1 || hist.Episodes[0].Outcome != EpisodeRecovered {
+	if hist, _ := h.engine.History(context.Background(), Filter{}); len(hist.Episodes) != 1 || hist.Episodes[0].Outcome != EpisodeRecovered {
 		t.Fatalf("episodes %+v", hist.Episodes)
 	}
 	h.engine.Close()

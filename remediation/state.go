@@ -1,10 +1,12 @@
 package remediation
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -62,6 +64,59 @@ const maxEvents = 10000
 // seen alerts and counters, in one bbolt file.
 type State struct {
 	db *bolt.DB
+	// Holders are what writes the file in several transactions (an
+	// action: its intent, then its record): closeAfter waits for them.
+	mu      sync.Mutex
+	holders int
+	idle    chan struct{} // closed when the last holder lets go
+}
+
+// hold marks the file in use until unhold. The engine takes it under its
+// lock while the file is its state, so that a switch, which stops handing
+// the file out under that lock first, sees every holder.
+func (s *State) hold() {
+	s.mu.Lock()
+	s.holders++
+	s.mu.Unlock()
+}
+
+// unhold ends a hold.
+func (s *State) unhold() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.holders--
+	if s.holders == 0 && s.idle != nil {
+		close(s.idle)
+		s.idle = nil
+	}
+}
+
+// inUse is the number of holders.
+func (s *State) inUse() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.holders
+}
+
+// waitIdle waits until nothing holds the file, or ctx ends; left is how
+// many holders were still there.
+func (s *State) waitIdle(ctx context.Context) (left int) {
+	s.mu.Lock()
+	var idle chan struct{}
+	if s.holders > 0 {
+		if s.idle == nil {
+			s.idle = make(chan struct{})
+		}
+		idle = s.idle
+	}
+	s.mu.Unlock()
+	if idle != nil {
+		select {
+		case <-idle:
+		case <-ctx.Done():
+		}
+	}
+	return s.inUse()
 }
 
 // OpenState opens (or creates) the state file. A file that is not a valid
@@ -209,7 +264,14 @@ type Event struct {
 // Flush persists suppression counts and events in one transaction, and
 // keeps the newest maxEvents events.
 func (s *State) Flush(counts map[string]uint64, events []Event) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	_, err := s.flush(counts, events)
+	return err
+}
+
+// flush is Flush; it returns the suppression history's sequence after
+// the write (each event takes one number).
+func (s *State) flush(counts map[string]uint64, events []Event) (seq uint64, err error) {
+	err = s.db.Update(func(tx *bolt.Tx) error {
 		for k, n := range counts {
 			if err := add(tx, k, n); err != nil {
 				return err
@@ -239,17 +301,30 @@ func (s *State) Flush(counts map[string]uint64, events []Event) error {
 				return err
 			}
 		}
+		seq = b.Sequence()
 		return nil
 	})
+	return seq, err
 }
 
 // Events returns the suppression history, newest first, that keep accepts,
 // at most max.
 func (s *State) Events(keep func(Event) bool, max int) ([]Event, error) {
-	var out []Event
-	err := s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketEvents).Cursor()
+	out, _, err := s.events(context.Background(), keep, max)
+	return out, err
+}
+
+// events is Events, stopping when ctx ends; seq is the history's
+// sequence in the same read (how many events were ever written).
+func (s *State) events(ctx context.Context, keep func(Event) bool, max int) (out []Event, seq uint64, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketEvents)
+		seq = b.Sequence()
+		c := b.Cursor()
 		for k, v := c.Last(); k != nil && len(out) < max; k, v = c.Prev() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 			var ev Event
 			if json.Unmarshal(v, &ev) == nil && keep(ev) {
 				out = append(out, ev)
@@ -257,7 +332,16 @@ func (s *State) Events(keep func(Event) bool, max int) ([]Event, error) {
 		}
 		return nil
 	})
-	return out, err
+	return out, seq, err
+}
+
+// eventSeq is the suppression history's sequence.
+func (s *State) eventSeq() (seq uint64, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		seq = tx.Bucket(bucketEvents).Sequence()
+		return nil
+	})
+	return seq, err
 }
 
 // Pause is the operator's durable pause.
@@ -429,15 +513,20 @@ func (s *State) LastAction(provider, account, id string) (time.Time, bool, error
 }
 
 // Since returns the audit records at or after t, newest first, at most max.
-func (s *State) Since(t time.Time, max int) ([]Record, error) { return s.Matching(t, nil, max) }
+func (s *State) Since(t time.Time, max int) ([]Record, error) {
+	return s.Matching(context.Background(), t, nil, max)
+}
 
 // Matching is Since keeping only the records keep accepts (nil: all); it
-// reads no further than it needs.
-func (s *State) Matching(t time.Time, keep func(Record) bool, max int) ([]Record, error) {
+// reads no further than it needs, and stops when ctx ends.
+func (s *State) Matching(ctx context.Context, t time.Time, keep func(Record) bool, max int) ([]Record, error) {
 	var out []Record
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketAudit).Cursor()
 		for k, v := c.Last(); k != nil && len(out) < max; k, v = c.Prev() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 			var r Record
 			if err := json.Unmarshal(v, &r); err != nil {
 				return fmt.Errorf("audit record %x: %w", k, err)
@@ -522,19 +611,38 @@ func add(tx *bolt.Tx, key string, d uint64) error {
 
 // Counter keys: "a|provider|account|action|rule|result" for actions,
 // "s|provider|account|action|reason" for suppressions (and verifyKey's
-// for verdicts).
+// for verdicts). A part's "%" and "|" (a rule or account name may have
+// them) are written %25 and %7C.
 func actionKey(provider, account, action, rule, result string) string {
-	return strings.Join([]string{"a", provider, account, action, rule, result}, "|")
+	return joinKey("a", provider, account, action, rule, result)
 }
 
 func suppressKey(provider, account, action, reason string) string {
-	return strings.Join([]string{"s", provider, account, action, reason}, "|")
+	return joinKey("s", provider, account, action, reason)
 }
 
 // verifyKey is the durable counter of a verdict:
 // "v|provider|account|action|source|result".
 func verifyKey(provider, account, action, source, result string) string {
-	return strings.Join([]string{"v", provider, account, action, source, result}, "|")
+	return joinKey("v", provider, account, action, source, result)
 }
 
-func splitKey(k string) []string { return strings.Split(k, "|") }
+var (
+	keyEscaper   = strings.NewReplacer("%", "%25", "|", "%7C")
+	keyUnescaper = strings.NewReplacer("%25", "%", "%7C", "|")
+)
+
+func joinKey(parts ...string) string {
+	for i, p := range parts {
+		parts[i] = keyEscaper.Replace(p)
+	}
+	return strings.Join(parts, "|")
+}
+
+func splitKey(k string) []string {
+	parts := strings.Split(k, "|")
+	for i, p := range parts {
+		parts[i] = keyUnescaper.Replace(p)
+	}
+	return parts
+}

@@ -57,13 +57,23 @@ type Webhook struct {
 	queue  chan job
 	wg     sync.WaitGroup
 	// enq makes a batch's room check and its enqueueing one step, so a
-	// batch is queued whole or refused whole.
-	enq sync.Mutex
+	// batch is queued whole or refused whole; closed (under enq) is set
+	// when the workers stop: nothing is queued after it.
+	enq    sync.Mutex
+	closed bool
+	// handling holds the occurrences (job keys) being processed, under
+	// mu: a copy of one (an HA Alertmanager pair sends two) is a
+	// duplicate while the first is under way. Bounded by the workers.
+	mu       sync.Mutex
+	handling map[string]bool
+	// beforeMark, set by tests before the first alert, runs after an
+	// alert's action and before its occurrence is marked handled.
+	beforeMark func()
 }
 
 // NewWebhook starts workers that drain a queue of the given size.
 func NewWebhook(ctx context.Context, e *Engine, queueSize, workers int) *Webhook {
-	w := &Webhook{engine: e, queue: make(chan job, queueSize)}
+	w := &Webhook{engine: e, queue: make(chan job, queueSize), handling: map[string]bool{}}
 	for i := 0; i < workers; i++ {
 		w.wg.Add(1)
 		go func() {
@@ -71,6 +81,7 @@ func NewWebhook(ctx context.Context, e *Engine, queueSize, workers int) *Webhook
 			for {
 				select {
 				case <-ctx.Done():
+					w.stop()
 					w.drain()
 					return
 				case j := <-w.queue:
@@ -80,6 +91,21 @@ func NewWebhook(ctx context.Context, e *Engine, queueSize, workers int) *Webhook
 		}()
 	}
 	return w
+}
+
+// stop makes the webhook refuse new alerts (503): the queue is not
+// filled again once drained.
+func (w *Webhook) stop() {
+	w.enq.Lock()
+	w.closed = true
+	w.enq.Unlock()
+}
+
+// stopped reports whether the workers stopped.
+func (w *Webhook) stopped() bool {
+	w.enq.Lock()
+	defer w.enq.Unlock()
+	return w.closed
 }
 
 // drain records every alert still queued at shutdown as suppressed: it was
@@ -104,11 +130,22 @@ func (w *Webhook) Pending() int { return len(w.queue) }
 // process takes one alert through the gate. Only an action actually sent
 // (or, in dry-run, recorded, in its own namespace) uses up the alert
 // occurrence: after a transient suppression (stale data, budget, cooldown
-// of another request...) Alertmanager's resend is evaluated again.
+// of another request...) Alertmanager's resend is evaluated again. A copy
+// of an occurrence being processed is a duplicate: checking whether it
+// was handled and marking it are one step.
 func (w *Webhook) process(ctx context.Context, j job) {
 	e := w.engine
+	if !w.reserve(j.key) {
+		e.suppressed(j.req, Decision{Reason: ReasonDuplicate, Detail: "the same alert occurrence is being handled (a copy from another Alertmanager)"})
+		return
+	}
+	defer w.unreserve(j.key)
 	e.mu.Lock()
 	st, dry := e.state, e.cfg.DryRun
+	if st != nil {
+		st.hold() // from the check to the mark, on one file
+		defer st.unhold()
+	}
 	e.mu.Unlock()
 	if st == nil {
 		e.suppressed(j.req, Decision{Reason: ReasonNotAllowed, Detail: "remediation is disabled"})
@@ -128,9 +165,29 @@ func (w *Webhook) process(ctx context.Context, j job) {
 	if !d.Acted {
 		return
 	}
+	if w.beforeMark != nil {
+		w.beforeMark()
+	}
 	if err := st.MarkSeen(seenKey(d.Result == ResultDryRun, j.key), e.now()); err != nil {
 		level.Error(e.logger).Log("msg", "cannot mark the alert occurrence handled; its cooldown still holds a resend back", "err", err)
 	}
+}
+
+// reserve marks an occurrence as being processed; false if it already is.
+func (w *Webhook) reserve(key string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.handling[key] {
+		return false
+	}
+	w.handling[key] = true
+	return true
+}
+
+func (w *Webhook) unreserve(key string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.handling, key)
 }
 
 // seenKey is an alert occurrence's key in the live or the dry-run
@@ -159,13 +216,15 @@ func (e *Engine) authorized(r *http.Request) bool {
 // unauthorized answers 401 with the scheme the endpoint wants.
 func unauthorized(rw http.ResponseWriter) {
 	rw.Header().Set("WWW-Authenticate", `Bearer realm="vps_exporter remediation"`)
-	http.Error(rw, "Unauthorized: the remediation endpoints need the webhook's bearer token", http.StatusUnauthorized)
+	http.Error(rw, "Unauthorized: the webhook and the remediation controls need remediation.webhook.bearer_token", http.StatusUnauthorized)
 }
 
 // ServeHTTP implements http.Handler: 200 once the alerts are queued (an
 // alert asking for remediation without provider, account, id or startsAt is
-// skipped and counted as invalid), 400 for a malformed payload, 429 when the queue cannot take them all, 503
-// when remediation or the webhook is off.
+// skipped and counted as invalid), 400 for a malformed payload, 429 when
+// the queue cannot take them all, 503 when remediation or the webhook is
+// off or the exporter is stopping (Alertmanager retries, here or on a
+// replacement).
 func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		rw.Header().Set("Allow", "POST")
@@ -174,10 +233,14 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 	e := w.engine
 	e.mu.Lock()
-	enabled := e.cfg.Enabled && e.cfg.Webhook.Enabled && e.state != nil
+	enabled, closing := e.cfg.Enabled && e.cfg.Webhook.Enabled && e.state != nil, e.closing
 	e.mu.Unlock()
 	if !e.authorized(r) {
 		unauthorized(rw)
+		return
+	}
+	if closing || w.stopped() {
+		http.Error(rw, "the exporter is stopping; retry later", http.StatusServiceUnavailable)
 		return
 	}
 	if !enabled {
@@ -208,6 +271,14 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	// Alertmanager retries it, rather than half taken. Workers only take
 	// from the queue meanwhile, so room checked under enq stays room.
 	w.enq.Lock()
+	if w.closed {
+		// The workers stopped while the batch was read: nobody would
+		// handle it.
+		w.enq.Unlock()
+		e.m.webhookAlerts.WithLabelValues("rejected").Add(float64(len(jobs)))
+		http.Error(rw, "the exporter is stopping; retry later", http.StatusServiceUnavailable)
+		return
+	}
 	if len(jobs) > cap(w.queue)-len(w.queue) {
 		queued := len(w.queue)
 		w.enq.Unlock()
@@ -291,15 +362,22 @@ func (w *Webhook) admitAlerts(alerts []amAlert, now time.Time) ([]job, int) {
 			e.m.webhookAlerts.WithLabelValues("not_allowed").Inc()
 			continue
 		}
-		// A server the account's last list does not have: counted only.
-		// (Before the account's first refresh the gate says stale_data,
-		// which Alertmanager's resend gets past.)
-		if snap := snapshot(acct); snap != nil && !hasServer(snap.Servers, id) {
+		// Before the account's first successful list nothing says which
+		// ids are real: counted only (Alertmanager resends it). A server
+		// the last list does not have: counted only.
+		snap := snapshot(acct)
+		if snap == nil {
+			e.m.webhookAlerts.WithLabelValues("not_ready").Inc()
+			continue
+		}
+		if !hasServer(snap.Servers, id) {
 			e.m.webhookAlerts.WithLabelValues("unknown_server").Inc()
 			continue
 		}
 		jobs = append(jobs, job{
-			req: Request{Provider: prov, Account: acct, ID: id, Action: providers.Action(action), Source: "alert", Rule: a.Labels["alertname"], alert: alertFingerprint(a)},
+			// The alertname goes to the audit record and the episode;
+			// the action counts under RuleAlertmanager.
+			req: Request{Provider: prov, Account: acct, ID: id, Action: providers.Action(action), Source: "alert", Rule: alertName(a), alert: alertFingerprint(a)},
 			key: alertKey(a),
 		})
 	}
@@ -339,6 +417,15 @@ func isDigits(s string) bool {
 		}
 	}
 	return true
+}
+
+// alertName is the alert's name as kept in the audit record, bounded.
+func alertName(a amAlert) string {
+	n := a.Labels["alertname"]
+	if len(n) > 200 {
+		n = n[:200]
+	}
+	return n
 }
 
 // alertKey identifies one occurrence of one alert: its fingerprint (or its

@@ -122,7 +122,9 @@ type StatusOptions struct {
 // StatusLimit is how many actions and suppressions the page lists.
 const StatusLimit = 20
 
-// remediationTimeout bounds the read of the remediation state.
+// remediationTimeout bounds the read of the remediation state: the
+// engine's History (its memory, then reads of its state file; it writes
+// nothing) checks the context between records and stops when it ends.
 const remediationTimeout = 5 * time.Second
 
 // StatusPage serves the status page at /: accounts, remediation, recent
