@@ -263,6 +263,8 @@ func TestInvalid(t *testing.T) {
 		{"rule account lacks action", ok + "remediation: {rules: [{name: r, account: a, state: [degraded], action: redeploy}]}", "remediation.rules[0] (r).action: vpsorg cannot redeploy; its actions: reboot, start, stop, power_cycle"},
 		{"duplicate rule", ok + "remediation: {rules: [{name: r, state: [stopped], action: start}, {name: r, state: [stopped], action: start}]}",
 			`remediation.rules[1] (r).name: duplicate rule name "r" (also remediation.rules[0])`},
+		{"reserved rule name", ok + "remediation:\n  rules:\n  - {name: alertmanager, state: [stopped], action: start}\n",
+			`remediation.rules[0] (alertmanager).name: "alertmanager" is reserved: the actions Alertmanager's alerts ask for are counted under rule="alertmanager"`},
 		{"rule params", ok + "remediation: {rules: [{name: r, state: [stopped], action: start, params: {force: true}}]}", "remediation.rules[0] (r).params: force and country_code apply to redeploy only"},
 		{"exclude nothing", ok + "remediation: {exclude: [{}]}", "remediation.exclude[0]: names nothing (set provider, account, id or name)"},
 		{"exclude regex", ok + "remediation: {exclude: [{name: 'db-('}]}", "remediation.exclude[0].name: error parsing regexp: missing closing ): `^(?:db-()$`"},

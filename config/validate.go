@@ -235,6 +235,10 @@ func readSecret(s *commoncfg.Secret, file, at, name, baseDir string, errs *error
 // actionNames lists the actions for messages.
 const actionNames = "reboot, redeploy, start, stop or power_cycle"
 
+// ReservedRuleName is the rule label of the actions alerts ask for; no
+// configured rule may take it.
+const ReservedRuleName = "alertmanager"
+
 func (r *Remediation) validate(c *Config, baseDir string, errs *errorList) {
 	if r.Cooldown < 0 {
 		errs.add("remediation.cooldown", "must not be negative")
@@ -281,6 +285,8 @@ func (r *Remediation) validate(c *Config, baseDir string, errs *errorList) {
 			errs.add(at+".name", "required")
 		} else if j, dup := names[rule.Name]; dup {
 			errs.add(at+".name", "duplicate rule name %q (also remediation.rules[%d])", rule.Name, j)
+		} else if rule.Name == ReservedRuleName {
+			errs.add(at+".name", "%q is reserved: the actions Alertmanager's alerts ask for are counted under rule=%q", rule.Name, ReservedRuleName)
 		} else {
 			names[rule.Name] = i
 		}

@@ -62,7 +62,7 @@ var reasons = []string{ReasonCooldown, ReasonRateLimit, ReasonBlastRadius, Reaso
 // RuleAlertmanager is the rule label of the actions alerts ask for: an
 // alert's name is a caller's string, so it is kept in the audit record
 // and the episode only, never in a label or a durable counter's key.
-const RuleAlertmanager = "alertmanager"
+const RuleAlertmanager = config.ReservedRuleName
 
 // ruleLabel is the rule label an action of source and rule counts under.
 func ruleLabel(source, rule string) string {
