@@ -328,7 +328,7 @@ scrape_configs:
 	if n := len(s.Actions()); n != 1 {
 		t.Errorf("simulator recorded %d actions, want exactly 1: %+v", n, s.Actions())
 	}
-	if !has(`vps_remediation_actions_total{provider="vpnbingo",account="bingo-prod",action="redeploy",rule="VPNNodeHeartbeatAbnormal",result="success"} == 1`) {
+	if !has(`vps_remediation_actions_total{provider="vpnbingo",account="bingo-prod",action="redeploy",rule="alertmanager",result="success"} == 1`) {
 		t.Error("Prometheus does not see the redeploy counted")
 	}
 	if !has(`vps_remediation_webhook_alerts_total{outcome="queued"} >= 1`) {
