@@ -29,12 +29,12 @@ import (
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
-	slgk "github.com/tjhop/slog-gokit"
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/sys/unix"
 
 	"github.com/vps-exporter/vps_exporter/collector"
 	"github.com/vps-exporter/vps_exporter/config"
+	"github.com/vps-exporter/vps_exporter/internal/logging"
 	"github.com/vps-exporter/vps_exporter/providers"
 	"github.com/vps-exporter/vps_exporter/remediation"
 	webui "github.com/vps-exporter/vps_exporter/web"
@@ -103,60 +103,9 @@ func parseFlags(args []string) (*flags, error) {
 }
 
 // newLogger returns the project's logger and, for exporter-toolkit, an
-// slog logger that writes through it: one format and one set of keys
-// (ts, caller, level, msg) in the whole stream.
+// slog logger that writes through it (internal/logging).
 func newLogger(f *flags, w *os.File) (log.Logger, *slog.Logger) {
-	var l log.Logger
-	if f.logFormat == "json" {
-		l = log.NewJSONLogger(log.NewSyncWriter(w))
-	} else {
-		l = log.NewLogfmtLogger(log.NewSyncWriter(w))
-	}
-	l = level.NewFilter(l, level.Allow(level.ParseDefault(f.logLevel, level.InfoValue())))
-	lvl := new(slog.LevelVar)
-	if err := lvl.UnmarshalText([]byte(f.logLevel)); err != nil {
-		lvl.Set(slog.LevelInfo)
-	}
-	return log.With(l, "ts", log.DefaultTimestampUTC, "caller", log.DefaultCaller), slog.New(slgk.NewGoKitHandler(toolkitKeys{l}, lvl))
-}
-
-// toolkitKeys rewrites the slog bridge's records into the project's
-// shape: its "time" becomes "ts" (UTC, as log.DefaultTimestampUTC writes
-// it) and the keys come in the same order as the project's own lines.
-type toolkitKeys struct{ next log.Logger }
-
-// Log implements log.Logger.
-func (t toolkitKeys) Log(kv ...any) error {
-	var ts, caller, lvl any
-	rest := make([]any, 0, len(kv))
-	for i := 0; i+1 < len(kv); i += 2 {
-		switch kv[i] {
-		case "time":
-			if tm, ok := kv[i+1].(time.Time); ok {
-				ts = tm.UTC().Format(time.RFC3339Nano)
-			} else {
-				ts = kv[i+1]
-			}
-		case "caller":
-			caller = kv[i+1]
-		case level.Key():
-			lvl = kv[i+1]
-		default:
-			rest = append(rest, kv[i], kv[i+1])
-		}
-	}
-	out := make([]any, 0, len(kv)+6)
-	if ts == nil {
-		ts = time.Now().UTC().Format(time.RFC3339Nano)
-	}
-	out = append(out, "ts", ts)
-	if caller != nil {
-		out = append(out, "caller", caller)
-	}
-	if lvl != nil {
-		out = append(out, level.Key(), lvl)
-	}
-	return t.next.Log(append(out, rest...)...)
+	return logging.New(f.logFormat, f.logLevel, w)
 }
 
 // daemon is the running exporter.

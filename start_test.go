@@ -157,8 +157,8 @@ func TestOneLogFormat(t *testing.T) {
 			if strings.Contains(toolkit, "time=") || strings.Contains(toolkit, `"time":`) {
 				t.Errorf("toolkit line has its own time key: %s", toolkit)
 			}
-			if format == "logfmt" && !strings.HasPrefix(toolkit, "ts=") {
-				t.Errorf("toolkit line does not start with ts= as the others do: %s", toolkit)
+			if format == "logfmt" && !strings.HasPrefix(toolkit, "level=info ts=") {
+				t.Errorf("toolkit line does not start with level= and ts= as the others do: %s", toolkit)
 			}
 		})
 	}

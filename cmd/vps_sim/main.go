@@ -22,6 +22,7 @@ import (
 	"github.com/go-kit/log/level"
 	"github.com/prometheus/common/version"
 
+	"github.com/vps-exporter/vps_exporter/internal/logging"
 	"github.com/vps-exporter/vps_exporter/internal/simfleet"
 )
 
@@ -79,17 +80,10 @@ func parseFlags(args []string) (*flags, error) {
 	return f, nil
 }
 
-// newLogger returns the project's logger: go-kit, logfmt or json, with
-// ts, caller and level as vps_exporter writes them.
+// newLogger returns the project's logger (internal/logging).
 func newLogger(f *flags, w io.Writer) log.Logger {
-	var l log.Logger
-	if f.logFormat == "json" {
-		l = log.NewJSONLogger(log.NewSyncWriter(w))
-	} else {
-		l = log.NewLogfmtLogger(log.NewSyncWriter(w))
-	}
-	l = level.NewFilter(l, level.Allow(level.ParseDefault(f.logLevel, level.InfoValue())))
-	return log.With(l, "ts", log.DefaultTimestampUTC, "caller", log.DefaultCaller)
+	l, _ := logging.New(f.logFormat, f.logLevel, w)
+	return l
 }
 
 func run(args []string, stderr io.Writer) int {
