@@ -65,24 +65,34 @@ func (p promAPI) query(q string) (promResult, error) {
 	return r, nil
 }
 
-// shortRules copies the shipped alerting rules with every `for:` cut to 2s,
-// so that the test does not wait for production durations; the expressions,
-// labels and annotations are the shipped ones.
-func shortRules(t *testing.T, dst string) []string {
+// rulesFile is an alerting rules file, each rule as its YAML map.
+type rulesFile struct {
+	Groups []struct {
+		Name  string           `yaml:"name"`
+		Rules []map[string]any `yaml:"rules"`
+	} `yaml:"groups"`
+}
+
+// shippedRules reads alerts/vps_exporter.rules.yml.
+func shippedRules(t *testing.T) *rulesFile {
 	t.Helper()
 	b, err := os.ReadFile("alerts/vps_exporter.rules.yml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var doc struct {
-		Groups []struct {
-			Name  string           `yaml:"name"`
-			Rules []map[string]any `yaml:"rules"`
-		} `yaml:"groups"`
-	}
+	var doc rulesFile
 	if err := yaml.Unmarshal(b, &doc); err != nil {
 		t.Fatal(err)
 	}
+	return &doc
+}
+
+// shortRules copies the shipped alerting rules with every `for:` cut to 2s,
+// so that the test does not wait for production durations; the expressions,
+// labels and annotations are the shipped ones.
+func shortRules(t *testing.T, dst string) []string {
+	t.Helper()
+	doc := shippedRules(t)
 	var exprs []string
 	for _, g := range doc.Groups {
 		for _, r := range g.Rules {
