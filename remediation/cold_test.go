@@ -167,7 +167,7 @@ func TestTurnWaitIsBounded(t *testing.T) {
 	if running < 3 {
 		t.Fatalf("%d running servers, want 3 or more", running)
 	}
-	h.engine.slotWait = 50 * time.Millisecond
+	h.engine.maxTurnWait = 50 * time.Millisecond
 	h.watch("vps", 300*time.Millisecond)
 	h.refresh("vps")
 	if n := len(h.actions(sim.VPSOrg)); n != 1 {

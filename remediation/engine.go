@@ -135,9 +135,10 @@ type Engine struct {
 	// reserved, set by tests before use, runs after a request got its
 	// reservation, the engine's lock released.
 	reserved func()
-	// slotWait, set by tests before use, bounds a request's wait for its
-	// account's turn (0: the freshness bound, 2 refresh intervals + 30 s).
-	slotWait time.Duration
+	// maxTurnWait, set by tests before use, bounds a request's wait for
+	// its account's turn (0: the freshness bound, 2 refresh intervals +
+	// 30 s).
+	maxTurnWait time.Duration
 
 	// stateMu: see lifecycle.go. Never taken while mu is held.
 	stateMu sync.Mutex
@@ -412,17 +413,6 @@ func (t *tally) add(reason string, changed bool) {
 	if changed {
 		t.changed++
 	}
-}
-
-// merge adds o's counts to t.
-func (t *tally) merge(o *tally) {
-	for r, n := range o.byReason {
-		if t.byReason == nil {
-			t.byReason = map[string]int{}
-		}
-		t.byReason[r] += n
-	}
-	t.changed += o.changed
 }
 
 // log writes the rule's one line: info when a server's reason changed

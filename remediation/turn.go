@@ -42,8 +42,8 @@ func healthOf(s collector.Snapshot) accountHealth {
 func (e *Engine) turnWait() time.Duration {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.slotWait > 0 {
-		return e.slotWait
+	if e.maxTurnWait > 0 {
+		return e.maxTurnWait
 	}
 	return e.staleness
 }
@@ -59,6 +59,14 @@ func (e *Engine) takeTurn(ctx context.Context, provider, account string, wait ti
 		e.turns[key] = ch
 	}
 	e.mu.Unlock()
+	if ctx.Err() != nil {
+		return nil, supp(ReasonShutdown, "stopped while waiting for the account's turn")
+	}
+	select {
+	case ch <- struct{}{}: // free: no timer to race with
+		return func() { <-ch }, nil
+	default:
+	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
