@@ -281,7 +281,7 @@ func TestClosedLoopAlertVerdicts(t *testing.T) {
 	if got := names(callsTo(s, "12002")); got != "reboot" {
 		t.Errorf("the recovered server got %q", got)
 	}
-	for id, want := range map[string]string{"12002": "reboot:recovered", "12003": "reboot:not_recovered power_cycle:"} {
+	for id, want := range map[string]string{"12002": "reboot:recovered", "12003": "reboot:not_recovered power_cycle:verifying"} {
 		h := e.history(t, "?id="+id)
 		if len(h.Episodes) != 1 || ladder(h.Episodes[0].Steps) != want {
 			t.Errorf("%s: episodes %+v, want %q", id, h.Episodes, want)

@@ -135,6 +135,10 @@ type Engine struct {
 	// reserved, set by tests before use, runs after a request got its
 	// reservation, the engine's lock released.
 	reserved func()
+	// maxTurnWait, set by tests before use, bounds a request's wait for
+	// its account's turn (0: the freshness bound, 2 refresh intervals +
+	// 30 s).
+	maxTurnWait time.Duration
 
 	// stateMu: see lifecycle.go. Never taken while mu is held.
 	stateMu sync.Mutex
@@ -184,6 +188,17 @@ type Engine struct {
 	tracks  map[string]*track
 	epSeq   uint64
 	loopVer uint64 // versions of the closed loop's writes, increasing
+	// turns holds each account's turn (provider \x00 account): one
+	// remediation request talks to an account at a time (turn.go).
+	turns map[string]chan struct{}
+	// health is each account's latest list refresh, as OnRefresh saw it:
+	// the final check reads it without copying the account's servers.
+	health map[string]accountHealth
+	// background holds the suppressions of rule requests decided away
+	// from a refresh (the re-read, the final check, the call, shutdown)
+	// until their rule's next summary line: provider \x00 account \x00
+	// rule -> counts.
+	background map[string]*tally
 }
 
 // fleetSize is an account's fleet for the blast radius at one list
@@ -235,6 +250,7 @@ func NewEngine(deps Deps, reg prometheus.Registerer, logger log.Logger, now func
 		since: map[string]time.Time{}, live: newLedger(), dry: newLedger(), lineage: map[string]string{},
 		inFlight: map[string]bool{}, lastReason: map[string]string{}, unflushed: map[string]uint64{}, accounts: map[string]string{},
 		fleets: map[string]fleetSize{}, known: map[string]bool{}, restored: map[string]string{}, restoredRules: map[string]bool{}, tracks: map[string]*track{},
+		turns: map[string]chan struct{}{}, health: map[string]accountHealth{}, background: map[string]*tally{},
 		cycleWait: powerCycleWait, cyclePoll: powerCyclePoll}
 	e.base, e.cancel = context.WithCancel(context.Background())
 	go e.flusher()
@@ -248,35 +264,65 @@ func NewEngine(deps Deps, reg prometheus.Registerer, logger log.Logger, now func
 // the budget is carried out in the background. A refresh whose context
 // ended (SIGTERM, a reload replacing the poller) or an engine shutting
 // down starts nothing. Suppressions are logged as one line per rule with
-// counts by reason (info when a server's reason changed, else debug;
-// each server's at debug).
+// counts by reason, those decided in the background since the rule's last
+// line included (info when a server's reason changed, else debug; each
+// server's at debug).
 func (e *Engine) OnRefresh(ctx context.Context, snap collector.Snapshot) {
+	if ctx.Err() != nil {
+		return
+	}
 	e.mu.Lock()
 	cfg, closing := e.cfg, e.closing
-	e.mu.Unlock()
-	if ctx.Err() != nil || closing || !cfg.Enabled || !snap.Up {
+	e.health[snap.Account] = healthOf(snap)
+	if !snap.Up {
 		// A failed refresh says nothing about the servers: no rule
-		// fires on stale data, and no `for:` clock advances or resets.
+		// fires on stale data, and the `for:` clocks of the account
+		// start again with its next good refresh, as a Prometheus
+		// alert's pending state restarts when its data is absent (two
+		// observations an outage apart are not a condition that held).
+		e.resetClocksLocked(snap.Provider, snap.Account)
+	}
+	e.mu.Unlock()
+	if closing {
+		return // Close writes the rules' last lines
+	}
+	tallies := e.takeBackground(snap.Provider, snap.Account)
+	if !cfg.Enabled || !snap.Up {
+		e.logTallies(snap.Provider, snap.Account, tallies)
 		return
+	}
+	ruleTally := func(name string) *tally {
+		t := tallies[name]
+		if t == nil {
+			t = &tally{}
+			tallies[name] = t
+		}
+		return t
 	}
 	now := e.now()
 	present, roots := e.presence(snap)
 	// The closed loop first: verdicts, releases, and the next steps due,
 	// which the rules below do not ask for again.
 	escalated := map[string]bool{}
+	stopped := false
 	for _, req := range e.loopRefresh(&snap, roots) {
 		s, _ := lookupServer(snap.Servers, req.ID)
 		escalated[req.ID] = true
-		if !e.startRule(ctx, req, &snap, &s, nil) {
-			return
+		var t *tally
+		if req.Source == "rule" {
+			t = ruleTally(req.Rule)
+		}
+		if !e.startRule(ctx, req, &snap, &s, t) {
+			stopped = true
+			break
 		}
 	}
-	for i := range cfg.Rules {
+	for i := 0; i < len(cfg.Rules) && !stopped; i++ {
 		rule := &cfg.Rules[i]
 		if !ruleMatchesAccount(rule, snap.Provider, snap.Account) {
 			continue
 		}
-		t := tally{}
+		t := ruleTally(rule.Name)
 		for _, s := range snap.Servers {
 			if escalated[s.ID] {
 				continue
@@ -303,13 +349,26 @@ func (e *Engine) OnRefresh(ctx context.Context, snap collector.Snapshot) {
 				Params: providers.ActionParams{Force: rule.Params.Force, CountryCode: rule.Params.CountryCode},
 				Source: "rule", Rule: rule.Name, rule: rule,
 			}
-			if !e.startRule(ctx, req, &snap, &s, &t) {
+			if !e.startRule(ctx, req, &snap, &s, t) {
+				stopped = true
 				break
 			}
 		}
-		t.log(e.logger, snap, rule.Name)
 	}
-	e.forgetGone(snap, present, roots, now)
+	e.logTallies(snap.Provider, snap.Account, tallies)
+	if !stopped {
+		e.forgetGone(snap, present, roots, now)
+	}
+}
+
+// resetClocksLocked forgets the `for:` clocks of an account's servers.
+func (e *Engine) resetClocksLocked(provider, account string) {
+	prefix := serverKey(provider, account, "")
+	for k := range e.since {
+		if _, srv, _ := strings.Cut(k, "\x00"); strings.HasPrefix(srv, prefix) {
+			delete(e.since, k)
+		}
+	}
 }
 
 // startRule takes a rule's request (or an episode's next step) through
@@ -340,7 +399,7 @@ func (e *Engine) startRule(ctx context.Context, req Request, snap *collector.Sna
 	return true
 }
 
-// tally is one rule's suppressions in one refresh.
+// tally is one rule's suppressions on one account since its last line.
 type tally struct {
 	byReason map[string]int
 	changed  int
@@ -356,9 +415,9 @@ func (t *tally) add(reason string, changed bool) {
 	}
 }
 
-// log writes the rule's one line for the refresh: info when a server's
-// reason changed since the last refresh, else debug.
-func (t *tally) log(logger log.Logger, snap collector.Snapshot, rule string) {
+// log writes the rule's one line: info when a server's reason changed
+// since its last suppression, else debug.
+func (t *tally) log(logger log.Logger, provider, account, rule string) {
 	if len(t.byReason) == 0 {
 		return
 	}
@@ -373,8 +432,58 @@ func (t *tally) log(logger log.Logger, snap collector.Snapshot, rule string) {
 	if t.changed > 0 {
 		lvl = level.Info
 	}
-	lvl(logger).Log("msg", "rule's actions suppressed", "provider", snap.Provider, "account", snap.Account, "rule", rule,
+	lvl(logger).Log("msg", "rule's actions suppressed", "provider", provider, "account", account, "rule", rule,
 		"servers", total, "changed", t.changed, "reasons", strings.Join(names, " "))
+}
+
+// logTallies writes one line per rule of an account, in rule order.
+func (e *Engine) logTallies(provider, account string, tallies map[string]*tally) {
+	rules := make([]string, 0, len(tallies))
+	for r := range tallies {
+		rules = append(rules, r)
+	}
+	slices.Sort(rules)
+	for _, r := range rules {
+		tallies[r].log(e.logger, provider, account, r)
+	}
+}
+
+// backgroundKey is the key of a rule's background suppressions.
+func backgroundKey(provider, account, rule string) string {
+	return provider + "\x00" + account + "\x00" + rule
+}
+
+// takeBackground takes an account's background suppressions, by rule.
+func (e *Engine) takeBackground(provider, account string) map[string]*tally {
+	out := map[string]*tally{}
+	prefix := provider + "\x00" + account + "\x00"
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for k, t := range e.background {
+		if rule, ok := strings.CutPrefix(k, prefix); ok {
+			out[rule] = t
+			delete(e.background, k)
+		}
+	}
+	return out
+}
+
+// logBackground writes the background suppressions no refresh has
+// written yet (at Close: those of the shutdown among them).
+func (e *Engine) logBackground() {
+	e.mu.Lock()
+	pending := e.background
+	e.background = map[string]*tally{}
+	e.mu.Unlock()
+	keys := make([]string, 0, len(pending))
+	for k := range pending {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		parts := strings.SplitN(k, "\x00", 3)
+		pending[k].log(e.logger, parts[0], parts[1], parts[2])
+	}
 }
 
 func ruleMatchesAccount(r *config.Rule, provider, account string) bool {
@@ -461,7 +570,17 @@ func (e *Engine) admit(req Request, snap *collector.Snapshot, srv *providers.Ser
 // request.
 func (e *Engine) carryOut(ctx context.Context, g *gate) Decision {
 	req := g.req
-	d := g.confirm(ctx)
+	// One request at a time talks to the account (turn.go); none while
+	// the account is down.
+	release, d := e.takeTurn(ctx, req.Provider, req.Account, e.turnWait())
+	if d == nil {
+		g.turn = release
+		defer g.leaveTurn()
+		d = e.accountStale(req.Provider, req.Account)
+	}
+	if d == nil {
+		d = g.confirm(ctx)
+	}
 	if d == nil {
 		d = e.final(g)
 	}
@@ -478,8 +597,11 @@ func (e *Engine) carryOut(ctx context.Context, g *gate) Decision {
 }
 
 // final reads enabled, dry-run and the pause again immediately before the
-// call: a reload or a pause that came during the re-read wins.
+// call: a reload or a pause that came during the re-read wins. The
+// account's latest refresh must be good and fresh, and the re-read the
+// action is decided on recent.
 func (e *Engine) final(g *gate) *Decision {
+	stale := e.accountStale(g.req.Provider, g.req.Account)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := e.now()
@@ -500,6 +622,19 @@ func (e *Engine) final(g *gate) *Decision {
 	if !insideWindow(e.cfg.Windows, now) {
 		return &Decision{Reason: ReasonOutsideWindow, Detail: "the action window closed"}
 	}
+	if req := g.req; req.Source == "rule" {
+		// The intent is still the configuration's: a reload during the
+		// wait for the account's turn may have removed or changed it.
+		if r := e.ruleByNameLocked(req.Rule); r == nil || (!req.escalation && r.Action != string(req.Action)) {
+			return supp(ReasonNotAllowed, "rule %q was removed or changed by a reload", req.Rule)
+		}
+	}
+	if stale != nil {
+		return stale
+	}
+	if age := now.Sub(g.readAt); age > maxReadAge || age < -time.Minute {
+		return supp(ReasonStaleData, "the re-read of the server is %s old (at most %s)", age.Round(time.Second), maxReadAge)
+	}
 	// Held until the action is recorded: a reload switching state files
 	// waits for it before closing this one (lifecycle.go).
 	g.st = e.state
@@ -516,7 +651,8 @@ func (e *Engine) release(g *gate) {
 
 func (e *Engine) recordDryRun(g *gate) Decision {
 	req := g.req
-	rec := &Record{Time: g.now, Provider: req.Provider, Account: req.Account, ID: req.ID, Action: string(req.Action), Source: req.Source, Rule: req.Rule, Result: ResultDryRun}
+	// The time it was recorded: its dry-run cooldown runs from it.
+	rec := &Record{Time: e.now(), Provider: req.Provider, Account: req.Account, ID: req.ID, Action: string(req.Action), Source: req.Source, Rule: req.Rule, Result: ResultDryRun}
 	// One transaction: no intent is left behind for a crash to turn
 	// into a live record.
 	if err := g.st.RecordDryRun(rec, g.root, actionKey(req.Provider, req.Account, string(req.Action), ruleLabel(req.Source, req.Rule), ResultDryRun)); err != nil {
@@ -558,7 +694,10 @@ func (e *Engine) settle(g *gate, rec *Record) *loopWrite {
 // execute records the intent, calls the provider and records the outcome.
 func (e *Engine) execute(ctx context.Context, g *gate) Decision {
 	req := g.req
-	rec := &Record{Time: g.now, Provider: req.Provider, Account: req.Account, ID: req.ID, Action: string(req.Action), Source: req.Source, Rule: req.Rule, Alert: req.alert}
+	// The time it is sent (the intent is written, then the call handed to
+	// the provider's client), not the decision's: the cooldown and the
+	// hourly window run from it.
+	rec := &Record{Time: e.now(), Provider: req.Provider, Account: req.Account, ID: req.ID, Action: string(req.Action), Source: req.Source, Rule: req.Rule, Alert: req.alert}
 	if err := g.st.Begin(rec, g.root); err != nil {
 		e.release(g)
 		d := Decision{Reason: ReasonStateError, Detail: "cannot record the intent, not acting: " + err.Error()}
@@ -631,11 +770,28 @@ func outcome(err error) string {
 }
 
 // suppressed counts a suppression at once and persists it in the next
-// batch; it is logged (and kept in the history) when the reason for that
-// server, action and source changed.
+// batch; it is kept in the history when the reason for that server,
+// action and source changed. A rule's (decided in the background: the
+// re-read, the final check, the call, shutdown) is logged at debug and
+// counted in its rule's next summary line; an alert's is logged at info
+// when its reason changed.
 func (e *Engine) suppressed(req Request, d Decision) {
+	changed := e.count(req, d)
+	if req.Source == "rule" {
+		level.Debug(e.logger).Log("msg", "action suppressed", "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule, "reason", d.Reason, "detail", d.Detail)
+		e.mu.Lock()
+		k := backgroundKey(req.Provider, req.Account, req.Rule)
+		t := e.background[k]
+		if t == nil {
+			t = &tally{}
+			e.background[k] = t
+		}
+		t.add(d.Reason, changed)
+		e.mu.Unlock()
+		return
+	}
 	lvl := level.Debug
-	if e.count(req, d) {
+	if changed {
 		lvl = level.Info
 	}
 	lvl(e.logger).Log("msg", "action suppressed", "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule, "reason", d.Reason, "detail", d.Detail)

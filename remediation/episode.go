@@ -14,6 +14,9 @@ import (
 const (
 	VerdictRecovered    = "recovered"
 	VerdictNotRecovered = "not_recovered"
+	// VerdictVerifying is what the history shows for a step whose verify
+	// window has not ended (no verdict yet); it is never stored.
+	VerdictVerifying = "verifying"
 )
 
 // Outcomes of an episode.
@@ -37,8 +40,9 @@ type Step struct {
 	ID     string `json:"id"` // the server acted on
 	Source string `json:"source"`
 	Rule   string `json:"rule"`
-	// Time is when the action was decided, Finished when the provider's
-	// answer came: its verify window starts there.
+	// Time is when the action was sent (its audit record's time),
+	// Finished when the provider's answer came: its verify window starts
+	// there.
 	Time     time.Time `json:"time"`
 	Finished time.Time `json:"finished"`
 	Outcome  string    `json:"outcome"` // success, failed, unknown

@@ -44,6 +44,19 @@ type gate struct {
 	reserved     *intent
 	prevCooldown time.Time
 	st           *State // set by the final check
+
+	// turn ends the request's turn on its account (nil when it has
+	// none); readAt is when the provider re-read the server.
+	turn   func()
+	readAt time.Time
+}
+
+// leaveTurn ends the request's turn on its account, if it has one.
+func (g *gate) leaveTurn() {
+	if g.turn != nil {
+		g.turn()
+		g.turn = nil
+	}
 }
 
 // check is one named step of the gate: nil to pass, or a suppression.
@@ -298,19 +311,23 @@ func (g *gate) checkCooldown() *Decision {
 	if !had {
 		return nil
 	}
+	lastWhat := "action"
+	if g.dryRun {
+		lastWhat = "dry-run action" // recorded, not sent
+	}
 	if last.After(g.now.Add(time.Minute)) {
 		// The clock went back past the last action: hold off until it
 		// passes that time again rather than trust either clock.
-		return supp(ReasonCooldown, "the last action is in the future: the clock went back")
+		return supp(ReasonCooldown, "the last %s is in the future: the clock went back", lastWhat)
 	}
 	cd := time.Duration(g.cfg.Cooldown)
 	refused := l.failures[g.root]
 	cd <<= min(refused, 4)
 	if g.now.Sub(last) < cd {
 		if refused > 0 {
-			return supp(ReasonCooldown, "last action %s ago; the provider refused the last %d, so the cooldown is %s", g.now.Sub(last).Round(time.Second), refused, cd)
+			return supp(ReasonCooldown, "last %s %s ago; the provider refused the last %d, so the cooldown is %s", lastWhat, g.now.Sub(last).Round(time.Second), refused, cd)
 		}
-		return supp(ReasonCooldown, "last action %s ago; cooldown %s", g.now.Sub(last).Round(time.Second), cd)
+		return supp(ReasonCooldown, "last %s %s ago; cooldown %s", lastWhat, g.now.Sub(last).Round(time.Second), cd)
 	}
 	return nil
 }
@@ -390,7 +407,7 @@ func (g *gate) confirm(ctx context.Context) *Decision {
 	case err != nil:
 		return supp(ReasonStaleData, "could not re-read the server: %v", err)
 	}
-	g.srv, g.found = fresh, true
+	g.srv, g.found, g.readAt = fresh, true, g.e.now()
 	return g.run(confirmChecks)
 }
 
@@ -609,8 +626,19 @@ func (e *Engine) History(ctx context.Context, f Filter) (History, error) {
 	if err != nil {
 		return h, err
 	}
+	for i := range eps {
+		showVerifying(&eps[i])
+	}
 	h.Episodes = append(h.Episodes, eps...)
 	return h, nil
+}
+
+// showVerifying marks, for the history, the last step of an open episode
+// whose verdict is not taken yet as verifying (never stored).
+func showVerifying(ep *Episode) {
+	if last := ep.last(); ep.Outcome == EpisodeOpen && last != nil && last.Verdict == "" {
+		last.Verdict = VerdictVerifying
+	}
 }
 
 // Recent returns the newest audit records.

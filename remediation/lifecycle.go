@@ -21,7 +21,8 @@ import (
 
 // Configure applies a (re)loaded configuration. The state file is opened
 // when remediation is enabled; if it cannot be, remediation stays off and
-// the error is returned (the exporter goes on); if another process holds
+// the error is returned (the caller decides what follows: main fails its
+// start, or counts a reload failed and goes on); if another process holds
 // its lock, it is tried again every few seconds until it is free. The
 // counters that the configuration can move are created at zero for its
 // accounts, so that a first failure or suppression is an increase that
@@ -110,6 +111,8 @@ func (e *Engine) forgetAccountsLocked(prev map[string]string) {
 		e.m.forget(labels)
 		delete(e.restored, name)
 		delete(e.fleets, name)
+		delete(e.health, name)
+		delete(e.turns, typ+"\x00"+name)
 		prefix := serverKey(typ, name, "")
 		for k := range e.since {
 			if _, srv, _ := strings.Cut(k, "\x00"); strings.HasPrefix(srv, prefix) {
@@ -166,7 +169,13 @@ func (e *Engine) install(path string, st *State, err error) error {
 		e.stateErr = err
 		e.m.stateOK.Set(0)
 		e.m.enabled.Set(0)
-		level.Error(e.logger).Log("msg", "remediation disabled: its state file is unusable; the exporter goes on", "state_file", path, "err", err)
+		// What follows is the caller's to say: at start the exporter
+		// exits, on a reload it goes on without remediation.
+		msg := "remediation state file unusable; remediation is off"
+		if isLockTimeout(err) {
+			msg = "remediation state file locked by another process; remediation is off until it is free (tried again every 5s)"
+		}
+		level.Error(e.logger).Log("msg", msg, "state_file", path, "err", err)
 		if isLockTimeout(err) && !e.retrying {
 			e.retrying = true
 			go e.retryOpen(path)
@@ -473,6 +482,8 @@ func (e *Engine) Close() {
 	case <-time.After(time.Until(deadline)):
 		level.Warn(e.logger).Log("msg", "remediation actions still under way at shutdown; their intents stand")
 	}
+	// The rules' last lines: what the shutdown suppressed among them.
+	e.logBackground()
 	e.stateMu.Lock()
 	defer e.stateMu.Unlock()
 	e.mu.Lock()

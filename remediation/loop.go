@@ -390,11 +390,25 @@ func (e *Engine) loopRefresh(snap *collector.Snapshot, roots map[string]bool) []
 func (e *Engine) ruleVerdict(root string, seq uint64, provider, account, id string, r *config.Rule) {
 	var srv providers.Server
 	var err error
-	if prov, ok := e.deps.Provider(account); ok && prov.Type() == provider {
+	// The re-read takes the account's turn, and is not sent while the
+	// account is down (turn.go).
+	release, d := e.takeTurn(e.base, provider, account, e.turnWait())
+	if d == nil {
+		d = e.accountStale(provider, account)
+		if d != nil {
+			release()
+		}
+	}
+	switch prov, ok := e.deps.Provider(account); {
+	case d != nil:
+		err = errors.New(d.Detail)
+	case ok && prov.Type() == provider:
 		ctx, cancel := context.WithTimeout(e.base, 30*time.Second)
 		srv, err = prov.Get(ctx, id)
 		cancel()
-	} else {
+		release()
+	default:
+		release()
 		err = fmt.Errorf("no %s account named %q", provider, account)
 	}
 	e.mu.Lock()

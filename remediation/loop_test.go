@@ -209,21 +209,21 @@ func TestAlertVerdicts(t *testing.T) {
 		{"still firing: escalated", []step{
 			{fire: []string{"A"}},
 			{advance: 6 * time.Minute, wantLast: "reboot:not_recovered"},
-			{refresh: true, wantLast: "reboot:not_recovered power_cycle:"},
+			{refresh: true, wantLast: "reboot:not_recovered power_cycle:verifying"},
 			{advance: time.Minute, resolve: []string{"A"}, wantLast: "reboot:not_recovered power_cycle:recovered"},
 		}, EpisodeRecovered, []string{"reboot", "stop", "start"}},
 		{"two alerts, both resolved", []step{
 			{fire: []string{"A"}},
 			{advance: time.Minute, fire: []string{"B"}}, // same server, same episode: held back
-			{advance: time.Minute, resolve: []string{"A"}, wantLast: "reboot:"},
+			{advance: time.Minute, resolve: []string{"A"}, wantLast: "reboot:verifying"},
 			{advance: time.Minute, resolve: []string{"B"}, wantLast: "reboot:recovered"},
 		}, EpisodeRecovered, []string{"reboot"}},
 		{"two alerts, one still firing", []step{
 			{fire: []string{"A"}},
 			{advance: time.Minute, fire: []string{"B"}},
-			{advance: time.Minute, resolve: []string{"A"}, wantLast: "reboot:"},
+			{advance: time.Minute, resolve: []string{"A"}, wantLast: "reboot:verifying"},
 			{advance: 5 * time.Minute, wantLast: "reboot:not_recovered"},
-			{refresh: true, wantLast: "reboot:not_recovered power_cycle:"},
+			{refresh: true, wantLast: "reboot:not_recovered power_cycle:verifying"},
 		}, EpisodeOpen, []string{"reboot", "stop", "start"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -458,7 +458,7 @@ func TestPowerCycleCrashBetweenStopAndStart(t *testing.T) {
 		t.Fatalf("recovered %+v", recs)
 	}
 	eps := h.episodes("12003")
-	if len(eps) != 1 || ladderOf(eps[0]) != "power_cycle:" || eps[0].Steps[0].Outcome != ResultUnknown {
+	if len(eps) != 1 || ladderOf(eps[0]) != "power_cycle:verifying" || eps[0].Steps[0].Outcome != ResultUnknown {
 		t.Fatalf("episodes %+v", eps)
 	}
 	for i := 0; i < 3; i++ {

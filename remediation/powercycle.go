@@ -68,6 +68,10 @@ func (e *Engine) powerCycle(ctx context.Context, g *gate, rec *Record) (provider
 	if perr := g.st.Progress(rec); perr != nil {
 		level.Error(e.logger).Log("msg", "cannot record the power cycle's stop; a crash now would not know it was sent", "id", req.ID, "err", perr)
 	}
+	// The account's other requests go on while this one waits; each
+	// re-read takes a turn, and the start goes out in the turn of the
+	// re-read that saw the server stopped.
+	g.leaveTurn()
 	if werr := e.waitStopped(ctx, g); werr != nil {
 		result := ResultFailed
 		if ctx.Err() != nil {
@@ -88,9 +92,13 @@ func (e *Engine) powerCycle(ctx context.Context, g *gate, rec *Record) (provider
 var errNotStopped = errors.New("the server did not read stopped")
 
 // waitStopped re-reads the server until it reads stopped, at most
-// powerCycleWait; it gives up when ctx ends (shutdown).
+// powerCycleWait; it gives up when ctx ends (shutdown). Each re-read
+// takes the account's turn and none is sent while the account is down;
+// it returns nil holding the turn of the re-read that saw the server
+// stopped (g.turn), for the start.
 func (e *Engine) waitStopped(ctx context.Context, g *gate) error {
 	wait, poll := e.cycleWait, e.cyclePoll
+	until := time.Now().Add(wait)
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	tick := time.NewTicker(poll)
@@ -104,6 +112,15 @@ func (e *Engine) waitStopped(ctx context.Context, g *gate) error {
 			return fmt.Errorf("%w within %s (last read: %s); the start was not sent", errNotStopped, wait, last)
 		case <-tick.C:
 		}
+		release, d := e.takeTurn(ctx, g.req.Provider, g.req.Account, max(time.Until(until), time.Millisecond))
+		if d != nil {
+			continue // stopping, or the wait is over: the select says which
+		}
+		if d := e.accountStale(g.req.Provider, g.req.Account); d != nil {
+			release()
+			last = "not read: " + d.Detail
+			continue
+		}
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		s, err := g.prov.Get(rctx, g.req.ID)
 		cancel()
@@ -111,9 +128,11 @@ func (e *Engine) waitStopped(ctx context.Context, g *gate) error {
 		case err != nil:
 			last = "error: " + err.Error()
 		case s.State == providers.StateStopped:
+			g.turn = release
 			return nil
 		default:
 			last = fmt.Sprintf("%s (%s)", s.State, s.RawStatus)
 		}
+		release()
 	}
 }

@@ -83,7 +83,11 @@ func TestAlertActionsCountUnderOneRuleLabel(t *testing.T) {
 			t.Fatalf("%d %s", code, body)
 		}
 	}
-	waitFor(t, func() bool { recs, _ := h.engine.Recent(10); return len(recs) == 3 })
+	count := func() float64 {
+		return testutil.ToFloat64(h.engine.m.actions.WithLabelValues("vpsorg", "vps", "reboot", RuleAlertmanager, ResultDryRun))
+	}
+	// The record is written, then counted: wait for both.
+	waitFor(t, func() bool { recs, _ := h.engine.Recent(10); return len(recs) == 3 && count() >= 3 })
 	if after := h.seriesCount(); after != before {
 		t.Errorf("%d series after 3 alerts with invented alertnames, %d before", after, before)
 	}
@@ -92,9 +96,6 @@ func TestAlertActionsCountUnderOneRuleLabel(t *testing.T) {
 		if r.Result != ResultDryRun || !strings.HasPrefix(r.Rule, "Invented") || r.Source != "alert" {
 			t.Errorf("audit record %+v: want the alertname kept", r)
 		}
-	}
-	count := func() float64 {
-		return testutil.ToFloat64(h.engine.m.actions.WithLabelValues("vpsorg", "vps", "reboot", RuleAlertmanager, ResultDryRun))
 	}
 	if v := count(); v != 3 {
 		t.Errorf("actions_total{rule=%q} = %v, want 3", RuleAlertmanager, v)

@@ -15,7 +15,10 @@ import (
 // Record is one audit entry: an action taken (or, in dry-run, one that
 // would have been), with what the provider answered.
 type Record struct {
-	Seq      uint64    `json:"seq"`
+	Seq uint64 `json:"seq"`
+	// Time is when the action was sent (its intent written and the call
+	// handed to the provider's client), or a dry run recorded; its
+	// cooldown runs from it.
 	Time     time.Time `json:"time"`
 	Provider string    `json:"provider"`
 	Account  string    `json:"account"`

@@ -109,12 +109,22 @@ func (w *Webhook) stopped() bool {
 }
 
 // drain records every alert still queued at shutdown as suppressed: it was
-// accepted, so it is accounted for, not dropped silently.
+// accepted, so it is accounted for, not dropped silently. Each is logged
+// at debug, the count in one line.
 func (w *Webhook) drain() {
+	e, n := w.engine, 0
+	defer func() {
+		if n > 0 {
+			level.Info(e.logger).Log("msg", "alerts still queued at shutdown suppressed", "alerts", n, "reason", ReasonShutdown)
+		}
+	}()
 	for {
 		select {
 		case j := <-w.queue:
-			w.engine.suppressed(j.req, Decision{Reason: ReasonShutdown, Detail: "the exporter stopped before this alert was handled"})
+			d := Decision{Reason: ReasonShutdown, Detail: "the exporter stopped before this alert was handled"}
+			e.count(j.req, d)
+			level.Debug(e.logger).Log("msg", "action suppressed", "provider", j.req.Provider, "account", j.req.Account, "id", j.req.ID, "action", j.req.Action, "source", j.req.Source, "rule", j.req.Rule, "reason", d.Reason, "detail", d.Detail)
+			n++
 		default:
 			return
 		}
