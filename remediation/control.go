@@ -20,7 +20,12 @@ import (
 // {"provider","account","id"}. The controls, which act on servers, take
 // the remediation credential whenever one is set; the history is read
 // without it, as the status page shows it (both behind the web
-// configuration's authentication, as /metrics).
+// configuration's authentication, as /metrics). With no credential at
+// all (no bearer token, no basic auth in the web configuration: allowed
+// in dry run only), reset is refused (403): it would clear the live
+// closed loop's exhaustion and attempts in the state file for anyone;
+// pause and resume stay open (in dry run they only gate its records, and
+// going live needs a credential, which then guards them).
 type ControlHandler struct{ e *Engine }
 
 // NewControlHandler returns the control endpoints of e.
@@ -47,12 +52,16 @@ func (c *ControlHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		switch r.URL.Path {
+		case "/api/v1/remediation/reset":
+			if !c.e.credentialSet() {
+				http.Error(w, "Forbidden: reset needs a credential: set remediation.webhook.bearer_token (or basic_auth_users in --web.config.file)", http.StatusForbidden)
+				return
+			}
+			c.reset(w, r)
 		case "/api/v1/remediation/pause":
 			c.pause(w, r)
-		case "/api/v1/remediation/resume":
-			c.resume(w)
 		default:
-			c.reset(w, r)
+			c.resume(w)
 		}
 	default:
 		http.NotFound(w, r)

@@ -90,11 +90,16 @@ type Request struct {
 	Source, Rule string
 	// rule is set for rule requests, to re-check the condition.
 	rule *config.Rule
-	// escalation marks the next step of an episode's ladder, which its
-	// own cooldown does not hold back; alert is the fingerprint of the
-	// alert that asked.
+	// escalation marks the next step of an episode's ladder (of episode
+	// epSeq), which its own cooldown does not hold back; alert is the
+	// fingerprint of the alert that asked, alertStart its occurrence's
+	// startsAt, occ the webhook's note of its resolution while it is
+	// queued or handled.
 	escalation bool
+	epSeq      uint64
 	alert      string
+	alertStart time.Time
+	occ        *occurrence
 }
 
 // Decision is what the gate decided.
@@ -108,6 +113,10 @@ type Decision struct {
 	// account has none): an alert's suppression is counted only, never
 	// kept in memory or the history under its id.
 	unlisted bool
+	// dry: decided in the dry-run namespace (it never changes a live
+	// episode); permanent: a not_allowed that no reload of remediation's
+	// settings lifts (the provider lacks the action).
+	dry, permanent bool
 }
 
 // Deps are what the engine reads: snapshots and provider clients.
@@ -184,16 +193,24 @@ type Engine struct {
 	flushing []Event
 	eventSeq uint64
 	// The closed loop (loop.go): each lineage root's attempts and active
-	// episode, and the last episode number given.
-	tracks  map[string]*track
-	epSeq   uint64
-	loopVer uint64 // versions of the closed loop's writes, increasing
+	// episode, and the last episode number given. pendingMarks holds,
+	// for each root with a live request past its reservation and no
+	// active episode, the alerts noted (and resolved) meanwhile: the
+	// episode the request opens takes them. Bounded by the roots in
+	// flight.
+	pendingMarks map[string]alertMarks
+	tracks       map[string]*track
+	epSeq        uint64
+	loopVer      uint64 // versions of the closed loop's writes, increasing
 	// turns holds each account's turn (provider \x00 account): one
 	// remediation request talks to an account at a time (turn.go).
 	turns map[string]chan struct{}
 	// health is each account's latest list refresh, as OnRefresh saw it:
 	// the final check reads it without copying the account's servers.
 	health map[string]accountHealth
+	// webBasicAuth: the web configuration asks for basic auth, so every
+	// request that reaches the controls was authenticated.
+	webBasicAuth bool
 	// background holds the suppressions of rule requests decided away
 	// from a refresh (the re-read, the final check, the call, shutdown)
 	// until their rule's next summary line: provider \x00 account \x00
@@ -249,7 +266,7 @@ func NewEngine(deps Deps, reg prometheus.Registerer, logger log.Logger, now func
 	e := &Engine{deps: deps, logger: logger, now: now, m: newMetrics(reg), stop: make(chan struct{}),
 		since: map[string]time.Time{}, live: newLedger(), dry: newLedger(), lineage: map[string]string{},
 		inFlight: map[string]bool{}, lastReason: map[string]string{}, unflushed: map[string]uint64{}, accounts: map[string]string{},
-		fleets: map[string]fleetSize{}, known: map[string]bool{}, restored: map[string]string{}, restoredRules: map[string]bool{}, tracks: map[string]*track{},
+		fleets: map[string]fleetSize{}, known: map[string]bool{}, restored: map[string]string{}, restoredRules: map[string]bool{}, tracks: map[string]*track{}, pendingMarks: map[string]alertMarks{},
 		turns: map[string]chan struct{}{}, health: map[string]accountHealth{}, background: map[string]*tally{},
 		cycleWait: powerCycleWait, cyclePoll: powerCyclePoll}
 	e.base, e.cancel = context.WithCancel(context.Background())
@@ -532,7 +549,7 @@ func (e *Engine) Submit(ctx context.Context, req Request) Decision {
 func (e *Engine) admit(req Request, snap *collector.Snapshot, srv *providers.Server, background bool) (*gate, *Decision) {
 	e.mu.Lock()
 	st := e.state
-	g := &gate{e: e, req: req, cfg: e.cfg, now: e.now(), stateOK: st != nil, staleness: e.staleness, pause: e.pausedLocked(e.now())}
+	g := &gate{e: e, req: req, cfg: e.cfg, now: e.now(), stateOK: st != nil, staleness: e.staleness, pause: e.pausedLocked(e.now()), dryRun: e.cfg.DryRun}
 	e.mu.Unlock()
 	if snap == nil {
 		s, ok := e.deps.Snapshot(req.Account)
@@ -585,6 +602,7 @@ func (e *Engine) carryOut(ctx context.Context, g *gate) Decision {
 		d = e.final(g)
 	}
 	if d != nil {
+		d.dry = g.dryRun
 		e.release(g)
 		e.suppressed(req, *d)
 		return *d
@@ -622,12 +640,8 @@ func (e *Engine) final(g *gate) *Decision {
 	if !insideWindow(e.cfg.Windows, now) {
 		return &Decision{Reason: ReasonOutsideWindow, Detail: "the action window closed"}
 	}
-	if req := g.req; req.Source == "rule" {
-		// The intent is still the configuration's: a reload during the
-		// wait for the account's turn may have removed or changed it.
-		if r := e.ruleByNameLocked(req.Rule); r == nil || (!req.escalation && r.Action != string(req.Action)) {
-			return supp(ReasonNotAllowed, "rule %q was removed or changed by a reload", req.Rule)
-		}
+	if d := e.stillCalledForLocked(g); d != nil {
+		return d
 	}
 	if stale != nil {
 		return stale
@@ -639,6 +653,53 @@ func (e *Engine) final(g *gate) *Decision {
 	// waits for it before closing this one (lifecycle.go).
 	g.st = e.state
 	g.st.hold()
+	return nil
+}
+
+// stillCalledForLocked checks that the request is still what the
+// configuration and the closed loop ask for, a reload, a reset or
+// Alertmanager having had their say during the wait for the account's
+// turn and the re-read: a rule's request is still its rule's; an
+// alert's, the webhook is still on and its occurrence has not resolved;
+// an escalation is still its episode's next step, on the ladder as
+// configured now, and (alerts) its alerts have not all resolved.
+func (e *Engine) stillCalledForLocked(g *gate) *Decision {
+	req := g.req
+	if req.Source == "rule" && !req.escalation {
+		if r := e.ruleByNameLocked(req.Rule); r == nil || r.Action != string(req.Action) {
+			return supp(ReasonNotAllowed, "rule %q was removed or changed by a reload", req.Rule)
+		}
+	}
+	if req.Source == "alert" && !e.cfg.Webhook.Enabled {
+		return supp(ReasonNotAllowed, "remediation.webhook.enabled was turned off")
+	}
+	if g.dryRun {
+		return nil // dry runs read the live episodes, never wait on them
+	}
+	if !req.escalation {
+		if req.Source == "alert" {
+			resolved := !req.occ.resolvedAt().IsZero()
+			if pm, ok := e.pendingMarks[g.root]; ok && !resolved {
+				for _, m := range pm {
+					resolved = resolved || (m.Fingerprint == req.alert && !m.Resolved.IsZero())
+				}
+			}
+			if resolved {
+				return supp(ReasonConditionCleared, "Alertmanager resolved the alert before the call")
+			}
+		}
+		return nil
+	}
+	var ep *Episode
+	if t := e.tracks[g.root]; t != nil {
+		ep = t.Episode
+	}
+	if ep == nil || ep.Seq != req.epSeq || ep.Escalate != string(req.Action) || ep.exhausted() || e.nextStepLocked(ep) != string(req.Action) {
+		return supp(ReasonNotAllowed, "no longer the next step of the server's episode (a reload changed its ladder, or an operator reset it)")
+	}
+	if all, _ := ep.allResolved(); all && ep.Source == "alert" {
+		return supp(ReasonConditionCleared, "Alertmanager resolved the alert(s) before the next step")
+	}
 	return nil
 }
 
@@ -657,7 +718,7 @@ func (e *Engine) recordDryRun(g *gate) Decision {
 	// into a live record.
 	if err := g.st.RecordDryRun(rec, g.root, actionKey(req.Provider, req.Account, string(req.Action), ruleLabel(req.Source, req.Rule), ResultDryRun)); err != nil {
 		e.release(g)
-		d := Decision{Reason: ReasonStateError, Detail: err.Error()}
+		d := Decision{Reason: ReasonStateError, Detail: err.Error(), dry: true}
 		e.suppressed(req, d)
 		return d
 	}
@@ -697,7 +758,7 @@ func (e *Engine) execute(ctx context.Context, g *gate) Decision {
 	// The time it is sent (the intent is written, then the call handed to
 	// the provider's client), not the decision's: the cooldown and the
 	// hourly window run from it.
-	rec := &Record{Time: e.now(), Provider: req.Provider, Account: req.Account, ID: req.ID, Action: string(req.Action), Source: req.Source, Rule: req.Rule, Alert: req.alert}
+	rec := &Record{Time: e.now(), Provider: req.Provider, Account: req.Account, ID: req.ID, Action: string(req.Action), Source: req.Source, Rule: req.Rule, Alert: req.alert, AlertStartsAt: req.alertStart}
 	if err := g.st.Begin(rec, g.root); err != nil {
 		e.release(g)
 		d := Decision{Reason: ReasonStateError, Detail: "cannot record the intent, not acting: " + err.Error()}
@@ -803,7 +864,7 @@ func (e *Engine) suppressed(req Request, d Decision) {
 // account or action it does not have creates no series and no memory.
 func (e *Engine) count(req Request, d Decision) bool {
 	changed := e.countOnly(req, d)
-	if req.escalation {
+	if req.escalation && !d.dry {
 		e.escalationRefused(req, d)
 	}
 	return changed

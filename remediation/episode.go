@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -46,7 +47,13 @@ type Step struct {
 	Time     time.Time `json:"time"`
 	Finished time.Time `json:"finished"`
 	Outcome  string    `json:"outcome"` // success, failed, unknown
-	Verdict  string    `json:"verdict,omitempty"`
+	// Refused: the provider refused the action (outcome failed, none of
+	// its calls accepted): nothing was done to verify, so the step gets
+	// no verdict, is not counted, and does not use up its place in the
+	// ladder: the same step is due again after its cooldown (doubled by
+	// each refusal).
+	Refused bool   `json:"refused,omitempty"`
+	Verdict string `json:"verdict,omitempty"`
 	// VerdictTime is when the verdict was taken; Detail says on what.
 	VerdictTime time.Time `json:"verdict_time,omitempty"`
 	Detail      string    `json:"detail,omitempty"`
@@ -58,11 +65,89 @@ type Step struct {
 }
 
 // AlertMark is one alert that asked for an episode's server to be
-// repaired, and when Alertmanager said it resolved.
+// repaired: the occurrence it is at (its startsAt: Alertmanager sends the
+// same one until it resolves, a new one when it fires again), and when
+// Alertmanager said that occurrence resolved.
 type AlertMark struct {
 	Fingerprint string    `json:"fingerprint"`
 	Name        string    `json:"name"`
+	StartsAt    time.Time `json:"starts_at,omitempty"`
 	Resolved    time.Time `json:"resolved,omitempty"`
+}
+
+// alertMarks are an episode's alerts (or, before its first step is
+// recorded, a reserved request's: pending marks).
+type alertMarks []AlertMark
+
+// mark notes that an occurrence of an alert fires for the server; it
+// reports whether the marks changed. The same occurrence keeps its
+// resolution (a resend, or the ladder's next step asked for by it); a
+// newer one replaces it, unresolved; an older one is stale and ignored. A
+// zero startsAt (an escalation, a record recovered after a crash: the
+// occurrence is not known) notes a new alert and changes nothing else.
+func (m *alertMarks) mark(fingerprint, name string, startsAt time.Time) bool {
+	if fingerprint == "" {
+		return false
+	}
+	for i := range *m {
+		a := &(*m)[i]
+		if a.Fingerprint != fingerprint {
+			continue
+		}
+		switch {
+		case startsAt.IsZero() || startsAt.Equal(a.StartsAt):
+			return false
+		case a.StartsAt.IsZero() || startsAt.After(a.StartsAt):
+			a.StartsAt, a.Resolved = startsAt, time.Time{}
+			return true
+		}
+		return false // an older occurrence: stale
+	}
+	if len(*m) >= maxAlertMarks {
+		return false
+	}
+	*m = append(*m, AlertMark{Fingerprint: fingerprint, Name: name, StartsAt: startsAt})
+	return true
+}
+
+// resolve notes that an occurrence of an alert resolved at t; it reports
+// whether the marks changed. A resolution of an older occurrence than the
+// one marked is stale (an out-of-order notification) and ignored; one of a
+// newer occurrence says the alert is resolved now.
+func (m *alertMarks) resolve(fingerprint string, startsAt, t time.Time) bool {
+	for i := range *m {
+		a := &(*m)[i]
+		if a.Fingerprint != fingerprint {
+			continue
+		}
+		switch {
+		case !startsAt.IsZero() && !a.StartsAt.IsZero() && startsAt.Before(a.StartsAt):
+			return false
+		case !startsAt.IsZero() && startsAt.After(a.StartsAt):
+			a.StartsAt, a.Resolved = startsAt, t
+			return true
+		case a.Resolved.IsZero():
+			a.Resolved = t
+			return true
+		}
+		return false
+	}
+	return false
+}
+
+// allResolved reports whether every alert resolved, and when the last one
+// did.
+func (m alertMarks) allResolved() (bool, time.Time) {
+	var at time.Time
+	for _, a := range m {
+		if a.Resolved.IsZero() {
+			return false, time.Time{}
+		}
+		if a.Resolved.After(at) {
+			at = a.Resolved
+		}
+	}
+	return len(m) > 0, at
 }
 
 // maxAlertMarks bounds the alerts one episode remembers.
@@ -88,8 +173,10 @@ type Episode struct {
 	Reason  string    `json:"reason,omitempty"`
 	Ended   time.Time `json:"ended,omitempty"`
 	// Escalate is the next action of the ladder, due: a not_recovered
-	// verdict asked for it and it has not passed the gate yet.
-	Escalate string `json:"escalate,omitempty"`
+	// verdict (or a refusal, for the same step again) asked for it and it
+	// has not passed the gate yet; EscalateSince is since when.
+	Escalate      string    `json:"escalate,omitempty"`
+	EscalateSince time.Time `json:"escalate_since,omitempty"`
 	// ClearSince is, for an exhausted server, since when its condition
 	// has been clear (zero: it is not).
 	ClearSince time.Time `json:"clear_since,omitempty"`
@@ -109,53 +196,34 @@ func (ep *Episode) last() *Step {
 	return &ep.Steps[len(ep.Steps)-1]
 }
 
+// position is the episode's place in its ladder: its steps but the
+// refused ones.
+func (ep *Episode) position() int {
+	n := 0
+	for _, s := range ep.Steps {
+		if !s.Refused {
+			n++
+		}
+	}
+	return n
+}
+
+// verifying reports whether the episode's last step waits for its
+// verdict.
+func (ep *Episode) verifying() bool {
+	last := ep.last()
+	return last != nil && last.Verdict == "" && !last.Refused
+}
+
 // exhausted reports whether the episode holds its server back.
 func (ep *Episode) exhausted() bool { return ep.Outcome == EpisodeExhausted && ep.Released.IsZero() }
 
-// mark notes that an alert is firing for the episode's server.
-func (ep *Episode) mark(fingerprint, name string) {
-	if fingerprint == "" {
-		return
-	}
-	for i := range ep.Alerts {
-		if ep.Alerts[i].Fingerprint == fingerprint {
-			ep.Alerts[i].Resolved = time.Time{}
-			return
-		}
-	}
-	if len(ep.Alerts) < maxAlertMarks {
-		ep.Alerts = append(ep.Alerts, AlertMark{Fingerprint: fingerprint, Name: name})
-	}
-}
-
-// resolve notes that an alert resolved at t; it reports whether the
-// episode knew the alert.
-func (ep *Episode) resolve(fingerprint string, t time.Time) bool {
-	for i := range ep.Alerts {
-		if ep.Alerts[i].Fingerprint == fingerprint {
-			if ep.Alerts[i].Resolved.IsZero() {
-				ep.Alerts[i].Resolved = t
-			}
-			return true
-		}
-	}
-	return false
-}
+// marks are the episode's alerts, to note and resolve them.
+func (ep *Episode) marks() *alertMarks { return (*alertMarks)(&ep.Alerts) }
 
 // allResolved reports whether every alert of the episode resolved, and
 // when the last one did.
-func (ep *Episode) allResolved() (bool, time.Time) {
-	var at time.Time
-	for _, a := range ep.Alerts {
-		if a.Resolved.IsZero() {
-			return false, time.Time{}
-		}
-		if a.Resolved.After(at) {
-			at = a.Resolved
-		}
-	}
-	return len(ep.Alerts) > 0, at
-}
+func (ep *Episode) allResolved() (bool, time.Time) { return alertMarks(ep.Alerts).allResolved() }
 
 func (ep *Episode) clone() *Episode {
 	c := *ep
@@ -172,9 +240,24 @@ type track struct {
 	Attempts []time.Time `json:"attempts,omitempty"`
 	Episode  *Episode    `json:"episode,omitempty"`
 	Version  uint64      `json:"version"`
-	// verifying is set while a verdict's re-read is under way.
-	verifying bool
+	// Deleted marks a tombstone in the state file: the track was deleted
+	// (a reset, nothing left to remember) at this version, so that an
+	// older change stored after it cannot write it back. Pruned after
+	// tombstoneKeep.
+	Deleted time.Time `json:"deleted,omitempty"`
+	// verifying is set while a verdict's re-read is under way;
+	// metricMisses counts the verdict re-reads of the last step that
+	// lacked the rule's metric; missing counts the account's successive
+	// lists without the server.
+	verifying    bool
+	metricMisses int
+	missing      int
 }
+
+// tombstoneKeep is how long a deleted track's tombstone stays in the
+// state file: far longer than a change takes from its capture to its
+// write.
+const tombstoneKeep = time.Hour
 
 // attemptsSince counts the actions at or after t.
 func (t *track) attemptsSince(from time.Time) int {
@@ -188,14 +271,20 @@ func (t *track) attemptsSince(from time.Time) int {
 }
 
 // loopWrite is what one change of a track writes, in one transaction:
-// the track, the episodes it touched (the active one, one that ended) and
-// the durable counters it moved.
+// the track (or its tombstone), the episodes it touched (the active one,
+// one that ended) and the durable counters it moved.
 type loopWrite struct {
 	root   string
-	track  []byte // nil: delete the track
+	track  []byte
 	ver    uint64
 	eps    []*Episode
 	counts []string
+}
+
+// tombstoneJSON is a deleted track as the state file keeps it for a
+// while: its version, over any older change.
+func tombstoneJSON(root string, ver uint64, at time.Time) []byte {
+	return mustJSON(&track{Root: root, Version: ver, Deleted: at})
 }
 
 var (
@@ -204,20 +293,15 @@ var (
 )
 
 // putLoop writes w in tx. A track or an episode older than the stored one
-// (a slower writer of an earlier change) is not written.
+// (a slower writer of an earlier change) is not written: a deleted
+// track's tombstone holds its version.
 func putLoop(tx *bolt.Tx, w *loopWrite) error {
 	if w == nil {
 		return nil
 	}
 	tb := tx.Bucket(bucketTracks)
-	if cur := tb.Get([]byte(w.root)); cur == nil || storedVersion(cur) < w.ver {
-		var err error
-		if w.track == nil {
-			err = tb.Delete([]byte(w.root))
-		} else {
-			err = tb.Put([]byte(w.root), w.track)
-		}
-		if err != nil {
+	if cur := tb.Get([]byte(w.root)); w.track != nil && (cur == nil || storedVersion(cur) < w.ver) {
+		if err := tb.Put([]byte(w.root), w.track); err != nil {
 			return err
 		}
 	}
@@ -250,9 +334,16 @@ func storedVersion(b []byte) uint64 {
 	return v.Version
 }
 
-// PutLoop writes one change of the closed loop.
-func (s *State) PutLoop(w *loopWrite) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return putLoop(tx, w) })
+// PutLoop writes changes of the closed loop in one transaction.
+func (s *State) PutLoop(ws ...*loopWrite) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for _, w := range ws {
+			if err := putLoop(tx, w); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // loopState is the closed loop as the state file holds it.
@@ -266,19 +357,7 @@ type loopState struct {
 func (s *State) loadLoop() (*loopState, error) {
 	l := &loopState{tracks: map[string]*track{}}
 	err := s.db.View(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketTracks).ForEach(func(k, v []byte) error {
-			t := &track{}
-			if err := json.Unmarshal(v, t); err != nil {
-				return fmt.Errorf("remediation track %q: %w", k, err)
-			}
-			t.Root = string(k)
-			l.maxVer = max(l.maxVer, t.Version)
-			if t.Episode != nil {
-				t.Episode.Root = t.Root
-			}
-			l.tracks[t.Root] = t
-			return nil
-		}); err != nil {
+		if err := readTracks(tx, nil, l); err != nil {
 			return err
 		}
 		if k, _ := tx.Bucket(bucketEpisodes).Cursor().Last(); len(k) == 8 {
@@ -290,6 +369,48 @@ func (s *State) loadLoop() (*loopState, error) {
 		})
 	})
 	return l, err
+}
+
+// loadTracks reads the tracks of the servers under the key prefixes
+// (accounts added back by a reload).
+func (s *State) loadTracks(prefixes []string) (*loopState, error) {
+	l := &loopState{tracks: map[string]*track{}}
+	err := s.db.View(func(tx *bolt.Tx) error { return readTracks(tx, prefixes, l) })
+	return l, err
+}
+
+// readTracks reads into l the tracks under the prefixes (nil: all); a
+// tombstone is no track, but its version counts.
+func readTracks(tx *bolt.Tx, prefixes []string, l *loopState) error {
+	read := func(k, v []byte) error {
+		t := &track{}
+		if err := json.Unmarshal(v, t); err != nil {
+			return fmt.Errorf("remediation track %q: %w", k, err)
+		}
+		l.maxVer = max(l.maxVer, t.Version)
+		if !t.Deleted.IsZero() {
+			return nil
+		}
+		t.Root = string(k)
+		if t.Episode != nil {
+			t.Episode.Root = t.Root
+		}
+		l.tracks[t.Root] = t
+		return nil
+	}
+	b := tx.Bucket(bucketTracks)
+	if prefixes == nil {
+		return b.ForEach(read)
+	}
+	for _, p := range prefixes {
+		c := b.Cursor()
+		for k, v := c.Seek([]byte(p)); k != nil && strings.HasPrefix(string(k), p); k, v = c.Next() {
+			if err := read(k, v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Episodes returns the episodes keep accepts, newest first, at most max.
@@ -334,17 +455,40 @@ func loopPrunes(c pruneCutoffs) []prunePass {
 		}},
 		{bucket: bucketTracks, old: func(_ *bolt.Tx, _, v []byte) bool {
 			var t track
-			return json.Unmarshal(v, &t) == nil && t.Episode == nil && t.attemptsSince(c.records) == 0
+			if json.Unmarshal(v, &t) != nil {
+				return false
+			}
+			if !t.Deleted.IsZero() {
+				return t.Deleted.Before(c.tombstones)
+			}
+			return t.Episode == nil && t.attemptsSince(c.records) == 0
 		}},
 	}
 }
 
-// ResetServer clears one server's live cooldown and writes its reset
-// track (w: no track, the episode that ended) in one transaction.
+// ResetServer clears one server's live cooldown and the alert
+// occurrences handled for it (so that a still-firing alert's resend
+// starts its ladder again), and writes its reset track (w: its
+// tombstone, the episode that ended) in one transaction.
 func (s *State) ResetServer(root string, w *loopWrite) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketCooldown).Delete([]byte(root)); err != nil {
 			return err
+		}
+		seen := tx.Bucket(bucketSeen)
+		var keys [][]byte
+		if err := seen.ForEach(func(k, v []byte) error {
+			if len(v) > 8 && string(v[8:]) == root {
+				keys = append(keys, append([]byte(nil), k...))
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if err := seen.Delete(k); err != nil {
+				return err
+			}
 		}
 		return putLoop(tx, w)
 	})

@@ -33,10 +33,11 @@ type gate struct {
 	prov    providers.Provider
 
 	// Set by the counting checks: the request is its episode's due next
-	// step (its own cooldown does not hold it back); writes are the
-	// closed loop's changes to store once the lock is released.
-	escalating bool
-	writes     []*loopWrite
+	// step (its own cooldown does not hold it back, unless retry: the
+	// step is one the provider refused, again); writes are the closed
+	// loop's changes to store once the lock is released.
+	escalating, retry bool
+	writes            []*loopWrite
 
 	// Set by the reservation.
 	dryRun       bool
@@ -98,6 +99,7 @@ var confirmChecks = []check{
 func (g *gate) run(checks []check) *Decision {
 	for _, c := range checks {
 		if d := c.fn(g); d != nil {
+			d.dry = g.dryRun
 			return d
 		}
 	}
@@ -122,12 +124,17 @@ func (g *gate) checkAllowed() *Decision {
 	if req.Source == "alert" && !req.escalation && !slices.Contains(g.cfg.Webhook.AllowedActions, string(req.Action)) {
 		return supp(ReasonNotAllowed, "action %q is not in remediation.webhook.allowed_actions", req.Action)
 	}
+	if req.Source == "alert" && !g.cfg.Webhook.Enabled {
+		return supp(ReasonNotAllowed, "remediation.webhook.enabled is false")
+	}
 	prov, ok := g.e.deps.Provider(req.Account)
 	if !ok || prov.Type() != req.Provider {
 		return supp(ReasonNotAllowed, "no %s account named %q", req.Provider, req.Account)
 	}
 	if !hasAction(prov, req.Action) {
-		return supp(ReasonNotAllowed, "%s cannot %s", req.Provider, req.Action)
+		d := supp(ReasonNotAllowed, "%s cannot %s", req.Provider, req.Action)
+		d.permanent = true
+		return d
 	}
 	g.prov = prov
 	if g.snap != nil && !g.located {
@@ -268,11 +275,10 @@ func (g *gate) checkInFlight() *Decision {
 // checkEpisode holds back every request for an exhausted server, and
 // every request for a server whose last action is being verified or whose
 // next step is due but that step; it exhausts a server that reached
-// max_attempts in attempts_window. Dry runs have no episodes.
+// max_attempts in attempts_window. Dry runs have no episodes of their
+// own: they read the live ones, and change nothing (a dry run shows
+// `exhausted` where a live request would be).
 func (g *gate) checkEpisode() *Decision {
-	if g.dryRun {
-		return nil
-	}
 	e := g.e
 	t := e.tracks[g.root]
 	if t == nil {
@@ -285,25 +291,29 @@ func (g *gate) checkEpisode() *Decision {
 			return supp(ReasonExhausted, "no repair recovered this server (%s; since %s); it waits for its condition to be clear for its verify window, or POST /api/v1/remediation/reset",
 				ep.Reason, ep.Ended.UTC().Format(time.RFC3339))
 		case ep.Escalate != "":
-			if !g.req.escalation || string(g.req.Action) != ep.Escalate {
+			if !g.req.escalation || string(g.req.Action) != ep.Escalate || g.req.epSeq != ep.Seq {
 				return supp(ReasonCooldown, "the next step of this server's episode, %s, is due", ep.Escalate)
 			}
-			g.escalating = true
-		case last != nil && last.Verdict == "":
+			// A dry run's step waits for its dry-run cooldown.
+			g.escalating = !g.dryRun
+			g.retry = last != nil && last.Refused
+		case ep.verifying():
 			return supp(ReasonCooldown, "its last action (%s at %s) is being verified", last.Action, last.Finished.UTC().Format(time.RFC3339))
 		}
 	}
 	max, window := attemptsLimit(g.cfg)
 	if n := t.attemptsSince(g.now.Add(-window)); n >= max {
 		why := fmt.Sprintf("max_attempts %d reached: %d actions in %s", max, n, window)
-		g.writes = append(g.writes, e.exhaustRequestLocked(t, g.req, why))
+		if !g.dryRun {
+			g.writes = append(g.writes, e.exhaustRequestLocked(t, g.req, why))
+		}
 		return supp(ReasonExhausted, "%s", why)
 	}
 	return nil
 }
 
 func (g *gate) checkCooldown() *Decision {
-	if g.escalating {
+	if g.escalating && !g.retry {
 		return nil // the episode's own cooldown does not hold back its next step
 	}
 	l := g.e.ledgerLocked(g.dryRun)
@@ -382,6 +392,15 @@ func (e *Engine) fleetLocked(provider, account string, snap *collector.Snapshot)
 func (g *gate) reserveLocked() {
 	l := g.e.ledgerLocked(g.dryRun)
 	g.e.inFlight[g.root] = true
+	if t := g.e.tracks[g.root]; !g.dryRun && (t == nil || t.Episode == nil) {
+		// The alerts noted for the server until its episode opens.
+		var pm alertMarks
+		pm.mark(g.req.alert, g.req.Rule, g.req.alertStart)
+		if at := g.req.occ.resolvedAt(); !at.IsZero() {
+			pm.resolve(g.req.alert, g.req.alertStart, at)
+		}
+		g.e.pendingMarks[g.root] = pm
+	}
 	g.prevCooldown = l.cooldown[g.root]
 	g.reserved = &intent{at: g.now, account: g.req.Provider + "\x00" + g.req.Account, root: g.root}
 	l.recent = append(l.recent, g.reserved)
@@ -390,6 +409,7 @@ func (g *gate) reserveLocked() {
 func (g *gate) releaseLocked() {
 	l := g.e.ledgerLocked(g.dryRun)
 	delete(g.e.inFlight, g.root)
+	delete(g.e.pendingMarks, g.root)
 	l.recent = slices.DeleteFunc(l.recent, func(in *intent) bool { return in == g.reserved })
 }
 
@@ -417,8 +437,9 @@ func (g *gate) checkStillCalledFor() *Decision {
 	r := g.req.rule
 	if r != nil && g.req.escalation {
 		// The next step is called for while the server is not
-		// recovered: the condition holds, or it is not running.
-		if !conditionHolds(r, g.srv) && g.srv.State == providers.StateRunning {
+		// recovered: the condition holds, or it is not running. An
+		// answer without the rule's metric is no sign of recovery.
+		if clear, known := clearOn(r, g.srv, true); known && clear {
 			return supp(ReasonConditionCleared, "the server recovered before its next step (running, rule condition clear)")
 		}
 		return nil
@@ -634,10 +655,11 @@ func (e *Engine) History(ctx context.Context, f Filter) (History, error) {
 }
 
 // showVerifying marks, for the history, the last step of an open episode
-// whose verdict is not taken yet as verifying (never stored).
+// whose verdict is not taken yet as verifying (never stored; a refused
+// step gets none).
 func showVerifying(ep *Episode) {
-	if last := ep.last(); ep.Outcome == EpisodeOpen && last != nil && last.Verdict == "" {
-		last.Verdict = VerdictVerifying
+	if ep.Outcome == EpisodeOpen && ep.verifying() {
+		ep.last().Verdict = VerdictVerifying
 	}
 }
 

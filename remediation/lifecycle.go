@@ -13,7 +13,9 @@ import (
 
 // Locking. e.mu guards the engine's memory and is held only for memory
 // work: never across a provider call or state-file I/O. e.stateMu orders
-// the state file's lifecycle (open, load, close) and the control writes
+// the state file's lifecycle (open, load; the close at shutdown: a file a
+// reload replaced is closed without it, once nothing hands it out) and
+// the control writes
 // (pause, resume, reset, flushes) with what they publish in memory: such a
 // writer takes e.stateMu, reads what it needs under e.mu, writes the file
 // with no lock but e.stateMu, then publishes under e.mu. e.stateMu is
@@ -27,20 +29,47 @@ import (
 // counters that the configuration can move are created at zero for its
 // accounts, so that a first failure or suppression is an increase that
 // alerts can see; the series of an account or a rule no longer configured
-// leave, and come back with their durable totals if it does. A new
-// state_file is used once the actions under way have been recorded in the
-// old one (at most stateSwitchWait); it starts from its own history.
+// leave, and come back with their durable totals if it does; an account
+// added back finds its servers' closed loop (attempts, episodes,
+// exhaustion) as the state file kept it. A new state_file is used at
+// once, from its own history; the old one is closed once the actions
+// under way have been recorded in it (at most stateSwitchWait, during
+// which Configure does not return but the controls work).
 func (e *Engine) Configure(c config.Remediation, refresh time.Duration, accounts []config.Provider) error {
 	e.stateMu.Lock()
-	defer e.stateMu.Unlock()
-	e.mu.Lock()
-	prev, prevRules := e.accounts, e.cfg.Rules
-	e.cfg = c
-	e.accounts = map[string]string{}
+	next := map[string]string{}
 	for _, a := range accounts {
-		e.accounts[a.Name] = a.Type
+		next[a.Name] = a.Type
 	}
+	e.mu.Lock()
+	prev, cur, curPath := e.accounts, e.state, e.statePath
+	e.mu.Unlock()
+	// Accounts added back find their closed loop (attempts, episodes,
+	// exhaustion) as the state file kept it, before they are published.
+	var back *loopState
+	if c.Enabled && cur != nil && curPath == c.StateFile {
+		var prefixes []string
+		for name, typ := range next {
+			if prev[name] != typ {
+				prefixes = append(prefixes, serverKey(typ, name, ""))
+			}
+		}
+		if len(prefixes) > 0 {
+			var err error
+			if back, err = cur.loadTracks(prefixes); err != nil {
+				level.Error(e.logger).Log("msg", "cannot read the closed loop of the accounts added back; they start without it", "err", err)
+				back = nil
+			}
+		}
+	}
+	e.mu.Lock()
+	prevRules := e.cfg.Rules
+	e.cfg = c
+	e.accounts = next
 	e.forgetAccountsLocked(prev)
+	if back != nil {
+		e.adoptTracksLocked(back)
+	}
 	e.forgetRulesLocked(prevRules)
 	if c.Enabled {
 		e.initSeries(c, accounts)
@@ -52,6 +81,7 @@ func (e *Engine) Configure(c config.Remediation, refresh time.Duration, accounts
 	if !c.Enabled {
 		e.m.stateOK.Set(1) // nothing to store: no state problem to report
 		e.mu.Unlock()
+		e.stateMu.Unlock()
 		return nil
 	}
 	old := e.state
@@ -59,16 +89,23 @@ func (e *Engine) Configure(c config.Remediation, refresh time.Duration, accounts
 		e.mu.Unlock()
 		// Accounts added back: their durable totals return.
 		e.restoreCounters(old)
+		e.stateMu.Unlock()
 		return nil
 	}
 	e.state = nil
 	e.statePath = c.StateFile
 	e.mu.Unlock()
-	if old != nil {
-		e.closeState(old, stateSwitchWait)
-	}
 	st, err := OpenState(c.StateFile)
-	return e.install(c.StateFile, st, err)
+	err = e.install(c.StateFile, st, err)
+	e.stateMu.Unlock()
+	// The old file is closed once the actions under way have been
+	// recorded in it, without e.stateMu: pause, resume and reset go on
+	// meanwhile, on the new file. Its unflushed suppressions go to the
+	// new one.
+	if old != nil {
+		e.closeState(old, stateSwitchWait, false)
+	}
+	return err
 }
 
 // stateSwitchWait bounds how long a reload that changes state_file waits
@@ -80,9 +117,9 @@ const stateSwitchWait = actionTimeout + 30*time.Second
 // closeState closes a state file the engine no longer hands out (e.state
 // is not st any more): it waits, at most wait, for what holds it (actions
 // between their intent and their record, reads), writes the unflushed
-// suppressions and closes it. It waits without the engine's lock; the
-// caller holds e.stateMu.
-func (e *Engine) closeState(st *State, wait time.Duration) {
+// suppressions (when flush; the caller then holds e.stateMu) and closes
+// it. It waits without the engine's lock.
+func (e *Engine) closeState(st *State, wait time.Duration, flush bool) {
 	if n := st.inUse(); n > 0 {
 		level.Info(e.logger).Log("msg", "waiting for the remediation actions under way to be recorded before closing the state file", "holders", n, "max_wait", wait)
 	}
@@ -92,7 +129,9 @@ func (e *Engine) closeState(st *State, wait time.Duration) {
 	if left > 0 {
 		level.Error(e.logger).Log("msg", "closing the remediation state file with actions still under way: their records cannot be written; their intents stay in the file and are recorded unknown when it is used again", "holders", left)
 	}
-	e.flushTo(st)
+	if flush {
+		e.flushTo(st)
+	}
 	if err := st.Close(); err != nil {
 		level.Error(e.logger).Log("msg", "cannot close the remediation state file", "err", err)
 	}
@@ -491,7 +530,7 @@ func (e *Engine) Close() {
 	e.state = nil
 	e.mu.Unlock()
 	if st != nil {
-		e.closeState(st, max(time.Until(deadline), 0))
+		e.closeState(st, max(time.Until(deadline), 0), true)
 	}
 }
 

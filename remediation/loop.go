@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -103,8 +104,9 @@ func (e *Engine) trackLocked(root string) *track {
 // (store), or in the audit record's transaction (Finish). Attempts older
 // than the window go; a track left with nothing leaves memory.
 func (e *Engine) captureLocked(t *track, ended *Episode, counts ...string) *loopWrite {
+	now := e.now()
 	_, window := attemptsLimit(e.cfg)
-	from := e.now().Add(-window)
+	from := now.Add(-window)
 	keep := t.Attempts[:0]
 	for _, a := range t.Attempts {
 		if !a.Before(from) {
@@ -123,8 +125,9 @@ func (e *Engine) captureLocked(t *track, ended *Episode, counts ...string) *loop
 	}
 	if t.Episode == nil && len(t.Attempts) == 0 {
 		delete(e.tracks, t.Root)
-		// A deletion still carries the version, over the stored one.
-		w.track = nil
+		// A deletion leaves a tombstone with its version, over the
+		// stored one and any older change still on its way.
+		w.track = tombstoneJSON(t.Root, t.Version, now)
 		return w
 	}
 	c := *t
@@ -151,37 +154,59 @@ func (e *Engine) store(ws ...*loopWrite) {
 	if st == nil {
 		return
 	}
-	for _, w := range ws {
-		if w == nil {
-			continue
-		}
-		if err := st.PutLoop(w); err != nil {
-			level.Error(e.logger).Log("msg", "cannot store the closed loop's record; memory and state file differ until the next change", "err", err)
-			e.m.stateOK.Set(0)
-		}
+	ws = slices.DeleteFunc(ws, func(w *loopWrite) bool { return w == nil })
+	if len(ws) == 0 {
+		return
+	}
+	if err := st.PutLoop(ws...); err != nil {
+		level.Error(e.logger).Log("msg", "cannot store the closed loop's record; memory and state file differ until the next change", "err", err)
+		e.m.stateOK.Set(0)
 	}
 }
 
 // recordStepLocked adds an answered live action to its server's episode,
-// opening one for the first, and counts it as an attempt.
+// opening one for the first (with the alerts noted while it was under
+// way), and counts it as an attempt. A step the provider refused gets no
+// verdict: the same step is due again, after its cooldown (doubled by
+// each refusal). The next step of an episode that ended while it was
+// under way (an operator's reset) is no step: it is in the audit log and
+// counts as an attempt, and the server's next request starts its ladder
+// from the beginning.
 func (e *Engine) recordStepLocked(g *gate, rec *Record) *loopWrite {
 	req := g.req
 	t := e.trackLocked(g.root)
+	pending := e.pendingMarks[g.root]
+	delete(e.pendingMarks, g.root)
 	t.Attempts = append(t.Attempts, rec.Time)
 	ep := t.Episode
+	if req.escalation && (ep == nil || ep.Seq != req.epSeq || ep.Outcome != EpisodeOpen) {
+		level.Info(e.logger).Log("msg", "the next step of an episode that ended while it was under way was carried out; it is in the audit log, in no episode",
+			"provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "episode", req.epSeq)
+		return e.captureLocked(t, nil)
+	}
 	if ep == nil || ep.Outcome != EpisodeOpen {
 		e.epSeq++
 		ep = &Episode{Seq: e.epSeq, Provider: req.Provider, Account: req.Account, ID: req.ID, Root: g.root,
-			Source: req.Source, Rule: req.Rule, Opened: rec.Time, Outcome: EpisodeOpen}
+			Source: req.Source, Rule: req.Rule, Opened: rec.Time, Outcome: EpisodeOpen, Alerts: pending}
 		t.Episode = ep
 	}
-	ep.Escalate = ""
+	now := e.now()
+	refused := rec.Result == ResultFailed && !slices.ContainsFunc(rec.Calls, func(c Call) bool { return c.Result == ResultSuccess })
+	ep.Escalate, ep.EscalateSince = "", time.Time{}
 	ep.Steps = append(ep.Steps, Step{Seq: rec.Seq, Action: rec.Action, ID: req.ID, Source: req.Source, Rule: req.Rule,
-		Time: rec.Time, Finished: e.now(), Outcome: rec.Result, Alert: req.alert})
+		Time: rec.Time, Finished: now, Outcome: rec.Result, Refused: refused, Alert: req.alert})
 	if rec.NewID != "" {
 		ep.ID = rec.NewID
 	}
-	ep.mark(req.alert, req.Rule)
+	ep.marks().mark(req.alert, req.Rule, req.alertStart)
+	if at := req.occ.resolvedAt(); !at.IsZero() {
+		ep.marks().resolve(req.alert, req.alertStart, at)
+	}
+	t.metricMisses = 0
+	if refused {
+		ep.Escalate, ep.EscalateSince = rec.Action, now
+		level.Info(e.episodeLogger(ep)).Log("msg", "the provider refused the action: no verdict; the same step is due again after its cooldown", "action", rec.Action, "err", rec.Error)
+	}
 	return e.captureLocked(t, nil)
 }
 
@@ -200,7 +225,7 @@ func (e *Engine) nextStepLocked(ep *Episode) string {
 	case len(ep.Steps) > 0:
 		ladder = alertLadder(e.cfg.Webhook, ep.Steps[0].Action)
 	}
-	for i := len(ep.Steps); i < len(ladder); i++ {
+	for i := ep.position(); i < len(ladder); i++ {
 		if config.Supports(ep.Provider, ladder[i]) {
 			return ladder[i]
 		}
@@ -239,12 +264,18 @@ func (e *Engine) verdictLocked(t *track, verdict, detail string, clear time.Time
 	max, window := attemptsLimit(e.cfg)
 	next := e.nextStepLocked(ep)
 	switch n := t.attemptsSince(now.Add(-window)); {
+	case ep.Source == "alert" && !e.cfg.Webhook.Enabled:
+		// Alert-driven steps are not taken with the webhook off.
+		ep.Outcome, ep.Ended, ep.Reason = EpisodeEnded, now, reasonWebhookOff
+		t.Episode = nil
+		level.Info(logger).Log("msg", "remediation episode ended", "reason", reasonWebhookOff, "action", last.Action, "detail", detail)
+		return e.captureLocked(t, ep, counts...)
 	case next == "":
 		e.exhaustLocked(t, fmt.Sprintf("the ladder is used up after %d step(s); the last, %s, did not recover it", len(ep.Steps), last.Action))
 	case n >= max:
 		e.exhaustLocked(t, fmt.Sprintf("max_attempts %d reached: %d actions in %s", max, n, window))
 	default:
-		ep.Escalate = next
+		ep.Escalate, ep.EscalateSince = next, now
 		level.Info(logger).Log("msg", "action did not recover the server; escalating", "action", last.Action, "next", next, "detail", detail)
 	}
 	return e.captureLocked(t, nil, counts...)
@@ -255,7 +286,7 @@ func (e *Engine) verdictLocked(t *track, verdict, detail string, clear time.Time
 // verify window or an operator resets it.
 func (e *Engine) exhaustLocked(t *track, reason string) {
 	ep := t.Episode
-	ep.Outcome, ep.Ended, ep.Reason, ep.Escalate, ep.ClearSince = EpisodeExhausted, e.now(), reason, "", time.Time{}
+	ep.Outcome, ep.Ended, ep.Reason, ep.Escalate, ep.EscalateSince, ep.ClearSince = EpisodeExhausted, e.now(), reason, "", time.Time{}, time.Time{}
 	if e.accounts[ep.Account] == ep.Provider {
 		e.m.exhausted.WithLabelValues(ep.Provider, ep.Account, ep.ID).Set(1)
 	}
@@ -263,13 +294,16 @@ func (e *Engine) exhaustLocked(t *track, reason string) {
 }
 
 // exhaustRequestLocked exhausts a server a request asked for after
-// max_attempts: its active episode, or a new one without steps.
+// max_attempts: its active episode, or a new one without steps. The
+// alert that asked is the episode's: its resolution hands the server
+// back.
 func (e *Engine) exhaustRequestLocked(t *track, req Request, reason string) *loopWrite {
 	if t.Episode == nil {
 		e.epSeq++
 		t.Episode = &Episode{Seq: e.epSeq, Provider: req.Provider, Account: req.Account, ID: req.ID, Root: t.Root,
 			Source: req.Source, Rule: req.Rule, Opened: e.now(), Outcome: EpisodeOpen}
 	}
+	t.Episode.marks().mark(req.alert, req.Rule, req.alertStart)
 	e.exhaustLocked(t, reason)
 	return e.captureLocked(t, nil)
 }
@@ -292,11 +326,57 @@ func (e *Engine) endLocked(t *track, reason string) *loopWrite {
 		ep.Released, ep.ReleasedBy = e.now(), reason
 		e.m.exhausted.DeleteLabelValues(ep.Provider, ep.Account, ep.ID)
 	} else {
-		ep.Outcome, ep.Ended, ep.Reason, ep.Escalate = EpisodeEnded, e.now(), reason, ""
+		ep.Outcome, ep.Ended, ep.Reason, ep.Escalate, ep.EscalateSince = EpisodeEnded, e.now(), reason, "", time.Time{}
 	}
 	t.Episode = nil
 	level.Info(e.episodeLogger(ep)).Log("msg", "remediation episode ended", "reason", reason)
 	return e.captureLocked(t, ep)
+}
+
+// recoveredEarlyLocked ends an open episode whose server recovered with
+// no verdict due (before its next step): recovered, late, no verdict
+// counted.
+func (e *Engine) recoveredEarlyLocked(t *track, why string) *loopWrite {
+	ep := t.Episode
+	ep.Outcome, ep.Ended, ep.Escalate, ep.EscalateSince, ep.Reason = EpisodeRecovered, e.now(), "", time.Time{}, "recovered before its next step ("+why+")"
+	t.Episode = nil
+	level.Info(e.episodeLogger(ep)).Log("msg", "server recovered before its next step", "detail", why)
+	return e.captureLocked(t, ep)
+}
+
+// reasonWebhookOff ends the alert-driven episodes that would take a next
+// step while remediation.webhook.enabled is false.
+const reasonWebhookOff = "webhook disabled: remediation.webhook.enabled is false, alert-driven steps are not taken"
+
+// goneAfter is how many successive lists of its account a server must be
+// missing from before its episode ends (one list without it is no proof
+// it left: a page the provider skipped); the provider's ErrNotFound on a
+// re-read ends it at once.
+const goneAfter = 3
+
+// episodeVerifyLocked is the verify window of an episode's steps.
+func (e *Engine) episodeVerifyLocked(ep *Episode) time.Duration {
+	if ep.Source == "alert" {
+		return alertVerify(e.cfg.Webhook)
+	}
+	if r := e.ruleByNameLocked(ep.Rule); r != nil {
+		return ruleVerify(r)
+	}
+	return config.DefaultVerify
+}
+
+// clearOn says whether a rule's condition is clear on a server of a list
+// (it does not hold and the server runs), and whether the list can say:
+// it has the server, and the rule's metric when the rule has one (an
+// absent reading is no sign of recovery).
+func clearOn(r *config.Rule, s providers.Server, found bool) (clear, known bool) {
+	if !found {
+		return false, false
+	}
+	if s.State == providers.StateRunning && r.Metric != "" && !s.Reading(r.Metric).OK {
+		return false, false
+	}
+	return !conditionHolds(r, s) && s.State == providers.StateRunning, true
 }
 
 func (e *Engine) episodeLogger(ep *Episode) log.Logger {
@@ -305,10 +385,11 @@ func (e *Engine) episodeLogger(ep *Episode) log.Logger {
 
 // loopRefresh runs the closed loop on a fresh snapshot of one account:
 // it ends the episodes of servers that left (roots: the lineage roots of
-// the servers present), notes when a verified server's condition clears,
-// starts the verdict re-reads whose window ended, releases exhausted
-// servers whose condition has been clear for their verify window, and
-// returns the escalations due.
+// the servers present; missing from goneAfter successive lists), notes
+// when a verified server's condition clears, starts the verdict re-reads
+// whose window ended, releases exhausted servers whose condition has been
+// clear for their verify window, and returns the escalations due, each
+// the next step of its ladder as configured now.
 func (e *Engine) loopRefresh(snap *collector.Snapshot, roots map[string]bool) []Request {
 	prefix := serverKey(snap.Provider, snap.Account, "")
 	var ws []*loopWrite
@@ -321,19 +402,28 @@ func (e *Engine) loopRefresh(snap *collector.Snapshot, roots map[string]bool) []
 			continue
 		}
 		if !roots[root] {
-			ws = append(ws, e.endLocked(t, "the server left its account"))
+			t.missing++
+			if t.missing >= goneAfter && !e.inFlight[root] {
+				ws = append(ws, e.endLocked(t, fmt.Sprintf("the server left its account (missing from %d successive lists)", t.missing)))
+			}
 			continue
 		}
+		t.missing = 0
 		s, found := lookupServer(snap.Servers, ep.ID)
 		if ep.Source == "rule" {
 			r := e.ruleByNameLocked(ep.Rule)
 			if r == nil {
-				ws = append(ws, e.endLocked(t, fmt.Sprintf("rule %q is no longer configured", ep.Rule)))
+				if !e.inFlight[root] {
+					ws = append(ws, e.endLocked(t, fmt.Sprintf("rule %q is no longer configured", ep.Rule)))
+				}
 				continue
 			}
-			clear := found && !conditionHolds(r, s) && s.State == providers.StateRunning
+			clear, known := clearOn(r, s, found)
 			if ep.exhausted() {
 				switch {
+				case !known:
+					// No reading says either way: the clock neither
+					// starts nor stops.
 				case !clear:
 					ep.ClearSince = time.Time{}
 				case ep.ClearSince.IsZero():
@@ -343,8 +433,9 @@ func (e *Engine) loopRefresh(snap *collector.Snapshot, roots map[string]bool) []
 				}
 				continue
 			}
-			if last := ep.last(); last != nil && last.Verdict == "" {
-				if snap.LastSuccess.After(last.Finished) {
+			if ep.verifying() {
+				last := ep.last()
+				if snap.LastSuccess.After(last.Finished) && known {
 					switch {
 					case !clear:
 						last.ClearAt = time.Time{}
@@ -364,29 +455,81 @@ func (e *Engine) loopRefresh(snap *collector.Snapshot, roots map[string]bool) []
 		}
 		// An escalation already past the reservation is under way: its
 		// step is recorded when it finishes.
-		if ep.Escalate != "" && found && !e.inFlight[root] {
-			req := Request{Provider: snap.Provider, Account: snap.Account, ID: ep.ID, Action: providers.Action(ep.Escalate),
-				Source: ep.Source, Rule: ep.Rule, escalation: true}
-			if last := ep.last(); last != nil {
-				req.Rule, req.alert = last.Rule, last.Alert
-			}
-			if r := e.ruleByNameLocked(ep.Rule); ep.Source == "rule" && r != nil {
-				req.Params = providers.ActionParams{Force: r.Params.Force, CountryCode: r.Params.CountryCode}
-				rc := *r
-				req.rule = &rc
-			}
-			due = append(due, req)
+		if ep.exhausted() || ep.Escalate == "" || e.inFlight[root] {
+			continue
 		}
+		if w, ended := e.endWithoutStepLocked(t); ended {
+			ws = append(ws, w)
+			continue
+		}
+		if ep.EscalateSince.IsZero() {
+			ep.EscalateSince = now // a record from an older version
+		}
+		// The ladder as configured now: a reload may have shortened or
+		// changed it since the verdict.
+		if next := e.nextStepLocked(ep); next != ep.Escalate {
+			if next == "" {
+				e.exhaustLocked(t, fmt.Sprintf("the ladder, as reloaded, has no step after %d", ep.position()))
+			} else {
+				ep.Escalate = next
+			}
+			ws = append(ws, e.captureLocked(t, nil))
+			if next == "" {
+				continue
+			}
+		}
+		if !found {
+			continue
+		}
+		req := Request{Provider: snap.Provider, Account: snap.Account, ID: ep.ID, Action: providers.Action(ep.Escalate),
+			Source: ep.Source, Rule: ep.Rule, escalation: true, epSeq: ep.Seq}
+		if last := ep.last(); last != nil {
+			req.Rule, req.alert = last.Rule, last.Alert
+		}
+		if r := e.ruleByNameLocked(ep.Rule); ep.Source == "rule" && r != nil {
+			req.Params = providers.ActionParams{Force: r.Params.Force, CountryCode: r.Params.CountryCode}
+			rc := *r
+			req.rule = &rc
+		}
+		due = append(due, req)
 	}
 	e.mu.Unlock()
 	e.store(ws...)
 	return due
 }
 
+// endWithoutStepLocked ends an episode whose next step is due but no
+// longer called for: its rule was removed; every alert of an alert-driven
+// one resolved (recovered before its next step), or the webhook was
+// turned off. The caller checked that no request of the server is under
+// way.
+func (e *Engine) endWithoutStepLocked(t *track) (*loopWrite, bool) {
+	ep := t.Episode
+	if ep.Escalate == "" || ep.exhausted() {
+		return nil, false
+	}
+	if ep.Source == "rule" {
+		if e.ruleByNameLocked(ep.Rule) == nil {
+			return e.endLocked(t, fmt.Sprintf("rule %q is no longer configured", ep.Rule)), true
+		}
+		return nil, false
+	}
+	if all, _ := ep.allResolved(); all {
+		return e.recoveredEarlyLocked(t, "Alertmanager resolved the alert(s)"), true
+	}
+	if !e.cfg.Webhook.Enabled {
+		return e.endLocked(t, reasonWebhookOff), true
+	}
+	return nil, false
+}
+
 // ruleVerdict re-reads a server whose rule action's verify window ended
 // and takes the verdict on the provider's answer: recovered when the
 // rule's condition does not hold and the server is running. A read that
-// fails leaves the verdict to the next refresh.
+// fails leaves the verdict to the next refresh; so does a running server
+// whose answer lacks the rule's metric (no reading is no recovery), at
+// most maxMetricMisses times or until twice the verify window has passed:
+// then not_recovered.
 func (e *Engine) ruleVerdict(root string, seq uint64, provider, account, id string, r *config.Rule) {
 	var srv providers.Server
 	var err error
@@ -419,16 +562,25 @@ func (e *Engine) ruleVerdict(root string, seq uint64, provider, account, id stri
 	}
 	t.verifying = false
 	ep := t.Episode
-	if ep == nil || ep.last() == nil || ep.last().Seq != seq || ep.last().Verdict != "" || ep.exhausted() {
+	if ep == nil || ep.last() == nil || ep.last().Seq != seq || !ep.verifying() || ep.exhausted() {
 		e.mu.Unlock()
 		return // the episode moved on meanwhile (reset, reload, a late read)
 	}
 	var w *loopWrite
+	absent := err == nil && srv.State == providers.StateRunning && r.Metric != "" && !srv.Reading(r.Metric).OK
+	if absent {
+		t.metricMisses++
+	}
 	switch {
 	case errors.Is(err, providers.ErrNotFound):
 		w = e.endLocked(t, "the provider no longer has the server")
 	case err != nil:
 		level.Debug(e.episodeLogger(ep)).Log("msg", "cannot re-read the server for its verdict; trying at the next refresh", "err", err)
+	case absent && t.metricMisses < maxMetricMisses && e.now().Sub(ep.last().Finished) < 2*ruleVerify(r):
+		level.Debug(e.episodeLogger(ep)).Log("msg", "the re-read lacks the rule's metric; its verdict waits for the next refresh", "metric", r.Metric, "misses", t.metricMisses)
+	case absent:
+		w = e.verdictLocked(t, VerdictNotRecovered, fmt.Sprintf("%d re-read(s) up to %s after the action lacked the rule's metric %s: no sign of recovery",
+			t.metricMisses, e.now().Sub(ep.last().Finished).Round(time.Second), r.Metric), time.Time{})
 	case !conditionHolds(r, srv) && srv.State == providers.StateRunning:
 		w = e.verdictLocked(t, VerdictRecovered, fmt.Sprintf("re-read after %s: running, rule condition clear", ruleVerify(r)), ep.last().ClearAt)
 	default:
@@ -438,6 +590,10 @@ func (e *Engine) ruleVerdict(root string, seq uint64, provider, account, id stri
 	e.store(w)
 }
 
+// maxMetricMisses bounds the verdict re-reads of a step that may lack the
+// rule's metric before its verdict is not_recovered.
+const maxMetricMisses = 3
+
 func holdsText(holds bool) string {
 	if holds {
 		return "holds"
@@ -446,16 +602,18 @@ func holdsText(holds bool) string {
 }
 
 // tick takes the alert verdicts whose window ended (no resolved
-// notification for every alert of the episode: not_recovered) and
+// notification for every alert of the episode: not_recovered), ends the
+// alert-driven episodes whose next step is no longer called for, and
 // releases exhausted alert-driven servers whose alerts have all been
 // resolved for webhook.verify. The flusher calls it every few seconds.
+// Only the configured accounts' servers are ticked.
 func (e *Engine) tick() {
 	var ws []*loopWrite
 	e.mu.Lock()
 	now, verify := e.now(), alertVerify(e.cfg.Webhook)
-	for _, t := range e.tracks {
+	for root, t := range e.tracks {
 		ep := t.Episode
-		if ep == nil || ep.Source != "alert" {
+		if ep == nil || ep.Source != "alert" || e.accounts[ep.Account] != ep.Provider {
 			continue
 		}
 		all, at := ep.allResolved()
@@ -465,8 +623,14 @@ func (e *Engine) tick() {
 			}
 			continue
 		}
+		if !e.inFlight[root] {
+			if w, ended := e.endWithoutStepLocked(t); ended {
+				ws = append(ws, w)
+				continue
+			}
+		}
 		last := ep.last()
-		if last == nil || last.Verdict != "" || last.Finished.IsZero() {
+		if !ep.verifying() || last.Finished.IsZero() {
 			continue
 		}
 		switch {
@@ -480,92 +644,135 @@ func (e *Engine) tick() {
 	e.store(ws...)
 }
 
-// alertResolved records Alertmanager's resolved notification for an
-// alert of a server's episode (any other is only counted): when every
-// alert of the episode resolved, the last action is recovered, or an
-// exhausted server's condition is clear from now.
-func (e *Engine) alertResolved(provider, account, id, fingerprint string, at time.Time) {
-	var w *loopWrite
+// alertResolved records Alertmanager's resolved notification of an
+// occurrence of an alert (startsAt) for a server: on its active episode
+// if the episode knows the alert, or on the pending marks of a request of
+// the server under way (its episode takes them). When every alert of an
+// episode resolved, its last step is recovered, an exhausted server's
+// condition is clear from now, and a next step due is no longer called
+// for. Any other notification is only counted. It returns the change to
+// store (the caller batches a payload's in one transaction).
+func (e *Engine) alertResolved(provider, account, id, fingerprint string, startsAt, at time.Time) *loopWrite {
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	now := e.now()
 	if at.IsZero() || at.After(now) {
 		at = now
 	}
-	if e.accounts[account] == provider {
-		t := e.tracks[e.rootLocked(serverKey(provider, account, id))]
-		if t != nil && t.Episode != nil && t.Episode.resolve(fingerprint, at) {
-			ep := t.Episode
-			all, last := ep.allResolved()
-			step := ep.last()
-			switch {
-			case all && ep.exhausted():
-				if ep.ClearSince.IsZero() {
-					ep.ClearSince = now
-				}
-				w = e.captureLocked(t, nil)
-			case all && step != nil && step.Source == "alert" && step.Verdict == "" && !step.Finished.IsZero():
-				w = e.verdictLocked(t, VerdictRecovered, "Alertmanager resolved the alert(s)", last)
-			default:
-				w = e.captureLocked(t, nil)
-			}
+	if e.accounts[account] != provider {
+		return nil
+	}
+	root := e.rootLocked(serverKey(provider, account, id))
+	t := e.tracks[root]
+	if t == nil || t.Episode == nil {
+		if pm, ok := e.pendingMarks[root]; ok {
+			pm.resolve(fingerprint, startsAt, at)
+			e.pendingMarks[root] = pm
+		}
+		return nil
+	}
+	ep := t.Episode
+	if !ep.marks().resolve(fingerprint, startsAt, at) {
+		return nil
+	}
+	all, last := ep.allResolved()
+	switch {
+	case all && ep.exhausted():
+		if ep.ClearSince.IsZero() {
+			ep.ClearSince = now
+		}
+	case all && ep.Source == "alert" && ep.verifying() && !ep.last().Finished.IsZero():
+		return e.verdictLocked(t, VerdictRecovered, "Alertmanager resolved the alert(s)", last)
+	case all && !e.inFlight[root]:
+		if w, ended := e.endWithoutStepLocked(t); ended {
+			return w
 		}
 	}
-	e.mu.Unlock()
-	e.store(w)
+	return e.captureLocked(t, nil)
 }
 
-// alertFiring notes that an alert fires for a server with an active
-// episode: it is one the episode waits for, and an exhausted server's
-// condition is not clear.
+// alertFiring notes that an occurrence of an alert fires for a server
+// (before its request goes through the gate): an alert its active episode
+// waits for (an exhausted server's condition is not clear), or one the
+// episode a request under way opens will.
 func (e *Engine) alertFiring(req Request) {
-	var w *loopWrite
-	e.mu.Lock()
-	t := e.tracks[e.rootLocked(serverKey(req.Provider, req.Account, req.ID))]
-	if t != nil && t.Episode != nil && req.alert != "" {
-		ep := t.Episode
-		before := len(ep.Alerts)
-		resolved := false
-		for _, a := range ep.Alerts {
-			if a.Fingerprint == req.alert && !a.Resolved.IsZero() {
-				resolved = true
-			}
-		}
-		ep.mark(req.alert, req.Rule)
-		if resolved || len(ep.Alerts) != before || !ep.ClearSince.IsZero() {
-			ep.ClearSince = time.Time{}
-			w = e.captureLocked(t, nil)
-		}
+	if req.alert == "" {
+		return
 	}
-	e.mu.Unlock()
-	e.store(w)
-}
-
-// escalationRefused handles an escalation the gate refused for good: an
-// action the provider or the server cannot take (not_allowed, excluded,
-// precondition) exhausts the server; a condition that cleared before the
-// next step ends the episode recovered (late: no verdict is counted).
-// Other reasons (budget, window, pause, stale data...) leave it due.
-func (e *Engine) escalationRefused(req Request, d Decision) {
 	var w *loopWrite
 	e.mu.Lock()
 	root := e.rootLocked(serverKey(req.Provider, req.Account, req.ID))
 	t := e.tracks[root]
-	// Not while another request carries the step out (it was refused
-	// for what that one is doing to the server).
-	if t != nil && t.Episode != nil && t.Episode.Escalate == string(req.Action) && !e.inFlight[root] {
-		switch d.Reason {
-		case ReasonNotAllowed, ReasonExcluded, ReasonPrecondition:
-			e.exhaustLocked(t, fmt.Sprintf("the next step, %s, cannot be taken: %s", req.Action, d.Detail))
+	switch {
+	case t != nil && t.Episode != nil:
+		if t.Episode.marks().mark(req.alert, req.Rule, req.alertStart) {
+			t.Episode.ClearSince = time.Time{}
 			w = e.captureLocked(t, nil)
-		case ReasonConditionCleared:
-			ep := t.Episode
-			ep.Outcome, ep.Ended, ep.Escalate, ep.Reason = EpisodeRecovered, e.now(), "", "recovered before its next step ("+d.Detail+")"
-			t.Episode = nil
-			w = e.captureLocked(t, ep)
+		}
+	default:
+		if pm, ok := e.pendingMarks[root]; ok {
+			pm.mark(req.alert, req.Rule, req.alertStart)
+			e.pendingMarks[root] = pm
 		}
 	}
 	e.mu.Unlock()
 	e.store(w)
+}
+
+// escalationRefused handles an episode's next step that the gate did not
+// let through. The step is first checked against the ladder as configured
+// now (a reload may have changed or removed it: the new one is due, or
+// the server is exhausted) and, for alerts, against the webhook (off:
+// the episode ends) and the alerts (all resolved: recovered). Then by
+// reason: an action the provider lacks exhausts the server; an exclusion
+// ends the episode; a precondition that keeps failing past the step's
+// verify window exhausts it; a condition that cleared ends it recovered
+// (late: no verdict is counted). Other reasons (budget, window, pause,
+// stale data, dry-run switched on, a transient not_allowed...) leave it
+// due. A dry-run decision never gets here: dry runs read the live
+// episodes, never change them.
+func (e *Engine) escalationRefused(req Request, d Decision) {
+	var w *loopWrite
+	e.mu.Lock()
+	defer func() { e.mu.Unlock(); e.store(w) }()
+	root := e.rootLocked(serverKey(req.Provider, req.Account, req.ID))
+	t := e.tracks[root]
+	// Not while another request carries the step out (it was refused
+	// for what that one is doing to the server).
+	if t == nil || t.Episode == nil || t.Episode.Seq != req.epSeq || t.Episode.Escalate == "" || t.Episode.exhausted() || e.inFlight[root] {
+		return
+	}
+	ep := t.Episode
+	if ww, ended := e.endWithoutStepLocked(t); ended {
+		w = ww
+		return
+	}
+	if next := e.nextStepLocked(ep); next != ep.Escalate {
+		if next == "" {
+			e.exhaustLocked(t, fmt.Sprintf("the ladder, as reloaded, has no step after %d", ep.position()))
+		} else {
+			ep.Escalate = next
+		}
+		w = e.captureLocked(t, nil)
+		return
+	}
+	if ep.Escalate != string(req.Action) {
+		return
+	}
+	switch {
+	case d.Reason == ReasonNotAllowed && d.permanent:
+		e.exhaustLocked(t, fmt.Sprintf("the next step, %s, cannot be taken: %s", req.Action, d.Detail))
+		w = e.captureLocked(t, nil)
+	case d.Reason == ReasonExcluded:
+		w = e.endLocked(t, "excluded: "+d.Detail)
+	case d.Reason == ReasonPrecondition:
+		if verify := e.episodeVerifyLocked(ep); !ep.EscalateSince.IsZero() && e.now().Sub(ep.EscalateSince) >= verify {
+			e.exhaustLocked(t, fmt.Sprintf("the next step, %s, could not be taken for %s (its verify window): %s", req.Action, e.now().Sub(ep.EscalateSince).Round(time.Second), d.Detail))
+			w = e.captureLocked(t, nil)
+		}
+	case d.Reason == ReasonConditionCleared:
+		w = e.recoveredEarlyLocked(t, d.Detail)
+	}
 }
 
 // lookupServer finds id in servers ordered as the store orders them.
@@ -612,10 +819,10 @@ func (e *Engine) recoverStep(lineage map[string]string, loop *loopState) func(*b
 				Source: r.Source, Rule: r.Rule, Opened: r.Time, Outcome: EpisodeOpen}
 			t.Episode = ep
 		}
-		ep.Escalate = ""
+		ep.Escalate, ep.EscalateSince = "", time.Time{}
 		ep.Steps = append(ep.Steps, Step{Seq: r.Seq, Action: r.Action, ID: r.ID, Source: r.Source, Rule: r.Rule,
 			Time: r.Time, Finished: now, Outcome: r.Result, Alert: r.Alert})
-		ep.mark(r.Alert, r.Rule)
+		ep.marks().mark(r.Alert, r.Rule, r.AlertStartsAt)
 		loop.maxVer++
 		t.Version, ep.Version = loop.maxVer, loop.maxVer
 		c := *t
@@ -656,13 +863,26 @@ func (e *Engine) showExhaustedLocked(only map[string]string) {
 }
 
 // forgetTracksLocked drops from memory the tracks under a key prefix (an
-// account that left the configuration); the state file keeps them.
+// account that left the configuration); the state file keeps them, and
+// gives them back if the account comes back (adoptTracksLocked).
 func (e *Engine) forgetTracksLocked(prefix string) {
 	for root := range e.tracks {
 		if strings.HasPrefix(root, prefix) {
 			delete(e.tracks, root)
 		}
 	}
+}
+
+// adoptTracksLocked takes back the tracks of accounts added back by a
+// reload, as the state file has them; a track in memory that is newer
+// (changed while its account was away: an action under way then) stays.
+func (e *Engine) adoptTracksLocked(l *loopState) {
+	for root, t := range l.tracks {
+		if cur := e.tracks[root]; cur == nil || cur.Version < t.Version {
+			e.tracks[root] = t
+		}
+	}
+	e.loopVer = max(e.loopVer, l.maxVer)
 }
 
 // ExhaustedServer is one server no repair recovered, for the status page.
@@ -685,7 +905,7 @@ func (e *Engine) Exhausted() []ExhaustedServer {
 	var out []ExhaustedServer
 	for _, t := range e.tracks {
 		ep := t.Episode
-		if ep == nil || !ep.exhausted() {
+		if ep == nil || !ep.exhausted() || e.accounts[ep.Account] != ep.Provider {
 			continue
 		}
 		x := ExhaustedServer{Provider: ep.Provider, Account: ep.Account, ID: ep.ID, Since: ep.Ended, Reason: ep.Reason, Source: ep.Source, Rule: ep.Rule}
@@ -743,8 +963,10 @@ type ResetResult struct {
 var ErrUnknownAccount = errors.New("no such account")
 
 // Reset hands one server back to remediation: its exhaustion (or open
-// episode) ends, its attempts and its live cooldown are forgotten, so that
-// the next request starts its ladder again. The change is written to the
+// episode) ends, its attempts, its live cooldown and the alert
+// occurrences handled for it are forgotten, so that the next request (a
+// still-firing alert's resend too) starts its ladder again; a next step
+// under way meanwhile is recorded in no episode. The change is written to the
 // state file first (in one transaction) and published after; if the
 // server changed meanwhile, it is computed again.
 func (e *Engine) Reset(provider, account, id string) (ResetResult, error) {
@@ -780,12 +1002,15 @@ func (e *Engine) Reset(provider, account, id string) (ResetResult, error) {
 					ended.Released, ended.ReleasedBy = e.now(), releasedReset
 				} else {
 					res.Episode = true
-					ended.Outcome, ended.Ended, ended.Reason, ended.Escalate = EpisodeEnded, e.now(), "reset by an operator", ""
+					ended.Outcome, ended.Ended, ended.Reason, ended.Escalate, ended.EscalateSince = EpisodeEnded, e.now(), "reset by an operator", "", time.Time{}
 				}
 			}
 		}
+		now := e.now()
 		e.mu.Unlock()
-		w := &loopWrite{root: root, ver: ver}
+		// The tombstone holds the reset's version over any older change
+		// still on its way to the file.
+		w := &loopWrite{root: root, ver: ver, track: tombstoneJSON(root, ver, now)}
 		if ended != nil {
 			w.eps = []*Episode{ended}
 		}

@@ -79,6 +79,13 @@ func (e *Engine) powerCycle(ctx context.Context, g *gate, rec *Record) (provider
 		}
 		return res, true, result, werr
 	}
+	// The start is written as being sent before it goes: a crash during
+	// it is recovered with both calls, its end unknown.
+	rec.Calls = append(rec.Calls, Call{Action: string(providers.ActionStart), Time: e.now(), Result: callSending})
+	if perr := g.st.Progress(rec); perr != nil {
+		level.Error(e.logger).Log("msg", "cannot record the power cycle's start before sending it; a crash now would not know it was sent", "id", req.ID, "err", perr)
+	}
+	rec.Calls = rec.Calls[:len(rec.Calls)-1]
 	res, sent, result, err = do(providers.ActionStart)
 	if !sent {
 		// The stop went out: the action was sent, its end unknown.
@@ -86,6 +93,10 @@ func (e *Engine) powerCycle(ctx context.Context, g *gate, rec *Record) (provider
 	}
 	return res, true, result, err
 }
+
+// callSending is a call's result in a pending intent while it is being
+// sent: a crash leaves it unknown.
+const callSending = "sending"
 
 // errNotStopped is the power cycle's failure when the server never read
 // stopped.

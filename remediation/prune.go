@@ -14,7 +14,9 @@ import (
 // forgetGone drops the memory keyed by servers no longer in the account,
 // so that it is bounded by the fleet: `for:` clocks, last suppression
 // reasons and, once their cooldown has run out (a server that comes back
-// within it keeps it), cooldowns, runs of refusals and lineage entries.
+// within it keeps it), cooldowns, runs of refusals and lineage entries;
+// closed-loop tracks once they hold no episode and no attempt in
+// attempts_window (their episodes end after goneAfter lists: loopRefresh).
 func (e *Engine) forgetGone(snap collector.Snapshot, present, roots map[string]bool, now time.Time) {
 	prefix := serverKey(snap.Provider, snap.Account, "")
 	e.mu.Lock()
@@ -46,9 +48,13 @@ func (e *Engine) forgetGone(snap collector.Snapshot, present, roots map[string]b
 			}
 		}
 	}
+	// A server missing from a list keeps its attempts (it may be back
+	// at the next: a page the provider skipped); its track leaves memory
+	// once none of them is in attempts_window any more.
+	_, window := attemptsLimit(e.cfg)
 	for root, t := range e.tracks {
-		if t.Episode == nil && strings.HasPrefix(root, prefix) && !roots[root] {
-			delete(e.tracks, root) // the state file keeps its attempts
+		if t.Episode == nil && strings.HasPrefix(root, prefix) && !roots[root] && !e.inFlight[root] && t.attemptsSince(now.Add(-window)) == 0 {
+			delete(e.tracks, root)
 		}
 	}
 	for k, root := range e.lineage {
@@ -106,6 +112,9 @@ func (e *Engine) pruneRetention() error {
 		records:  now.Add(-ret),
 		cooldown: now.Add(-max(ret, 16*cooldown)),
 		seen:     now.Add(-ret),
+		// A deleted track's tombstone outlives any older change of it
+		// still on its way to the file.
+		tombstones: now.Add(-tombstoneKeep),
 	}
 	err := st.Prune(c, pruneBatch, pruneBatches)
 	e.mu.Lock()
@@ -130,9 +139,10 @@ const (
 
 // pruneCutoffs are the times before which each kind of record goes.
 type pruneCutoffs struct {
-	records  time.Time // audit, suppression history, closed-loop records
-	cooldown time.Time
-	seen     time.Time
+	records    time.Time // audit, suppression history, closed-loop records
+	cooldown   time.Time
+	seen       time.Time
+	tombstones time.Time
 }
 
 // prunePass is one bucket's pruning: old says whether a record goes;
@@ -148,10 +158,10 @@ type prunePass struct {
 // transactions of batch deletions each.
 func (s *State) Prune(c pruneCutoffs, batch, batches int) error {
 	timeOf := func(v []byte) (time.Time, bool) {
-		if len(v) != 8 {
+		if len(v) < 8 { // a handled alert's time may be followed by its server
 			return time.Time{}, false
 		}
-		return time.Unix(0, int64(binary.BigEndian.Uint64(v))), true
+		return time.Unix(0, int64(binary.BigEndian.Uint64(v[:8]))), true
 	}
 	recordOld := func(_ *bolt.Tx, _, v []byte) bool {
 		var r struct {

@@ -301,7 +301,7 @@ func TestHandledAlertsKeptForRetention(t *testing.T) {
 	h := newHarness(t, 5, cfg)
 	st := h.engine.state
 	for key, at := range map[string]time.Time{"stuck@1": h.now().Add(-48 * time.Hour), "old@1": h.now().Add(-31 * 24 * time.Hour)} {
-		if err := st.MarkSeen(key, at); err != nil {
+		if err := st.MarkSeen(key, at, ""); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -366,7 +366,8 @@ func (p *gatedDo) Do(ctx context.Context, id string, a providers.Action, ap prov
 
 // Finding 8: a reload that changed state_file closed the old file under
 // an action under way: its audit record was never written and its intent
-// stayed, to be recovered as `unknown`. The switch waits for it.
+// stayed, to be recovered as `unknown`. The switch waits for it, without
+// holding up the controls meanwhile.
 func TestStateFileSwitchWaitsForActionsUnderWay(t *testing.T) {
 	cfg := baseConfig(t)
 	h := newHarness(t, 10, cfg)
@@ -390,6 +391,18 @@ func TestStateFileSwitchWaitsForActionsUnderWay(t *testing.T) {
 		if old.db.View(func(*bolt.Tx) error { return nil }) != nil {
 			break
 		}
+	}
+	// The controls do not wait for the old file (before: a pause waited
+	// up to 2m30s behind the switch): they act on the new one.
+	paused := make(chan error, 1)
+	go func() { _, err := h.engine.Pause(time.Minute, "during the switch"); paused <- err }()
+	select {
+	case err := <-paused:
+		if err != nil {
+			t.Errorf("pause during the switch: %v", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Error("a pause waited for the old state file to be closed")
 	}
 	close(gate.release)
 	if d := <-decided; !d.Acted || d.Result != ResultSuccess {

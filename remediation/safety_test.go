@@ -514,10 +514,10 @@ func TestFlusherHousekeeping(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := h.engine.state
-	if err := st.MarkSeen("old@1", h.now().Add(-31*24*time.Hour)); err != nil {
+	if err := st.MarkSeen("old@1", h.now().Add(-31*24*time.Hour), ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.MarkSeen("new@1", h.now()); err != nil {
+	if err := st.MarkSeen("new@1", h.now(), ""); err != nil {
 		t.Fatal(err)
 	}
 	h.advance(2 * time.Minute)
@@ -528,39 +528,51 @@ func TestFlusherHousekeeping(t *testing.T) {
 	}
 }
 
-// A call the provider keeps refusing is not repeated forever: refused
-// starts whose verdicts are not_recovered use up the ladder and exhaust
-// the server (nothing more, across a restart). When it recovers anyway
-// (started by hand), the run of refusals doubles the cooldown before the
-// next episode, across restarts too; a success ends the run.
+// A call the provider keeps refusing is not repeated forever: a refused
+// step gets no verdict (nothing was done to verify) and is due again
+// after its cooldown, doubled by each refusal; each refusal is an attempt,
+// so max_attempts in attempts_window exhausts the server (nothing more,
+// across a restart). When it recovers anyway (started by hand) it is
+// handed back; the run of refusals still doubles the cooldown of its next
+// action, which ends the run.
 func TestRefusedActionsBackOff(t *testing.T) {
 	cfg := baseConfig(t)
-	r := startStopped()
-	r.Escalate = []string{"start"}
-	cfg.Rules = []config.Rule{r}
+	cfg.Rules = []config.Rule{startStopped()}
 	h := newHarness(t, 10, cfg) // 12006 is stopped
 	h.sim.SetFault(sim.VPSOrg, sim.Fault{Kind: sim.FaultStatus, Status: 402, Only: "/12006/start/"})
 	failed := func() float64 {
 		return testutil.ToFloat64(h.engine.m.actions.WithLabelValues("vpsorg", "vps", "start", "start-stopped", ResultFailed))
 	}
+	// Refused at 0, again after 2h (1h doubled), 6h (+4h); at 14h
+	// (+8h) max_attempts 3 in 24h exhausts it.
 	h.refresh("vps")
-	h.advance(11 * time.Minute)
-	h.refresh("vps") // verdict: not_recovered, the next start is due
-	h.refresh("vps") // the escalation, refused too
-	if failed() != 2 {
-		t.Fatalf("%v refused starts, want 2 (the action and its escalation)", failed())
-	}
-	h.advance(11 * time.Minute)
-	h.refresh("vps") // verdict: the ladder is used up
-	for i := 0; i < 3; i++ {
-		h.advance(time.Hour)
+	for i, wait := range []time.Duration{2 * time.Hour, 4 * time.Hour} {
+		h.advance(wait - time.Minute)
 		h.refresh("vps")
+		if failed() != float64(i+1) {
+			t.Fatalf("%v refused starts %v after the last, want %d: the doubled cooldown did not hold", failed(), wait-time.Minute, i+1)
+		}
+		h.advance(time.Minute)
+		h.refresh("vps")
+		if failed() != float64(i+2) {
+			t.Fatalf("%v refused starts, want %d", failed(), i+2)
+		}
+	}
+	h.advance(8 * time.Hour)
+	h.refresh("vps")
+	if x := h.engine.Exhausted(); failed() != 3 || len(x) != 1 || !strings.Contains(x[0].Reason, "max_attempts 3") {
+		t.Fatalf("%v refused starts, exhausted %+v: want max_attempts to exhaust it", failed(), x)
+	}
+	for _, v := range []string{VerdictRecovered, VerdictNotRecovered} {
+		if n := testutil.ToFloat64(h.engine.m.verifications.WithLabelValues("vpsorg", "vps", "start", "rule", v)); n != 0 {
+			t.Errorf("verifications_total{start,%s} = %v: refused starts were scored", v, n)
+		}
 	}
 	h.engine.Close()
 	h.start()
 	h.advance(time.Hour)
 	h.refresh("vps")
-	if failed() != 2 || h.suppressed("vps", ReasonExhausted) == 0 {
+	if failed() != 3 || h.suppressed("vps", ReasonExhausted) == 0 {
 		t.Fatalf("%v refused starts, %v exhausted suppressions: a refused start was repeated", failed(), h.suppressed("vps", ReasonExhausted))
 	}
 	// Started by hand: clear for its verify window, handed back.
@@ -572,8 +584,10 @@ func TestRefusedActionsBackOff(t *testing.T) {
 	if len(h.engine.Exhausted()) != 0 {
 		t.Fatal("still exhausted after its condition was clear for its verify window")
 	}
-	// It stops again: the two refusals in a row made the cooldown 4 h
-	// from the last one, over by now: it acts, and succeeds.
+	// It stops again past attempts_window: three refusals in a row made
+	// the cooldown 8 h from the last one, over by now: it acts, and
+	// succeeds.
+	h.advance(10 * time.Hour)
 	h.sim.Update(sim.VPSOrg, 12006, func(m *sim.Machine) { m.Status = "stopped" })
 	h.refresh("vps")
 	if v := testutil.ToFloat64(h.engine.m.actions.WithLabelValues("vpsorg", "vps", "start", "start-stopped", ResultSuccess)); v != 1 {
@@ -594,7 +608,7 @@ func TestRefusalDoublesCooldown(t *testing.T) {
 	}
 	h.sim.ClearFaults()
 	// Recovered anyway: Alertmanager resolves the alert; the episode ends.
-	h.engine.alertResolved("vpsorg", "vps", "12000", "fp-A", time.Time{})
+	h.engine.store(h.engine.alertResolved("vpsorg", "vps", "12000", "fp-A", time.Time{}, time.Time{}))
 	if hist, _ := h.engine.History(context.Background(), Filter{}); len(hist.Episodes) != 1 || hist.Episodes[0].Outcome != EpisodeRecovered {
 		t.Fatalf("episodes %+v", hist.Episodes)
 	}

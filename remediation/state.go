@@ -36,8 +36,10 @@ type Record struct {
 	// Calls are the provider calls of an action made of several
 	// (power_cycle: the stop, then the start), in order.
 	Calls []Call `json:"calls,omitempty"`
-	// Alert is the fingerprint of the alert that asked for it.
-	Alert string `json:"alert,omitempty"`
+	// Alert is the fingerprint of the alert that asked for it, and
+	// AlertStartsAt the occurrence's startsAt.
+	Alert         string    `json:"alert,omitempty"`
+	AlertStartsAt time.Time `json:"alert_starts_at,omitempty"`
 }
 
 // Call is one provider call of an action made of several.
@@ -464,8 +466,17 @@ func (s *State) Recover(countKey func(Record) string, each ...func(*bolt.Tx, Rec
 			}
 			if r.Result != ResultDryRun {
 				r.Result = ResultUnknown
+				var sending *Call
+				if n := len(r.Calls); n > 0 && r.Calls[n-1].Result == callSending {
+					sending = &r.Calls[n-1]
+					sending.Result = ResultUnknown
+				}
 				switch {
 				case r.Error != "":
+				case sending != nil && len(r.Calls) > 1:
+					r.Error = fmt.Sprintf("the daemon stopped during the %s while its %s was being sent, after its %s was answered; the server may be left in between", r.Action, sending.Action, r.Calls[len(r.Calls)-2].Action)
+				case sending != nil:
+					r.Error = fmt.Sprintf("the daemon stopped during the %s while its %s was being sent", r.Action, sending.Action)
 				case len(r.Calls) > 0:
 					r.Error = fmt.Sprintf("the daemon stopped during the %s after its %s was answered; the server may be left in between", r.Action, r.Calls[len(r.Calls)-1].Action)
 				default:
@@ -557,10 +568,11 @@ func (s *State) Seen(key string) (bool, error) {
 	return seen, err
 }
 
-// MarkSeen records that an alert occurrence was acted on.
-func (s *State) MarkSeen(key string, at time.Time) error {
+// MarkSeen records that an alert occurrence was acted on, on the server
+// whose lineage root is root (a reset forgets the server's occurrences).
+func (s *State) MarkSeen(key string, at time.Time, root string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketSeen).Put([]byte(key), u64(uint64(at.UnixNano())))
+		return tx.Bucket(bucketSeen).Put([]byte(key), append(u64(uint64(at.UnixNano())), root...))
 	})
 }
 
@@ -570,7 +582,7 @@ func (s *State) PruneSeen(t time.Time) error {
 		b := tx.Bucket(bucketSeen)
 		var old [][]byte
 		_ = b.ForEach(func(k, v []byte) error {
-			if len(v) == 8 && int64(binary.BigEndian.Uint64(v)) < t.UnixNano() {
+			if len(v) >= 8 && int64(binary.BigEndian.Uint64(v[:8])) < t.UnixNano() {
 				old = append(old, append([]byte(nil), k...))
 			}
 			return nil

@@ -388,7 +388,7 @@ func TestRetentionPrunes(t *testing.T) {
 		if err := st.SetLineage(serverKey("vpsorg", "vps", "new"+id), root); err != nil {
 			t.Fatal(err)
 		}
-		if err := st.MarkSeen("fp"+id, at); err != nil {
+		if err := st.MarkSeen("fp"+id, at, ""); err != nil {
 			t.Fatal(err)
 		}
 		if err := st.Flush(nil, []Event{{Time: at, Provider: "vpsorg", Account: "vps", ID: id, Reason: ReasonCooldown}}); err != nil {
