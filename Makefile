@@ -2,6 +2,7 @@ SHELL     := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 GO        ?= go
 BIN       ?= vps_exporter
+SIM_BIN   ?= vps_sim
 VERSION   ?= $(shell cat VERSION)
 REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 BRANCH    ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)
@@ -11,18 +12,29 @@ LDFLAGS   := -s -w -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION)
 IMAGE     ?= ghcr.io/vps-exporter/vps_exporter
 LISTEN    ?= :9877
 DEMO_SERVERS ?= 150
+SIM_SERVERS ?= 1000
+SIM_CONFIG ?= .build/vps_sim.yml
+SIM_FLAGS ?=
 
-.PHONY: all build run test test-short rules lint fmt vet bench fuzz clean docker docker-push
+.PHONY: all build run sim test test-short rules lint fmt vet bench fuzz clean docker docker-push
 
 all: lint test build
 
-## build: static binary ./vps_exporter
+## build: static binaries ./vps_exporter and ./vps_sim (the simulated providers)
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) .
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(SIM_BIN) ./cmd/vps_sim
 
 ## run: the exporter on its built-in simulated fleet (no credentials needed)
 run: build
 	./$(BIN) --demo --demo.servers=$(DEMO_SERVERS) --web.listen-address=$(LISTEN)
+
+## sim: the simulated providers as their own process (SIM_SERVERS servers),
+## writing the exporter's configuration to SIM_CONFIG; in another terminal:
+##   ./vps_exporter --config.file=.build/vps_sim.yml   (docs/simulator.md)
+sim: build
+	@mkdir -p $(dir $(SIM_CONFIG))
+	./$(SIM_BIN) --servers=$(SIM_SERVERS) --config-out=$(SIM_CONFIG) $(SIM_FLAGS)
 
 ## test: every test, in stages that say when they start and how long they
 ## took: lint, the alert rules' unit tests, the packages' tests with the race
@@ -97,4 +109,4 @@ docker-push: docker
 
 ## clean: build outputs only (bench.txt is a checked-in measurement)
 clean:
-	rm -rf $(BIN) .build
+	rm -rf $(BIN) $(SIM_BIN) .build

@@ -2,31 +2,14 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"net/url"
+	"os"
 	"path/filepath"
 	"time"
 
-	commoncfg "github.com/prometheus/common/config"
-	"github.com/prometheus/common/model"
-
 	"github.com/vps-exporter/vps_exporter/config"
-	"github.com/vps-exporter/vps_exporter/providers/sim"
+	"github.com/vps-exporter/vps_exporter/internal/simfleet"
 )
-
-// demoSplit divides a fleet of n servers among the three simulated APIs.
-func demoSplit(n int) map[sim.API]int {
-	out := map[sim.API]int{}
-	for i, api := range sim.APIs() {
-		out[api] = n / 3
-		if i < n%3 {
-			out[api]++
-		}
-	}
-	return out
-}
 
 // demoOptions are the --demo.* flags.
 type demoOptions struct {
@@ -36,61 +19,33 @@ type demoOptions struct {
 	stateDir string
 }
 
-// startDemo starts the simulated provider APIs on loopback and returns a
-// configuration that monitors them, with credentials made up for this run.
-// Remediation runs in dry-run with sample rules and the webhook on, so that
-// its metrics and audit log have something to show.
-func startDemo(ctx context.Context, o demoOptions) (*config.Config, error) {
-	servers, refresh := o.servers, o.refresh
-	creds := map[sim.API]sim.Credentials{
-		sim.VPNBingo: {Token: randomHex()},
-		sim.VPSOrg:   {Token: randomHex()},
-		sim.E2E:      {Token: randomHex(), APIKey: randomHex(), ProjectID: "demo"},
-	}
-	s := sim.New(sim.Options{PerAPI: demoSplit(servers), Seed: 1, Credentials: creds, Settle: 30 * time.Second})
-	if o.rate > 0 {
-		for _, api := range sim.APIs() {
-			s.SetThrottle(api, o.rate, max(1, int(o.rate)))
-		}
-	}
-	srv, err := s.Start(ctx)
+// startDemo starts the simulated provider APIs on loopback until ctx ends
+// and returns the configuration that monitors them (simfleet: the same
+// fleet and configuration as vps_sim, parsed and validated like a user's
+// file) and the file it wrote it to (in the demo's state directory, mode
+// 0600: it holds the made-up credentials, among them the remediation
+// bearer token that pause, resume and reset need). Remediation runs live
+// against the simulated servers — this process's own, nothing else can be
+// reached — with simfleet.Rules, their ladders and a few sick servers, so
+// that the closed loop shows within minutes: repairs verified, an
+// escalation to a power cycle, servers no repair fixes.
+func startDemo(ctx context.Context, o demoOptions) (*config.Config, string, error) {
+	fleet, err := simfleet.Start(ctx, simfleet.Options{Servers: o.servers, Refresh: o.refresh, RateLimit: o.rate, Seed: 1, Prefix: "demo", Live: true})
 	if err != nil {
-		return nil, fmt.Errorf("start simulator: %w", err)
+		return nil, "", err
 	}
-	u := func(api sim.API) *url.URL {
-		v, _ := url.Parse(srv.URL[api])
-		return v
+	path := filepath.Join(o.stateDir, "demo.yml")
+	b, err := fleet.ConfigYAML(filepath.Join(o.stateDir, "remediation.db"))
+	if err == nil {
+		err = os.WriteFile(path, b, 0o600)
 	}
-	c := &config.Config{
-		Global: config.DefaultGlobal(),
-		Providers: []config.Provider{
-			{Type: config.TypeVPNBingo, Name: "demo-bingo", URL: u(sim.VPNBingo), Token: commoncfg.Secret(creds[sim.VPNBingo].Token), Loc: time.UTC},
-			{Type: config.TypeVPSOrg, Name: "demo-vpsorg", URL: u(sim.VPSOrg), Token: commoncfg.Secret(creds[sim.VPSOrg].Token), Loc: time.UTC},
-			{Type: config.TypeE2E, Name: "demo-e2e", URL: u(sim.E2E), Token: commoncfg.Secret(creds[sim.E2E].Token),
-				APIKey: commoncfg.Secret(creds[sim.E2E].APIKey), ProjectID: "demo", Location: "Delhi", Loc: time.UTC},
-		},
-		Remediation: config.DefaultRemediation(),
+	var c *config.Config
+	if err == nil {
+		c, err = config.Parse(b, o.stateDir)
 	}
-	c.Global.RefreshInterval = model.Duration(refresh)
-	for i := range c.Providers {
-		c.Providers[i].RateLimit = 0.8 * o.rate
+	if err != nil {
+		fleet.Sim.Close()
+		return nil, "", fmt.Errorf("demo configuration: %w", err)
 	}
-	r := &c.Remediation
-	r.Enabled, r.DryRun = true, true
-	r.StateFile = filepath.Join(o.stateDir, "remediation.db")
-	r.Webhook.Enabled = true
-	r.Rules = []config.Rule{
-		{Name: "redeploy-heartbeat-abnormal", Provider: config.TypeVPNBingo, State: []string{"degraded"}, For: model.Duration(2 * refresh), Action: "redeploy"},
-		{Name: "start-stopped-vps", Provider: config.TypeVPSOrg, State: []string{"stopped"}, For: model.Duration(2 * refresh), Action: "start"},
-		{Name: "reboot-hot-cpu", Provider: config.TypeVPSOrg, State: []string{"running"}, Metric: "cpu_usage_ratio", Above: ptr(0.95), For: model.Duration(2 * refresh), Action: "reboot"},
-	}
-	return c, nil
-}
-
-func ptr(v float64) *float64 { return &v }
-
-func randomHex() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
+	return c, path, nil
 }

@@ -207,10 +207,11 @@ func TestWebhookFlood(t *testing.T) {
 					if i > 0 {
 						sb.WriteByte(',')
 					}
-					// ids 1000..1199 exist (half of them degraded or
-					// otherwise), others do not: actions and every kind
-					// of suppression.
-					fmt.Fprintf(&sb, `{"status":"firing","labels":{"alertname":"Flood","provider":"vpnbingo","account":"bingo-prod","id":"%d","remediation":"redeploy"},"startsAt":%q,"fingerprint":"f%d"}`, 1000+n%400, now, n)
+					// ids 1000..1199 exist (some degraded, most not):
+					// actions and every kind of suppression. (An id the
+					// account does not have is not queued: counted as
+					// unknown_server only.)
+					fmt.Fprintf(&sb, `{"status":"firing","labels":{"alertname":"Flood","provider":"vpnbingo","account":"bingo-prod","id":"%d","remediation":"redeploy"},"startsAt":%q,"fingerprint":"f%d"}`, 1000+n%200, now, n)
 				}
 				sb.WriteString(`]}`)
 				code, body := e.send("POST", "/webhook/alertmanager", sb.String(), false)

@@ -6,18 +6,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 	_ "time/tzdata" // account timezones work in a minimal container image
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
@@ -27,11 +29,12 @@ import (
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
-	slgk "github.com/tjhop/slog-gokit"
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/sys/unix"
 
 	"github.com/vps-exporter/vps_exporter/collector"
 	"github.com/vps-exporter/vps_exporter/config"
+	"github.com/vps-exporter/vps_exporter/internal/logging"
 	"github.com/vps-exporter/vps_exporter/providers"
 	"github.com/vps-exporter/vps_exporter/remediation"
 	webui "github.com/vps-exporter/vps_exporter/web"
@@ -43,25 +46,32 @@ func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
 
 // flags are the command line.
 type flags struct {
-	configFile  string
-	configCheck bool
-	metricsPath string
-	demo        bool
-	demoServers int
-	demoRefresh time.Duration
-	demoRate    float64
-	enablePprof bool
+	configFile string
+	// configFileSet: --config.file was given (not the default).
+	configFileSet bool
+	configCheck   bool
+	metricsPath   string
+	demo          bool
+	demoServers   int
+	demoRefresh   time.Duration
+	demoRate      float64
+	enablePprof   bool
 	// enableLifecycle allows POST /-/reload (Prometheus' flag).
 	enableLifecycle bool
 	logLevel        string
 	logFormat       string
 	webFlagConfig   *web.FlagConfig
+
+	// autoMemLimit sets the Go memory limit from the cgroup's, at
+	// autoMemLimitRatio of it (Prometheus' flags).
+	autoMemLimit      bool
+	autoMemLimitRatio float64
 }
 
 func parseFlags(args []string) (*flags, error) {
 	app := kingpin.New(program, "Prometheus exporter and health daemon for rented VPS/VPN fleets (VPN.bingo, VPS.org, E2E Networks).")
 	f := &flags{}
-	app.Flag("config.file", "Configuration file.").Default("vps_exporter.yml").StringVar(&f.configFile)
+	app.Flag("config.file", "Configuration file.").Default("vps_exporter.yml").IsSetByUser(&f.configFileSet).StringVar(&f.configFile)
 	app.Flag("config.check", "Validate the configuration file and exit.").BoolVar(&f.configCheck)
 	app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").StringVar(&f.metricsPath)
 	app.Flag("web.enable-pprof", "Serve Go profiling endpoints under /debug/pprof/.").BoolVar(&f.enablePprof)
@@ -70,6 +80,8 @@ func parseFlags(args []string) (*flags, error) {
 	app.Flag("demo.servers", "Size of the simulated fleet in --demo, shared among the three providers.").Default("150").IntVar(&f.demoServers)
 	app.Flag("demo.refresh-interval", "Refresh interval in --demo.").Default("15s").DurationVar(&f.demoRefresh)
 	app.Flag("demo.rate-limit", "In --demo, the simulated providers throttle each API at this many requests per second (429 with Retry-After), and each account's rate_limit is set to 80% of it; 0: no throttling.").Default("0").Float64Var(&f.demoRate)
+	app.Flag("auto-gomemlimit", "Set the Go runtime's memory limit (GOMEMLIMIT) from the container's cgroup memory limit, at --auto-gomemlimit.ratio of it. A GOMEMLIMIT in the environment is left as it is.").Default("true").BoolVar(&f.autoMemLimit)
+	app.Flag("auto-gomemlimit.ratio", "The share of the cgroup memory limit set as the Go memory limit, in (0, 1]; the rest is headroom for what Go does not count (stacks, the binary, the kernel's page cache of the state file).").Default("0.9").Float64Var(&f.autoMemLimitRatio)
 	app.Flag("log.level", "Only log messages with the given severity or above. One of: [debug, info, warn, error]").Default("info").EnumVar(&f.logLevel, "debug", "info", "warn", "error")
 	app.Flag("log.format", "Output format of log messages. One of: [logfmt, json]").Default("logfmt").EnumVar(&f.logFormat, "logfmt", "json")
 	f.webFlagConfig = kingpinflag.AddFlags(app, ":9877")
@@ -84,64 +96,16 @@ func parseFlags(args []string) (*flags, error) {
 	if f.demoRate < 0 {
 		return nil, fmt.Errorf("--demo.rate-limit must not be negative")
 	}
+	if !(f.autoMemLimitRatio > 0 && f.autoMemLimitRatio <= 1) {
+		return nil, fmt.Errorf("--auto-gomemlimit.ratio must be greater than 0 and at most 1, got %v", f.autoMemLimitRatio)
+	}
 	return f, nil
 }
 
 // newLogger returns the project's logger and, for exporter-toolkit, an
-// slog logger that writes through it: one format and one set of keys
-// (ts, caller, level, msg) in the whole stream.
+// slog logger that writes through it (internal/logging).
 func newLogger(f *flags, w *os.File) (log.Logger, *slog.Logger) {
-	var l log.Logger
-	if f.logFormat == "json" {
-		l = log.NewJSONLogger(log.NewSyncWriter(w))
-	} else {
-		l = log.NewLogfmtLogger(log.NewSyncWriter(w))
-	}
-	l = level.NewFilter(l, level.Allow(level.ParseDefault(f.logLevel, level.InfoValue())))
-	lvl := new(slog.LevelVar)
-	if err := lvl.UnmarshalText([]byte(f.logLevel)); err != nil {
-		lvl.Set(slog.LevelInfo)
-	}
-	return log.With(l, "ts", log.DefaultTimestampUTC, "caller", log.DefaultCaller), slog.New(slgk.NewGoKitHandler(toolkitKeys{l}, lvl))
-}
-
-// toolkitKeys rewrites the slog bridge's records into the project's
-// shape: its "time" becomes "ts" (UTC, as log.DefaultTimestampUTC writes
-// it) and the keys come in the same order as the project's own lines.
-type toolkitKeys struct{ next log.Logger }
-
-// Log implements log.Logger.
-func (t toolkitKeys) Log(kv ...any) error {
-	var ts, caller, lvl any
-	rest := make([]any, 0, len(kv))
-	for i := 0; i+1 < len(kv); i += 2 {
-		switch kv[i] {
-		case "time":
-			if tm, ok := kv[i+1].(time.Time); ok {
-				ts = tm.UTC().Format(time.RFC3339Nano)
-			} else {
-				ts = kv[i+1]
-			}
-		case "caller":
-			caller = kv[i+1]
-		case level.Key():
-			lvl = kv[i+1]
-		default:
-			rest = append(rest, kv[i], kv[i+1])
-		}
-	}
-	out := make([]any, 0, len(kv)+6)
-	if ts == nil {
-		ts = time.Now().UTC().Format(time.RFC3339Nano)
-	}
-	out = append(out, "ts", ts)
-	if caller != nil {
-		out = append(out, "caller", caller)
-	}
-	if lvl != nil {
-		out = append(out, level.Key(), lvl)
-	}
-	return t.next.Log(append(out, rest...)...)
+	return logging.New(f.logFormat, f.logLevel, w)
 }
 
 // daemon is the running exporter.
@@ -155,9 +119,6 @@ type daemon struct {
 
 	engine  *remediation.Engine
 	webhook *remediation.Webhook
-	// remCfg is the remediation configuration last applied (the status
-	// page shows its max_actions_per_hour).
-	remCfg atomic.Pointer[config.Remediation]
 
 	reloadMu      sync.Mutex
 	reloadOK      prometheus.Gauge
@@ -175,10 +136,15 @@ func run(args []string, stderr *os.File) int {
 	logger, toolkit := newLogger(f, stderr)
 
 	if f.configCheck {
-		if _, err := loadChecked(f); err != nil {
+		c, err := loadChecked(f)
+		if err == nil {
+			err = checkStateDir(c.Remediation)
+		}
+		if err != nil {
 			logConfigErrors(logger, "configuration is invalid", f.configFile, err)
 			return 1
 		}
+		warnPlaceholders(logger, c)
 		level.Info(logger).Log("msg", "configuration is valid", "file", f.configFile)
 		return 0
 	}
@@ -187,6 +153,9 @@ func run(args []string, stderr *os.File) int {
 	defer stop()
 	level.Info(logger).Log("msg", "starting "+program, "version", version.Info(), "build_context", version.BuildContext())
 	setGCPercent(logger, os.Getenv)
+	if f.autoMemLimit {
+		autoMemLimit(logger, f.autoMemLimitRatio, memlimit.FromCgroup)
+	}
 	return serve(sigctx, f, logger, toolkit)
 }
 
@@ -237,6 +206,9 @@ func serve(parent context.Context, f *flags, logger log.Logger, toolkit *slog.Lo
 		Provider: func(account string) (providers.Provider, bool) { return d.manager.Provider(account) },
 	}, reg, logger, nil)
 	cleanups = append(cleanups, d.engine.Close)
+	// At SIGTERM (or a failed start) no new provider action starts;
+	// those under way end.
+	context.AfterFunc(ctx, d.engine.Shutdown)
 	d.webhook = remediation.NewWebhook(ctx, d.engine, 1024, 2)
 	// The webhook's workers end with ctx (their calls are cancelled) and
 	// record what is still queued, before the engine closes.
@@ -248,12 +220,13 @@ func serve(parent context.Context, f *flags, logger log.Logger, toolkit *slog.Lo
 			level.Error(logger).Log("msg", "cannot create demo state directory", "err", err)
 			return 1
 		}
-		demoCfg, err := startDemo(ctx, demoOptions{servers: f.demoServers, refresh: f.demoRefresh, rate: f.demoRate, stateDir: stateDir})
+		demoCfg, demoFile, err := startDemo(ctx, demoOptions{servers: f.demoServers, refresh: f.demoRefresh, rate: f.demoRate, stateDir: stateDir})
 		if err != nil {
 			level.Error(logger).Log("msg", "cannot start demo", "err", err)
 			return 1
 		}
-		level.Info(logger).Log("msg", "demo mode: monitoring simulated providers on loopback", "servers", f.demoServers)
+		level.Info(logger).Log("msg", "demo mode: monitoring simulated providers on loopback; remediation acts for real on the simulated servers only",
+			"servers", f.demoServers, "config_file", demoFile)
 		d.loadConfig = func() (*config.Config, error) { return demoCfg, nil }
 	} else {
 		d.loadConfig = func() (*config.Config, error) { return loadChecked(f) }
@@ -276,7 +249,7 @@ func serve(parent context.Context, f *flags, logger log.Logger, toolkit *slog.Lo
 				return
 			case <-hup:
 				if err := d.reload(); err != nil {
-					logConfigErrors(logger, "reload failed; keeping the previous configuration", f.configFile, err)
+					logConfigErrors(logger, reloadFailed(err), f.configFile, err)
 				}
 			}
 		}
@@ -310,6 +283,9 @@ func serve(parent context.Context, f *flags, logger log.Logger, toolkit *slog.Lo
 // A file with mistakes gives them all, one per line.
 func loadChecked(f *flags) (*config.Config, error) {
 	c, err := config.Load(f.configFile)
+	if errors.Is(err, fs.ErrNotExist) && !f.configFileSet {
+		err = fmt.Errorf("%w; start from deploy/vps_exporter.minimal.yml (copy it to vps_exporter.yml and put your token in), or try --demo", err)
+	}
 	basic, werr := webBasicAuth(*f.webFlagConfig.WebConfigFile)
 	if err != nil || werr != nil {
 		return nil, errors.Join(err, werr)
@@ -360,6 +336,9 @@ func (d *daemon) register(reg *prometheus.Registry) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		versioncollector.NewCollector(program),
 		collector.NewAccountCollector(d.store),
+		// d.manager is set before the web server starts; a scrape reads
+		// it then.
+		collector.NewRateCollector(func() []providers.Provider { return d.manager.Providers() }),
 		d.reloadOK, d.reloadTime,
 	)
 }
@@ -385,6 +364,64 @@ func (d *daemon) load(first bool) error {
 	d.reloadOK.Set(1)
 	d.reloadTime.SetToCurrentTime()
 	level.Info(d.logger).Log("msg", "configuration loaded", "accounts", len(c.Providers))
+	if !d.flags.demo {
+		warnPlaceholders(d.logger, c)
+	}
+	return nil
+}
+
+// f_demo reports whether the daemon runs the demo (its config holds no
+// placeholders to warn of).
+func f_demo(d *daemon) bool { return d.flags.demo }
+
+// reloadFailed is the log message of a failed reload: a configuration
+// that does not load leaves the running one in place; a state file that
+// cannot be opened does not (its error says what was applied).
+func reloadFailed(err error) string {
+	if errors.Is(err, errPartlyApplied) {
+		return "reload failed"
+	}
+	return "reload failed; keeping the previous configuration"
+}
+
+// errPartlyApplied marks a reload whose accounts were applied but whose
+// remediation state file could not be opened.
+var errPartlyApplied = errors.New("the accounts were reloaded; remediation is off until the file can be opened")
+
+// warnPlaceholders warns of secrets still holding the example configs'
+// placeholder: the file is valid, but the provider will refuse them.
+func warnPlaceholders(logger log.Logger, c *config.Config) {
+	for i, p := range c.Providers {
+		for field, v := range map[string]string{"token": string(p.Token), "api_key": string(p.APIKey)} {
+			if strings.HasPrefix(v, config.Placeholder) {
+				level.Warn(logger).Log("msg", "a secret is still the example's placeholder: the provider will refuse it until you put the real one in",
+					"field", fmt.Sprintf("providers[%d] (%s).%s", i, p.Name, field))
+			}
+		}
+	}
+}
+
+// checkStateDir is --config.check's look at the remediation state file,
+// without opening it (a running exporter holds its lock): remediation on
+// needs its directory to exist and take files, and an existing file to be
+// a regular file.
+func checkStateDir(r config.Remediation) error {
+	if !r.Enabled {
+		return nil
+	}
+	dir := filepath.Dir(r.StateFile)
+	st, err := os.Stat(dir)
+	switch {
+	case err != nil:
+		return fmt.Errorf("remediation.state_file: its directory: %w", err)
+	case !st.IsDir():
+		return fmt.Errorf("remediation.state_file: %s is not a directory", dir)
+	case unix.Access(dir, unix.W_OK|unix.X_OK) != nil:
+		return fmt.Errorf("remediation.state_file: cannot create files in %s", dir)
+	}
+	if st, err := os.Stat(r.StateFile); err == nil && !st.Mode().IsRegular() {
+		return fmt.Errorf("remediation.state_file: %s exists and is not a regular file", r.StateFile)
+	}
 	return nil
 }
 
@@ -404,14 +441,19 @@ func (d *daemon) apply(c *config.Config, first bool) error {
 		}
 	}
 	d.lastAccountOf = now
+	// The web config's basic auth guards the remediation controls too
+	// (a reset needs some credential).
+	basic, _ := webBasicAuth(*d.flags.webFlagConfig.WebConfigFile)
+	d.engine.SetWebBasicAuth(basic)
 	// A remediation state file that cannot be opened turns remediation
 	// off (and says so). At start it is a failed start, unless another
 	// process holds its lock: then this one takes over when it exits.
-	if err := d.engine.Configure(c.Remediation, time.Duration(c.Global.RefreshInterval), c.Providers); err != nil && first && !remediation.IsStateLocked(err) {
-		return fmt.Errorf("remediation.state_file: %w", err)
+	if err := d.engine.Configure(c.Remediation, time.Duration(c.Global.RefreshInterval), c.Providers); err != nil && !remediation.IsStateLocked(err) {
+		if first {
+			return fmt.Errorf("remediation.state_file: %w", err)
+		}
+		return fmt.Errorf("remediation.state_file: %w (%w)", err, errPartlyApplied)
 	}
-	rc := c.Remediation
-	d.remCfg.Store(&rc)
 	return nil
 }
 
@@ -436,11 +478,11 @@ func (d *daemon) routes(reg *prometheus.Registry) http.Handler {
 		}
 		if !d.flags.enableLifecycle {
 			// As Prometheus: reloading over HTTP is opt-in; SIGHUP always works.
-			http.Error(w, "Lifecycle API is not enabled.", http.StatusForbidden)
+			http.Error(w, "Lifecycle API is not enabled: start with --web.enable-lifecycle, or send SIGHUP.", http.StatusForbidden)
 			return
 		}
 		if err := d.reload(); err != nil {
-			logConfigErrors(d.logger, "reload failed; keeping the previous configuration", d.flags.configFile, err)
+			logConfigErrors(d.logger, reloadFailed(err), d.flags.configFile, err)
 			http.Error(w, fmt.Sprintf("failed to reload config: %s", err), http.StatusInternalServerError)
 			return
 		}

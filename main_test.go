@@ -106,9 +106,17 @@ func startRaw(t testing.TB, logs *syncBuffer, args ...string) *exec.Cmd {
 // its output shown if the test failed.
 func startCmd(t testing.TB, logs *syncBuffer, label, name string, args ...string) *exec.Cmd {
 	t.Helper()
+	return startCmdIn(t, logs, label, "", name, args...)
+}
+
+// startCmdIn is startCmd with the process's working directory (dir; ""
+// for the test's).
+func startCmdIn(t testing.TB, logs *syncBuffer, label, dir, name string, args ...string) *exec.Cmd {
+	t.Helper()
 	skipShort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = logs, logs
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
@@ -546,7 +554,7 @@ func TestWebhookRedeployBehindBasicAuth(t *testing.T) {
 		return strings.Contains(e.metrics(), `vps_server_info{provider="vpnbingo",account="bingo-prod",id="`+newID+`"`)
 	})
 	m := e.metrics()
-	if !hasLine(m, `vps_remediation_actions_total{account="bingo-prod",action="redeploy",provider="vpnbingo",result="success",rule="VPNNodeHeartbeatAbnormal"} 1`) {
+	if !hasLine(m, `vps_remediation_actions_total{account="bingo-prod",action="redeploy",provider="vpnbingo",result="success",rule="alertmanager"} 1`) {
 		t.Error("the action is not counted")
 	}
 	// The resend is a duplicate, or, while the first was under way, in

@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"net/http"
-	"time"
 
-	"github.com/vps-exporter/vps_exporter/config"
 	"github.com/vps-exporter/vps_exporter/remediation"
 	webui "github.com/vps-exporter/vps_exporter/web"
 )
@@ -13,16 +11,7 @@ import (
 // statusPage is the page at /: the store's snapshots and the engine's
 // state, through web's interfaces.
 func (d *daemon) statusPage() http.Handler {
-	return webui.NewStatusPage(d.store, remediationView{
-		engine: d.engine,
-		config: func() config.Remediation {
-			if c := d.remCfg.Load(); c != nil {
-				return *c
-			}
-			return config.DefaultRemediation()
-		},
-		now: time.Now,
-	}, webui.StatusOptions{
+	return webui.NewStatusPage(d.store, remediationView{engine: d.engine}, webui.StatusOptions{
 		Demo:        d.flags.demo,
 		Pprof:       d.flags.enablePprof,
 		MetricsPath: d.flags.metricsPath,
@@ -30,58 +19,28 @@ func (d *daemon) statusPage() http.Handler {
 	})
 }
 
-// actionsThisHour counts the actions of one mode (dry run or live) since
-// hourAgo among recs, the newest audit records (newest first) of a read
-// that asked for at most n. The count is a lower bound (atLeast) when all
-// n came back and none is older than the hour: more may be.
-func actionsThisHour(recs []remediation.Record, dryRun bool, hourAgo time.Time, n int) (count int, atLeast bool) {
-	for _, r := range recs {
-		if r.Time.Before(hourAgo) {
-			return count, false
-		}
-		if (r.Result == resultDryRun) == dryRun {
-			count++
-		}
-	}
-	return count, len(recs) >= n
-}
-
-// resultDryRun is the audit result of an action recorded in dry run.
-const resultDryRun = "dry_run"
-
-// maxHistoryRead bounds the audit records one page view reads (the
-// limit /api/v1/remediation takes).
-const maxHistoryRead = 10000
-
 // remediationView is the engine as web.RemediationSource: what
-// GET /api/v1/remediation shows (the engine's History), plus the
-// configured max_actions_per_hour and how many actions of the current mode
-// the last hour holds.
+// GET /api/v1/remediation shows (the engine's History), the hourly budget
+// as the gate counts it (reserved actions included) and the servers no
+// repair fixed.
 type remediationView struct {
 	engine *remediation.Engine
-	config func() config.Remediation // the configuration applied
-	now    func() time.Time
 }
 
 // RemediationStatus implements web.RemediationSource. It reads the
-// engine's memory and state file; it calls no provider.
+// engine's memory and state file, writes nothing and stops when ctx ends;
+// it calls no provider.
 func (v remediationView) RemediationStatus(ctx context.Context, limit int) (webui.RemediationStatus, error) {
 	if err := ctx.Err(); err != nil {
 		return webui.RemediationStatus{}, err
 	}
-	c := v.config()
-	// In an hour at most max_actions_per_hour actions of each mode (live,
-	// dry run) reach the audit log: reading that many newest records of
-	// both finds all of the current mode's, unless restarts recovered
-	// more; then the count is a lower bound, and says so.
-	n := min(max(limit, 2*c.MaxActionsPerHour+1), maxHistoryRead)
-	h, err := v.engine.History(remediation.Filter{Limit: n})
-	out := webui.RemediationStatus{Enabled: h.Enabled, DryRun: h.DryRun, MaxActionsPerHour: c.MaxActionsPerHour}
+	limit = max(limit, 0)
+	h, err := v.engine.History(ctx, remediation.Filter{Limit: max(limit, 1)})
+	used, max := v.engine.ActionsThisHour()
+	out := webui.RemediationStatus{Enabled: h.Enabled, DryRun: h.DryRun, ActionsThisHour: used, MaxActionsPerHour: max}
 	if p := h.Paused; p != nil {
 		out.Paused = &webui.Pause{Since: p.Since, Until: p.Until, Reason: p.Reason}
 	}
-	out.ActionsThisHour, out.ActionsThisHourAtLeast = actionsThisHour(h.Actions, h.DryRun, v.now().Add(-time.Hour), n)
-	limit = max(limit, 0)
 	for _, r := range h.Actions[:min(len(h.Actions), limit)] {
 		out.Actions = append(out.Actions, webui.Action{Time: r.Time, Provider: r.Provider, Account: r.Account, ID: r.ID,
 			Action: r.Action, Source: r.Source, Rule: r.Rule, Result: r.Result, Error: r.Error, NewID: r.NewID})
@@ -90,7 +49,12 @@ func (v remediationView) RemediationStatus(ctx context.Context, limit int) (webu
 		out.Suppressions = append(out.Suppressions, webui.Suppression{Time: e.Time, Provider: e.Provider, Account: e.Account, ID: e.ID,
 			Action: e.Action, Source: e.Source, Rule: e.Rule, Reason: e.Reason, Detail: e.Detail})
 	}
-	// Exhausted servers come with closed-loop remediation (the engine
-	// does not report them yet): the page shows none.
+	for _, x := range v.engine.Exhausted() {
+		s := webui.ExhaustedServer{Provider: x.Provider, Account: x.Account, ID: x.ID, Since: x.Since, Attempts: len(x.Actions), Detail: x.Reason}
+		if len(x.Actions) > 0 {
+			s.LastAction = x.Actions[len(x.Actions)-1]
+		}
+		out.Exhausted = append(out.Exhausted, s)
+	}
 	return out, err
 }

@@ -157,9 +157,73 @@ func TestOneLogFormat(t *testing.T) {
 			if strings.Contains(toolkit, "time=") || strings.Contains(toolkit, `"time":`) {
 				t.Errorf("toolkit line has its own time key: %s", toolkit)
 			}
-			if format == "logfmt" && !strings.HasPrefix(toolkit, "ts=") {
-				t.Errorf("toolkit line does not start with ts= as the others do: %s", toolkit)
+			if format == "logfmt" && !strings.HasPrefix(toolkit, "level=info ts=") {
+				t.Errorf("toolkit line does not start with level= and ts= as the others do: %s", toolkit)
 			}
 		})
+	}
+}
+
+// TestStartHints: without --config.file and without vps_exporter.yml in
+// the working directory, the error says where to start from; --config.check
+// looks at where the remediation state file would go.
+func TestStartHints(t *testing.T) {
+	skipShort(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binPath, "--web.listen-address="+freePort(t))
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "deploy/vps_exporter.minimal.yml") || !strings.Contains(string(out), "--demo") {
+		t.Errorf("no config file: %v, want exit 1 with a hint:\n%s", err, out)
+	}
+
+	cfg := filepath.Join(dir, "c.yml")
+	for _, tc := range []struct {
+		state, want string
+	}{
+		{filepath.Join(dir, "no", "such", "dir", "state.db"), "remediation.state_file: its directory"},
+		{dir, "exists and is not a regular file"},
+	} {
+		if err := os.WriteFile(cfg, []byte("providers: [{type: vpsorg, name: a, token: x}]\nremediation: {enabled: true, state_file: "+tc.state+"}\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		code, logs, _ := runToExit(t, 20*time.Second, "--config.check", "--config.file="+cfg)
+		if code != 1 || !strings.Contains(logs, tc.want) {
+			t.Errorf("state_file %s: exit %d, want 1 with %q:\n%s", tc.state, code, tc.want, logs)
+		}
+	}
+}
+
+// TestReloadWithUnusableStateFile: a reload whose remediation state file
+// cannot be opened is a failed reload (the metric says so, the log says
+// what was applied), and remediation is off, not silently on the old file.
+func TestReloadWithUnusableStateFile(t *testing.T) {
+	_, urls := startSim(t, 3)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "vps_exporter.yml")
+	writeConfig(t, cfgPath, urls, false)
+	appendRemediation(t, cfgPath, "  dry_run: true\n")
+	e := startExporter(t, "--config.file="+cfgPath)
+	if !hasLine(e.metrics(), "vps_remediation_enabled 1") {
+		t.Fatal("remediation not on at start")
+	}
+	b, _ := os.ReadFile(cfgPath)
+	bad := strings.Replace(string(b), filepath.Join(dir, "state.db"), filepath.Join(dir, "missing", "state.db"), 1)
+	if err := os.WriteFile(cfgPath, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	e.waitFor("the failed reload", func() bool {
+		m := e.metrics()
+		return hasLine(m, "vps_exporter_config_last_reload_successful 0") && hasLine(m, "vps_remediation_enabled 0")
+	})
+	logs := e.logs.String()
+	if !strings.Contains(logs, `msg="reload failed"`) || !strings.Contains(logs, "the accounts were reloaded") {
+		t.Errorf("the log does not say what the reload did:\n%s", grepLines(logs, "level=error"))
 	}
 }

@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"encoding/xml"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vps-exporter/vps_exporter/internal/htmldom"
 	"github.com/vps-exporter/vps_exporter/providers/sim"
-	"github.com/vps-exporter/vps_exporter/remediation"
 )
 
 var screenshotTo = flag.String("statuspage.screenshot", "", "TestStatusPage copies its screenshot of the status page here (e.g. docs/status-page.png)")
@@ -59,29 +57,29 @@ func TestStatusPage(t *testing.T) {
 	runChromium(t, chromium, "--screenshot="+shot, "--window-size=1280,1600", url)
 	_, _ = e.seen.Write(dom) // for the secrets check below
 
-	doc, err := parseDOM(string(dom))
+	doc, err := htmldom.Parse(string(dom))
 	if err != nil {
 		t.Fatalf("the browser's DOM does not parse: %v\n%s", err, dom)
 	}
-	if doc.byID("accounts") == nil {
+	if doc.ByID("accounts") == nil {
 		t.Fatalf("not the status page:\n%s", dom)
 	}
 
 	// One row per account, in name order, with its state and servers.
 	type row struct{ provider, account, state, servers string }
 	var rows []row
-	for _, r := range doc.byClass("account") {
-		td := r.byTag("td")
+	for _, r := range doc.ByClass("account") {
+		td := r.ByTag("td")
 		if len(td) != 6 {
-			t.Fatalf("account row with %d cells: %s", len(td), r.text())
+			t.Fatalf("account row with %d cells: %s", len(td), r.Text())
 		}
-		rows = append(rows, row{td[0].text(), td[1].text(), td[2].text(), td[3].text()})
-		if td[1].text() == "e2e-delhi" {
-			if errText := td[5].text(); !strings.Contains(errText, "401") {
+		rows = append(rows, row{td[0].Text(), td[1].Text(), td[2].Text(), td[3].Text()})
+		if td[1].Text() == "e2e-delhi" {
+			if errText := td[5].Text(); !strings.Contains(errText, "401") {
 				t.Errorf("e2e-delhi's error cell: %q", errText)
 			}
-		} else if td[4].text() == "never" || td[5].text() != "" {
-			t.Errorf("%s: last success %q, error %q", td[1].text(), td[4].text(), td[5].text())
+		} else if td[4].Text() == "never" || td[5].Text() != "" {
+			t.Errorf("%s: last success %q, error %q", td[1].Text(), td[4].Text(), td[5].Text())
 		}
 	}
 	want := []row{
@@ -107,47 +105,47 @@ func TestStatusPage(t *testing.T) {
 		"pause-reason":        reason,
 		"remediation-budget":  " of 7 (max_actions_per_hour, dry run)",
 	} {
-		n := doc.byID(id)
+		n := doc.ByID(id)
 		if n == nil {
 			t.Errorf("no #%s in the DOM", id)
 			continue
 		}
-		if !strings.Contains(n.text(), want) {
-			t.Errorf("#%s: %q, want it to contain %q", id, n.text(), want)
+		if !strings.Contains(n.Text(), want) {
+			t.Errorf("#%s: %q, want it to contain %q", id, n.Text(), want)
 		}
 	}
-	if p := doc.byID("pause-reason"); p != nil && len(p.byTag("b")) > 0 {
+	if p := doc.ByID("pause-reason"); p != nil && len(p.ByTag("b")) > 0 {
 		t.Error("the pause reason's markup became an element")
 	}
-	if doc.byID("demo-banner") != nil {
+	if doc.ByID("demo-banner") != nil {
 		t.Error("demo banner without --demo")
 	}
 
 	// A recent action: the rule's dry-run redeploy of the degraded node.
 	found := false
-	for _, a := range doc.byClass("action") {
-		txt := a.text()
-		if a.attr["data-result"] == "dry_run" && strings.Contains(txt, "bingo-prod") && strings.Contains(txt, "redeploy") && strings.Contains(txt, "redeploy-degraded") {
+	for _, a := range doc.ByClass("action") {
+		txt := a.Text()
+		if a.Attr["data-result"] == "dry_run" && strings.Contains(txt, "bingo-prod") && strings.Contains(txt, "redeploy") && strings.Contains(txt, "redeploy-degraded") {
 			found = true
 		}
 	}
 	if !found {
-		t.Errorf("no dry-run redeploy among the recent actions:\n%s", doc.byID("actions").text())
+		t.Errorf("no dry-run redeploy among the recent actions:\n%s", doc.ByID("actions").Text())
 	}
 	// The hour's count is of dry-run actions: here, every one listed.
 	dry := 0
-	for _, a := range doc.byClass("action") {
-		if a.attr["data-result"] == "dry_run" {
+	for _, a := range doc.ByClass("action") {
+		if a.Attr["data-result"] == "dry_run" {
 			dry++
 		}
 	}
-	if b := doc.byID("remediation-budget"); b != nil && !strings.HasPrefix(b.text(), fmt.Sprintf("%d of 7 ", dry)) {
-		t.Errorf("actions this hour %q, but %d dry-run actions listed", b.text(), dry)
+	if b := doc.ByID("remediation-budget"); b != nil && !strings.HasPrefix(b.Text(), fmt.Sprintf("%d of 7 ", dry)) {
+		t.Errorf("actions this hour %q, but %d dry-run actions listed", b.Text(), dry)
 	}
-	if doc.byID("exhausted-none") == nil {
+	if doc.ByID("exhausted-none") == nil {
 		t.Error("the exhausted servers section does not say none")
 	}
-	if len(doc.byTag("script")) > 0 {
+	if len(doc.ByTag("script")) > 0 {
 		t.Error("a script element on the page")
 	}
 
@@ -166,37 +164,6 @@ func TestStatusPage(t *testing.T) {
 	}
 	assertNoSecrets(t, "the status page", string(dom))
 	assertNoSecrets(t, "logs", e.logs.String())
-}
-
-func TestActionsThisHour(t *testing.T) {
-	now := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
-	rec := func(ago time.Duration, result string) remediation.Record {
-		return remediation.Record{Time: now.Add(-ago), Result: result}
-	}
-	mixed := []remediation.Record{ // newest first, as History gives them
-		rec(time.Minute, "dry_run"), rec(2*time.Minute, "success"), rec(3*time.Minute, "failed"),
-		rec(10*time.Minute, "dry_run"), rec(20*time.Minute, "unknown"), rec(61*time.Minute, "dry_run"), rec(2*time.Hour, "success"),
-	}
-	for _, tc := range []struct {
-		name    string
-		recs    []remediation.Record
-		dryRun  bool
-		n       int
-		count   int
-		atLeast bool
-	}{
-		{"dry run counts dry_run only, within the hour", mixed, true, 21, 2, false},
-		{"live counts every other result", mixed, false, 21, 3, false},
-		{"an older record ends the count even when all n came back", mixed, true, 7, 2, false},
-		{"fewer than asked for: all there are", mixed[:4], false, 21, 2, false},
-		{"all n within the hour: a lower bound", mixed[:4], true, 4, 2, true},
-		{"no history", nil, true, 21, 0, false},
-	} {
-		count, atLeast := actionsThisHour(tc.recs, tc.dryRun, now.Add(-time.Hour), tc.n)
-		if count != tc.count || atLeast != tc.atLeast {
-			t.Errorf("%s: %d (at least: %v), want %d (%v)", tc.name, count, atLeast, tc.count, tc.atLeast)
-		}
-	}
 }
 
 // runChromium runs headless chromium on its own profile, at most a
@@ -220,81 +187,4 @@ func runChromium(t *testing.T, chromium string, args ...string) []byte {
 func jsonString(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
-}
-
-// domNode is an element of the DOM the browser serialised.
-type domNode struct {
-	tag      string
-	attr     map[string]string
-	children []*domNode
-	all      strings.Builder // the text of the element and its descendants
-}
-
-// parseDOM reads the browser's serialised DOM with encoding/xml in its
-// lenient HTML mode.
-func parseDOM(s string) (*domNode, error) {
-	d := xml.NewDecoder(strings.NewReader(s))
-	d.Strict, d.AutoClose, d.Entity = false, xml.HTMLAutoClose, xml.HTMLEntity
-	root := &domNode{attr: map[string]string{}}
-	stack := []*domNode{root}
-	for {
-		tok, err := d.Token()
-		if err == io.EOF {
-			return root, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		switch t := tok.(type) {
-		case xml.StartElement:
-			n := &domNode{tag: strings.ToLower(t.Name.Local), attr: map[string]string{}}
-			for _, a := range t.Attr {
-				n.attr[strings.ToLower(a.Name.Local)] = a.Value
-			}
-			top := stack[len(stack)-1]
-			top.children = append(top.children, n)
-			stack = append(stack, n)
-		case xml.EndElement:
-			if len(stack) > 1 {
-				stack = stack[:len(stack)-1]
-			}
-		case xml.CharData:
-			for _, n := range stack {
-				n.all.Write(t)
-			}
-		}
-	}
-}
-
-// text is the element's text, spaces collapsed.
-func (n *domNode) text() string { return strings.Join(strings.Fields(n.all.String()), " ") }
-
-func (n *domNode) find(keep func(*domNode) bool) []*domNode {
-	var out []*domNode
-	var walk func(*domNode)
-	walk = func(m *domNode) {
-		if keep(m) {
-			out = append(out, m)
-		}
-		for _, c := range m.children {
-			walk(c)
-		}
-	}
-	walk(n)
-	return out
-}
-
-func (n *domNode) byID(id string) *domNode {
-	if r := n.find(func(m *domNode) bool { return m.attr["id"] == id }); len(r) > 0 {
-		return r[0]
-	}
-	return nil
-}
-
-func (n *domNode) byTag(tag string) []*domNode {
-	return n.find(func(m *domNode) bool { return m.tag == tag })
-}
-
-func (n *domNode) byClass(c string) []*domNode {
-	return n.find(func(m *domNode) bool { return strings.Contains(" "+m.attr["class"]+" ", " "+c+" ") })
 }

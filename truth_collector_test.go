@@ -224,19 +224,7 @@ func refusedMain(m string) (list, detail float64) {
 // the shipped one.
 func scaledRule(t *testing.T, name, threshold string, factor float64, dst string) string {
 	t.Helper()
-	b, err := os.ReadFile("alerts/vps_exporter.rules.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc struct {
-		Groups []struct {
-			Name  string           `yaml:"name"`
-			Rules []map[string]any `yaml:"rules"`
-		} `yaml:"groups"`
-	}
-	if err := yaml.Unmarshal(b, &doc); err != nil {
-		t.Fatal(err)
-	}
+	doc := shippedRules(t)
 	for _, g := range doc.Groups {
 		for _, r := range g.Rules {
 			if r["alert"] != name {

@@ -288,6 +288,9 @@ func (m *Manager) logRefresh(pl *pollState, snap Snapshot, err error, now time.T
 	case err != nil && !pl.down:
 		pl.down, pl.downSince, pl.remindedAt = true, now, now
 		msg := "account down: refresh failed; its last servers are kept as stale until stale_after"
+		if len(snap.Servers) == 0 {
+			msg = "account down: refresh failed; it has no servers yet"
+		}
 		if errors.Is(err, providers.ErrUnauthorized) {
 			msg = "account down: refresh failed, credentials refused; no detail reads until a list succeeds"
 		}

@@ -308,7 +308,10 @@ func Parse(data []byte, baseDir string) (*Config, error) {
 		msg, _, _ := strings.Cut(strings.TrimSpace(err.Error()), "\n")
 		return nil, Errors{{Msg: "parse config: yaml: " + clean(msg)}}
 	}
-	errs := &errorList{}
+	errs := &errorList{secrets: secrets{}}
+	// The secrets first, wherever they are: the walk and validation
+	// may repeat a value an alias carried from a secret field.
+	gather(&root, false, errs.secrets)
 	w := newWalker(errs)
 	var doc *yaml.Node
 	if len(root.Content) > 0 {
@@ -322,7 +325,7 @@ func Parse(data []byte, baseDir string) (*Config, error) {
 		dec := yaml.NewDecoder(bytes.NewReader(data))
 		dec.KnownFields(true)
 		if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-			return nil, Errors{w.located(err)}
+			return nil, errs.final(Errors{w.located(err)})
 		}
 	} else if err := doc.Decode(c); err != nil {
 		// What is left after the walk removed what it reported does

@@ -3,6 +3,8 @@ package config_test
 import (
 	"errors"
 	"flag"
+	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -177,16 +179,17 @@ func TestInvalid(t *testing.T) {
 		// Decoding: unknown fields (name only, a suggestion when close).
 		{"unknown top field", "foo: 1\n" + ok, "foo: unknown field"},
 		{"unknown top field, close", "provider: [{type: vpsorg, name: a, token: t}]\n",
-			"provider: unknown field, did you mean `providers`?\nproviders: at least one account is required"},
+			"provider: unknown field, did you mean `providers`?"},
 		{"unknown provider field", "providers: [{type: vpsorg, name: a, token: t, tokn: x}]", "providers[0] (a).tokn: unknown field, did you mean `token`?"},
+		// The typo is the mistake: the field it meant is not "required" too.
+		{"typo of a required field", "providers: [{type: vpsorg, name: a, tokn: t}]", "providers[0] (a).tokn: unknown field, did you mean `token`?"},
 		{"unknown field, second account", "providers:\n- {type: vpsorg, name: a, token: t}\n- type: vpsorg\n  name: b\n  token: t\n  tokn: x\n",
 			"providers[1] (b).tokn: unknown field, did you mean `token`?"},
 		{"unknown global field", "global: {refresh: 5s}\n" + ok, "global.refresh: unknown field, did you mean `refresh_interval`?"},
 		{"unknown field, other spelling", "providers: [{type: vpnbingo, name: a, token: t, timeZone: UTC}]", "providers[0] (a).timeZone: unknown field, did you mean `timezone`?"},
 		{"unknown field, nothing close", "providers: [{type: vpnbingo, name: a, token: t, colour: red}]", "providers[0] (a).colour: unknown field"},
 		{"unknown rule field", ok + "remediation:\n  rules:\n  - name: r\n    stat: [stopped]\n    action: start\n",
-			"remediation.rules[0] (r): needs a condition (state, status or metric); a rule without one would act on every server\n" +
-				"remediation.rules[0] (r).stat: unknown field, did you mean `state`?"},
+			"remediation.rules[0] (r).stat: unknown field, did you mean `state`?"},
 		{"unknown webhook field", ok + "remediation: {webhook: {bearer_tokn: x}}", "remediation.webhook.bearer_tokn: unknown field, did you mean `bearer_token`?"},
 		{"unknown tls field", "providers: [{type: vpsorg, name: a, token: t, tls_config: {server: x}}]", "providers[0] (a).tls_config.server: unknown field, did you mean `server_name`?"},
 		{"key set twice", "providers: [{type: vpsorg, name: a, token: t, rate_limit: 1, rate_limit: 2}]", "providers[0] (a).rate_limit: set twice (line 1)"},
@@ -217,6 +220,8 @@ func TestInvalid(t *testing.T) {
 		{"alias loop", "providers: &a [*a]\n", "providers[0]: want a mapping (field: value), got a list"},
 		{"bad merge", "providers: [{<<: 5, type: vpsorg, name: a, token: t}]", "providers[0] (a).<<: a merge needs a mapping or a list of mappings, got a single value"},
 		{"syntax", "providers: [\n", "parse config: yaml: line 1: did not find expected node content"},
+		{"syntax, expected tokens", "providers: [{a: b, c}\n", "parse config: yaml: line 1: did not find expected ',' or ']'"},
+		{"syntax, unknown anchor", "providers: [{type: vpsorg, name: a, token: *tok-SECRET}]", "parse config: yaml: unknown anchor '<value>' referenced"},
 		// Validation.
 		{"detail budget range", "providers: [{type: vpsorg, name: a, token: t, rate_limit: 5, detail_budget: 1.5}]", "providers[0] (a).detail_budget: must be in (0, 1], got 1.5"},
 		{"detail budget without rate", "providers: [{type: vpsorg, name: a, token: t, detail_budget: 0.5}]", "providers[0] (a).detail_budget: is a share of rate_limit; set rate_limit too"},
@@ -237,7 +242,7 @@ func TestInvalid(t *testing.T) {
 		{"key on vpsorg", "providers: [{type: vpsorg, name: a, token: t, api_key: k}]", "providers[0] (a).api_key: only e2e accounts take it"},
 		{"bad url", "providers: [{type: vpsorg, name: a, token: t, base_url: 'ftp://x'}]", `providers[0] (a).base_url: want an http(s) URL without query, got "ftp://x"`},
 		{"url with a key", "providers: [{type: e2e, name: a, token: t, api_key: k, project_id: '1', base_url: 'https://x/?apikey=k-SECRET'}]",
-			"providers[0] (a).base_url: want an http(s) URL without query or user info (the value is not shown: it may carry a credential)"},
+			"providers[0] (a).base_url: want an http(s) URL without query, fragment or user info (the value is not shown: it may carry a credential)"},
 		{"bad timezone", "providers: [{type: vpnbingo, name: a, token: t, timezone: Mars/Base}]", "providers[0] (a).timezone: unknown time zone Mars/Base"},
 		{"timezone on vpsorg", "providers: [{type: vpsorg, name: a, token: t, timezone: UTC}]", "providers[0] (a).timezone: only vpnbingo accounts take it"},
 		{"negative rate", "providers: [{type: vpsorg, name: a, token: t, rate_limit: -1}]", "providers[0] (a).rate_limit: must not be negative, got -1"},
@@ -258,6 +263,8 @@ func TestInvalid(t *testing.T) {
 		{"rule account lacks action", ok + "remediation: {rules: [{name: r, account: a, state: [degraded], action: redeploy}]}", "remediation.rules[0] (r).action: vpsorg cannot redeploy; its actions: reboot, start, stop, power_cycle"},
 		{"duplicate rule", ok + "remediation: {rules: [{name: r, state: [stopped], action: start}, {name: r, state: [stopped], action: start}]}",
 			`remediation.rules[1] (r).name: duplicate rule name "r" (also remediation.rules[0])`},
+		{"reserved rule name", ok + "remediation:\n  rules:\n  - {name: alertmanager, state: [stopped], action: start}\n",
+			`remediation.rules[0] (alertmanager).name: "alertmanager" is reserved: the actions Alertmanager's alerts ask for are counted under rule="alertmanager"`},
 		{"rule params", ok + "remediation: {rules: [{name: r, state: [stopped], action: start, params: {force: true}}]}", "remediation.rules[0] (r).params: force and country_code apply to redeploy only"},
 		{"exclude nothing", ok + "remediation: {exclude: [{}]}", "remediation.exclude[0]: names nothing (set provider, account, id or name)"},
 		{"exclude regex", ok + "remediation: {exclude: [{name: 'db-('}]}", "remediation.exclude[0].name: error parsing regexp: missing closing ): `^(?:db-()$`"},
@@ -293,6 +300,20 @@ func TestInvalid(t *testing.T) {
 			"remediation.webhook.escalate.reboot[0]: no provider can both reboot and redeploy: the ladder is per server"},
 		{"webhook escalate not a list", ok + "remediation: {webhook: {escalate: {reboot: power_cycle}}}",
 			"remediation.webhook.escalate.reboot: power_cycle: want a list, e.g. [power_cycle]"},
+		// Names that become labels and parts of remediation's durable
+		// keys (joined with "|" and control characters).
+		{"account name with |", "providers: [{type: vpsorg, name: 'a|b', token: t}]",
+			`providers[0] (a|b).name: must not contain "|" or control characters: it is the account label and part of remediation's durable keys`},
+		{"account name with a control character", `providers: [{type: vpsorg, name: "a\x01b", token: t}]`,
+			`providers[0] ("a\x01b").name: must not contain "|" or control characters: it is the account label and part of remediation's durable keys`},
+		{"rule name with |", ok + "remediation: {rules: [{name: 'reboot|stopped', state: [stopped], action: start}]}",
+			`remediation.rules[0] (reboot|stopped).name: must not contain "|" or control characters: it is the rule label and part of remediation's durable keys`},
+		{"rule name with a tab", ok + "remediation: {rules: [{name: \"reboot\\tstopped\", state: [stopped], action: start}]}",
+			`remediation.rules[0] ("reboot\tstopped").name: must not contain "|" or control characters: it is the rule label and part of remediation's durable keys`},
+		{"rule name a secret", "providers: [{type: vpsorg, name: a, token: &t sk-SECRET-abc}]\nremediation: {rules: [{name: *t, state: [stopped], action: start}]}",
+			"remediation.rules[0] (<redacted>).name: is the value of a secret field; a name is shown in metrics and logs"},
+		{"account name a secret", "providers: [{type: vpsorg, name: a, token: t, tls_config: {key: &k key-SECRET-abc, cert: c}}, {type: vpsorg, name: *k, token: t}]",
+			"providers[1] (<redacted>).name: is the value of a secret field; a name is shown in metrics and logs"},
 		{"live remediation is checked by CheckCredential, not Parse", ok + live + "dry_run: false, max_attempts: -1}", "remediation.max_attempts: must be at least 1, got -1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -443,6 +464,10 @@ func TestCheckCredential(t *testing.T) {
 }
 
 func TestInvalidErrorsCarryNoSecret(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "tok"), []byte("file-SECRET-content\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, y := range []string{
 		"providers: [{type: vpsorg, name: a, token: tok-SECRET-x, api_key: key-SECRET-y}]",
 		"providers: [{type: vpsorg, name: a, token: !!int tok-SECRET-x, rate_limit: fast}]",
@@ -454,8 +479,27 @@ func TestInvalidErrorsCarryNoSecret(t *testing.T) {
 		"providers: [{type: vpsorg, name: a, token: t, base_url: 'https://u:pw-SECRET@x'}]",
 		"providers: [{type: vpsorg, name: a, token: t}]\nremediation: {webhook: {bearer_token: hook-SECRET, bearer_token_file: x}}",
 		"providers: [{type: vpsorg, name: a, token: *tok-SECRET}]",
+		// An alias carries a secret's value into a non-secret field.
+		"providers: [{type: vpsorg, name: a, token: &t sk-SECRET-abc}]\nremediation: {webhook: {allowed_actions: *t}}",
+		"providers: [{type: vpsorg, name: a, token: &t sk-SECRET-abc}]\nremediation: {webhook: {allowed_actions: [*t]}}",
+		"providers: [{type: vpsorg, name: a, token: &t sk-SECRET-abc}]\nremediation: {rules: [{name: r, state: [stopped], action: *t}]}",
+		"providers: [{type: e2e, name: a, token: t, api_key: &k sk-SECRET-abc, project_id: '1'}, {type: vpnbingo, name: b, token: t, timezone: *k}]",
+		"providers: [{type: vpsorg, name: a, token: t}]\nremediation: {webhook: {bearer_token: &b sk-SECRET-abc, allowed_actions: [*b]}}",
+		// A merge key and a flow mapping carry tls_config's key into a map.
+		"providers: [{type: vpsorg, name: a, token: t, tls_config: &k {key: sk-SECRET-k}}]\nremediation: {webhook: {escalate: {<<: *k}}}",
+		"providers: [{type: vpsorg, name: a, token: t, tls_config: &k {key: sk-SECRET-k}}]\nremediation: {webhook: {escalate: *k}}",
+		// A misspelt secret field's value, carried elsewhere.
+		"providers: [{type: vpsorg, name: a, tokn: &t sk-SECRET-abc}]\nremediation: {rules: [{name: r, state: [stopped], action: *t}]}",
+		// A secret pasted into base_url: no scheme, so no user info.
+		"providers: [{type: vpsorg, name: a, token: t, base_url: 'admin:sk-SECRET-u@admin.vps.org'}]",
+		"providers: [{type: vpsorg, name: a, token: t, base_url: 'admin.vps.org?token=sk-SECRET-u'}]",
+		"providers: [{type: vpsorg, name: a, token: t, base_url: 'ftp://u:sk-SECRET-u@admin.vps.org'}]",
+		// The content of a *_file, repeated in a non-secret field.
+		"providers: [{type: vpsorg, name: a, token_file: tok}]\nremediation: {rules: [{name: r, state: [stopped], action: file-SECRET-content}]}",
+		// A long secret, cut by the 64-byte limit of a repeated value.
+		"providers: [{type: vpsorg, name: a, token: &t sk-SECRET-" + strings.Repeat("x", 70) + "}]\nremediation: {webhook: {allowed_actions: *t}}",
 	} {
-		_, err := config.Parse([]byte(y), ".")
+		_, err := config.Parse([]byte(y), dir)
 		if err == nil || strings.Contains(err.Error(), "SECRET") {
 			t.Errorf("%s:\n%v", y, err)
 		}
@@ -504,39 +548,65 @@ func FuzzParse(f *testing.F) {
 }
 
 // secretPlaces are files with a mistake that is not about the secret,
-// with a secret in one place: @ is the secret as a YAML scalar, a
-// `secret` file holds it as a *_file's content. creds marks the files that
-// parse but break the credential rule (with basic auth).
+// with a secret in one place: @ is the secret as a YAML scalar (wrap,
+// when set, puts it inside a longer value first: a URL), a `secret` file
+// holds it as a *_file's content. creds marks the files that parse but
+// break the credential rule (with basic auth).
 var secretPlaces = []struct {
 	yaml  string
 	creds bool
+	wrap  string // a format with one %s
 }{
-	{"providers: [{type: vpsorg, name: a, token: @, rate_limit: fast}]", false},
-	{"global: {refresh_interval: 60}\nproviders: [{type: e2e, name: a, token: t, api_key: @}]", false},
-	{"providers: [{type: vpsorg, name: a, token: @, api_key: @, tokn: x}]", false},
-	{"providers: [{type: vpsorg, name: a, token: @, token_file: secret, rate_limit: -1}]", false},
-	{"providers: [{type: vpsorg, name: a, token: !!int @, rate_limit: fast}]", false},
-	{"providers: [{type: vpsorg, name: a, token: !!binary @, rate_limit: fast}]", false},
-	{"providers: [{type: vpsorg, name: a, token: [@], rate_limit: fast}]", false},
-	{"providers: [{type: vpsorg, name: a, token: {@: 1}, rate_limit: fast}]", false},
-	{"providers: [{type: vpsorg, name: a, tokn: @}]", false},
-	{"providers: [{type: vpsorg, name: a, token: t, tls_config: {key: @}}]", false},
-	{"providers: [{type: vpsorg, name: a, token: t, tls_config: {cert: x, key: @, key_file: y}}]", false},
-	{"providers: [{type: vpsorg, name: a, token: t}]\nremediation: {cooldown: 1 hour, webhook: {bearer_token: @, bearer_token_file: secret}}", false},
-	{"providers: [{type: vpnbingo, name: a, token_file: secret, timezone: Mars/Base}]", false},
-	{"providers: [{type: e2e, name: a, token: t, api_key_file: secret, project_id: [1]}]", false},
-	{"providers: [{type: e2e, name: a, token_file: secret, api_key_file: secret}]", false},
-	{"providers: [{type: vpsorg, name: a, token: t}]\nremediation: {webhook: {bearer_token: @}}", true},
-	{"providers: [{type: vpsorg, name: a, token: t}]\nremediation: {enabled: true, dry_run: false, state_file: s, webhook: {bearer_token_file: secret}}", true},
+	{yaml: "providers: [{type: vpsorg, name: a, token: @, rate_limit: fast}]"},
+	{yaml: "global: {refresh_interval: 60}\nproviders: [{type: e2e, name: a, token: t, api_key: @}]"},
+	{yaml: "providers: [{type: vpsorg, name: a, token: @, api_key: @, tokn: x}]"},
+	{yaml: "providers: [{type: vpsorg, name: a, token: @, token_file: secret, rate_limit: -1}]"},
+	{yaml: "providers: [{type: vpsorg, name: a, token: !!int @, rate_limit: fast}]"},
+	{yaml: "providers: [{type: vpsorg, name: a, token: !!binary @, rate_limit: fast}]"},
+	{yaml: "providers: [{type: vpsorg, name: a, token: [@], rate_limit: fast}]"},
+	{yaml: "providers: [{type: vpsorg, name: a, token: {@: 1}, rate_limit: fast}]"},
+	{yaml: "providers: [{type: vpsorg, name: a, tokn: @}]"},
+	{yaml: "providers: [{type: vpsorg, name: a, token: t, tls_config: {key: @}}]"},
+	{yaml: "providers: [{type: vpsorg, name: a, token: t, tls_config: {cert: x, key: @, key_file: y}}]"},
+	{yaml: "providers: [{type: vpsorg, name: a, token: t}]\nremediation: {cooldown: 1 hour, webhook: {bearer_token: @, bearer_token_file: secret}}"},
+	{yaml: "providers: [{type: vpnbingo, name: a, token_file: secret, timezone: Mars/Base}]"},
+	{yaml: "providers: [{type: e2e, name: a, token: t, api_key_file: secret, project_id: [1]}]"},
+	{yaml: "providers: [{type: e2e, name: a, token_file: secret, api_key_file: secret}]"},
+	{yaml: "providers: [{type: vpsorg, name: a, token: t}]\nremediation: {webhook: {bearer_token: @}}", creds: true},
+	{yaml: "providers: [{type: vpsorg, name: a, token: t}]\nremediation: {enabled: true, dry_run: false, state_file: s, webhook: {bearer_token_file: secret}}", creds: true},
+	// Aliases carry a secret's value into fields whose values are
+	// repeated: a list, a list item, an action, a time zone.
+	{yaml: "providers: [{type: vpsorg, name: a, token: &t @}]\nremediation: {webhook: {allowed_actions: *t}}"},
+	{yaml: "providers: [{type: vpsorg, name: a, token: &t @}]\nremediation: {webhook: {allowed_actions: [*t]}}"},
+	{yaml: "providers: [{type: vpsorg, name: a, token: &t @}]\nremediation: {rules: [{name: r, state: [stopped], action: *t}]}"},
+	{yaml: "providers: [{type: e2e, name: a, token: t, api_key: &k @, project_id: '1'}, {type: vpnbingo, name: b, token: t, timezone: *k}]"},
+	{yaml: "providers: [{type: vpsorg, name: a, token: t}]\nremediation: {webhook: {bearer_token: &b @, allowed_actions: [*b]}}"},
+	{yaml: "providers: [{type: vpsorg, name: a, tokn: &t @}]\nremediation: {rules: [{name: r, state: [stopped], action: *t}]}"},
+	// A merge key and a flow mapping carry tls_config's key into a map
+	// whose values are repeated.
+	{yaml: "providers: [{type: vpsorg, name: a, token: t, tls_config: &k {key: @}}]\nremediation: {webhook: {escalate: {<<: *k}}}"},
+	{yaml: "providers: [{type: vpsorg, name: a, token: t, tls_config: &k {key: @}}]\nremediation: {webhook: {escalate: *k}}"},
+	{yaml: "x: &k {token: @}\nproviders: [{type: vpsorg, name: a, token: t}]\nremediation: {webhook: {escalate: {<<: *k}}}"},
+	// A *_file's content, typed into a field whose value is repeated.
+	{yaml: "providers: [{type: vpsorg, name: a, token_file: secret}]\nremediation: {rules: [{name: r, state: [stopped], action: @}]}"},
+	// A secret pasted into base_url: without a scheme there is no user
+	// info; with one, in the user info or the query.
+	{yaml: "providers: [{type: vpsorg, name: a, token: t, base_url: @}]", wrap: "admin:%s@admin.vps.org"},
+	{yaml: "providers: [{type: vpsorg, name: a, token: t, base_url: @}]", wrap: "ftp://admin:%s@admin.vps.org"},
+	{yaml: "providers: [{type: vpsorg, name: a, token: t, base_url: @}]", wrap: "admin.vps.org/?token=%s"},
+	{yaml: "providers: [{type: vpsorg, name: a, token: t, proxy_url: @}]\nglobal: {refresh_interval: 60}", wrap: "http://u:%s@proxy:3128"},
 }
 
 // FuzzSecretNeverInErrors: whatever a secret field holds (token, api_key,
-// bearer_token, tls_config.key inline; a *_file's content), no error line
-// of a broken file carries it, in any YAML style. The seeds are the
-// corpus; make fuzz explores further.
+// bearer_token, tls_config.key inline; a *_file's content; a password in a
+// URL), no error line of a broken file carries it, in any YAML style, even
+// where an alias, a merge key or a flow mapping carries it into a field
+// whose value is repeated: not whole, not Go-quoted, not URL-escaped, not
+// cut short. The seeds are the corpus; make fuzz explores further.
 func FuzzSecretNeverInErrors(f *testing.F) {
 	for i := range secretPlaces {
 		f.Add("tok-SECRET-fuzz", uint8(i), uint8(i%3))
+		f.Add("sk-SECRET-"+strings.Repeat("x", 80), uint8(i), uint8(2))
 	}
 	f.Add("60", uint8(0), uint8(2))
 	f.Add("line one\nline two", uint8(2), uint8(0))
@@ -544,6 +614,8 @@ func FuzzSecretNeverInErrors(f *testing.F) {
 	f.Add("*anchor-like", uint8(1), uint8(1))
 	f.Add("aGVsbG8gd29ybGQ=", uint8(5), uint8(2))
 	f.Add("Mars/Base-SECRET", uint8(12), uint8(0))
+	f.Add("pass word/with?odd&chars", uint8(27), uint8(1))
+	f.Add("é-SECRET-\tunicode", uint8(17), uint8(0))
 	dir := f.TempDir()
 	secretFile := filepath.Join(dir, "secret")
 	f.Fuzz(func(t *testing.T, secret string, place, style uint8) {
@@ -551,11 +623,17 @@ func FuzzSecretNeverInErrors(f *testing.F) {
 		if len(secret) < 8 || !utf8.ValidString(secret) || strings.ContainsRune(secret, 0) {
 			return // too short to tell apart from the rest of an error
 		}
-		scalar, ok := yamlScalar(secret, style%3)
+		tpl := secretPlaces[int(place)%len(secretPlaces)]
+		wrap := func(s string) string {
+			if tpl.wrap == "" {
+				return s
+			}
+			return fmt.Sprintf(tpl.wrap, s)
+		}
+		scalar, ok := yamlScalar(wrap(secret), style%3)
 		if !ok {
 			return
 		}
-		tpl := secretPlaces[int(place)%len(secretPlaces)]
 		parse := func(value, scalar string) error {
 			t.Helper()
 			if err := os.WriteFile(secretFile, []byte(value+"\n"), 0o600); err != nil {
@@ -571,7 +649,8 @@ func FuzzSecretNeverInErrors(f *testing.F) {
 			return c.Remediation.CheckCredential(true)
 		}
 		const placeholder = "PLACEHOLDER-VALUE"
-		base := parse(placeholder, placeholder)
+		phScalar, _ := yamlScalar(wrap(placeholder), 1)
+		base := parse(placeholder, phScalar)
 		if base == nil {
 			t.Fatalf("place %d accepted", place)
 		}
@@ -584,9 +663,17 @@ func FuzzSecretNeverInErrors(f *testing.F) {
 		}
 		quoted := strconv.Quote(secret)
 		quoted = quoted[1 : len(quoted)-1]
+		forms := []string{secret, quoted, url.QueryEscape(secret), url.PathEscape(secret)}
 		for _, line := range strings.Split(err.Error(), "\n") {
-			if strings.Contains(line, secret) || strings.Contains(line, quoted) {
-				t.Fatalf("an error line carries the secret %q:\n%s", secret, line)
+			for _, form := range forms {
+				if strings.Contains(line, form) {
+					t.Fatalf("an error line carries the secret %q:\n%s", secret, line)
+				}
+			}
+			// A repeated value is cut at 64 bytes: no cut may end in
+			// a long start of the secret.
+			if len(quoted) > 16 && strings.Contains(line, quoted[:16]) && strings.Contains(line, `"...`) {
+				t.Fatalf("an error line carries the start of the secret %q:\n%s", secret, line)
 			}
 		}
 	})

@@ -62,6 +62,27 @@ type errorList struct {
 	errs    Errors
 	failed  []string // paths whose value did not decode
 	dropped int      // mistakes past maxErrors
+	// secrets are the file's secret values, removed from every line
+	// when the mistakes leave the package (see secrets).
+	secrets secrets
+}
+
+// secret records a secret value of the file.
+func (l *errorList) secret(v string) {
+	if l.secrets == nil {
+		l.secrets = secrets{}
+	}
+	l.secrets.add(v)
+}
+
+// final removes the file's secrets from the lines of es, which are about
+// to leave the package.
+func (l *errorList) final(es Errors) Errors {
+	for _, e := range es {
+		e.Path = l.secrets.redact(e.Path)
+		e.Msg = l.secrets.redact(e.Msg)
+	}
+	return es
 }
 
 // add records a mistake at path, unless the path's value failed to decode.
@@ -117,10 +138,11 @@ func (l *errorList) err(lines map[string]int) error {
 		}
 	}
 	sort.SliceStable(l.errs, func(i, j int) bool { return rank(l.errs[i].line) < rank(l.errs[j].line) })
+	out := l.final(l.errs)
 	if l.dropped > 0 {
-		return append(l.errs, &FieldError{Msg: fmt.Sprintf("... and %d more errors", l.dropped)})
+		return append(out, &FieldError{Msg: fmt.Sprintf("... and %d more errors", l.dropped)})
 	}
-	return l.errs
+	return out
 }
 
 func rank(line int) int {
@@ -212,6 +234,15 @@ func show(s string) string {
 // (tokn, refresh_intervall), the start of a longer name (refresh) or its
 // last words (url for base_url).
 func suggest(unknown string, known []string) string {
+	best := closest(unknown, known)
+	if best == "" {
+		return ""
+	}
+	return "did you mean `" + best + "`?"
+}
+
+// closest is the known name suggest would suggest, or "".
+func closest(unknown string, known []string) string {
 	best, bestScore := "", -1
 	for _, k := range known {
 		score, ok := closeness(unknown, k)
@@ -219,10 +250,7 @@ func suggest(unknown string, known []string) string {
 			best, bestScore = k, score
 		}
 	}
-	if best == "" {
-		return ""
-	}
-	return "did you mean `" + best + "`?"
+	return best
 }
 
 // closeness scores how close a typo is to a known name (lower is closer)

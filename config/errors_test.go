@@ -175,3 +175,29 @@ func TestEditDistance(t *testing.T) {
 func configType() reflect.Type      { return reflect.TypeOf(Config{}) }
 func globalType() reflect.Type      { return reflect.TypeOf(Global{}) }
 func remediationType() reflect.Type { return reflect.TypeOf(Remediation{}) }
+
+// clean keeps yaml's syntax messages readable (they quote tokens, one
+// character each) and drops every value a message quotes.
+func TestClean(t *testing.T) {
+	for in, want := range map[string]string{
+		"yaml: line 1: did not find expected ',' or ']'":               "line 1: did not find expected ',' or ']'",
+		"yaml: line 1: did not find expected ',' or '}'":               "line 1: did not find expected ',' or '}'",
+		"yaml: line 1: did not find expected '-' indicator":            "line 1: did not find expected '-' indicator",
+		"yaml: line 3: could not find expected ':'":                    "line 3: could not find expected ':'",
+		"yaml: unknown anchor 'tok-SECRET' referenced":                 "unknown anchor '<value>' referenced",
+		"yaml: unknown anchor 'ab'cd-SECRET' referenced":               "unknown anchor '<value>' referenced",
+		"yaml: anchor 'a-SECRET' value contains itself":                "anchor '<value>' value contains itself",
+		"yaml: unknown anchor 'y' referenced":                          "unknown anchor '<value>' referenced",
+		"cannot unmarshal !!str `tok-SECRET` into int":                 "cannot unmarshal !!str `<value>` into int",
+		`parse "http://u:pw-SECRET@x": invalid port`:                   "parse <value>: invalid port",
+		`invalid escape "pw\"-SECRET"`:                                 "invalid escape <value>",
+		"expected ',' but found 'pw-SECRET' and ']'":                   "expected ',' but found '<value>' and ']'",
+		"found character that cannot start any token":                  "found character that cannot start any token",
+		"found 'é' where 'x' was expected":                             "found 'é' where 'x' was expected",
+		"yaml: line 1: mapping values are not allowed in this context": "line 1: mapping values are not allowed in this context",
+	} {
+		if got := clean(in); got != want {
+			t.Errorf("clean(%q)\n got %q\nwant %q", in, got, want)
+		}
+	}
+}

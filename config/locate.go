@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	commoncfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
@@ -36,8 +37,9 @@ type walker struct {
 }
 
 type seenKey struct {
-	n *yaml.Node
-	t reflect.Type
+	n      *yaml.Node
+	t      reflect.Type
+	secret bool
 }
 
 // maxDepth bounds the walk: deeper than any config field is junk.
@@ -94,11 +96,15 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string, secret bool, de
 		}
 		n = n.Alias
 	}
-	k := seenKey{n, t}
+	k := seenKey{n, t, secret}
 	if d, ok := w.seen[k]; ok {
 		return d
 	}
 	w.seen[k] = false
+	if secret {
+		// A field of the Secret type, whatever its name.
+		gather(n, true, w.errs.secrets)
+	}
 	d := w.check(n, t, path, secret, depth)
 	w.seen[k] = d
 	return d
@@ -128,7 +134,7 @@ func (w *walker) check(n *yaml.Node, t reflect.Type, path string, secret bool, d
 		return false
 	case t.Kind() == reflect.Slice:
 		switch {
-		case n.Kind == yaml.ScalarNode && !secret && !isRecord(deref(t.Elem())):
+		case n.Kind == yaml.ScalarNode && !secret && !w.errs.secrets.has(n.Value) && !isRecord(deref(t.Elem())):
 			w.fail(path, n, "%s: want a list, e.g. [%s]", show(n.Value), show(n.Value))
 			return true
 		case n.Kind != yaml.SequenceNode:
@@ -190,8 +196,12 @@ func (w *walker) mapping(n *yaml.Node, t reflect.Type, path string, depth int) (
 			f, ok := fieldByTag(t, k.Value)
 			if !ok {
 				msg := "unknown field"
-				if s := suggest(k.Value, fieldNames(t)); s != "" {
-					msg += ", " + s
+				if best := closest(k.Value, fieldNames(t)); best != "" {
+					msg += ", did you mean `" + best + "`?"
+					// The field it was meant to be is as good as
+					// given: "required" on it would be a consequence
+					// of this typo, not another mistake.
+					w.errs.failed = append(w.errs.failed, field(path, best))
 				}
 				w.errs.addLine(p, k.Line, msg)
 				continue
@@ -430,19 +440,51 @@ func (w *walker) located(err error) *FieldError {
 
 var (
 	lineRef = regexp.MustCompile(`line ([0-9]+): `)
-	// The values yaml.v3's and Go's errors quote: `v`, "v", and 'v' of
-	// more than one character (yaml's syntax errors quote single
-	// characters that way: expected ',' or ']').
+	// The values yaml.v3's and Go's errors quote: `v`, "v", an anchor's
+	// name (to the last quote before what yaml says of it: a name may
+	// hold a quote), and 'v' of more than one character (see
+	// singleQuoted).
 	quotedValue  = regexp.MustCompile("`[^`]*`")
 	doubleQuoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
-	singleQuoted = regexp.MustCompile(`'[^']{2,}'`)
+	anchorName   = regexp.MustCompile(`anchor '.*' (referenced|value contains itself)`)
 )
 
 // clean drops yaml's prefix and every quoted value from a message that
 // may quote a value (a secret in the wrong place, a password in a URL).
+// yaml's syntax messages stay as they are: they quote tokens, one
+// character each (did not find expected ',' or ']').
 func clean(msg string) string {
 	msg = strings.TrimPrefix(msg, "yaml: ")
 	msg = quotedValue.ReplaceAllString(msg, "`<value>`")
-	msg = singleQuoted.ReplaceAllString(msg, "'<value>'")
+	msg = anchorName.ReplaceAllString(msg, "anchor '<value>' $1")
+	msg = singleQuoted(msg)
 	return doubleQuoted.ReplaceAllString(msg, "<value>")
+}
+
+// singleQuoted replaces each 'v' of msg by '<value>', except a single
+// character: a token yaml quotes. A quote that no other closes is left:
+// it is an apostrophe.
+func singleQuoted(msg string) string {
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(msg, '\'')
+		if i < 0 {
+			b.WriteString(msg)
+			return b.String()
+		}
+		b.WriteString(msg[:i])
+		rest := msg[i+1:]
+		if r, n := utf8.DecodeRuneInString(rest); n > 0 && r != '\'' && len(rest) > n && rest[n] == '\'' {
+			b.WriteString(msg[i : i+n+2]) // a token: ','
+			msg = rest[n+1:]
+			continue
+		}
+		j := strings.IndexByte(rest, '\'')
+		if j < 0 {
+			b.WriteString(msg[i:])
+			return b.String()
+		}
+		b.WriteString("'<value>'")
+		msg = rest[j+1:]
+	}
 }

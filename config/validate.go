@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	commoncfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
@@ -53,6 +55,7 @@ func (c *Config) validate(baseDir string, errs *errorList) {
 		if p.Name == "" {
 			continue
 		}
+		checkName(at+".name", p.Name, "account", errs)
 		if j, dup := names[p.Name]; dup {
 			errs.add(at+".name", "duplicate account name %q (also providers[%d])", p.Name, j)
 		} else {
@@ -60,6 +63,28 @@ func (c *Config) validate(baseDir string, errs *errorList) {
 		}
 	}
 	c.Remediation.validate(c, baseDir, errs)
+	// Now that every *_file is read: a name carried from a secret
+	// field by an alias would show the secret.
+	for i, p := range c.Providers {
+		if len(p.Name) >= wholeOnly && errs.secrets.has(p.Name) {
+			errs.add(itemPath("providers", i, p.Name)+".name", "is the value of a secret field; a name is shown in metrics and logs")
+		}
+	}
+	for i, r := range c.Remediation.Rules {
+		if len(r.Name) >= wholeOnly && errs.secrets.has(r.Name) {
+			errs.add(itemPath("remediation.rules", i, r.Name)+".name", "is the value of a secret field; a name is shown in metrics and logs")
+		}
+	}
+}
+
+// checkName refuses a name that cannot be a label value and part of the
+// remediation state's durable keys, which are joined with "|" and control
+// characters: a "|" in a rule name would split its counters' key, and
+// their totals would be dropped on restart.
+func checkName(at, name, what string, errs *errorList) {
+	if strings.ContainsRune(name, '|') || strings.ContainsFunc(name, unicode.IsControl) || !utf8.ValidString(name) {
+		errs.add(at, `must not contain "|" or control characters: it is the %s label and part of remediation's durable keys`, what)
+	}
 }
 
 func defaultBaseURL(typ string) string {
@@ -94,14 +119,23 @@ func (p *Provider) validate(at, baseDir string, errs *errorList) {
 	if raw != "" {
 		u, err := url.Parse(strings.TrimSuffix(raw, "/"))
 		switch {
-		case err != nil || u.User != nil || u.RawQuery != "":
+		case err != nil || strings.ContainsAny(raw, "@?#") || u.User != nil || u.RawQuery != "" || u.Fragment != "":
 			// Not repeated: E2E's key travels in the query, and a URL
-			// may carry a password.
-			errs.add(at+".base_url", "want an http(s) URL without query or user info (the value is not shown: it may carry a credential)")
+			// may carry a password, with a scheme or without one
+			// (admin:sk-abc@admin.vps.org parses as scheme admin).
+			errs.add(at+".base_url", "want an http(s) URL without query, fragment or user info (the value is not shown: it may carry a credential)")
 		case (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
 			errs.add(at+".base_url", "want an http(s) URL without query, got %q", p.BaseURL)
 		default:
 			p.URL = u
+		}
+	}
+	errs.secret(string(p.Token))
+	errs.secret(string(p.APIKey))
+	errs.secret(string(p.TLSConfig.Key))
+	if p.ProxyURL.URL != nil {
+		if pw, ok := p.ProxyURL.User.Password(); ok {
+			errs.secret(pw)
 		}
 	}
 	readSecret(&p.Token, p.TokenFile, at, "token", baseDir, errs)
@@ -194,11 +228,16 @@ func readSecret(s *commoncfg.Secret, file, at, name, baseDir string, errs *error
 		errs.add(at, "%s is empty", file)
 		return
 	}
+	errs.secret(v)
 	*s = commoncfg.Secret(v)
 }
 
 // actionNames lists the actions for messages.
 const actionNames = "reboot, redeploy, start, stop or power_cycle"
+
+// ReservedRuleName is the rule label of the actions alerts ask for; no
+// configured rule may take it.
+const ReservedRuleName = "alertmanager"
 
 func (r *Remediation) validate(c *Config, baseDir string, errs *errorList) {
 	if r.Cooldown < 0 {
@@ -246,8 +285,13 @@ func (r *Remediation) validate(c *Config, baseDir string, errs *errorList) {
 			errs.add(at+".name", "required")
 		} else if j, dup := names[rule.Name]; dup {
 			errs.add(at+".name", "duplicate rule name %q (also remediation.rules[%d])", rule.Name, j)
+		} else if rule.Name == ReservedRuleName {
+			errs.add(at+".name", "%q is reserved: the actions Alertmanager's alerts ask for are counted under rule=%q", rule.Name, ReservedRuleName)
 		} else {
 			names[rule.Name] = i
+		}
+		if rule.Name != "" {
+			checkName(at+".name", rule.Name, "rule", errs)
 		}
 		rule.validate(at, accounts, errs)
 		if rule.Verify == 0 {
@@ -285,6 +329,7 @@ func (w *Webhook) validate(baseDir string, errs *errorList) {
 			}
 		}
 	}
+	errs.secret(string(w.BearerToken))
 	readSecret(&w.BearerToken, w.BearerTokenFile, at, "bearer_token", baseDir, errs)
 }
 

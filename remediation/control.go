@@ -2,6 +2,7 @@ package remediation
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,9 +14,18 @@ import (
 )
 
 // ControlHandler serves the operator's endpoints under
-// /api/v1/remediation: GET the actions and suppressions (filters provider,
-// account, id, since, limit), POST .../pause {"duration","reason"} and
-// POST .../resume. They take the webhook's credential.
+// /api/v1/remediation: GET the actions, suppressions and episodes
+// (filters provider, account, id, since, limit), POST .../pause
+// {"duration","reason"}, POST .../resume and POST .../reset
+// {"provider","account","id"}. The controls, which act on servers, take
+// the remediation credential whenever one is set; the history is read
+// without it, as the status page shows it (both behind the web
+// configuration's authentication, as /metrics). With no credential at
+// all (no bearer token, no basic auth in the web configuration: allowed
+// in dry run only), reset is refused (403): it would clear the live
+// closed loop's exhaustion and attempts in the state file for anyone;
+// pause and resume stay open (in dry run they only gate its records, and
+// going live needs a credential, which then guards them).
 type ControlHandler struct{ e *Engine }
 
 // NewControlHandler returns the control endpoints of e.
@@ -23,10 +33,6 @@ func NewControlHandler(e *Engine) *ControlHandler { return &ControlHandler{e: e}
 
 // ServeHTTP implements http.Handler.
 func (c *ControlHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !c.e.authorized(r) {
-		unauthorized(w)
-		return
-	}
 	switch r.URL.Path {
 	case "/api/v1/remediation":
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -35,15 +41,26 @@ func (c *ControlHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		c.history(w, r)
-	case "/api/v1/remediation/pause", "/api/v1/remediation/resume":
-		if r.Method != http.MethodPost {
-			w.Header().Set("Allow", "POST")
-			http.Error(w, "POST to pause or resume remediation", http.StatusMethodNotAllowed)
+	case "/api/v1/remediation/pause", "/api/v1/remediation/resume", "/api/v1/remediation/reset":
+		if !c.e.authorized(r) {
+			unauthorized(w)
 			return
 		}
-		if r.URL.Path == "/api/v1/remediation/pause" {
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", "POST")
+			http.Error(w, "POST to pause, resume or reset remediation", http.StatusMethodNotAllowed)
+			return
+		}
+		switch r.URL.Path {
+		case "/api/v1/remediation/reset":
+			if !c.e.credentialSet() {
+				http.Error(w, "Forbidden: reset needs a credential: set remediation.webhook.bearer_token (or basic_auth_users in --web.config.file)", http.StatusForbidden)
+				return
+			}
+			c.reset(w, r)
+		case "/api/v1/remediation/pause":
 			c.pause(w, r)
-		} else {
+		default:
 			c.resume(w)
 		}
 	default:
@@ -70,7 +87,7 @@ func (c *ControlHandler) history(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Since = t
 	}
-	h, err := c.e.History(f)
+	h, err := c.e.History(r.Context(), f)
 	out := struct {
 		History
 		Error string `json:"error,omitempty"`
@@ -134,6 +151,31 @@ func (c *ControlHandler) resume(w http.ResponseWriter) {
 	}
 	level.Warn(c.e.logger).Log("msg", "remediation resumed by an operator")
 	writeJSON(w, http.StatusOK, map[string]bool{"paused": false})
+}
+
+func (c *ControlHandler) reset(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Provider string `json:"provider"`
+		Account  string `json:"account"`
+		ID       string `json:"id"`
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+	if err == nil {
+		err = json.Unmarshal(b, &body)
+	}
+	if err != nil || body.Provider == "" || body.Account == "" || body.ID == "" {
+		http.Error(w, `malformed body: want {"provider": "vpsorg", "account": "...", "id": "..."}`, http.StatusBadRequest)
+		return
+	}
+	res, err := c.e.Reset(body.Provider, body.Account, body.ID)
+	switch {
+	case errors.Is(err, ErrUnknownAccount):
+		http.Error(w, "cannot reset: "+err.Error(), http.StatusNotFound)
+	case err != nil:
+		http.Error(w, "cannot reset: "+err.Error(), http.StatusServiceUnavailable)
+	default:
+		writeJSON(w, http.StatusOK, res)
+	}
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -4,16 +4,17 @@
 //
 // The gate is an ordered chain of small named checks (gate.go). A request
 // passes the checks on the inventory first; then, under one lock, the
-// checks that count (in flight, cooldown, hourly budget, blast radius) and
-// the reservation of its place in them, so that concurrent requests see
-// each other's pending intents; then the provider re-reads the server and
-// the checks run again on its answer; last, immediately before the call,
-// enabled, dry-run and pause are read again.
+// checks that count (in flight, the server's episode, cooldown, hourly
+// budget, blast radius) and the reservation of its place in them, so that
+// concurrent requests see each other's pending intents; then the provider
+// re-reads the server and the checks run again on its answer; last,
+// immediately before the call, enabled, dry-run and pause are read again.
+// Every live action is then verified and escalated or exhausted: the
+// closed loop (loop.go).
 package remediation
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -46,12 +47,30 @@ const (
 	ReasonPaused           = "paused"
 	ReasonOutsideWindow    = "outside_window"
 	ReasonPrecondition     = "precondition"
+	// ReasonNotSent: the call provably never left (a refused dial, a
+	// wait for the account's rate limit or a 429 pause longer than the
+	// action's deadline) while the exporter runs; nothing was done.
+	ReasonNotSent = "not_sent"
+	// ReasonExhausted is in loop.go.
 )
 
 // reasons lists every suppression reason (the counters start at zero).
 var reasons = []string{ReasonCooldown, ReasonRateLimit, ReasonBlastRadius, ReasonStaleData, ReasonNotAllowed,
 	ReasonInFlight, ReasonConditionCleared, ReasonDuplicate, ReasonStateError, ReasonShutdown,
-	ReasonExcluded, ReasonPaused, ReasonOutsideWindow, ReasonPrecondition}
+	ReasonExcluded, ReasonPaused, ReasonOutsideWindow, ReasonPrecondition, ReasonExhausted, ReasonNotSent}
+
+// RuleAlertmanager is the rule label of the actions alerts ask for: an
+// alert's name is a caller's string, so it is kept in the audit record
+// and the episode only, never in a label or a durable counter's key.
+const RuleAlertmanager = config.ReservedRuleName
+
+// ruleLabel is the rule label an action of source and rule counts under.
+func ruleLabel(source, rule string) string {
+	if source == "alert" {
+		return RuleAlertmanager
+	}
+	return rule
+}
 
 // Results of an action.
 const (
@@ -66,10 +85,21 @@ type Request struct {
 	Provider, Account, ID string
 	Action                providers.Action
 	Params                providers.ActionParams
-	// Source is "rule" or "alert"; Rule is the rule's or alert's name.
+	// Source is "rule" or "alert"; Rule is the rule's or alert's name
+	// (an alert's counts under RuleAlertmanager).
 	Source, Rule string
 	// rule is set for rule requests, to re-check the condition.
 	rule *config.Rule
+	// escalation marks the next step of an episode's ladder (of episode
+	// epSeq), which its own cooldown does not hold back; alert is the
+	// fingerprint of the alert that asked, alertStart its occurrence's
+	// startsAt, occ the webhook's note of its resolution while it is
+	// queued or handled.
+	escalation bool
+	epSeq      uint64
+	alert      string
+	alertStart time.Time
+	occ        *occurrence
 }
 
 // Decision is what the gate decided.
@@ -79,6 +109,14 @@ type Decision struct {
 	Result string // for Acted
 	Reason string // for a suppression
 	Detail string
+	// unlisted: the server is not in the account's last list (or the
+	// account has none): an alert's suppression is counted only, never
+	// kept in memory or the history under its id.
+	unlisted bool
+	// dry: decided in the dry-run namespace (it never changes a live
+	// episode); permanent: a not_allowed that no reload of remediation's
+	// settings lifts (the provider lacks the action).
+	dry, permanent bool
 }
 
 // Deps are what the engine reads: snapshots and provider clients.
@@ -97,9 +135,22 @@ type Engine struct {
 	stop   chan struct{}  // closes the flusher
 	once   sync.Once
 	// base bounds the rule actions: not a poller's context, which a
-	// reload cancels, but the engine's own, cancelled by Close.
+	// reload cancels, but the engine's own, cancelled by Shutdown.
 	base   context.Context
 	cancel context.CancelFunc
+	// A power cycle waits at most cycleWait for the server to read
+	// stopped, re-reading it every cyclePoll (set once, before use).
+	cycleWait, cyclePoll time.Duration
+	// reserved, set by tests before use, runs after a request got its
+	// reservation, the engine's lock released.
+	reserved func()
+	// maxTurnWait, set by tests before use, bounds a request's wait for
+	// its account's turn (0: the freshness bound, 2 refresh intervals +
+	// 30 s).
+	maxTurnWait time.Duration
+
+	// stateMu: see lifecycle.go. Never taken while mu is held.
+	stateMu sync.Mutex
 
 	mu        sync.Mutex
 	cfg       config.Remediation
@@ -109,21 +160,62 @@ type Engine struct {
 	statePath string
 	stateErr  error
 	retrying  bool // waiting for another process's lock on the state file
-	since     map[string]time.Time
-	live, dry ledger
-	lineage   map[string]string // replacement server key -> root server key
-	lineageV  int               // bumped when lineage changes
+	closing   bool // Shutdown was called: nothing new starts
+	// known holds provider\x00account\x00action for the pairs the
+	// configuration gives series; nothing else is counted.
+	known map[string]bool
+	// restored holds the accounts whose durable counter totals are on
+	// /metrics (account -> type); counts is the file's totals while they
+	// are being restored.
+	restored map[string]string
+	// restoredRules holds the rule names whose durable action totals
+	// are on /metrics (RuleAlertmanager's always are, per account).
+	restoredRules map[string]bool
+	counts        map[string]uint64
+	since         map[string]time.Time
+	live, dry     ledger
+	lineage       map[string]string // replacement server key -> root server key
+	lineageV      int               // bumped when lineage changes
 	// fleets caches each account's fleet size for the blast radius, per
 	// list refresh: computing it is O(servers), under the lock.
 	fleets   map[string]fleetSize
 	inFlight map[string]bool // root keys with a request past the reservation
 	pause    *Pause
 	// Suppressions are counted at once in memory and persisted in
-	// batches; one is logged (and kept in the history) when the reason
-	// for that server and action changed.
+	// batches; one is logged at info (and kept in the history) when the
+	// reason for that server and action changed.
 	lastReason map[string]string
 	unflushed  map[string]uint64
 	events     []Event
+	// flushing holds the events a flush is writing; eventSeq is the
+	// state file's suppression history sequence after the last flush
+	// (History tells from it which of them the file has).
+	flushing []Event
+	eventSeq uint64
+	// The closed loop (loop.go): each lineage root's attempts and active
+	// episode, and the last episode number given. pendingMarks holds,
+	// for each root with a live request past its reservation and no
+	// active episode, the alerts noted (and resolved) meanwhile: the
+	// episode the request opens takes them. Bounded by the roots in
+	// flight.
+	pendingMarks map[string]alertMarks
+	tracks       map[string]*track
+	epSeq        uint64
+	loopVer      uint64 // versions of the closed loop's writes, increasing
+	// turns holds each account's turn (provider \x00 account): one
+	// remediation request talks to an account at a time (turn.go).
+	turns map[string]chan struct{}
+	// health is each account's latest list refresh, as OnRefresh saw it:
+	// the final check reads it without copying the account's servers.
+	health map[string]accountHealth
+	// webBasicAuth: the web configuration asks for basic auth, so every
+	// request that reaches the controls was authenticated.
+	webBasicAuth bool
+	// background holds the suppressions of rule requests decided away
+	// from a refresh (the re-read, the final check, the call, shutdown)
+	// until their rule's next summary line: provider \x00 account \x00
+	// rule -> counts.
+	background map[string]*tally
 }
 
 // fleetSize is an account's fleet for the blast radius at one list
@@ -174,276 +266,84 @@ func NewEngine(deps Deps, reg prometheus.Registerer, logger log.Logger, now func
 	e := &Engine{deps: deps, logger: logger, now: now, m: newMetrics(reg), stop: make(chan struct{}),
 		since: map[string]time.Time{}, live: newLedger(), dry: newLedger(), lineage: map[string]string{},
 		inFlight: map[string]bool{}, lastReason: map[string]string{}, unflushed: map[string]uint64{}, accounts: map[string]string{},
-		fleets: map[string]fleetSize{}}
+		fleets: map[string]fleetSize{}, known: map[string]bool{}, restored: map[string]string{}, restoredRules: map[string]bool{}, tracks: map[string]*track{}, pendingMarks: map[string]alertMarks{},
+		turns: map[string]chan struct{}{}, health: map[string]accountHealth{}, background: map[string]*tally{},
+		cycleWait: powerCycleWait, cyclePoll: powerCyclePoll}
 	e.base, e.cancel = context.WithCancel(context.Background())
 	go e.flusher()
 	return e
-}
-
-// Configure applies a (re)loaded configuration. The state file is opened
-// when remediation is enabled; if it cannot be, remediation stays off and
-// the error is returned (the exporter goes on); if another process holds
-// its lock, it is tried again every few seconds until it is free. The
-// counters that the configuration can move are created at zero for its
-// accounts, so that a first failure or suppression is an increase that
-// alerts can see.
-func (e *Engine) Configure(c config.Remediation, refresh time.Duration, accounts []config.Provider) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.cfg = c
-	e.accounts = map[string]string{}
-	for _, a := range accounts {
-		e.accounts[a.Name] = a.Type
-	}
-	if c.Enabled {
-		e.initSeries(c, accounts)
-	}
-	// Data older than two refreshes and a margin is stale.
-	e.staleness = 2*refresh + 30*time.Second
-	e.m.enabled.Set(b2f(c.Enabled))
-	e.m.dryRun.Set(b2f(c.DryRun))
-	if !c.Enabled {
-		e.m.stateOK.Set(1) // nothing to store: no state problem to report
-		return nil
-	}
-	if e.state != nil && e.statePath == c.StateFile {
-		return nil
-	}
-	if e.state != nil {
-		e.flushLocked()
-		_ = e.state.Close()
-		e.state = nil
-	}
-	e.statePath = c.StateFile
-	return e.openLocked()
-}
-
-// openLocked opens the state file and loads it. (Opening waits at most
-// lockWait for another process's lock; retries happen outside the lock.)
-func (e *Engine) openLocked() error {
-	st, err := OpenState(e.statePath)
-	return e.installLocked(st, err)
-}
-
-// installLocked loads a state file that was opened (or says why it
-// could not be) and makes it the engine's. If another process holds it,
-// it is tried again in the background until it is free.
-func (e *Engine) installLocked(st *State, err error) error {
-	if err == nil {
-		err = e.loadLocked(st)
-		if err != nil {
-			_ = st.Close()
-		}
-	}
-	if err != nil {
-		e.stateErr = err
-		e.m.stateOK.Set(0)
-		e.m.enabled.Set(0)
-		level.Error(e.logger).Log("msg", "remediation disabled: its state file is unusable; the exporter goes on", "state_file", e.statePath, "err", err)
-		if isLockTimeout(err) && !e.retrying {
-			e.retrying = true
-			go e.retryOpen(e.statePath)
-		}
-		return err
-	}
-	e.state, e.stateErr = st, nil
-	e.m.stateOK.Set(1)
-	e.m.enabled.Set(b2f(e.cfg.Enabled))
-	return nil
-}
-
-// retryOpen tries to open a state file another process holds until it is
-// free (that process exited), the configuration names another file, or
-// the engine closes. It waits for the file's lock without the engine's.
-func (e *Engine) retryOpen(path string) {
-	wanted := func() bool { return e.state == nil && e.cfg.Enabled && e.statePath == path }
-	e.every(5*time.Second, func() bool {
-		e.mu.Lock()
-		still := wanted()
-		e.retrying = still
-		e.mu.Unlock()
-		if !still {
-			return false
-		}
-		st, err := OpenState(path)
-		if err != nil {
-			return true // still held (or still broken): try again
-		}
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		if !wanted() {
-			_ = st.Close()
-			e.retrying = false
-			return false
-		}
-		e.retrying = false // a failure from here starts its own retry
-		if e.installLocked(st, nil) == nil {
-			level.Info(e.logger).Log("msg", "remediation state file is free again; remediation is on", "state_file", path)
-		}
-		return false
-	})
-}
-
-// every calls fn every d until it returns false or the engine closes.
-func (e *Engine) every(d time.Duration, fn func() bool) {
-	t := time.NewTicker(d)
-	defer t.Stop()
-	for {
-		select {
-		case <-e.stop:
-			return
-		case <-t.C:
-		}
-		if !fn() {
-			return
-		}
-	}
-}
-
-// initSeries creates at zero the action and suppression counters that the
-// rules and the webhook's allowed actions can move on these accounts.
-func (e *Engine) initSeries(c config.Remediation, accounts []config.Provider) {
-	results := []string{ResultSuccess, ResultFailed, ResultUnknown}
-	if c.DryRun {
-		results = append(results, ResultDryRun)
-	}
-	for _, a := range accounts {
-		actions := map[string]bool{}
-		for i := range c.Rules {
-			r := &c.Rules[i]
-			if !ruleMatchesAccount(r, a.Type, a.Name) {
-				continue
-			}
-			actions[r.Action] = true
-			for _, res := range results {
-				e.m.actions.WithLabelValues(a.Type, a.Name, r.Action, r.Name, res)
-			}
-		}
-		if c.Webhook.Enabled {
-			for _, act := range c.Webhook.AllowedActions {
-				if config.Supports(a.Type, act) {
-					actions[act] = true
-				}
-			}
-		}
-		for act := range actions {
-			for _, reason := range reasons {
-				e.m.suppressed.WithLabelValues(a.Type, a.Name, act, reason)
-			}
-		}
-	}
-}
-
-// loadLocked recovers interrupted actions and restores the counters, the
-// cooldowns, the last hour's actions, the lineage and the pause.
-func (e *Engine) loadLocked(st *State) error {
-	recovered, err := st.Recover(func(r Record) string {
-		return actionKey(r.Provider, r.Account, r.Action, r.Rule, ResultUnknown)
-	})
-	if err != nil {
-		return err
-	}
-	for _, r := range recovered {
-		level.Warn(e.logger).Log("msg", "an action was interrupted by a stop; its outcome is unknown and its cooldown stands", "provider", r.Provider, "account", r.Account, "id", r.ID, "action", r.Action, "rule", r.Rule)
-	}
-	counts, err := st.Counts()
-	if err != nil {
-		return err
-	}
-	live, dry, err := st.Cooldowns()
-	if err != nil {
-		return err
-	}
-	lineage, err := st.Lineage()
-	if err != nil {
-		return err
-	}
-	// A week of records: the last hour for the budgets, and the runs of
-	// refusals that lengthen a cooldown.
-	recent, err := st.Since(e.now().Add(-7*24*time.Hour), 1<<20)
-	if err != nil {
-		return err
-	}
-	pause, err := st.GetPause()
-	if err != nil {
-		return err
-	}
-	e.m.restore(counts)
-	e.live, e.dry = newLedger(), newLedger()
-	e.live.cooldown, e.dry.cooldown = live, dry
-	e.lineage = lineage
-	e.lineageV++
-	hourAgo := e.now().Add(-time.Hour)
-	for i := len(recent) - 1; i >= 0; i-- { // oldest first
-		r := recent[i]
-		in := &intent{at: r.Time, account: r.Provider + "\x00" + r.Account, root: e.rootLocked(serverKey(r.Provider, r.Account, r.ID))}
-		l := &e.live
-		if r.Result == ResultDryRun {
-			l = &e.dry
-		}
-		l.countOutcome(in.root, r.Result)
-		if !r.Time.Before(hourAgo) {
-			l.recent = append(l.recent, in)
-		}
-	}
-	e.pause = pause
-	e.m.paused.Set(b2f(e.pausedLocked(e.now()) != ""))
-	return nil
-}
-
-// Close cancels the rule actions under way (a call already sent is
-// recorded unknown, one not yet sent is taken back), waits for them (at
-// most 15 s), persists what is pending and closes the state file.
-func (e *Engine) Close() {
-	e.once.Do(func() { close(e.stop) })
-	e.cancel()
-	done := make(chan struct{})
-	go func() { e.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		level.Warn(e.logger).Log("msg", "remediation actions still under way at shutdown; their intents stand")
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.state != nil {
-		e.flushLocked()
-		_ = e.state.Close()
-		e.state = nil
-	}
-}
-
-// Wait returns when the rule actions started so far have finished.
-func (e *Engine) Wait() { e.wg.Wait() }
-
-// Enabled reports whether remediation is on and has usable state.
-func (e *Engine) Enabled() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.cfg.Enabled && e.state != nil
 }
 
 // OnRefresh evaluates the rules against a fresh snapshot of one account
 // (ctx is the poller's; the actions run under the engine's own context).
 // It is the collector's refresh hook. It never waits on a provider: a
 // request that passes the checks on the inventory and gets its place in
-// the budget is carried out in the background.
+// the budget is carried out in the background. A refresh whose context
+// ended (SIGTERM, a reload replacing the poller) or an engine shutting
+// down starts nothing. Suppressions are logged as one line per rule with
+// counts by reason, those decided in the background since the rule's last
+// line included (info when a server's reason changed, else debug; each
+// server's at debug).
 func (e *Engine) OnRefresh(ctx context.Context, snap collector.Snapshot) {
-	e.mu.Lock()
-	cfg := e.cfg
-	e.mu.Unlock()
-	if !cfg.Enabled || len(cfg.Rules) == 0 || !snap.Up {
-		// A failed refresh says nothing about the servers: no rule
-		// fires on stale data, and no `for:` clock advances or resets.
+	if ctx.Err() != nil {
 		return
 	}
+	e.mu.Lock()
+	cfg, closing := e.cfg, e.closing
+	e.health[snap.Account] = healthOf(snap)
+	if !snap.Up {
+		// A failed refresh says nothing about the servers: no rule
+		// fires on stale data, and the `for:` clocks of the account
+		// start again with its next good refresh, as a Prometheus
+		// alert's pending state restarts when its data is absent (two
+		// observations an outage apart are not a condition that held).
+		e.resetClocksLocked(snap.Provider, snap.Account)
+	}
+	e.mu.Unlock()
+	if closing {
+		return // Close writes the rules' last lines
+	}
+	tallies := e.takeBackground(snap.Provider, snap.Account)
+	if !cfg.Enabled || !snap.Up {
+		e.logTallies(snap.Provider, snap.Account, tallies)
+		return
+	}
+	ruleTally := func(name string) *tally {
+		t := tallies[name]
+		if t == nil {
+			t = &tally{}
+			tallies[name] = t
+		}
+		return t
+	}
 	now := e.now()
-	for i := range cfg.Rules {
+	present, roots := e.presence(snap)
+	// The closed loop first: verdicts, releases, and the next steps due,
+	// which the rules below do not ask for again.
+	escalated := map[string]bool{}
+	stopped := false
+	for _, req := range e.loopRefresh(&snap, roots) {
+		s, _ := lookupServer(snap.Servers, req.ID)
+		escalated[req.ID] = true
+		var t *tally
+		if req.Source == "rule" {
+			t = ruleTally(req.Rule)
+		}
+		if !e.startRule(ctx, req, &snap, &s, t) {
+			stopped = true
+			break
+		}
+	}
+	for i := 0; i < len(cfg.Rules) && !stopped; i++ {
 		rule := &cfg.Rules[i]
 		if !ruleMatchesAccount(rule, snap.Provider, snap.Account) {
 			continue
 		}
+		t := ruleTally(rule.Name)
 		for _, s := range snap.Servers {
+			if escalated[s.ID] {
+				continue
+			}
 			key := rule.Name + "\x00" + serverKey(snap.Provider, snap.Account, s.ID)
 			e.mu.Lock()
 			if !conditionHolds(rule, s) {
@@ -466,41 +366,140 @@ func (e *Engine) OnRefresh(ctx context.Context, snap collector.Snapshot) {
 				Params: providers.ActionParams{Force: rule.Params.Force, CountryCode: rule.Params.CountryCode},
 				Source: "rule", Rule: rule.Name, rule: rule,
 			}
-			g, d := e.admit(req, &snap, &s)
-			if d != nil {
-				e.suppressed(req, *d)
-				continue
+			if !e.startRule(ctx, req, &snap, &s, t) {
+				stopped = true
+				break
 			}
-			e.wg.Add(1)
-			go func() {
-				defer e.wg.Done()
-				e.carryOut(e.base, g)
-			}()
 		}
 	}
-	e.forgetGone(snap)
+	e.logTallies(snap.Provider, snap.Account, tallies)
+	if !stopped {
+		e.forgetGone(snap, present, roots, now)
+	}
 }
 
-// forgetGone drops `for:` clocks of servers no longer in the account.
-func (e *Engine) forgetGone(snap collector.Snapshot) {
-	present := make(map[string]bool, len(snap.Servers))
-	for _, s := range snap.Servers {
-		present[serverKey(snap.Provider, snap.Account, s.ID)] = true
-	}
-	prefix := serverKey(snap.Provider, snap.Account, "")
-	e.mu.Lock()
-	defer e.mu.Unlock()
+// resetClocksLocked forgets the `for:` clocks of an account's servers.
+func (e *Engine) resetClocksLocked(provider, account string) {
+	prefix := serverKey(provider, account, "")
 	for k := range e.since {
-		_, srv, _ := strings.Cut(k, "\x00")
-		if strings.HasPrefix(srv, prefix) && !present[srv] {
+		if _, srv, _ := strings.Cut(k, "\x00"); strings.HasPrefix(srv, prefix) {
 			delete(e.since, k)
 		}
 	}
-	for k := range e.lastReason {
-		srv, _, _ := strings.Cut(k, "\x01")
-		if strings.HasPrefix(srv, prefix) && !present[srv] {
-			delete(e.lastReason, k)
+}
+
+// startRule takes a rule's request (or an episode's next step) through
+// the checks on the inventory and the reservation and, if it passes,
+// carries it out in the background. A suppression counts in t (nil: it is
+// logged on its own). It returns false when nothing more may start
+// (shutting down).
+func (e *Engine) startRule(ctx context.Context, req Request, snap *collector.Snapshot, s *providers.Server, t *tally) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	g, d := e.admit(req, snap, s, true)
+	if d != nil && t == nil {
+		e.suppressed(req, *d)
+		return d.Reason != ReasonShutdown
+	}
+	if d != nil {
+		t.add(d.Reason, e.count(req, *d))
+		level.Debug(e.logger).Log("msg", "action suppressed", "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule, "reason", d.Reason, "detail", d.Detail)
+		return d.Reason != ReasonShutdown
+	}
+	// admit added it to e.wg under the lock that Shutdown sets closing
+	// under, with the reservation: Close's Wait sees it.
+	go func() {
+		defer e.wg.Done()
+		e.carryOut(e.base, g)
+	}()
+	return true
+}
+
+// tally is one rule's suppressions on one account since its last line.
+type tally struct {
+	byReason map[string]int
+	changed  int
+}
+
+func (t *tally) add(reason string, changed bool) {
+	if t.byReason == nil {
+		t.byReason = map[string]int{}
+	}
+	t.byReason[reason]++
+	if changed {
+		t.changed++
+	}
+}
+
+// log writes the rule's one line: info when a server's reason changed
+// since its last suppression, else debug.
+func (t *tally) log(logger log.Logger, provider, account, rule string) {
+	if len(t.byReason) == 0 {
+		return
+	}
+	names := make([]string, 0, len(t.byReason))
+	total := 0
+	for r, n := range t.byReason {
+		names = append(names, fmt.Sprintf("%s=%d", r, n))
+		total += n
+	}
+	slices.Sort(names)
+	lvl := level.Debug
+	if t.changed > 0 {
+		lvl = level.Info
+	}
+	lvl(logger).Log("msg", "rule's actions suppressed", "provider", provider, "account", account, "rule", rule,
+		"servers", total, "changed", t.changed, "reasons", strings.Join(names, " "))
+}
+
+// logTallies writes one line per rule of an account, in rule order.
+func (e *Engine) logTallies(provider, account string, tallies map[string]*tally) {
+	rules := make([]string, 0, len(tallies))
+	for r := range tallies {
+		rules = append(rules, r)
+	}
+	slices.Sort(rules)
+	for _, r := range rules {
+		tallies[r].log(e.logger, provider, account, r)
+	}
+}
+
+// backgroundKey is the key of a rule's background suppressions.
+func backgroundKey(provider, account, rule string) string {
+	return provider + "\x00" + account + "\x00" + rule
+}
+
+// takeBackground takes an account's background suppressions, by rule.
+func (e *Engine) takeBackground(provider, account string) map[string]*tally {
+	out := map[string]*tally{}
+	prefix := provider + "\x00" + account + "\x00"
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for k, t := range e.background {
+		if rule, ok := strings.CutPrefix(k, prefix); ok {
+			out[rule] = t
+			delete(e.background, k)
 		}
+	}
+	return out
+}
+
+// logBackground writes the background suppressions no refresh has
+// written yet (at Close: those of the shutdown among them).
+func (e *Engine) logBackground() {
+	e.mu.Lock()
+	pending := e.background
+	e.background = map[string]*tally{}
+	e.mu.Unlock()
+	keys := make([]string, 0, len(pending))
+	for k := range pending {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		parts := strings.SplitN(k, "\x00", 3)
+		pending[k].log(e.logger, parts[0], parts[1], parts[2])
 	}
 }
 
@@ -534,7 +533,7 @@ func conditionHolds(r *config.Rule, s providers.Server) bool {
 // Submit takes one request through the gate and, if it passes, acts (or
 // records a dry run). It blocks until the decision is made and carried out.
 func (e *Engine) Submit(ctx context.Context, req Request) Decision {
-	g, d := e.admit(req, nil, nil)
+	g, d := e.admit(req, nil, nil, false)
 	if d != nil {
 		e.suppressed(req, *d)
 		return *d
@@ -544,11 +543,13 @@ func (e *Engine) Submit(ctx context.Context, req Request) Decision {
 
 // admit runs the checks on the inventory and, under one lock, the counting
 // checks and the reservation. snap and srv, when given, are the snapshot a
-// rule was evaluated on and the server in it.
-func (e *Engine) admit(req Request, snap *collector.Snapshot, srv *providers.Server) (*gate, *Decision) {
+// rule was evaluated on and the server in it. A request that passes and
+// will be carried out in the background is added to e.wg under that lock,
+// after the closing check: the caller's goroutine must call e.wg.Done.
+func (e *Engine) admit(req Request, snap *collector.Snapshot, srv *providers.Server, background bool) (*gate, *Decision) {
 	e.mu.Lock()
 	st := e.state
-	g := &gate{e: e, req: req, cfg: e.cfg, now: e.now(), stateOK: st != nil, staleness: e.staleness, pause: e.pausedLocked(e.now())}
+	g := &gate{e: e, req: req, cfg: e.cfg, now: e.now(), stateOK: st != nil, staleness: e.staleness, pause: e.pausedLocked(e.now()), dryRun: e.cfg.DryRun}
 	e.mu.Unlock()
 	if snap == nil {
 		s, ok := e.deps.Snapshot(req.Account)
@@ -564,11 +565,21 @@ func (e *Engine) admit(req Request, snap *collector.Snapshot, srv *providers.Ser
 		return nil, d
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if d := g.run(countingChecks); d != nil {
+	d := g.run(countingChecks)
+	if d == nil {
+		g.reserveLocked()
+		if background {
+			e.wg.Add(1)
+		}
+	}
+	e.mu.Unlock()
+	if d == nil && e.reserved != nil {
+		e.reserved()
+	}
+	e.store(g.writes...)
+	if d != nil {
 		return nil, d
 	}
-	g.reserveLocked()
 	return g, nil
 }
 
@@ -576,15 +587,27 @@ func (e *Engine) admit(req Request, snap *collector.Snapshot, srv *providers.Ser
 // request.
 func (e *Engine) carryOut(ctx context.Context, g *gate) Decision {
 	req := g.req
-	d := g.confirm(ctx)
+	// One request at a time talks to the account (turn.go); none while
+	// the account is down.
+	release, d := e.takeTurn(ctx, req.Provider, req.Account, e.turnWait())
+	if d == nil {
+		g.turn = release
+		defer g.leaveTurn()
+		d = e.accountStale(req.Provider, req.Account)
+	}
+	if d == nil {
+		d = g.confirm(ctx)
+	}
 	if d == nil {
 		d = e.final(g)
 	}
 	if d != nil {
+		d.dry = g.dryRun
 		e.release(g)
 		e.suppressed(req, *d)
 		return *d
 	}
+	defer g.st.unhold()
 	if g.dryRun {
 		return e.recordDryRun(g)
 	}
@@ -592,12 +615,17 @@ func (e *Engine) carryOut(ctx context.Context, g *gate) Decision {
 }
 
 // final reads enabled, dry-run and the pause again immediately before the
-// call: a reload or a pause that came during the re-read wins.
+// call: a reload or a pause that came during the re-read wins. The
+// account's latest refresh must be good and fresh, and the re-read the
+// action is decided on recent.
 func (e *Engine) final(g *gate) *Decision {
+	stale := e.accountStale(g.req.Provider, g.req.Account)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := e.now()
 	switch {
+	case e.closing:
+		return &Decision{Reason: ReasonShutdown, Detail: "the exporter is stopping"}
 	case !e.cfg.Enabled || e.state == nil:
 		return &Decision{Reason: ReasonNotAllowed, Detail: "remediation was turned off"}
 	case e.pausedLocked(now) != "":
@@ -612,7 +640,66 @@ func (e *Engine) final(g *gate) *Decision {
 	if !insideWindow(e.cfg.Windows, now) {
 		return &Decision{Reason: ReasonOutsideWindow, Detail: "the action window closed"}
 	}
+	if d := e.stillCalledForLocked(g); d != nil {
+		return d
+	}
+	if stale != nil {
+		return stale
+	}
+	if age := now.Sub(g.readAt); age > maxReadAge || age < -time.Minute {
+		return supp(ReasonStaleData, "the re-read of the server is %s old (at most %s)", age.Round(time.Second), maxReadAge)
+	}
+	// Held until the action is recorded: a reload switching state files
+	// waits for it before closing this one (lifecycle.go).
 	g.st = e.state
+	g.st.hold()
+	return nil
+}
+
+// stillCalledForLocked checks that the request is still what the
+// configuration and the closed loop ask for, a reload, a reset or
+// Alertmanager having had their say during the wait for the account's
+// turn and the re-read: a rule's request is still its rule's; an
+// alert's, the webhook is still on and its occurrence has not resolved;
+// an escalation is still its episode's next step, on the ladder as
+// configured now, and (alerts) its alerts have not all resolved.
+func (e *Engine) stillCalledForLocked(g *gate) *Decision {
+	req := g.req
+	if req.Source == "rule" && !req.escalation {
+		if r := e.ruleByNameLocked(req.Rule); r == nil || r.Action != string(req.Action) {
+			return supp(ReasonNotAllowed, "rule %q was removed or changed by a reload", req.Rule)
+		}
+	}
+	if req.Source == "alert" && !e.cfg.Webhook.Enabled {
+		return supp(ReasonNotAllowed, "remediation.webhook.enabled was turned off")
+	}
+	if g.dryRun {
+		return nil // dry runs read the live episodes, never wait on them
+	}
+	if !req.escalation {
+		if req.Source == "alert" {
+			resolved := !req.occ.resolvedAt().IsZero()
+			if pm, ok := e.pendingMarks[g.root]; ok && !resolved {
+				for _, m := range pm {
+					resolved = resolved || (m.Fingerprint == req.alert && !m.Resolved.IsZero())
+				}
+			}
+			if resolved {
+				return supp(ReasonConditionCleared, "Alertmanager resolved the alert before the call")
+			}
+		}
+		return nil
+	}
+	var ep *Episode
+	if t := e.tracks[g.root]; t != nil {
+		ep = t.Episode
+	}
+	if ep == nil || ep.Seq != req.epSeq || ep.Escalate != string(req.Action) || ep.exhausted() || e.nextStepLocked(ep) != string(req.Action) {
+		return supp(ReasonNotAllowed, "no longer the next step of the server's episode (a reload changed its ladder, or an operator reset it)")
+	}
+	if all, _ := ep.allResolved(); all && ep.Source == "alert" {
+		return supp(ReasonConditionCleared, "Alertmanager resolved the alert(s) before the next step")
+	}
 	return nil
 }
 
@@ -625,27 +712,28 @@ func (e *Engine) release(g *gate) {
 
 func (e *Engine) recordDryRun(g *gate) Decision {
 	req := g.req
-	rec := &Record{Time: g.now, Provider: req.Provider, Account: req.Account, ID: req.ID, Action: string(req.Action), Source: req.Source, Rule: req.Rule, Result: ResultDryRun}
-	err := g.st.Begin(rec, g.root)
-	if err == nil {
-		err = g.st.Finish(rec, actionKey(req.Provider, req.Account, string(req.Action), req.Rule, ResultDryRun))
-	}
-	if err != nil {
+	// The time it was recorded: its dry-run cooldown runs from it.
+	rec := &Record{Time: e.now(), Provider: req.Provider, Account: req.Account, ID: req.ID, Action: string(req.Action), Source: req.Source, Rule: req.Rule, Result: ResultDryRun}
+	// One transaction: no intent is left behind for a crash to turn
+	// into a live record.
+	if err := g.st.RecordDryRun(rec, g.root, actionKey(req.Provider, req.Account, string(req.Action), ruleLabel(req.Source, req.Rule), ResultDryRun)); err != nil {
 		e.release(g)
-		d := Decision{Reason: ReasonStateError, Detail: err.Error()}
+		d := Decision{Reason: ReasonStateError, Detail: err.Error(), dry: true}
 		e.suppressed(req, d)
 		return d
 	}
 	e.settle(g, rec)
 	e.m.stateOK.Set(1)
-	e.m.actions.WithLabelValues(req.Provider, req.Account, string(req.Action), req.Rule, ResultDryRun).Inc()
+	e.countAction(req, ResultDryRun)
 	level.Info(e.logger).Log("msg", "dry run: would act", "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule)
 	return Decision{Acted: true, Result: ResultDryRun}
 }
 
 // settle turns a reservation into a recorded action: the cooldown starts
-// (for the lineage), the intent stays in the hourly window as done.
-func (e *Engine) settle(g *gate, rec *Record) {
+// (for the lineage), the intent stays in the hourly window as done; a live
+// action becomes a step of its server's episode (the returned change, to
+// be written with the audit record).
+func (e *Engine) settle(g *gate, rec *Record) *loopWrite {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	l := e.ledgerLocked(g.dryRun)
@@ -658,12 +746,19 @@ func (e *Engine) settle(g *gate, rec *Record) {
 		e.lineage[newKey] = g.root
 		e.lineageV++
 	}
+	if g.dryRun {
+		return nil
+	}
+	return e.recordStepLocked(g, rec)
 }
 
 // execute records the intent, calls the provider and records the outcome.
 func (e *Engine) execute(ctx context.Context, g *gate) Decision {
 	req := g.req
-	rec := &Record{Time: g.now, Provider: req.Provider, Account: req.Account, ID: req.ID, Action: string(req.Action), Source: req.Source, Rule: req.Rule}
+	// The time it is sent (the intent is written, then the call handed to
+	// the provider's client), not the decision's: the cooldown and the
+	// hourly window run from it.
+	rec := &Record{Time: e.now(), Provider: req.Provider, Account: req.Account, ID: req.ID, Action: string(req.Action), Source: req.Source, Rule: req.Rule, Alert: req.alert, AlertStartsAt: req.alertStart}
 	if err := g.st.Begin(rec, g.root); err != nil {
 		e.release(g)
 		d := Decision{Reason: ReasonStateError, Detail: "cannot record the intent, not acting: " + err.Error()}
@@ -671,22 +766,24 @@ func (e *Engine) execute(ctx context.Context, g *gate) Decision {
 		return d
 	}
 	e.m.stateOK.Set(1)
-	actx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	res, err := g.prov.Do(actx, req.ID, req.Action, req.Params)
-	cancel()
-	if err != nil && !wasSent(err) {
-		// Nothing went out (the daemon is stopping): take the intent
-		// back; the next run decides again.
+	res, sent, result, err := e.call(ctx, g, rec)
+	if !sent {
+		// Nothing went out (a refused dial, a wait for the account's
+		// rate limit cut by the deadline, the daemon stopping): take the
+		// intent back; the next run decides again.
 		if aerr := g.st.Abort(rec, g.root, g.prevCooldown); aerr != nil {
 			level.Error(e.logger).Log("msg", "cannot take back an intent that was not sent; its cooldown stands", "id", req.ID, "err", aerr)
 		}
 		e.release(g)
-		d := Decision{Reason: ReasonShutdown, Detail: "not sent: " + err.Error()}
+		d := Decision{Reason: ReasonNotSent, Detail: "not sent: " + err.Error()}
+		if ctx.Err() != nil || e.isClosing() {
+			d.Reason = ReasonShutdown
+		}
 		e.suppressed(req, d)
 		return d
 	}
 	rec.Response, rec.NewID = res.Response, res.NewID
-	rec.Result = outcome(err)
+	rec.Result = result
 	if err != nil {
 		rec.Error = err.Error()
 	}
@@ -695,11 +792,10 @@ func (e *Engine) execute(ctx context.Context, g *gate) Decision {
 			level.Error(e.logger).Log("msg", "cannot record the replacement's lineage", "id", req.ID, "new_id", rec.NewID, "err", lerr)
 		}
 	}
-	if werr := g.st.Finish(rec, actionKey(req.Provider, req.Account, string(req.Action), req.Rule, rec.Result)); werr != nil {
+	if werr := g.st.Finish(rec, actionKey(req.Provider, req.Account, string(req.Action), ruleLabel(req.Source, req.Rule), rec.Result), e.settle(g, rec)); werr != nil {
 		level.Error(e.logger).Log("msg", "cannot write the audit record; the intent stays and the cooldown stands", "id", req.ID, "err", werr)
 	}
-	e.settle(g, rec)
-	e.m.actions.WithLabelValues(req.Provider, req.Account, string(req.Action), req.Rule, rec.Result).Inc()
+	e.countAction(req, rec.Result)
 	logger := log.With(e.logger, "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule)
 	switch rec.Result {
 	case ResultFailed:
@@ -712,50 +808,49 @@ func (e *Engine) execute(ctx context.Context, g *gate) Decision {
 	return Decision{Acted: true, Result: rec.Result, Detail: rec.Error}
 }
 
-// wasSent reports whether a failed call reached the provider: an error
-// before any request went out (the daemon stopping while the call waited
-// for the account's rate limit) was not.
+// wasSent reports whether a failed call reached the provider, or may
+// have: only one that provably never left (a refused dial, a wait for the
+// account's rate limit or a 429 pause cut short, an unsupported action)
+// is not. An answered call is sent, whatever its body.
 func wasSent(err error) bool {
-	var ae *apiclient.Error
-	if errors.As(err, &ae) {
-		return ae.Sent
-	}
-	return !errors.Is(err, providers.ErrUnsupportedAction)
+	return apiclient.DeliveryOf(err).Sent()
 }
 
-// outcome classifies a sent call: success, failed (the provider answered
-// no), or unknown (no answer: a timeout, a reset connection).
+// outcome classifies a sent call: success (the provider accepted it),
+// failed (the provider answered no: a non-2xx, or a documented refusal
+// inside a 2xx) or unknown (no usable answer: a timeout, a reset, a 2xx
+// whose body does not decode; the provider may have carried it out).
 func outcome(err error) string {
-	if err == nil {
+	switch apiclient.DeliveryOf(err) {
+	case apiclient.Accepted:
 		return ResultSuccess
-	}
-	var ae *apiclient.Error
-	if errors.As(err, &ae) && ae.Status != 0 {
+	case apiclient.Refused:
 		return ResultFailed
 	}
 	return ResultUnknown
 }
 
 // suppressed counts a suppression at once and persists it in the next
-// batch; it is logged (and kept in the history) when the reason for that
-// server, action and source changed.
+// batch; it is kept in the history when the reason for that server,
+// action and source changed. A rule's (decided in the background: the
+// re-read, the final check, the call, shutdown) is logged at debug and
+// counted in its rule's next summary line; an alert's is logged at info
+// when its reason changed.
 func (e *Engine) suppressed(req Request, d Decision) {
-	e.mu.Lock()
-	if _, ok := e.accounts[req.Account]; ok {
-		e.m.suppressed.WithLabelValues(req.Provider, req.Account, string(req.Action), d.Reason).Inc()
-		e.unflushed[suppressKey(req.Provider, req.Account, string(req.Action), d.Reason)]++
+	changed := e.count(req, d)
+	if req.Source == "rule" {
+		level.Debug(e.logger).Log("msg", "action suppressed", "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule, "reason", d.Reason, "detail", d.Detail)
+		e.mu.Lock()
+		k := backgroundKey(req.Provider, req.Account, req.Rule)
+		t := e.background[k]
+		if t == nil {
+			t = &tally{}
+			e.background[k] = t
+		}
+		t.add(d.Reason, changed)
+		e.mu.Unlock()
+		return
 	}
-	if d.Reason == ReasonStateError {
-		e.m.stateOK.Set(0) // alerts: the state file stopped taking writes
-	}
-	key := serverKey(req.Provider, req.Account, req.ID) + "\x01" + string(req.Action) + "\x01" + req.Source
-	changed := e.lastReason[key] != d.Reason
-	e.lastReason[key] = d.Reason
-	if changed {
-		e.events = append(e.events, Event{Time: e.now(), Provider: req.Provider, Account: req.Account, ID: req.ID,
-			Action: string(req.Action), Source: req.Source, Rule: req.Rule, Reason: d.Reason, Detail: d.Detail})
-	}
-	e.mu.Unlock()
 	lvl := level.Debug
 	if changed {
 		lvl = level.Info
@@ -763,66 +858,131 @@ func (e *Engine) suppressed(req Request, d Decision) {
 	lvl(e.logger).Log("msg", "action suppressed", "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule, "reason", d.Reason, "detail", d.Detail)
 }
 
+// count counts a suppression and reports whether its reason for that
+// server, action and source changed (then it is kept in the history).
+// Only the series the configuration made are counted: a request for an
+// account or action it does not have creates no series and no memory.
+func (e *Engine) count(req Request, d Decision) bool {
+	changed := e.countOnly(req, d)
+	if req.escalation && !d.dry {
+		e.escalationRefused(req, d)
+	}
+	return changed
+}
+
+func (e *Engine) countOnly(req Request, d Decision) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if d.Reason == ReasonStateError {
+		e.m.stateOK.Set(0) // alerts: the state file stopped taking writes
+	}
+	if !e.known[knownKey(req.Provider, req.Account, string(req.Action))] || e.accounts[req.Account] != req.Provider {
+		return false
+	}
+	e.m.suppressed.WithLabelValues(req.Provider, req.Account, string(req.Action), d.Reason).Inc()
+	e.unflushed[suppressKey(req.Provider, req.Account, string(req.Action), d.Reason)]++
+	if d.unlisted && req.Source != "rule" {
+		// An id the account's last list does not have: no memory, no
+		// history (rules and escalations only ask for listed servers).
+		return false
+	}
+	key := serverKey(req.Provider, req.Account, req.ID) + "\x01" + string(req.Action) + "\x01" + req.Source
+	changed := e.lastReason[key] != d.Reason
+	e.lastReason[key] = d.Reason
+	if changed && len(e.events) < maxEvents {
+		e.events = append(e.events, Event{Time: e.now(), Provider: req.Provider, Account: req.Account, ID: req.ID,
+			Action: string(req.Action), Source: req.Source, Rule: req.Rule, Reason: d.Reason, Detail: d.Detail})
+	}
+	return changed
+}
+
+// countAction counts an action's result on /metrics, for a configured
+// account and a rule whose series are there (its durable count is written
+// with the audit record: a rule removed meanwhile shows it when it comes
+// back).
+func (e *Engine) countAction(req Request, result string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	rule := ruleLabel(req.Source, req.Rule)
+	if e.accounts[req.Account] == req.Provider && (rule == RuleAlertmanager || e.restoredRules[rule]) {
+		e.m.actions.WithLabelValues(req.Provider, req.Account, string(req.Action), rule, result).Inc()
+	}
+}
+
+// isClosing reports whether Shutdown was called.
+func (e *Engine) isClosing() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.closing
+}
+
 // flusher persists suppression counts and history every few seconds,
-// ends the paused gauge of a pause that ran out, and prunes old
-// handled-alert marks.
+// ends the paused gauge of a pause that ran out, and every ten minutes
+// prunes what is older than its retention.
 func (e *Engine) flusher() {
 	prune := time.Time{}
 	e.every(2*time.Second, func() bool {
 		e.flush()
+		e.tick()
 		e.mu.Lock()
 		e.m.paused.Set(b2f(e.pausedLocked(e.now()) != ""))
-		st, cooldown := e.state, time.Duration(e.cfg.Cooldown)
 		e.mu.Unlock()
-		if st != nil && time.Since(prune) > 10*time.Minute {
+		if time.Since(prune) > 10*time.Minute {
 			prune = time.Now()
-			// A handled alert occurrence older than a day and two
-			// cooldowns is not resent by Alertmanager any more.
-			if err := st.PruneSeen(e.now().Add(-max(24*time.Hour, 2*cooldown))); err != nil {
-				level.Warn(e.logger).Log("msg", "cannot prune handled alerts", "err", err)
+			if err := e.pruneRetention(); err != nil {
+				level.Warn(e.logger).Log("msg", "cannot prune old remediation records", "err", err)
 			}
 		}
 		return true
 	})
 }
 
-// flush writes the unflushed suppressions in one transaction, outside
-// the engine's lock (an fsync must not hold up decisions); on failure they
-// are kept for the next try.
+// flush writes the unflushed suppressions to the state file. Only the
+// flusher, a reload and Close flush: reads (History, the status page)
+// never write.
 func (e *Engine) flush() {
+	e.stateMu.Lock()
+	defer e.stateMu.Unlock()
 	e.mu.Lock()
-	st, counts, events := e.state, e.unflushed, e.events
-	if st == nil || (len(counts) == 0 && len(events) == 0) {
+	st := e.state
+	e.mu.Unlock()
+	if st != nil {
+		e.flushTo(st)
+	}
+}
+
+// flushTo writes the unflushed suppressions to st in one transaction,
+// outside the engine's lock (an fsync must not hold up decisions); on
+// failure they are kept for the next try. The caller holds e.stateMu.
+func (e *Engine) flushTo(st *State) {
+	e.mu.Lock()
+	counts, events := e.unflushed, e.events
+	if len(counts) == 0 && len(events) == 0 {
 		e.mu.Unlock()
 		return
 	}
 	e.unflushed, e.events = map[string]uint64{}, nil
+	e.flushing = events
 	e.mu.Unlock()
-	err := st.Flush(counts, events)
+	seq, err := st.flush(counts, events)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.flushing = nil
 	if err == nil {
+		if st == e.state {
+			e.eventSeq = seq
+		}
 		return
 	}
 	level.Error(e.logger).Log("msg", "cannot persist suppression counts; kept for the next try", "err", err)
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	e.m.stateOK.Set(0)
 	for k, n := range counts {
 		e.unflushed[k] += n
 	}
 	e.events = append(events, e.events...)
-}
-
-// flushLocked is flush for Close and a change of state file, which hold
-// the lock and close the file right after.
-func (e *Engine) flushLocked() {
-	if e.state == nil || (len(e.unflushed) == 0 && len(e.events) == 0) {
-		return
+	if len(e.events) > maxEvents {
+		e.events = e.events[len(e.events)-maxEvents:]
 	}
-	if err := e.state.Flush(e.unflushed, e.events); err != nil {
-		level.Error(e.logger).Log("msg", "cannot persist suppression counts", "err", err)
-		return
-	}
-	e.unflushed, e.events = map[string]uint64{}, nil
 }
 
 func b2f(b bool) float64 {

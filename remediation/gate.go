@@ -32,12 +32,32 @@ type gate struct {
 	located bool // srv was given: no need to look it up
 	prov    providers.Provider
 
+	// Set by the counting checks: the request is its episode's due next
+	// step (its own cooldown does not hold it back, unless retry: the
+	// step is one the provider refused, again); writes are the closed
+	// loop's changes to store once the lock is released.
+	escalating, retry bool
+	writes            []*loopWrite
+
 	// Set by the reservation.
 	dryRun       bool
 	root         string // the server's lineage root key
 	reserved     *intent
 	prevCooldown time.Time
 	st           *State // set by the final check
+
+	// turn ends the request's turn on its account (nil when it has
+	// none); readAt is when the provider re-read the server.
+	turn   func()
+	readAt time.Time
+}
+
+// leaveTurn ends the request's turn on its account, if it has one.
+func (g *gate) leaveTurn() {
+	if g.turn != nil {
+		g.turn()
+		g.turn = nil
+	}
 }
 
 // check is one named step of the gate: nil to pass, or a suppression.
@@ -61,7 +81,9 @@ var inventoryChecks = []check{
 // countingChecks run under the engine's lock, with the reservation that
 // follows them: concurrent requests see each other's pending intents.
 var countingChecks = []check{
+	{"shutdown", (*gate).checkClosing},
 	{"in_flight", (*gate).checkInFlight},
+	{"episode", (*gate).checkEpisode},
 	{"cooldown", (*gate).checkCooldown},
 	{"rate_limit", (*gate).checkBudget},
 	{"blast_radius", (*gate).checkBlastRadius},
@@ -77,6 +99,7 @@ var confirmChecks = []check{
 func (g *gate) run(checks []check) *Decision {
 	for _, c := range checks {
 		if d := c.fn(g); d != nil {
+			d.dry = g.dryRun
 			return d
 		}
 	}
@@ -96,21 +119,37 @@ func (g *gate) checkEnabled() *Decision {
 
 func (g *gate) checkAllowed() *Decision {
 	req := g.req
-	if req.Source == "alert" && !slices.Contains(g.cfg.Webhook.AllowedActions, string(req.Action)) {
+	// An escalation's action comes from the operator's ladder
+	// (webhook.escalate), not from the alert.
+	if req.Source == "alert" && !req.escalation && !slices.Contains(g.cfg.Webhook.AllowedActions, string(req.Action)) {
 		return supp(ReasonNotAllowed, "action %q is not in remediation.webhook.allowed_actions", req.Action)
+	}
+	if req.Source == "alert" && !g.cfg.Webhook.Enabled {
+		return supp(ReasonNotAllowed, "remediation.webhook.enabled is false")
 	}
 	prov, ok := g.e.deps.Provider(req.Account)
 	if !ok || prov.Type() != req.Provider {
 		return supp(ReasonNotAllowed, "no %s account named %q", req.Provider, req.Account)
 	}
-	if !slices.Contains(prov.Actions(), req.Action) {
-		return supp(ReasonNotAllowed, "%s cannot %s", req.Provider, req.Action)
+	if !hasAction(prov, req.Action) {
+		d := supp(ReasonNotAllowed, "%s cannot %s", req.Provider, req.Action)
+		d.permanent = true
+		return d
 	}
 	g.prov = prov
 	if g.snap != nil && !g.located {
 		g.srv, g.found = findServer(g.snap.Servers, req.ID)
 	}
 	return nil
+}
+
+// hasAction reports whether a provider can carry out an action:
+// power_cycle is its stop and its start.
+func hasAction(p providers.Provider, a providers.Action) bool {
+	if a == providers.ActionPowerCycle {
+		return slices.Contains(p.Actions(), providers.ActionStop) && slices.Contains(p.Actions(), providers.ActionStart)
+	}
+	return slices.Contains(p.Actions(), a)
 }
 
 func (g *gate) checkExcluded() *Decision {
@@ -155,6 +194,15 @@ func insideWindow(ws []config.Window, now time.Time) bool {
 }
 
 func (g *gate) checkFresh() *Decision {
+	d := g.fresh()
+	if d != nil {
+		// An id the last list lacks is counted, never remembered.
+		d.unlisted = g.snap == nil || !g.snap.Refreshed || !g.found
+	}
+	return d
+}
+
+func (g *gate) fresh() *Decision {
 	snap := g.snap
 	switch {
 	case snap == nil || !snap.Refreshed:
@@ -184,7 +232,7 @@ func precondition(req Request, s providers.Server) string {
 	switch req.Provider {
 	case config.TypeVPSOrg, config.TypeE2E:
 		switch req.Action {
-		case providers.ActionReboot, providers.ActionStop:
+		case providers.ActionReboot, providers.ActionStop, providers.ActionPowerCycle:
 			if s.State != providers.StateRunning {
 				return fmt.Sprintf("%s %s needs a running server; it is %s (%s)", req.Provider, req.Action, s.State, s.RawStatus)
 			}
@@ -208,6 +256,13 @@ func precondition(req Request, s providers.Server) string {
 	return ""
 }
 
+func (g *gate) checkClosing() *Decision {
+	if g.e.closing {
+		return supp(ReasonShutdown, "the exporter is stopping")
+	}
+	return nil
+}
+
 func (g *gate) checkInFlight() *Decision {
 	g.dryRun = g.cfg.DryRun
 	g.root = g.e.rootLocked(serverKey(g.req.Provider, g.req.Account, g.req.ID))
@@ -217,25 +272,72 @@ func (g *gate) checkInFlight() *Decision {
 	return nil
 }
 
+// checkEpisode holds back every request for an exhausted server, and
+// every request for a server whose last action is being verified or whose
+// next step is due but that step; it exhausts a server that reached
+// max_attempts in attempts_window. Dry runs have no episodes of their
+// own: they read the live ones, and change nothing (a dry run shows
+// `exhausted` where a live request would be).
+func (g *gate) checkEpisode() *Decision {
+	e := g.e
+	t := e.tracks[g.root]
+	if t == nil {
+		return nil
+	}
+	if ep := t.Episode; ep != nil {
+		last := ep.last()
+		switch {
+		case ep.exhausted():
+			return supp(ReasonExhausted, "no repair recovered this server (%s; since %s); it waits for its condition to be clear for its verify window, or POST /api/v1/remediation/reset",
+				ep.Reason, ep.Ended.UTC().Format(time.RFC3339))
+		case ep.Escalate != "":
+			if !g.req.escalation || string(g.req.Action) != ep.Escalate || g.req.epSeq != ep.Seq {
+				return supp(ReasonCooldown, "the next step of this server's episode, %s, is due", ep.Escalate)
+			}
+			// A dry run's step waits for its dry-run cooldown.
+			g.escalating = !g.dryRun
+			g.retry = last != nil && last.Refused
+		case ep.verifying():
+			return supp(ReasonCooldown, "its last action (%s at %s) is being verified", last.Action, last.Finished.UTC().Format(time.RFC3339))
+		}
+	}
+	max, window := attemptsLimit(g.cfg)
+	if n := t.attemptsSince(g.now.Add(-window)); n >= max {
+		why := fmt.Sprintf("max_attempts %d reached: %d actions in %s", max, n, window)
+		if !g.dryRun {
+			g.writes = append(g.writes, e.exhaustRequestLocked(t, g.req, why))
+		}
+		return supp(ReasonExhausted, "%s", why)
+	}
+	return nil
+}
+
 func (g *gate) checkCooldown() *Decision {
+	if g.escalating && !g.retry {
+		return nil // the episode's own cooldown does not hold back its next step
+	}
 	l := g.e.ledgerLocked(g.dryRun)
 	last, had := l.cooldown[g.root]
 	if !had {
 		return nil
 	}
+	lastWhat := "action"
+	if g.dryRun {
+		lastWhat = "dry-run action" // recorded, not sent
+	}
 	if last.After(g.now.Add(time.Minute)) {
 		// The clock went back past the last action: hold off until it
 		// passes that time again rather than trust either clock.
-		return supp(ReasonCooldown, "the last action is in the future: the clock went back")
+		return supp(ReasonCooldown, "the last %s is in the future: the clock went back", lastWhat)
 	}
 	cd := time.Duration(g.cfg.Cooldown)
 	refused := l.failures[g.root]
 	cd <<= min(refused, 4)
 	if g.now.Sub(last) < cd {
 		if refused > 0 {
-			return supp(ReasonCooldown, "last action %s ago; the provider refused the last %d, so the cooldown is %s", g.now.Sub(last).Round(time.Second), refused, cd)
+			return supp(ReasonCooldown, "last %s %s ago; the provider refused the last %d, so the cooldown is %s", lastWhat, g.now.Sub(last).Round(time.Second), refused, cd)
 		}
-		return supp(ReasonCooldown, "last action %s ago; cooldown %s", g.now.Sub(last).Round(time.Second), cd)
+		return supp(ReasonCooldown, "last %s %s ago; cooldown %s", lastWhat, g.now.Sub(last).Round(time.Second), cd)
 	}
 	return nil
 }
@@ -290,6 +392,15 @@ func (e *Engine) fleetLocked(provider, account string, snap *collector.Snapshot)
 func (g *gate) reserveLocked() {
 	l := g.e.ledgerLocked(g.dryRun)
 	g.e.inFlight[g.root] = true
+	if t := g.e.tracks[g.root]; !g.dryRun && (t == nil || t.Episode == nil) {
+		// The alerts noted for the server until its episode opens.
+		var pm alertMarks
+		pm.mark(g.req.alert, g.req.Rule, g.req.alertStart)
+		if at := g.req.occ.resolvedAt(); !at.IsZero() {
+			pm.resolve(g.req.alert, g.req.alertStart, at)
+		}
+		g.e.pendingMarks[g.root] = pm
+	}
 	g.prevCooldown = l.cooldown[g.root]
 	g.reserved = &intent{at: g.now, account: g.req.Provider + "\x00" + g.req.Account, root: g.root}
 	l.recent = append(l.recent, g.reserved)
@@ -298,6 +409,7 @@ func (g *gate) reserveLocked() {
 func (g *gate) releaseLocked() {
 	l := g.e.ledgerLocked(g.dryRun)
 	delete(g.e.inFlight, g.root)
+	delete(g.e.pendingMarks, g.root)
 	l.recent = slices.DeleteFunc(l.recent, func(in *intent) bool { return in == g.reserved })
 }
 
@@ -315,14 +427,24 @@ func (g *gate) confirm(ctx context.Context) *Decision {
 	case err != nil:
 		return supp(ReasonStaleData, "could not re-read the server: %v", err)
 	}
-	g.srv, g.found = fresh, true
+	g.srv, g.found, g.readAt = fresh, true, g.e.now()
 	return g.run(confirmChecks)
 }
 
 // checkStillCalledFor: a rule's own condition must still hold on the
 // provider's answer.
 func (g *gate) checkStillCalledFor() *Decision {
-	if r := g.req.rule; r != nil && !conditionHolds(r, g.srv) {
+	r := g.req.rule
+	if r != nil && g.req.escalation {
+		// The next step is called for while the server is not
+		// recovered: the condition holds, or it is not running. An
+		// answer without the rule's metric is no sign of recovery.
+		if clear, known := clearOn(r, g.srv, true); known && clear {
+			return supp(ReasonConditionCleared, "the server recovered before its next step (running, rule condition clear)")
+		}
+		return nil
+	}
+	if r != nil && !conditionHolds(r, g.srv) {
 		return supp(ReasonConditionCleared, "the rule's condition no longer holds (state %s, status %q)", g.srv.State, g.srv.RawStatus)
 	}
 	return nil
@@ -379,36 +501,47 @@ func (e *Engine) pausedLocked(now time.Time) string {
 }
 
 // Pause stops every action (rules and alerts) for d (0: until Resume),
-// durably: a restart keeps it.
+// durably: a restart keeps it. The pause is written first and published
+// after, both under e.stateMu; the engine's lock is never held while the
+// file is written.
 func (e *Engine) Pause(d time.Duration, reason string) (Pause, error) {
+	e.stateMu.Lock()
+	defer e.stateMu.Unlock()
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.state == nil {
+	st, now := e.state, e.now()
+	e.mu.Unlock()
+	if st == nil {
 		return Pause{}, fmt.Errorf("remediation has no usable state file: %w", errNoState)
 	}
-	now := e.now()
 	p := &Pause{Since: now, Reason: reason}
 	if d > 0 {
 		p.Until = now.Add(d)
 	}
-	if err := e.state.SetPause(p); err != nil {
+	if err := st.SetPause(p); err != nil {
 		return Pause{}, fmt.Errorf("store the pause: %w", err)
 	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	e.pause = p
 	e.m.paused.Set(1)
 	return *p, nil
 }
 
-// Resume ends a pause.
+// Resume ends a pause (written first, published after, as Pause).
 func (e *Engine) Resume() error {
+	e.stateMu.Lock()
+	defer e.stateMu.Unlock()
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.state == nil {
+	st := e.state
+	e.mu.Unlock()
+	if st == nil {
 		return fmt.Errorf("remediation has no usable state file: %w", errNoState)
 	}
-	if err := e.state.SetPause(nil); err != nil {
+	if err := st.SetPause(nil); err != nil {
 		return fmt.Errorf("clear the pause: %w", err)
 	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	e.pause = nil
 	e.m.paused.Set(0)
 	return nil
@@ -426,6 +559,27 @@ func (f Filter) keep(provider, account, id string, at time.Time) bool {
 		(f.ID == "" || f.ID == id) && !at.Before(f.Since)
 }
 
+// keepEpisode: an episode of the server (id: the server now, or one its
+// steps acted on) active at or after Since.
+func (f Filter) keepEpisode(ep *Episode) bool {
+	if (f.Provider != "" && f.Provider != ep.Provider) || (f.Account != "" && f.Account != ep.Account) {
+		return false
+	}
+	if f.ID != "" && f.ID != ep.ID && !slices.ContainsFunc(ep.Steps, func(s Step) bool { return s.ID == f.ID }) {
+		return false
+	}
+	latest := ep.Opened
+	for _, t := range []time.Time{ep.Ended, ep.Released} {
+		if t.After(latest) {
+			latest = t
+		}
+	}
+	if s := ep.last(); s != nil && s.Finished.After(latest) {
+		latest = s.Finished
+	}
+	return ep.Outcome == EpisodeOpen || ep.exhausted() || !latest.Before(f.Since)
+}
+
 // History is the audit log and the suppression history, newest first.
 type History struct {
 	Enabled      bool     `json:"enabled"`
@@ -433,40 +587,84 @@ type History struct {
 	Paused       *Pause   `json:"paused,omitempty"`
 	Actions      []Record `json:"actions"`
 	Suppressions []Event  `json:"suppressions"`
+	// Episodes are the closed loop's, newest first: each server's
+	// actions since the first, their verdicts and its outcome.
+	Episodes []Episode `json:"episodes"`
 }
 
-// History returns the actions and suppressions f selects.
-func (e *Engine) History(f Filter) (History, error) {
+// History returns the actions, suppressions and episodes f selects. It
+// writes nothing: the suppressions not flushed yet come from memory. It
+// stops when ctx ends.
+func (e *Engine) History(ctx context.Context, f Filter) (History, error) {
 	if f.Limit <= 0 {
 		f.Limit = 100
 	}
-	e.flush() // the latest suppressions too
 	e.mu.Lock()
 	st, err := e.state, e.stateErr
-	h := History{Enabled: e.cfg.Enabled && st != nil, DryRun: e.cfg.DryRun, Actions: []Record{}, Suppressions: []Event{}}
+	h := History{Enabled: e.cfg.Enabled && st != nil, DryRun: e.cfg.DryRun, Actions: []Record{}, Suppressions: []Event{}, Episodes: []Episode{}}
 	if e.pausedLocked(e.now()) != "" {
 		p := *e.pause
 		h.Paused = &p
 	}
+	// The events not in the file yet, oldest first: those a flush is
+	// writing, then the rest (the order flushes write them in).
+	seq := e.eventSeq
+	mem := make([]Event, 0, len(e.flushing)+len(e.events))
+	mem = append(append(mem, e.flushing...), e.events...)
+	if st != nil {
+		st.hold() // a reload switching files closes this one after
+		defer st.unhold()
+	}
 	e.mu.Unlock()
+	if cerr := ctx.Err(); cerr != nil {
+		return h, cerr
+	}
 	if st == nil {
 		return h, err
 	}
-	recs, err := st.Matching(f.Since, func(r Record) bool { return f.keep(r.Provider, r.Account, r.ID, r.Time) }, f.Limit)
+	recs, err := st.Matching(ctx, f.Since, func(r Record) bool { return f.keep(r.Provider, r.Account, r.ID, r.Time) }, f.Limit)
 	if err != nil {
 		return h, err
 	}
 	h.Actions = append(h.Actions, recs...)
-	evs, err := st.Events(func(ev Event) bool { return f.keep(ev.Provider, ev.Account, ev.ID, ev.Time) }, f.Limit)
+	keep := func(ev Event) bool { return f.keep(ev.Provider, ev.Account, ev.ID, ev.Time) }
+	evs, fileSeq, err := st.events(ctx, keep, f.Limit)
 	if err != nil {
 		return h, err
 	}
-	h.Suppressions = append(h.Suppressions, evs...)
+	// A flush that ended meanwhile wrote the oldest of mem: the file
+	// has them now.
+	if fileSeq > seq {
+		mem = mem[min(fileSeq-seq, uint64(len(mem))):]
+	}
+	for i := len(mem) - 1; i >= 0 && len(h.Suppressions) < f.Limit; i-- {
+		if keep(mem[i]) {
+			h.Suppressions = append(h.Suppressions, mem[i])
+		}
+	}
+	h.Suppressions = append(h.Suppressions, evs[:min(len(evs), f.Limit-len(h.Suppressions))]...)
+	eps, err := st.episodes(ctx, f.keepEpisode, f.Limit)
+	if err != nil {
+		return h, err
+	}
+	for i := range eps {
+		showVerifying(&eps[i])
+	}
+	h.Episodes = append(h.Episodes, eps...)
 	return h, nil
+}
+
+// showVerifying marks, for the history, the last step of an open episode
+// whose verdict is not taken yet as verifying (never stored; a refused
+// step gets none).
+func showVerifying(ep *Episode) {
+	if ep.Outcome == EpisodeOpen && ep.verifying() {
+		ep.last().Verdict = VerdictVerifying
+	}
 }
 
 // Recent returns the newest audit records.
 func (e *Engine) Recent(n int) ([]Record, error) {
-	h, err := e.History(Filter{Limit: n})
+	h, err := e.History(context.Background(), Filter{Limit: n})
 	return h.Actions, err
 }

@@ -77,8 +77,10 @@ func TestTransientSuppressionKeepsTheAlert(t *testing.T) {
 	cfg := baseConfig(t)
 	h := newHarness(t, 10, cfg)
 	wh := h.webhook(t, 1)
+	h.refresh("bingo")
+	h.advance(10 * time.Minute) // the account's data is old now
 	a := alert{"vpnbingo", "bingo", "1003", "redeploy", h.now().Add(-time.Minute), time.Time{}}
-	post(t, wh, payload(a)) // the account was never refreshed: stale_data
+	post(t, wh, payload(a)) // stale_data
 	waitFor(t, func() bool { return h.suppressed("bingo", ReasonStaleData) == 1 })
 	h.refresh("bingo")
 	post(t, wh, payload(a)) // the resend of the same occurrence
@@ -100,6 +102,10 @@ func TestReplacementInheritsCooldown(t *testing.T) {
 	}
 	var newID int
 	fmt.Sscan(acts[0].NewID, &newID)
+	// The replacement is healthy past its verify window: recovered.
+	h.settle()
+	h.advance(11 * time.Minute)
+	h.refresh("bingo")
 	for i := 0; i < 4; i++ {
 		h.sim.Update(sim.VPNBingo, newID, func(m *sim.Machine) { m.Code, m.Display, m.CanRedepl = 18, "Heartbeat Abnormal", true })
 		h.advance(5 * time.Second)
@@ -243,7 +249,7 @@ func TestOutcomes(t *testing.T) {
 		result string
 		want   float64
 	}{{ResultUnknown, 1}, {ResultFailed, 1}, {ResultSuccess, 0}} {
-		if v := testutil.ToFloat64(h.engine.m.actions.WithLabelValues("vpsorg", "vps", "reboot", "A", tc.result)); v != tc.want {
+		if v := testutil.ToFloat64(h.engine.m.actions.WithLabelValues("vpsorg", "vps", "reboot", RuleAlertmanager, tc.result)); v != tc.want {
 			t.Errorf("actions_total{result=%q} = %v, want %v", tc.result, v, tc.want)
 		}
 	}
@@ -453,12 +459,13 @@ func TestSuppressionLoggedOnChange(t *testing.T) {
 	var buf syncbuf.Buffer
 	h.engine.logger = log.NewLogfmtLogger(&buf)
 	h.refresh("vps")
+	h.settle()
 	h.sim.Update(sim.VPSOrg, 12006, func(m *sim.Machine) { m.Status = "stopped" })
 	for i := 0; i < 5; i++ {
 		h.advance(time.Minute)
 		h.refresh("vps")
 	}
-	if n := strings.Count(buf.String(), `level=info msg="action suppressed"`); n != 1 {
+	if n := strings.Count(buf.String(), `level=info msg="rule's actions suppressed"`); n != 1 {
 		t.Errorf("%d info lines for one server held back by its cooldown five times; want 1\n%s", n, buf.String())
 	}
 	if got := h.suppressed("vps", ReasonCooldown); got != 5 {
@@ -498,8 +505,8 @@ func TestWebhookCounterStartsAtZero(t *testing.T) {
 }
 
 // The flusher's housekeeping: a pause that ran out clears the gauge, and
-// handled-alert marks older than their retention are pruned (before, the
-// bucket grew forever).
+// handled-alert marks older than remediation.retention are pruned (before,
+// the bucket grew forever).
 func TestFlusherHousekeeping(t *testing.T) {
 	cfg := baseConfig(t)
 	h := newHarness(t, 5, cfg)
@@ -507,10 +514,10 @@ func TestFlusherHousekeeping(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := h.engine.state
-	if err := st.MarkSeen("old@1", h.now().Add(-48*time.Hour)); err != nil {
+	if err := st.MarkSeen("old@1", h.now().Add(-31*24*time.Hour), ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.MarkSeen("new@1", h.now()); err != nil {
+	if err := st.MarkSeen("new@1", h.now(), ""); err != nil {
 		t.Fatal(err)
 	}
 	h.advance(2 * time.Minute)
@@ -521,52 +528,100 @@ func TestFlusherHousekeeping(t *testing.T) {
 	}
 }
 
-// A call the provider keeps refusing is not repeated every cooldown
-// forever: each refusal in a row doubles the server's cooldown, across
-// restarts, and a success ends the run.
+// A call the provider keeps refusing is not repeated forever: a refused
+// step gets no verdict (nothing was done to verify) and is due again
+// after its cooldown, doubled by each refusal; each refusal is an attempt,
+// so max_attempts in attempts_window exhausts the server (nothing more,
+// across a restart). When it recovers anyway (started by hand) it is
+// handed back; the run of refusals still doubles the cooldown of its next
+// action, which ends the run.
 func TestRefusedActionsBackOff(t *testing.T) {
 	cfg := baseConfig(t)
 	cfg.Rules = []config.Rule{startStopped()}
 	h := newHarness(t, 10, cfg) // 12006 is stopped
 	h.sim.SetFault(sim.VPSOrg, sim.Fault{Kind: sim.FaultStatus, Status: 402, Only: "/12006/start/"})
-	starts := func() int {
-		n := 0
-		for _, a := range h.sim.Actions() {
-			if a.ID == "12006" {
-				n++
-			}
-		}
-		return n
-	}
-	attempts := func() float64 {
+	failed := func() float64 {
 		return testutil.ToFloat64(h.engine.m.actions.WithLabelValues("vpsorg", "vps", "start", "start-stopped", ResultFailed))
 	}
+	// Refused at 0, again after 2h (1h doubled), 6h (+4h); at 14h
+	// (+8h) max_attempts 3 in 24h exhausts it.
 	h.refresh("vps")
-	if attempts() != 1 {
-		t.Fatalf("first refused start: %v failed", attempts())
+	for i, wait := range []time.Duration{2 * time.Hour, 4 * time.Hour} {
+		h.advance(wait - time.Minute)
+		h.refresh("vps")
+		if failed() != float64(i+1) {
+			t.Fatalf("%v refused starts %v after the last, want %d: the doubled cooldown did not hold", failed(), wait-time.Minute, i+1)
+		}
+		h.advance(time.Minute)
+		h.refresh("vps")
+		if failed() != float64(i+2) {
+			t.Fatalf("%v refused starts, want %d", failed(), i+2)
+		}
 	}
-	h.advance(61 * time.Minute) // one cooldown: doubled to 2 h by the refusal
+	h.advance(8 * time.Hour)
 	h.refresh("vps")
-	if attempts() != 1 {
-		t.Fatal("a refused start was repeated after one cooldown")
+	if x := h.engine.Exhausted(); failed() != 3 || len(x) != 1 || !strings.Contains(x[0].Reason, "max_attempts 3") {
+		t.Fatalf("%v refused starts, exhausted %+v: want max_attempts to exhaust it", failed(), x)
 	}
-	h.advance(60 * time.Minute)
-	h.refresh("vps")
-	if attempts() != 2 {
-		t.Fatalf("after the doubled cooldown: %v attempts, want 2", attempts())
+	for _, v := range []string{VerdictRecovered, VerdictNotRecovered} {
+		if n := testutil.ToFloat64(h.engine.m.verifications.WithLabelValues("vpsorg", "vps", "start", "rule", v)); n != 0 {
+			t.Errorf("verifications_total{start,%s} = %v: refused starts were scored", v, n)
+		}
 	}
-	h.engine.Close() // the run of refusals survives a restart: now 4 h
+	h.engine.Close()
 	h.start()
-	h.advance(3 * time.Hour)
+	h.advance(time.Hour)
 	h.refresh("vps")
-	if attempts() != 2 {
-		t.Fatal("after a restart the second refusal's cooldown was not doubled again")
+	if failed() != 3 || h.suppressed("vps", ReasonExhausted) == 0 {
+		t.Fatalf("%v refused starts, %v exhausted suppressions: a refused start was repeated", failed(), h.suppressed("vps", ReasonExhausted))
+	}
+	// Started by hand: clear for its verify window, handed back.
+	h.sim.ClearFaults()
+	h.sim.Update(sim.VPSOrg, 12006, func(m *sim.Machine) { m.Status = "active" })
+	h.refresh("vps")
+	h.advance(11 * time.Minute)
+	h.refresh("vps")
+	if len(h.engine.Exhausted()) != 0 {
+		t.Fatal("still exhausted after its condition was clear for its verify window")
+	}
+	// It stops again past attempts_window: three refusals in a row made
+	// the cooldown 8 h from the last one, over by now: it acts, and
+	// succeeds.
+	h.advance(10 * time.Hour)
+	h.sim.Update(sim.VPSOrg, 12006, func(m *sim.Machine) { m.Status = "stopped" })
+	h.refresh("vps")
+	if v := testutil.ToFloat64(h.engine.m.actions.WithLabelValues("vpsorg", "vps", "start", "start-stopped", ResultSuccess)); v != 1 {
+		t.Fatalf("after the release: %v successful starts, want 1", v)
+	}
+}
+
+// The run of refusals lengthens the cooldown: a refused action doubles
+// it, across a restart.
+func TestRefusalDoublesCooldown(t *testing.T) {
+	cfg := baseConfig(t)
+	h := newHarness(t, 10, cfg)
+	h.refresh("vps")
+	h.sim.SetFault(sim.VPSOrg, sim.Fault{Kind: sim.FaultStatus, Status: 402, Only: "/12000/reboot/"})
+	req := Request{Provider: "vpsorg", Account: "vps", ID: "12000", Action: "reboot", Source: "alert", Rule: "A", alert: "fp-A"}
+	if d := h.engine.Submit(context.Background(), req); d.Result != ResultFailed {
+		t.Fatalf("%+v", d)
 	}
 	h.sim.ClearFaults()
-	h.advance(61 * time.Minute)
+	// Recovered anyway: Alertmanager resolves the alert; the episode ends.
+	h.engine.store(h.engine.alertResolved("vpsorg", "vps", "12000", "fp-A", time.Time{}, time.Time{}))
+	if hist, _ := h.engine.History(context.Background(), Filter{}); len(hist.Episodes) != 1 || hist.Episodes[0].Outcome != EpisodeRecovered {
+		t.Fatalf("episodes %+v", hist.Episodes)
+	}
+	h.engine.Close()
+	h.start()
+	h.advance(90 * time.Minute) // past one cooldown, inside two
 	h.refresh("vps")
-	// The simulator records the calls its fault did not answer: one.
-	if n := starts(); n != 1 || testutil.ToFloat64(h.engine.m.actions.WithLabelValues("vpsorg", "vps", "start", "start-stopped", ResultSuccess)) != 1 {
-		t.Fatalf("after 4 h: %d answered start calls, want the third attempt to succeed", n)
+	if d := h.engine.Submit(context.Background(), req); d.Reason != ReasonCooldown || !strings.Contains(d.Detail, "refused the last 1") {
+		t.Fatalf("90 min after a refused reboot: %+v, want the doubled cooldown", d)
+	}
+	h.advance(31 * time.Minute)
+	h.refresh("vps")
+	if d := h.engine.Submit(context.Background(), req); d.Result != ResultSuccess {
+		t.Fatalf("after two cooldowns: %+v", d)
 	}
 }

@@ -1,10 +1,12 @@
 package remediation
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -13,7 +15,10 @@ import (
 // Record is one audit entry: an action taken (or, in dry-run, one that
 // would have been), with what the provider answered.
 type Record struct {
-	Seq      uint64    `json:"seq"`
+	Seq uint64 `json:"seq"`
+	// Time is when the action was sent (its intent written and the call
+	// handed to the provider's client), or a dry run recorded; its
+	// cooldown runs from it.
 	Time     time.Time `json:"time"`
 	Provider string    `json:"provider"`
 	Account  string    `json:"account"`
@@ -28,6 +33,22 @@ type Record struct {
 	Response string `json:"response,omitempty"`
 	Error    string `json:"error,omitempty"`
 	NewID    string `json:"new_id,omitempty"`
+	// Calls are the provider calls of an action made of several
+	// (power_cycle: the stop, then the start), in order.
+	Calls []Call `json:"calls,omitempty"`
+	// Alert is the fingerprint of the alert that asked for it, and
+	// AlertStartsAt the occurrence's startsAt.
+	Alert         string    `json:"alert,omitempty"`
+	AlertStartsAt time.Time `json:"alert_starts_at,omitempty"`
+}
+
+// Call is one provider call of an action made of several.
+type Call struct {
+	Action   string    `json:"action"`
+	Time     time.Time `json:"time"`
+	Result   string    `json:"result"`
+	Response string    `json:"response,omitempty"`
+	Error    string    `json:"error,omitempty"`
 }
 
 var (
@@ -48,6 +69,59 @@ const maxEvents = 10000
 // seen alerts and counters, in one bbolt file.
 type State struct {
 	db *bolt.DB
+	// Holders are what writes the file in several transactions (an
+	// action: its intent, then its record): closeAfter waits for them.
+	mu      sync.Mutex
+	holders int
+	idle    chan struct{} // closed when the last holder lets go
+}
+
+// hold marks the file in use until unhold. The engine takes it under its
+// lock while the file is its state, so that a switch, which stops handing
+// the file out under that lock first, sees every holder.
+func (s *State) hold() {
+	s.mu.Lock()
+	s.holders++
+	s.mu.Unlock()
+}
+
+// unhold ends a hold.
+func (s *State) unhold() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.holders--
+	if s.holders == 0 && s.idle != nil {
+		close(s.idle)
+		s.idle = nil
+	}
+}
+
+// inUse is the number of holders.
+func (s *State) inUse() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.holders
+}
+
+// waitIdle waits until nothing holds the file, or ctx ends; left is how
+// many holders were still there.
+func (s *State) waitIdle(ctx context.Context) (left int) {
+	s.mu.Lock()
+	var idle chan struct{}
+	if s.holders > 0 {
+		if s.idle == nil {
+			s.idle = make(chan struct{})
+		}
+		idle = s.idle
+	}
+	s.mu.Unlock()
+	if idle != nil {
+		select {
+		case <-idle:
+		case <-ctx.Done():
+		}
+	}
+	return s.inUse()
 }
 
 // OpenState opens (or creates) the state file. A file that is not a valid
@@ -58,7 +132,7 @@ func OpenState(path string) (*State, error) {
 		return nil, fmt.Errorf("open remediation state %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketAudit, bucketPending, bucketCooldown, bucketSeen, bucketCounts, bucketLineage, bucketEvents, bucketControl} {
+		for _, b := range [][]byte{bucketAudit, bucketPending, bucketCooldown, bucketSeen, bucketCounts, bucketLineage, bucketEvents, bucketControl, bucketTracks, bucketEpisodes} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -87,6 +161,8 @@ func u64(v uint64) []byte {
 	binary.BigEndian.PutUint64(b[:], v)
 	return b[:]
 }
+
+func be64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
 
 // cooldownKey is the cooldown of a server (its lineage root) in one
 // namespace: live actions, or dry-run records in their own.
@@ -193,7 +269,14 @@ type Event struct {
 // Flush persists suppression counts and events in one transaction, and
 // keeps the newest maxEvents events.
 func (s *State) Flush(counts map[string]uint64, events []Event) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	_, err := s.flush(counts, events)
+	return err
+}
+
+// flush is Flush; it returns the suppression history's sequence after
+// the write (each event takes one number).
+func (s *State) flush(counts map[string]uint64, events []Event) (seq uint64, err error) {
+	err = s.db.Update(func(tx *bolt.Tx) error {
 		for k, n := range counts {
 			if err := add(tx, k, n); err != nil {
 				return err
@@ -223,17 +306,30 @@ func (s *State) Flush(counts map[string]uint64, events []Event) error {
 				return err
 			}
 		}
+		seq = b.Sequence()
 		return nil
 	})
+	return seq, err
 }
 
 // Events returns the suppression history, newest first, that keep accepts,
 // at most max.
 func (s *State) Events(keep func(Event) bool, max int) ([]Event, error) {
-	var out []Event
-	err := s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketEvents).Cursor()
+	out, _, err := s.events(context.Background(), keep, max)
+	return out, err
+}
+
+// events is Events, stopping when ctx ends; seq is the history's
+// sequence in the same read (how many events were ever written).
+func (s *State) events(ctx context.Context, keep func(Event) bool, max int) (out []Event, seq uint64, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketEvents)
+		seq = b.Sequence()
+		c := b.Cursor()
 		for k, v := c.Last(); k != nil && len(out) < max; k, v = c.Prev() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 			var ev Event
 			if json.Unmarshal(v, &ev) == nil && keep(ev) {
 				out = append(out, ev)
@@ -241,7 +337,16 @@ func (s *State) Events(keep func(Event) bool, max int) ([]Event, error) {
 		}
 		return nil
 	})
-	return out, err
+	return out, seq, err
+}
+
+// eventSeq is the suppression history's sequence.
+func (s *State) eventSeq() (seq uint64, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		seq = tx.Bucket(bucketEvents).Sequence()
+		return nil
+	})
+	return seq, err
 }
 
 // Pause is the operator's durable pause.
@@ -280,9 +385,29 @@ func (s *State) GetPause() (*Pause, error) {
 	return p, err
 }
 
-// Finish writes the audit record, clears the intent and counts the result.
-func (s *State) Finish(r *Record, countKey string) error {
+// Progress rewrites a pending intent with what happened so far (the
+// first call of a power cycle), so that a crash recovers it with its
+// calls.
+func (s *State) Progress(r *Record) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
+		b, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketPending).Put(u64(r.Seq), b)
+	})
+}
+
+// Finish writes the audit record, clears the intent, counts the result
+// and, in the same transaction, the closed loop's change (the action as
+// a step of its server's episode).
+func (s *State) Finish(r *Record, countKey string, loop ...*loopWrite) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for _, w := range loop {
+			if err := putLoop(tx, w); err != nil {
+				return err
+			}
+		}
 		b, err := json.Marshal(r)
 		if err != nil {
 			return err
@@ -297,9 +422,39 @@ func (s *State) Finish(r *Record, countKey string) error {
 	})
 }
 
-// Recover turns intents left by a crash into audit records with result
-// "unknown" and returns them; their cooldowns already stand.
-func (s *State) Recover(countKey func(Record) string) ([]Record, error) {
+// RecordDryRun writes a dry run's audit record, its dry-run cooldown and
+// its count in one transaction: nothing pending is left for a crash.
+func (s *State) RecordDryRun(r *Record, root, countKey string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		a := tx.Bucket(bucketAudit)
+		seq, err := a.NextSequence()
+		if err != nil {
+			return err
+		}
+		r.Seq = seq
+		b, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		if err := a.Put(u64(seq), b); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketCooldown).Put(cooldownKey(true, root), u64(uint64(r.Time.UnixNano()))); err != nil {
+			return err
+		}
+		return incr(tx, countKey)
+	})
+}
+
+// Recover turns intents left by a crash into audit records and returns
+// them: a live one with result "unknown" (the provider may have acted; its
+// cooldown already stands), a dry run (left by an older version, which
+// recorded dry runs in two steps) as the dry run it was. countKey names
+// the counter each counts in.
+//
+// each, when given, runs in the same transaction for each recovered
+// record (the closed loop records it as a step).
+func (s *State) Recover(countKey func(Record) string, each ...func(*bolt.Tx, Record) error) ([]Record, error) {
 	var out []Record
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		p := tx.Bucket(bucketPending)
@@ -309,14 +464,36 @@ func (s *State) Recover(countKey func(Record) string) ([]Record, error) {
 			if err := json.Unmarshal(v, &r); err != nil {
 				return fmt.Errorf("pending record %x: %w", k, err)
 			}
-			r.Result = "unknown"
-			r.Error = "the daemon stopped before the provider's answer was recorded"
+			if r.Result != ResultDryRun {
+				r.Result = ResultUnknown
+				var sending *Call
+				if n := len(r.Calls); n > 0 && r.Calls[n-1].Result == callSending {
+					sending = &r.Calls[n-1]
+					sending.Result = ResultUnknown
+				}
+				switch {
+				case r.Error != "":
+				case sending != nil && len(r.Calls) > 1:
+					r.Error = fmt.Sprintf("the daemon stopped during the %s while its %s was being sent, after its %s was answered; the server may be left in between", r.Action, sending.Action, r.Calls[len(r.Calls)-2].Action)
+				case sending != nil:
+					r.Error = fmt.Sprintf("the daemon stopped during the %s while its %s was being sent", r.Action, sending.Action)
+				case len(r.Calls) > 0:
+					r.Error = fmt.Sprintf("the daemon stopped during the %s after its %s was answered; the server may be left in between", r.Action, r.Calls[len(r.Calls)-1].Action)
+				default:
+					r.Error = "the daemon stopped before the provider's answer was recorded"
+				}
+			}
 			b, _ := json.Marshal(r)
 			if err := tx.Bucket(bucketAudit).Put(u64(r.Seq), b); err != nil {
 				return err
 			}
 			if err := incr(tx, countKey(r)); err != nil {
 				return err
+			}
+			for _, f := range each {
+				if err := f(tx, r); err != nil {
+					return err
+				}
 			}
 			keys = append(keys, append([]byte(nil), k...))
 			out = append(out, r)
@@ -350,15 +527,20 @@ func (s *State) LastAction(provider, account, id string) (time.Time, bool, error
 }
 
 // Since returns the audit records at or after t, newest first, at most max.
-func (s *State) Since(t time.Time, max int) ([]Record, error) { return s.Matching(t, nil, max) }
+func (s *State) Since(t time.Time, max int) ([]Record, error) {
+	return s.Matching(context.Background(), t, nil, max)
+}
 
 // Matching is Since keeping only the records keep accepts (nil: all); it
-// reads no further than it needs.
-func (s *State) Matching(t time.Time, keep func(Record) bool, max int) ([]Record, error) {
+// reads no further than it needs, and stops when ctx ends.
+func (s *State) Matching(ctx context.Context, t time.Time, keep func(Record) bool, max int) ([]Record, error) {
 	var out []Record
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketAudit).Cursor()
 		for k, v := c.Last(); k != nil && len(out) < max; k, v = c.Prev() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 			var r Record
 			if err := json.Unmarshal(v, &r); err != nil {
 				return fmt.Errorf("audit record %x: %w", k, err)
@@ -386,10 +568,11 @@ func (s *State) Seen(key string) (bool, error) {
 	return seen, err
 }
 
-// MarkSeen records that an alert occurrence was acted on.
-func (s *State) MarkSeen(key string, at time.Time) error {
+// MarkSeen records that an alert occurrence was acted on, on the server
+// whose lineage root is root (a reset forgets the server's occurrences).
+func (s *State) MarkSeen(key string, at time.Time, root string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketSeen).Put([]byte(key), u64(uint64(at.UnixNano())))
+		return tx.Bucket(bucketSeen).Put([]byte(key), append(u64(uint64(at.UnixNano())), root...))
 	})
 }
 
@@ -399,7 +582,7 @@ func (s *State) PruneSeen(t time.Time) error {
 		b := tx.Bucket(bucketSeen)
 		var old [][]byte
 		_ = b.ForEach(func(k, v []byte) error {
-			if len(v) == 8 && int64(binary.BigEndian.Uint64(v)) < t.UnixNano() {
+			if len(v) >= 8 && int64(binary.BigEndian.Uint64(v[:8])) < t.UnixNano() {
 				old = append(old, append([]byte(nil), k...))
 			}
 			return nil
@@ -441,14 +624,40 @@ func add(tx *bolt.Tx, key string, d uint64) error {
 	return b.Put([]byte(key), u64(n+d))
 }
 
-// Counter keys: "a|provider|account|action|rule|result" for actions and
-// "s|provider|account|action|reason" for suppressions.
+// Counter keys: "a|provider|account|action|rule|result" for actions,
+// "s|provider|account|action|reason" for suppressions (and verifyKey's
+// for verdicts). A part's "%" and "|" (a rule or account name may have
+// them) are written %25 and %7C.
 func actionKey(provider, account, action, rule, result string) string {
-	return strings.Join([]string{"a", provider, account, action, rule, result}, "|")
+	return joinKey("a", provider, account, action, rule, result)
 }
 
 func suppressKey(provider, account, action, reason string) string {
-	return strings.Join([]string{"s", provider, account, action, reason}, "|")
+	return joinKey("s", provider, account, action, reason)
 }
 
-func splitKey(k string) []string { return strings.Split(k, "|") }
+// verifyKey is the durable counter of a verdict:
+// "v|provider|account|action|source|result".
+func verifyKey(provider, account, action, source, result string) string {
+	return joinKey("v", provider, account, action, source, result)
+}
+
+var (
+	keyEscaper   = strings.NewReplacer("%", "%25", "|", "%7C")
+	keyUnescaper = strings.NewReplacer("%25", "%", "%7C", "|")
+)
+
+func joinKey(parts ...string) string {
+	for i, p := range parts {
+		parts[i] = keyEscaper.Replace(p)
+	}
+	return strings.Join(parts, "|")
+}
+
+func splitKey(k string) []string {
+	parts := strings.Split(k, "|")
+	for i, p := range parts {
+		parts[i] = keyUnescaper.Replace(p)
+	}
+	return parts
+}

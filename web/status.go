@@ -122,7 +122,9 @@ type StatusOptions struct {
 // StatusLimit is how many actions and suppressions the page lists.
 const StatusLimit = 20
 
-// remediationTimeout bounds the read of the remediation state.
+// remediationTimeout bounds the read of the remediation state: the
+// engine's History (its memory, then reads of its state file; it writes
+// nothing) checks the context between records and stops when it ends.
 const remediationTimeout = 5 * time.Second
 
 // StatusPage serves the status page at /: accounts, remediation, recent
@@ -196,9 +198,12 @@ func NewStatusPage(snaps Snapshots, rem RemediationSource, o StatusOptions) *Sta
 type accountRow struct {
 	Provider, Account string
 	// State is up, down or pending (not refreshed yet).
-	State       string
-	Servers     int
-	Stale       bool // down: its servers are those of its last success
+	State   string
+	Servers int
+	Stale   bool // down: its servers are those of its last success
+	// Withdrawn: down longer than stale_after, its servers' series left
+	// /metrics (/sd keeps them).
+	Withdrawn   bool
 	LastSuccess time.Time
 	LastAttempt time.Time
 	Err         string
@@ -266,6 +271,7 @@ func (p *StatusPage) render(ctx context.Context, buf *bytes.Buffer) error {
 		default:
 			row.State = "down"
 			row.Stale = len(s.Servers) > 0
+			row.Withdrawn = s.Withdrawn
 			v.Down++
 		}
 		v.Servers += row.Servers

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vps-exporter/vps_exporter/internal/htmldom"
 )
 
 var testBuild = BuildInfo{Version: "0.3.0", Revision: "abc1234", Branch: "main", BuildDate: "20261101-10:00:00"}
@@ -48,7 +50,7 @@ func history() RemediationStatus {
 	}
 }
 
-func page(t testing.TB, snaps Snapshots, rem RemediationSource, o StatusOptions) (string, *node) {
+func page(t testing.TB, snaps Snapshots, rem RemediationSource, o StatusOptions) (string, *htmldom.Node) {
 	t.Helper()
 	o.Now = func() time.Time { return now }
 	o.Build = testBuild
@@ -56,7 +58,7 @@ func page(t testing.TB, snaps Snapshots, rem RemediationSource, o StatusOptions)
 	if rec.Code != 200 {
 		t.Fatalf("HTTP %d: %s", rec.Code, rec.Body)
 	}
-	doc, err := parseHTML(rec.Body.String())
+	doc, err := htmldom.Parse(rec.Body.String())
 	if err != nil {
 		t.Fatalf("the page does not parse: %v\n%s", err, rec.Body)
 	}
@@ -84,7 +86,7 @@ func TestStatusPageGolden(t *testing.T) {
 
 func TestStatusPageAccounts(t *testing.T) {
 	_, doc := page(t, fleet(), nil, StatusOptions{})
-	rows := doc.byClass("account")
+	rows := doc.ByClass("account")
 	type want struct{ provider, account, state, servers, lastSuccess, err string }
 	wants := []want{
 		{"vpnbingo", "bingo-prod", "up", "25", "2026-11-01 11:58:32 UTC (1m28s ago)", ""},
@@ -96,7 +98,7 @@ func TestStatusPageAccounts(t *testing.T) {
 		t.Fatalf("%d account rows, want %d", len(rows), len(wants))
 	}
 	for i, w := range wants {
-		cells := rows[i].byTag("td")
+		cells := rows[i].ByTag("td")
 		if len(cells) != 6 {
 			t.Fatalf("row %d: %d cells", i, len(cells))
 		}
@@ -104,18 +106,36 @@ func TestStatusPageAccounts(t *testing.T) {
 		if got != w {
 			t.Errorf("row %d:\n got %q\nwant %q", i, got, w)
 		}
-		if rows[i].attr["data-state"] != w.state {
-			t.Errorf("row %d: data-state %q", i, rows[i].attr["data-state"])
+		if rows[i].Attr["data-state"] != w.state {
+			t.Errorf("row %d: data-state %q", i, rows[i].Attr["data-state"])
 		}
 	}
-	if s := doc.byID("accounts-summary").Text(); s != "3 accounts: 1 up, 1 down, 1 not refreshed yet · 37 servers" {
+	if doc.ByID("withdrawn-vps-main") != nil {
+		t.Error("an account down less than stale_after is marked withdrawn")
+	}
+	if s := doc.ByID("accounts-summary").Text(); s != "3 accounts: 1 up, 1 down, 1 not refreshed yet · 37 servers" {
 		t.Errorf("summary %q", s)
 	}
-	if doc.byID("demo-banner") != nil {
+	if doc.ByID("demo-banner") != nil {
 		t.Error("demo banner without --demo")
 	}
-	if s := doc.byID("remediation").Text(); !strings.Contains(s, "not available") {
+	if s := doc.ByID("remediation").Text(); !strings.Contains(s, "not available") {
 		t.Errorf("no remediation source: %q", s)
+	}
+}
+
+// An account down longer than stale_after says its servers left /metrics.
+func TestStatusPageWithdrawn(t *testing.T) {
+	snaps := fleet()
+	for i := range snaps {
+		if snaps[i].Account == "vps-main" {
+			snaps[i].Withdrawn = true
+		}
+	}
+	_, doc := page(t, snaps, nil, StatusOptions{})
+	n := doc.ByID("withdrawn-vps-main")
+	if n == nil || n.Text() != "(stale, left /metrics)" {
+		t.Fatalf("withdrawn account not marked: %v", n)
 	}
 }
 
@@ -168,6 +188,14 @@ func TestStatusPageRemediation(t *testing.T) {
 			},
 		},
 		{
+			name: "off: neither dry run nor budget",
+			st:   RemediationStatus{DryRun: true, MaxActionsPerHour: 10},
+			texts: map[string]string{
+				"remediation-enabled": "disabled",
+				"remediation-mode":    "off nothing is recorded and no provider is called",
+			},
+		},
+		{
 			name: "state file unusable",
 			st:   RemediationStatus{DryRun: true, MaxActionsPerHour: 10},
 			err:  errors.New("open remediation state /var/lib/vps_exporter/state.db: timeout"),
@@ -185,7 +213,7 @@ func TestStatusPageRemediation(t *testing.T) {
 				t.Errorf("asked for %d entries, want %d", src.limit, StatusLimit)
 			}
 			for id, want := range tc.texts {
-				n := doc.byID(id)
+				n := doc.ByID(id)
 				if n == nil {
 					t.Errorf("no #%s", id)
 					continue
@@ -195,22 +223,22 @@ func TestStatusPageRemediation(t *testing.T) {
 				}
 			}
 			for _, id := range tc.none {
-				if doc.byID(id) == nil {
+				if doc.ByID(id) == nil {
 					t.Errorf("no #%s", id)
 				}
 			}
 			for class, n := range tc.rows {
-				if got := len(doc.byClass(class)); got != n {
+				if got := len(doc.ByClass(class)); got != n {
 					t.Errorf("%d rows of class %s, want %d", got, class, n)
 				}
 			}
 			// Whatever the text, it stays text: no element or attribute
 			// comes from it.
-			if s := doc.byTag("script"); len(s) > 0 {
+			if s := doc.ByTag("script"); len(s) > 0 {
 				t.Errorf("a <script> element on the page")
 			}
-			if imgs := doc.byTag("img"); len(imgs) > 0 {
-				t.Errorf("an <img> element on the page: %v", imgs[0].attr)
+			if imgs := doc.ByTag("img"); len(imgs) > 0 {
+				t.Errorf("an <img> element on the page: %v", imgs[0].Attr)
 			}
 			if strings.Contains(body, "<script") || strings.Contains(body, "<img") {
 				t.Errorf("hostile text unescaped in the page")
@@ -230,22 +258,22 @@ func TestStatusPageEscapes(t *testing.T) {
 		Exhausted:    []ExhaustedServer{{Provider: "vpsorg", Account: "a", ID: "3" + x, Since: now, LastAction: "reboot" + x, Detail: "d" + x}},
 	}
 	body, doc := page(t, snaps, &remSource{st: st}, StatusOptions{})
-	if strings.Contains(body, "<script") || len(doc.byTag("script")) > 0 {
+	if strings.Contains(body, "<script") || len(doc.ByTag("script")) > 0 {
 		t.Error("a script element from the data")
 	}
-	for _, a := range doc.byTag("a") {
-		if strings.Contains(a.attr["href"], "javascript") {
-			t.Errorf("a link from the data: %v", a.attr)
+	for _, a := range doc.ByTag("a") {
+		if strings.Contains(a.Attr["href"], "javascript") {
+			t.Errorf("a link from the data: %v", a.Attr)
 		}
 	}
-	row := doc.byClass("account")[0]
-	if got := row.attr["data-account"]; got != "acct"+x {
+	row := doc.ByClass("account")[0]
+	if got := row.Attr["data-account"]; got != "acct"+x {
 		t.Errorf("data-account %q", got)
 	}
-	if got := row.byTag("td")[5].Text(); got != "boom"+x {
+	if got := row.ByTag("td")[5].Text(); got != "boom"+x {
 		t.Errorf("error cell %q", got)
 	}
-	if got := doc.byClass("action")[0].Text(); !strings.Contains(got, "e"+x) || !strings.Contains(got, "replaced by n"+x) {
+	if got := doc.ByClass("action")[0].Text(); !strings.Contains(got, "e"+x) || !strings.Contains(got, "replaced by n"+x) {
 		t.Errorf("action row %q", got)
 	}
 }
@@ -263,7 +291,7 @@ func TestStatusPageDemoAndLinks(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, doc := page(t, fixedSnaps{}, &remSource{}, tc.o)
-			b := doc.byID("demo-banner")
+			b := doc.ByID("demo-banner")
 			if (b != nil) != tc.banner {
 				t.Fatalf("demo banner shown: %v, want %v", b != nil, tc.banner)
 			}
@@ -271,16 +299,16 @@ func TestStatusPageDemoAndLinks(t *testing.T) {
 				t.Errorf("banner %q", b.Text())
 			}
 			var got []string
-			for _, a := range doc.byID("links").byTag("a") {
-				got = append(got, a.attr["href"])
+			for _, a := range doc.ByID("links").ByTag("a") {
+				got = append(got, a.Attr["href"])
 			}
 			if strings.Join(got, " ") != strings.Join(tc.links, " ") {
 				t.Errorf("links %v, want %v", got, tc.links)
 			}
-			if v := doc.byID("version").Text(); !strings.HasPrefix(v, "version 0.3.0 · revision abc1234 · branch main · built 20261101-10:00:00") {
+			if v := doc.ByID("version").Text(); !strings.HasPrefix(v, "version 0.3.0 · revision abc1234 · branch main · built 20261101-10:00:00") {
 				t.Errorf("version line %q", v)
 			}
-			if s := doc.byID("accounts").Text(); !strings.Contains(s, "No account configured.") {
+			if s := doc.ByID("accounts").Text(); !strings.Contains(s, "No account configured.") {
 				t.Errorf("no accounts: %q", s)
 			}
 		})
@@ -297,11 +325,11 @@ func TestStatusPageLimit(t *testing.T) {
 	}
 	_, doc := page(t, fixedSnaps{}, &remSource{st: st}, StatusOptions{})
 	for _, class := range []string{"action", "suppression"} {
-		rows := doc.byClass(class)
+		rows := doc.ByClass(class)
 		if len(rows) != StatusLimit {
 			t.Fatalf("%d %s rows, want %d", len(rows), class, StatusLimit)
 		}
-		if id := rows[0].byTag("td")[3].Text(); id != "0" {
+		if id := rows[0].ByTag("td")[3].Text(); id != "0" {
 			t.Errorf("%s: first row is server %s, want the newest (0)", class, id)
 		}
 	}

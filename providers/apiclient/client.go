@@ -11,12 +11,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
+	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/vps-exporter/vps_exporter/providers"
 )
 
 // DefaultMaxBodyBytes caps one response body unless Config says otherwise.
@@ -131,6 +140,73 @@ type Request struct {
 	Background bool
 }
 
+// Delivery is what is known of a request's fate at the provider: whether
+// it went out, and what the provider answered. The remediation engine maps
+// it to an action's outcome (DeliveryOf).
+type Delivery int
+
+// The deliveries. The zero value is the cautious one: a request that may
+// have reached the provider and got no usable answer.
+const (
+	// Unanswered: the request went out, or may have (the connection was
+	// open when it failed), and no usable answer came back: no response,
+	// a timeout, a reset connection, a body cut short, a 5xx (the
+	// provider or a gateway in front of it failed: a proxy's 502 may
+	// come after the action was carried out), or a 2xx whose body does
+	// not decode or is not the documented shape (an HTML page from a
+	// proxy, an empty body, junk, a status the API does not document).
+	// The provider may have carried it out: remediation outcome
+	// "unknown".
+	Unanswered Delivery = iota
+	// NotSent: the request provably never left: the dial was refused or
+	// failed before a connection existed, a client-side wait for a token
+	// or a 429 pause was cut by the deadline, a paging link was refused,
+	// the body could not be encoded. Trying again later is safe.
+	NotSent
+	// Refused: the provider answered no: a 4xx (any non-2xx status
+	// below 500), or a refusal inside a 2xx: a 4xx code in E2E's
+	// envelope or in VPN.bingo's success:false (see CodeError).
+	// Remediation outcome "failed".
+	Refused
+	// Accepted: a 2xx the client decoded as the documented success.
+	// Remediation outcome "success".
+	Accepted
+)
+
+// String names the delivery for logs and tests.
+func (d Delivery) String() string {
+	switch d {
+	case NotSent:
+		return "not_sent"
+	case Refused:
+		return "refused"
+	case Accepted:
+		return "accepted"
+	}
+	return "unanswered"
+}
+
+// Sent reports whether the request went out (or may have).
+func (d Delivery) Sent() bool { return d != NotSent }
+
+// DeliveryOf classifies the error a provider client returned for one call:
+// nil is Accepted; an *Error (wrapped or not) carries its own Delivery; an
+// unsupported action (providers.ErrUnsupportedAction) was never sent; any
+// other error is Unanswered, the cautious assumption.
+func DeliveryOf(err error) Delivery {
+	if err == nil {
+		return Accepted
+	}
+	var ae *Error
+	if errors.As(err, &ae) {
+		return ae.Delivery
+	}
+	if errors.Is(err, providers.ErrUnsupportedAction) {
+		return NotSent
+	}
+	return Unanswered
+}
+
 // Error is a failed API call. Its text names provider, account, method and
 // path, never the query string or a secret.
 type Error struct {
@@ -138,13 +214,18 @@ type Error struct {
 	Method, Path      string
 	// Status is the HTTP status, 0 when no response arrived.
 	Status int
+	// Code is the status the API put inside a 2xx body (E2E's envelope
+	// code), 0 when none.
+	Code int
 	// Msg is what the API said, or what went wrong.
 	Msg string
 	// Err is the underlying cause, already redacted.
 	Err error
-	// Sent is whether the request went out: false when it failed before
-	// (a rate-limit wait cut short, a link refused).
-	Sent bool
+	// Delivery is whether the request went out and what came back.
+	Delivery Delivery
+	// local is set when the client itself refused to send (a wait cut
+	// by the deadline, a paging link, an encoding): not worth a retry.
+	local bool
 }
 
 func (e *Error) Error() string {
@@ -160,6 +241,18 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
+// Is matches providers.ErrUnauthorized when the provider refused the
+// account's credentials: HTTP 401 or 403, or 401/403 as the code of a
+// refusal inside a 2xx (E2E's envelope).
+func (e *Error) Is(target error) bool {
+	if target != providers.ErrUnauthorized || e.Delivery != Refused {
+		return false
+	}
+	return authStatus(e.Status) || authStatus(e.Code)
+}
+
+func authStatus(s int) bool { return s == http.StatusUnauthorized || s == http.StatusForbidden }
+
 func (e *Error) Unwrap() error { return e.Err }
 
 // redactedError carries a cause whose text has been scrubbed of secrets, and
@@ -172,20 +265,101 @@ type redactedError struct {
 func (e *redactedError) Error() string { return e.msg }
 func (e *redactedError) Unwrap() error { return e.cause }
 
-// RateLimit is the request rate in force for the account (requests per
-// second; +Inf when unlimited): the configured one, or less after a 429.
-func (c *Client) RateLimit() float64 { return float64(c.throttle.Limit()) }
+// RateLimit implements providers.RateReporter: the request rate (per
+// second) the account allows itself now, the configured rate_limit or
+// less after a 429. ok is false while no finite limit is in force: an
+// account without rate_limit that was never throttled, or whose cut has
+// fully recovered (it is unlimited again). It reads memory only.
+func (c *Client) RateLimit() (perSecond float64, ok bool) {
+	l := c.throttle.Limit()
+	if l == rate.Inf {
+		return 0, false
+	}
+	return float64(l), true
+}
+
+// Throttled implements providers.RateReporter: true while a 429 pause or
+// a rate cut below the configured rate (unlimited: any limit) is in force.
+func (c *Client) Throttled() bool { return c.throttle.Throttled() }
 
 // Redact removes every configured secret from s.
 func (c *Client) Redact(s string) string { return c.redact.Replace(s) }
 
-// Errorf returns an *Error for a request that got a response the client
-// could not use (bad JSON, a failed envelope).
-func (c *Client) Errorf(req Request, status int, format string, args ...any) error {
-	return &Error{
+// Refusal is what a decode function returns for a refusal inside a 2xx
+// answer: the API's no, so that the request was not carried out. Use
+// CodeError for a code the API put in a 2xx body. DecodeError makes a
+// Refusal a Refused *Error (but one with a 5xx code Unanswered).
+type Refusal struct {
+	// Code is the API's own status code, 0 when it gave none.
+	Code int
+	Msg  string
+}
+
+func (r *Refusal) Error() string { return codeText(r.Code, r.Msg) }
+
+func codeText(code int, msg string) string {
+	if code == 0 {
+		return msg
+	}
+	c := strconv.Itoa(code)
+	if strings.HasPrefix(msg, c+":") || msg == c {
+		return "code " + msg
+	}
+	return "code " + c + ": " + msg
+}
+
+// CodeError is the error for a 2xx answer whose body carries a non-2xx
+// code of the API's own (E2E's envelope code, VPN.bingo's error.code of
+// success:false), 0 when it gave none. Only a 4xx code says the API
+// refused the request: a *Refusal. Any other (a 5xx: the provider failed,
+// perhaps after carrying the request out; no code at all) says nothing
+// of what became of it: an ordinary error, Unanswered.
+func CodeError(code int, msg string) error {
+	if code >= 400 && code < 500 {
+		return &Refusal{Code: code, Msg: msg}
+	}
+	return &codeError{code: code, msg: msg}
+}
+
+type codeError struct {
+	code int
+	msg  string
+}
+
+func (e *codeError) Error() string { return codeText(e.code, e.msg) }
+
+// DecodeError returns the *Error for a request whose 2xx answer (status)
+// the client cannot use: err from the decode function. A *Refusal in err
+// makes it Refused (the API said no), unless its code is a 5xx; anything
+// else Unanswered (the request went out, the answer is unusable: the
+// provider may have carried it out).
+func (c *Client) DecodeError(req Request, status int, err error) error {
+	e := &Error{
 		Provider: c.cfg.Provider, Account: c.cfg.Account,
 		Method: req.Method, Path: c.pathOf(req), Status: status,
-		Msg: c.Redact(fmt.Sprintf(format, args...)),
+		Msg: c.Redact(err.Error()), Delivery: Unanswered,
+	}
+	var r *Refusal
+	var ce *codeError
+	switch {
+	case errors.As(err, &r):
+		e.Code = r.Code
+		if r.Code < 500 {
+			e.Delivery = Refused
+		}
+	case errors.As(err, &ce):
+		e.Code = ce.code
+	}
+	return e
+}
+
+// NotSentf returns the *Error for a request the client refuses to send
+// (a paging bound, a paging link that loops back).
+func (c *Client) NotSentf(req Request, format string, args ...any) error {
+	return &Error{
+		Provider: c.cfg.Provider, Account: c.cfg.Account,
+		Method: req.Method, Path: c.pathOf(req),
+		Msg: c.Redact(fmt.Sprintf(format, args...)), Delivery: NotSent, local: true,
 	}
 }
 
@@ -236,13 +410,13 @@ func (c *Client) buildURL(req Request) (*url.URL, error) {
 func (c *Client) Do(ctx context.Context, req Request) (int, []byte, error) {
 	u, err := c.buildURL(req)
 	if err != nil {
-		return 0, nil, c.Errorf(req, 0, "%v", err)
+		return 0, nil, c.NotSentf(req, "%v", err)
 	}
 	var payload []byte
 	if req.Body != nil {
 		payload, err = json.Marshal(req.Body)
 		if err != nil {
-			return 0, nil, c.Errorf(req, 0, "encode request body: %v", err)
+			return 0, nil, c.NotSentf(req, "encode request body: %v", err)
 		}
 	}
 	var lastErr error
@@ -275,9 +449,14 @@ func (c *Client) Do(ctx context.Context, req Request) (int, []byte, error) {
 
 func (c *Client) retryable(req Request, status int, err error) bool {
 	var ae *Error
-	if errors.As(err, &ae) && !ae.Sent {
-		// It never went out: the account's budget or a pause said no
-		// before the deadline; trying again cannot help.
+	if errors.As(err, &ae) && ae.local {
+		// The client itself said no: the account's budget or a pause
+		// before the deadline, a link, an encoding; trying again
+		// cannot help.
+		return false
+	}
+	if status == http.StatusUnauthorized || status == http.StatusForbidden {
+		// The same key is refused again.
 		return false
 	}
 	if status == http.StatusTooManyRequests {
@@ -289,8 +468,9 @@ func (c *Client) retryable(req Request, status int, err error) bool {
 	if status >= 500 {
 		return true
 	}
-	// No response at all: a transport error or a timeout of this attempt.
-	return status == 0 && !errors.Is(err, errBodyTooLarge)
+	// No usable answer: a transport error, a timeout of this attempt, a
+	// body cut short (not one too large: it would be again).
+	return DeliveryOf(err) != Refused && !errors.Is(err, errBodyTooLarge)
 }
 
 func (c *Client) backoff(attempt int) time.Duration {
@@ -305,26 +485,35 @@ func (c *Client) backoff(attempt int) time.Duration {
 var errBodyTooLarge = errors.New("response body too large")
 
 func (c *Client) attempt(ctx context.Context, req Request, u *url.URL, payload []byte) (status int, body []byte, retryAfter time.Duration, err error) {
-	sent := false
-	fail := func(status int, msg string, cause error) error {
+	fail := func(d Delivery, status int, msg string, cause error) *Error {
 		return &Error{
 			Provider: c.cfg.Provider, Account: c.cfg.Account,
 			Method: req.Method, Path: u.Path, Status: status,
-			Msg: c.Redact(msg), Err: cause, Sent: sent,
+			Msg: c.Redact(msg), Err: cause, Delivery: d,
 		}
 	}
 	if err := c.throttle.wait(ctx, req.Background); err != nil {
-		return 0, nil, 0, fail(0, "rate limit wait: "+err.Error(), ctx.Err())
+		e := fail(NotSent, 0, "rate limit wait: "+err.Error(), ctx.Err())
+		e.local = true
+		return 0, nil, 0, e
 	}
 	actx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
+	// connected is set once a connection to the provider (or the proxy)
+	// exists: from then on the request may have left.
+	var connected atomic.Bool
+	actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{
+		GotConn: func(httptrace.GotConnInfo) { connected.Store(true) },
+	})
 	var rdr io.Reader
 	if payload != nil {
 		rdr = bytes.NewReader(payload)
 	}
 	hreq, err := http.NewRequestWithContext(actx, req.Method, u.String(), rdr)
 	if err != nil {
-		return 0, nil, 0, fail(0, "build request: "+c.causeText(err), nil)
+		e := fail(NotSent, 0, "build request: "+c.causeText(err), nil)
+		e.local = true
+		return 0, nil, 0, e
 	}
 	for k, vs := range c.cfg.Header {
 		hreq.Header[k] = vs
@@ -333,33 +522,57 @@ func (c *Client) attempt(ctx context.Context, req Request, u *url.URL, payload [
 	hreq.Header.Set("Accept", "application/json")
 	hreq.Header.Set("Content-Type", "application/json")
 	start := time.Now()
-	sent = true
 	resp, err := c.http.Do(hreq)
 	if err != nil {
 		c.observe(req.Endpoint, "error", time.Since(start))
 		cause := error(&redactedError{msg: c.causeText(err), cause: errors.Unwrap(err)})
-		return 0, nil, 0, fail(0, cause.Error(), cause)
+		d := Unanswered
+		if !connected.Load() && dialFailed(err) {
+			d = NotSent
+		}
+		return 0, nil, 0, fail(d, 0, cause.Error(), cause)
 	}
 	defer resp.Body.Close()
 	body, err = io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxBodyBytes+1))
 	c.observe(req.Endpoint, strconv.Itoa(resp.StatusCode), time.Since(start))
+	// From here on something answered. A 4xx (or another non-2xx below
+	// 500) is the provider's no, whatever became of the body. A 5xx is
+	// no answer: the provider, or a gateway in front of it, failed, and
+	// the request may have been carried out (a proxy's 502 after the
+	// reboot happened). A 2xx without a whole body is no usable answer.
+	answered := Unanswered
+	if (resp.StatusCode < 200 || resp.StatusCode > 299) && resp.StatusCode < 500 {
+		answered = Refused
+	}
 	if err != nil {
 		cause := &redactedError{msg: c.causeText(err), cause: err}
-		return 0, nil, 0, fail(0, "read response: "+cause.Error(), cause)
+		return resp.StatusCode, nil, 0, fail(answered, resp.StatusCode, "read response: "+cause.Error(), cause)
 	}
 	if int64(len(body)) > c.cfg.MaxBodyBytes {
-		return 0, nil, 0, fail(resp.StatusCode, fmt.Sprintf("response exceeds %d bytes", c.cfg.MaxBodyBytes), errBodyTooLarge)
+		return resp.StatusCode, nil, 0, fail(answered, resp.StatusCode, fmt.Sprintf("response exceeds %d bytes", c.cfg.MaxBodyBytes), errBodyTooLarge)
 	}
 	if resp.StatusCode == http.StatusTooManyRequests {
 		wait := throttleWait(resp.Header.Get("Retry-After"), body)
 		c.throttle.throttled(wait)
-		return resp.StatusCode, body, wait, fail(resp.StatusCode, APIMessage(body), nil)
+		return resp.StatusCode, body, wait, fail(Refused, resp.StatusCode, APIMessage(body), nil)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return resp.StatusCode, body, parseRetryAfter(resp.Header.Get("Retry-After")),
-			fail(resp.StatusCode, APIMessage(body), nil)
+			fail(answered, resp.StatusCode, APIMessage(body), nil)
 	}
 	return resp.StatusCode, body, 0, nil
+}
+
+// dialFailed reports whether err is a failure to open the connection (a
+// refused or unreachable dial, a name that does not resolve, a proxy that
+// does not answer): the request cannot have left.
+func dialFailed(err error) bool {
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return true
+	}
+	var op *net.OpError
+	return errors.As(err, &op) && (op.Op == "dial" || op.Op == "proxyconnect")
 }
 
 // causeText is the text of a transport error without the URL that
@@ -381,23 +594,46 @@ func (c *Client) observe(endpoint, code string, d time.Duration) {
 	}
 }
 
+// maxRetryAfter caps how long a 429 or a 5xx may ask an account to wait.
+const maxRetryAfter = 5 * time.Minute
+
 // parseRetryAfter reads a Retry-After header in seconds or as an HTTP date.
-// It caps the wait at five minutes.
+// It caps the wait at maxRetryAfter; what is neither (a negative number,
+// NaN, Inf, junk) is 0.
 func parseRetryAfter(v string) time.Duration {
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return 0
 	}
-	var d time.Duration
-	if secs, err := strconv.ParseFloat(v, 64); err == nil && secs >= 0 {
-		d = time.Duration(secs * float64(time.Second))
-	} else if t, err := http.ParseTime(v); err == nil {
-		d = time.Until(t)
+	if d, ok := seconds(v); ok {
+		return d
 	}
-	if d < 0 {
-		return 0
+	if t, err := http.ParseTime(v); err == nil {
+		return max(0, min(time.Until(t), maxRetryAfter))
 	}
-	return min(d, 5*time.Minute)
+	return 0
+}
+
+// decimalSeconds is a number of seconds as an API writes one: digits, a
+// fraction, an exponent; no sign, no NaN or Inf, no hex, no underscores.
+var decimalSeconds = regexp.MustCompile(`^[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$`)
+
+// seconds reads a wait in seconds, capped at maxRetryAfter before it
+// becomes a time.Duration: 1e10 seconds (or more digits than a float
+// holds) is the cap, not an overflow into a negative wait.
+func seconds(v string) (time.Duration, bool) {
+	if !decimalSeconds.MatchString(v) {
+		return 0, false
+	}
+	secs, err := strconv.ParseFloat(v, 64)
+	if err != nil && !errors.Is(err, strconv.ErrRange) {
+		return 0, false
+	}
+	// Out of range is +Inf here (no sign): the cap.
+	if math.IsNaN(secs) || secs >= maxRetryAfter.Seconds() {
+		return maxRetryAfter, true
+	}
+	return time.Duration(secs * float64(time.Second)), true
 }
 
 // APIMessage extracts a short human message from an error body in any of

@@ -53,7 +53,7 @@ func WalkDRF[T any](ctx context.Context, c *Client, path, endpoint string, id fu
 	guessed := false // req is a ?page= we made up, not a link the API gave
 	for page := 1; ; page++ {
 		if page > MaxPages {
-			return c.Errorf(req, 0, "more than %d pages", MaxPages)
+			return c.NotSentf(req, "more than %d pages", MaxPages)
 		}
 		status, body, err := c.Do(ctx, req)
 		if err != nil {
@@ -64,7 +64,7 @@ func WalkDRF[T any](ctx context.Context, c *Client, path, endpoint string, id fu
 		}
 		p, err := decode(body)
 		if err != nil {
-			return c.Errorf(req, 0, "decode page %d: %v", page, err)
+			return c.DecodeError(req, status, fmt.Errorf("decode page %d: %w", page, err))
 		}
 		if count < 0 {
 			count = p.Count
@@ -88,7 +88,7 @@ func WalkDRF[T any](ctx context.Context, c *Client, path, endpoint string, id fu
 		switch {
 		case p.Next != "":
 			if seenURL[p.Next] {
-				return c.Errorf(req, 0, "paging link loops back to an earlier page")
+				return c.NotSentf(Request{Method: http.MethodGet, URL: p.Next}, "paging link loops back to an earlier page")
 			}
 			seenURL[p.Next] = true
 			req = Request{Method: http.MethodGet, URL: p.Next, Endpoint: endpoint, Idempotent: true}
@@ -121,7 +121,7 @@ func GetRequest[T any](ctx context.Context, c *Client, req Request, decode func(
 	}
 	v, err := decode(body)
 	if err != nil {
-		return zero, c.Errorf(req, status, "%v", err)
+		return zero, c.DecodeError(req, status, err)
 	}
 	return v, nil
 }
@@ -134,13 +134,13 @@ func GetRequest[T any](ctx context.Context, c *Client, req Request, decode func(
 // ListDRF (the first page again: one request more).
 func ListDRFParallel[T any](ctx context.Context, c *Client, path, endpoint string, id func(T) string, decode func(body []byte) (DRFPage[T], error), conc int) ([]T, error) {
 	first := Request{Method: http.MethodGet, Path: path, Endpoint: endpoint, Idempotent: true}
-	_, body, err := c.Do(ctx, first)
+	status, body, err := c.Do(ctx, first)
 	if err != nil {
 		return nil, err
 	}
 	p1, err := decode(body)
 	if err != nil {
-		return nil, c.Errorf(first, 0, "decode page 1: %v", err)
+		return nil, c.DecodeError(first, status, fmt.Errorf("decode page 1: %w", err))
 	}
 	per := len(p1.Results)
 	pageURL, numbered := pageNumberLink(p1.Next)
@@ -151,7 +151,7 @@ func ListDRFParallel[T any](ctx context.Context, c *Client, path, endpoint strin
 	}
 	pages := (p1.Count + per - 1) / per
 	if pages > MaxPages {
-		return nil, c.Errorf(first, 0, "more than %d pages", MaxPages)
+		return nil, c.NotSentf(first, "more than %d pages", MaxPages)
 	}
 	results := make([]DRFPage[T], pages+1)
 	results[1] = p1
@@ -169,7 +169,7 @@ func ListDRFParallel[T any](ctx context.Context, c *Client, path, endpoint strin
 			}
 			p, err := decode(body)
 			if err != nil {
-				return c.Errorf(req, 0, "decode page %d: %v", n, err)
+				return c.DecodeError(req, status, fmt.Errorf("decode page %d: %w", n, err))
 			}
 			results[n] = p
 			return nil

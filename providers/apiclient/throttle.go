@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"regexp"
-	"strconv"
 	"sync"
 	"time"
 
@@ -26,15 +25,19 @@ type throttle struct {
 	// rate: linearly; unlimited: doubling every recovery/6).
 	recovery time.Duration
 
-	mu         sync.Mutex
-	base       rate.Limit // configured rate; rate.Inf when none
-	burst      int
-	cur        rate.Limit // in force now
-	cutTo      rate.Limit // the rate the last 429 cut to
-	cutAt      time.Time  // when; zero when not recovering
-	pauseUntil time.Time
-	starts     [32]time.Time // the latest attempts, to estimate the rate in use
-	next       int
+	mu    sync.Mutex
+	base  rate.Limit // configured rate; rate.Inf when none
+	burst int
+	cur   rate.Limit // in force now
+	cutTo rate.Limit // the rate the last 429 cut to
+	// recoverFrom is when the cut starts to recover: the end of the
+	// pause that came with it (recovery during a pause would send the
+	// account back at full rate the moment the pause ends); zero when
+	// no cut is in force.
+	recoverFrom time.Time
+	pauseUntil  time.Time
+	starts      [32]time.Time // the latest attempts, to estimate the rate in use
+	next        int
 }
 
 func newThrottle(limit, budget float64, recovery time.Duration) *throttle {
@@ -61,13 +64,22 @@ func (t *throttle) Limit() rate.Limit {
 	return t.cur
 }
 
+// Throttled reports whether a 429 pause or a rate cut is in force.
+func (t *throttle) Throttled() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := time.Now()
+	t.recoverLocked(now)
+	return now.Before(t.pauseUntil) || !t.recoverFrom.IsZero()
+}
+
 // recoverLocked brings a cut rate back towards the configured one as
-// time passes without a 429.
+// time passes without a 429 after the pause.
 func (t *throttle) recoverLocked(now time.Time) {
-	if t.cutAt.IsZero() {
+	if t.recoverFrom.IsZero() {
 		return
 	}
-	since := now.Sub(t.cutAt)
+	since := max(now.Sub(t.recoverFrom), 0)
 	var l rate.Limit
 	if t.base == rate.Inf {
 		// Doubling back every recovery/6; lifted at twice the rate
@@ -80,7 +92,7 @@ func (t *throttle) recoverLocked(now time.Time) {
 		l = min(t.base, t.cutTo+(t.base-t.cutTo)*rate.Limit(since.Seconds()/t.recovery.Seconds()))
 	}
 	if l == t.base {
-		t.cutAt = time.Time{}
+		t.recoverFrom = time.Time{}
 	}
 	if l != t.cur {
 		t.setLocked(now, l)
@@ -94,11 +106,22 @@ func (t *throttle) wait(ctx context.Context, background bool) error {
 		return err
 	}
 	if !background {
-		if err := t.lim.Wait(ctx); err != nil {
-			return err
+		for {
+			if err := t.lim.Wait(ctx); err != nil {
+				return err
+			}
+			if !t.pausedNow() {
+				t.record()
+				return nil
+			}
+			// A 429 pause began while this request waited for its
+			// token: it holds for this request too; then a token at
+			// the rate in force after it (the one taken was reserved
+			// at the old rate).
+			if err := t.waitPause(ctx); err != nil {
+				return err
+			}
 		}
-		t.record()
-		return nil
 	}
 	if t.bg != nil {
 		if err := t.bg.Wait(ctx); err != nil {
@@ -132,7 +155,12 @@ func (t *throttle) wait(ctx context.Context, background bool) error {
 			r.CancelAt(now)
 		}
 		need := max(1+reserve-tokens, 0.1)
-		d := max(time.Duration(need/float64(limit)*float64(time.Second)), time.Millisecond)
+		// In float seconds first: at a tiny rate the wait would
+		// overflow a time.Duration into a negative one.
+		d := maxTokenWait
+		if secs := need / float64(limit); secs < maxTokenWait.Seconds() {
+			d = max(time.Duration(secs*float64(time.Second)), time.Millisecond)
+		}
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
 			return fmt.Errorf("rate limit: no token for this account before the deadline")
 		}
@@ -141,6 +169,10 @@ func (t *throttle) wait(ctx context.Context, background bool) error {
 		}
 	}
 }
+
+// maxTokenWait bounds one sleep of a background request waiting for a
+// token (it looks again after it).
+const maxTokenWait = time.Minute
 
 // waitPause waits out an account-wide pause and applies any recovery. A
 // pause that outlasts the caller's deadline fails at once: the caller
@@ -163,6 +195,13 @@ func (t *throttle) waitPause(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// pausedNow reports whether an account-wide pause is in force.
+func (t *throttle) pausedNow() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return time.Now().Before(t.pauseUntil)
 }
 
 func (t *throttle) record() {
@@ -189,7 +228,9 @@ func (t *throttle) observedLocked() rate.Limit {
 
 // throttled is told of a 429: the whole account pauses for retryAfter (a
 // second when the API did not say) and the rate is halved, once per
-// pause: the other requests that were in flight get their 429 too.
+// pause: the other requests that were in flight get their 429 too. The
+// cut recovers from the end of the pause (a later 429 that extends the
+// pause moves it).
 func (t *throttle) throttled(retryAfter time.Duration) {
 	if retryAfter <= 0 {
 		retryAfter = time.Second
@@ -203,6 +244,9 @@ func (t *throttle) throttled(retryAfter time.Duration) {
 		t.pauseUntil = until
 	}
 	if paused {
+		if !t.recoverFrom.IsZero() {
+			t.recoverFrom = t.pauseUntil
+		}
 		return
 	}
 	cur := t.cur
@@ -213,7 +257,7 @@ func (t *throttle) throttled(retryAfter time.Duration) {
 	if t.base != rate.Inf {
 		floor = t.base * minRateShare
 	}
-	t.cutTo, t.cutAt = max(cur/2, floor), now
+	t.cutTo, t.recoverFrom = max(cur/2, floor), t.pauseUntil
 	t.setLocked(now, t.cutTo)
 }
 
@@ -245,8 +289,8 @@ func throttleWait(header string, body []byte) time.Duration {
 		return d
 	}
 	if m := drfThrottle.FindSubmatch(body); m != nil {
-		if secs, err := strconv.ParseFloat(string(m[1]), 64); err == nil {
-			return min(time.Duration(secs*float64(time.Second)), 5*time.Minute)
+		if d, ok := seconds(string(m[1])); ok {
+			return d
 		}
 	}
 	return 0

@@ -65,11 +65,19 @@ func New(o Options) *Client {
 	return &Client{account: o.Account, location: o.Location, perPage: o.PerPage, api: apiclient.New(cfg)}
 }
 
+var _ providers.RateReporter = (*Client)(nil)
+
 // Type implements providers.Provider.
 func (c *Client) Type() string { return Type }
 
 // Account implements providers.Provider.
 func (c *Client) Account() string { return c.account }
+
+// RateLimit implements providers.RateReporter.
+func (c *Client) RateLimit() (perSecond float64, ok bool) { return c.api.RateLimit() }
+
+// Throttled implements providers.RateReporter.
+func (c *Client) Throttled() bool { return c.api.Throttled() }
 
 // Node is one node as the API sends it. Numbers often arrive as strings
 // with units: "memory":"15.00 GB", "disk":"60 GB", "vcpus":"2".
@@ -108,8 +116,11 @@ func decodeEnvelope(body []byte) (envelope, error) {
 		return env, fmt.Errorf("invalid JSON: %w", err)
 	}
 	if env.Code != nil && env.Code.V >= 400 {
-		msg := apiclient.APIMessage(body)
-		return env, fmt.Errorf("code %d: %s", int(env.Code.V), msg)
+		// A code >= 400 inside a 2xx (DESIGN.md's error envelope; the
+		// API page shows only code 200): a 4xx is the API's no (401
+		// and 403 match providers.ErrUnauthorized), a 5xx no usable
+		// answer.
+		return env, apiclient.CodeError(int(env.Code.V), apiclient.APIMessage(body))
 	}
 	if len(env.Data) == 0 || string(env.Data) == "null" {
 		if msg := apiclient.APIMessage(body); msg != "" {
@@ -156,6 +167,9 @@ func DecodeList(body []byte) (Page, error) {
 func DecodeNode(body []byte) (Node, error) {
 	env, err := decodeEnvelope(body)
 	data := env.Data
+	if err != nil && env.Code != nil && env.Code.V >= 400 {
+		return Node{}, err // the envelope's error, not a bare node
+	}
 	if err != nil {
 		// A bare node (no envelope) is accepted too.
 		var probe struct {
@@ -188,7 +202,7 @@ func (c *Client) List(ctx context.Context) ([]providers.Server, error) {
 			Query: url.Values{"page_no": {strconv.Itoa(page)}, "per_page": {strconv.Itoa(c.perPage)}},
 		}
 		if page > apiclient.MaxPages {
-			return nil, c.api.Errorf(req, 0, "more than %d pages", apiclient.MaxPages)
+			return nil, c.api.NotSentf(req, "more than %d pages", apiclient.MaxPages)
 		}
 		status, body, err := c.api.Do(ctx, req)
 		if err != nil {
@@ -196,7 +210,7 @@ func (c *Client) List(ctx context.Context) ([]providers.Server, error) {
 		}
 		p, err := DecodeList(body)
 		if err != nil {
-			return nil, c.api.Errorf(req, status, "page %d: %v", page, err)
+			return nil, c.api.DecodeError(req, status, fmt.Errorf("page %d: %w", page, err))
 		}
 		if total < 0 {
 			total = p.Total
@@ -218,7 +232,7 @@ func (c *Client) List(ctx context.Context) ([]providers.Server, error) {
 			continue // no page count given: a full page may have a successor
 		}
 		if total >= 0 && len(out) < total {
-			return nil, c.api.Errorf(req, status, "list incomplete: %d of %d nodes", len(out), total)
+			return nil, c.api.DecodeError(req, status, fmt.Errorf("list incomplete: %d of %d nodes", len(out), total))
 		}
 		return out, nil
 	}
@@ -272,11 +286,34 @@ func (c *Client) Do(ctx context.Context, id string, a providers.Action, _ provid
 	if err != nil {
 		return providers.ActionResult{Response: resp}, err
 	}
-	// A 200 whose envelope carries code >= 400 is a refusal.
-	if _, err := decodeEnvelope(body); err != nil && !strings.HasPrefix(err.Error(), "response has no data") {
-		return providers.ActionResult{Response: resp}, c.api.Errorf(req, status, "%v", err)
+	if err := DecodeAction(body); err != nil {
+		return providers.ActionResult{Response: resp}, c.api.DecodeError(req, status, err)
 	}
 	return providers.ActionResult{Response: resp}, nil
+}
+
+// DecodeAction checks the answer to PUT /myaccount/api/v1/nodes/{id}/actions/:
+// the API's envelope {"code", "data", "errors", "message"}. A code in
+// 200..299 is acceptance (data may be empty, as the documented answer to
+// a delete is); a 4xx code is a refusal (*apiclient.Refusal: DESIGN.md's
+// error envelope, the API page shows only code 200); a 5xx code, another
+// code, or a body that is not the envelope (an HTML page, nothing, junk,
+// JSON without a code) is an error: answered, but not in a way that says
+// what became of the action.
+func DecodeAction(body []byte) error {
+	var env envelope
+	if err := json.Unmarshal(body, &env); err != nil {
+		return fmt.Errorf("invalid action answer: %w", err)
+	}
+	switch {
+	case env.Code == nil || !env.Code.Set:
+		return errors.New("action answer has no code")
+	case env.Code.V >= 400:
+		return apiclient.CodeError(int(env.Code.V), apiclient.APIMessage(body))
+	case env.Code.V < 200 || env.Code.V > 299:
+		return fmt.Errorf("action answer has code %v", env.Code.V)
+	}
+	return nil
 }
 
 // StateOf maps an E2E status text (any case; '-', '_' and space alike) to

@@ -244,6 +244,7 @@ func (s *Sim) bingoRedeploy(w http.ResponseWriter, r *http.Request, id int) {
 	n.settleAt = now.Add(s.opts.Settle)
 	n.settleTo = func(x *Machine) { x.Code, x.Display = 19, BingoDisplay(19) }
 	n.releasedAt = time.Time{}
+	s.treatLocked(VPNBingo, &n, "redeploy")
 	m.Code, m.Display, m.CanRedepl = 20, BingoDisplay(20), false
 	m.StatusUpdate = now.UTC().Truncate(time.Second)
 	m.settleTo = nil
@@ -373,6 +374,7 @@ func (s *Sim) serveVPS(w http.ResponseWriter, r *http.Request) {
 	m.StatusUpdate = s.opts.Now().UTC().Truncate(time.Second)
 	m.settleAt = s.opts.Now().Add(s.opts.Settle)
 	m.settleTo = func(x *Machine) { x.Status = end }
+	s.treatLocked(VPSOrg, m, rest)
 	answer(http.StatusOK, map[string]any{"status": "success", "message": msg, "server": map[string]any{"id": m.ID, "name": m.Name, "status": via}})
 }
 
@@ -500,6 +502,7 @@ func (s *Sim) e2eAction(w http.ResponseWriter, r *http.Request, id int) {
 	m.Status = via
 	m.settleAt = s.opts.Now().Add(s.opts.Settle)
 	m.settleTo = func(x *Machine) { x.Status = end }
+	s.treatLocked(E2E, m, req.Type)
 	answer(http.StatusOK, e2eEnvelope(200, "Success", map[string]any{"id": m.ID, "status": via}, map[string]any{}))
 }
 

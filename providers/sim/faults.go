@@ -29,6 +29,10 @@ const (
 	FaultSlowDrip
 	// FaultOversize answers 200 with a body of Size bytes.
 	FaultOversize
+	// FaultEmpty answers Status (default 200) with an empty body: with
+	// Served, an action the provider carried out whose answer a proxy
+	// lost.
+	FaultEmpty
 
 	// faultThrottled is the throttle's 429 (SetThrottle).
 	faultThrottled
@@ -47,6 +51,13 @@ type Fault struct {
 	Size int64
 	// Only, when set, limits the fault to requests whose path contains it.
 	Only string
+	// Served, when set, lets the API carry the request out first (an
+	// action takes effect, as the simulator's action log and the next
+	// list show) and then answers with the fault instead of the API's
+	// own answer: a proxy that mangled a provider's answer (FaultHTML
+	// with Status 200, FaultEmpty, FaultJunk), or a connection lost
+	// after the work was done (FaultReset, FaultHang).
+	Served bool
 }
 
 // SetThrottle makes api answer 429 once more than perSecond requests a
@@ -179,9 +190,14 @@ func (s *Sim) withFaults(api API, next http.Handler) http.Handler {
 				return
 			}
 		}
-		switch f.Kind {
-		case FaultNone:
+		if f.Kind == FaultNone {
 			next.ServeHTTP(w, r)
+			return
+		}
+		if f.Served {
+			next.ServeHTTP(&discardWriter{h: http.Header{}}, r)
+		}
+		switch f.Kind {
 		case FaultStatus:
 			s.count(api, "fault")
 			if f.RetryAfter != "" {
@@ -212,6 +228,14 @@ func (s *Sim) withFaults(api API, next http.Handler) http.Handler {
 			s.count(api, "fault")
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = w.Write([]byte(`{"success": tru, "data": {"count": 3, "results": [{"id": `))
+		case FaultEmpty:
+			s.count(api, "fault")
+			status := f.Status
+			if status == 0 {
+				status = http.StatusOK
+			}
+			w.Header().Set("Content-Length", "0")
+			w.WriteHeader(status)
 		case FaultHTML:
 			s.count(api, "fault")
 			status := f.Status
@@ -279,3 +303,11 @@ func (s *Sim) withFaults(api API, next http.Handler) http.Handler {
 		}
 	})
 }
+
+// discardWriter takes the API's own answer to a request served before
+// its fault (Fault.Served) and drops it.
+type discardWriter struct{ h http.Header }
+
+func (d *discardWriter) Header() http.Header         { return d.h }
+func (d *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (d *discardWriter) WriteHeader(int)             {}

@@ -92,6 +92,12 @@ type Machine struct {
 	settleAt   time.Time
 	settleTo   func(*Machine)
 	releasedAt time.Time // VPN.bingo: a Pending Release node vanishes after this
+
+	// The health model (health.go): a sick machine, stopped since it
+	// fell sick (cold), healing at healAt.
+	sick   *Sickness
+	cold   bool
+	healAt time.Time
 }
 
 // ActionRecord is one action call the simulator received.
@@ -263,10 +269,12 @@ func (s *Sim) settleLocked(api API) {
 			continue // released: gone from the API
 		}
 		if m.settleTo != nil && now.After(m.settleAt) {
-			m.settleTo(m)
+			f := m.settleTo
 			m.settleTo = nil
+			f(m)
 			m.StatusUpdate = now.UTC().Truncate(time.Second)
 		}
+		s.healDueLocked(api, m, now)
 		fl = append(fl, m)
 	}
 	s.fleets[api] = fl
@@ -438,7 +446,7 @@ func parseSizeGB(s string) int {
 	return f
 }
 
-// Servers are the three simulated APIs listening on loopback.
+// Servers are the three simulated APIs listening on their ports.
 type Servers struct {
 	URL map[API]string
 	srv []*http.Server
@@ -447,16 +455,29 @@ type Servers struct {
 // Start serves every API of s on its own 127.0.0.1 port until ctx ends or
 // Close is called.
 func (s *Sim) Start(ctx context.Context) (*Servers, error) {
+	return s.StartOn(ctx, "127.0.0.1")
+}
+
+// StartOn serves every API of s on its own free port of host until ctx
+// ends or Close (or Shutdown) is called. The URLs name host, or 127.0.0.1
+// when host is empty or an unspecified address (0.0.0.0, ::), which listen
+// on every interface.
+func (s *Sim) StartOn(ctx context.Context, host string) (*Servers, error) {
+	urlHost := host
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		urlHost = "127.0.0.1"
+	}
 	out := &Servers{URL: map[API]string{}}
 	for _, api := range APIs() {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 		if err != nil {
 			out.Close()
 			return nil, fmt.Errorf("sim: listen: %w", err)
 		}
 		hs := &http.Server{Handler: s.Handler(api), ReadHeaderTimeout: 10 * time.Second}
 		out.srv = append(out.srv, hs)
-		out.URL[api] = "http://" + ln.Addr().String()
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		out.URL[api] = "http://" + net.JoinHostPort(urlHost, port)
 		go func() {
 			if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				_ = err // the listener is ours; nothing to report
@@ -475,4 +496,19 @@ func (o *Servers) Close() {
 	for _, hs := range o.srv {
 		_ = hs.Close()
 	}
+}
+
+// Shutdown stops the servers gracefully: no new connections, the requests
+// under way finish. When ctx ends first, it closes them and returns ctx's
+// error.
+func (o *Servers) Shutdown(ctx context.Context) error {
+	var errs []error
+	for _, hs := range o.srv {
+		errs = append(errs, hs.Shutdown(ctx))
+	}
+	if err := errors.Join(errs...); err != nil {
+		o.Close()
+		return fmt.Errorf("sim: shutdown: %w", err)
+	}
+	return nil
 }

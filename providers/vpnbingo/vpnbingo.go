@@ -63,11 +63,19 @@ func New(o Options) *Client {
 	return &Client{account: o.Account, loc: loc, api: apiclient.New(cfg)}
 }
 
+var _ providers.RateReporter = (*Client)(nil)
+
 // Type implements providers.Provider.
 func (c *Client) Type() string { return Type }
 
 // Account implements providers.Provider.
 func (c *Client) Account() string { return c.account }
+
+// RateLimit implements providers.RateReporter.
+func (c *Client) RateLimit() (perSecond float64, ok bool) { return c.api.RateLimit() }
+
+// Throttled implements providers.RateReporter.
+func (c *Client) Throttled() bool { return c.api.Throttled() }
 
 // Node is one node as the API sends it.
 type Node struct {
@@ -109,16 +117,33 @@ func unwrap(body []byte) (json.RawMessage, error) {
 		return nil, fmt.Errorf("invalid JSON: %w", err)
 	}
 	if env.Success != nil && !*env.Success {
-		msg := apiclient.APIMessage(body)
-		if msg == "" {
-			msg = "success is false"
-		}
-		return nil, errors.New(msg)
+		return nil, refusal(env, body)
 	}
 	if len(env.Data) == 0 || string(env.Data) == "null" {
 		return nil, errors.New("response has no data")
 	}
 	return env.Data, nil
+}
+
+// refusal is the error of an envelope with success:false (DESIGN.md's
+// error shape {"success": false, "error": {"code", "message"}}; the API
+// page documents none inside a 2xx). Only a 4xx error.code says the API
+// refused the request (an *apiclient.Refusal; 401 and 403 a refused key);
+// a 5xx code, or none a number, says nothing of what became of it
+// (apiclient.CodeError).
+func refusal(env envelope, body []byte) error {
+	msg := apiclient.APIMessage(body)
+	if msg == "" {
+		msg = "success is false"
+	}
+	var e struct {
+		Code apiclient.Num `json:"code"`
+	}
+	code := 0
+	if json.Unmarshal(env.Error, &e) == nil && e.Code.Set && e.Code.V == float64(int(e.Code.V)) {
+		code = int(e.Code.V)
+	}
+	return apiclient.CodeError(code, msg)
 }
 
 // DecodeList decodes one page of GET /api/v2/nodes/.
@@ -201,6 +226,39 @@ type redeployResponse struct {
 	} `json:"new_node"`
 }
 
+// DecodeRedeploy decodes the answer to POST /api/v2/nodes/{id}/redeploy/
+// and returns the new node's id. The documented answer is
+// {"original_node": {...}, "new_node": {"id": ...}}; some deployments wrap
+// it in the usual envelope. success:false with a 4xx error.code is a
+// refusal (*apiclient.Refusal, see refusal); anything else without a new
+// node's id (success:false without such a code, an HTML page, nothing,
+// junk, {}) is an error: answered, but not in a way that says whether a
+// node was replaced.
+func DecodeRedeploy(body []byte) (newID string, err error) {
+	var top struct {
+		redeployResponse
+		envelope
+	}
+	if err := json.Unmarshal(body, &top); err != nil {
+		return "", fmt.Errorf("invalid redeploy answer: %w", err)
+	}
+	if top.Success != nil && !*top.Success {
+		return "", refusal(top.envelope, body)
+	}
+	r := top.redeployResponse
+	if r.NewNode == nil && len(top.Data) > 0 && string(top.Data) != "null" {
+		var inner redeployResponse
+		if err := json.Unmarshal(top.Data, &inner); err != nil {
+			return "", fmt.Errorf("invalid redeploy answer data: %w", err)
+		}
+		r = inner
+	}
+	if r.NewNode == nil || r.NewNode.ID == "" {
+		return "", errors.New("redeploy answer has no new_node id")
+	}
+	return string(r.NewNode.ID), nil
+}
+
 // Do implements providers.Provider: POST /api/v2/nodes/{id}/redeploy/.
 func (c *Client) Do(ctx context.Context, id string, a providers.Action, p providers.ActionParams) (providers.ActionResult, error) {
 	if a != providers.ActionRedeploy {
@@ -216,20 +274,12 @@ func (c *Client) Do(ctx context.Context, id string, a providers.Action, p provid
 	if err != nil {
 		return providers.ActionResult{Response: c.api.Redact(apiclient.APIMessage(body))}, err
 	}
-	var r redeployResponse
-	if err := json.Unmarshal(body, &r); err != nil {
-		return providers.ActionResult{}, c.api.Errorf(req, status, "invalid redeploy response: %v", err)
-	}
-	if r.NewNode == nil {
-		// Some deployments wrap it in the usual envelope.
-		if data, err := unwrap(body); err == nil {
-			_ = json.Unmarshal(data, &r)
-		}
-	}
 	res := providers.ActionResult{Response: c.api.Redact(trim(body))}
-	if r.NewNode != nil {
-		res.NewID = string(r.NewNode.ID)
+	newID, err := DecodeRedeploy(body)
+	if err != nil {
+		return res, c.api.DecodeError(req, status, err)
 	}
+	res.NewID = newID
 	return res, nil
 }
 

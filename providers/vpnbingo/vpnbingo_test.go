@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vps-exporter/vps_exporter/providers"
+	"github.com/vps-exporter/vps_exporter/providers/apiclient"
 	"github.com/vps-exporter/vps_exporter/providers/providertest"
 	"github.com/vps-exporter/vps_exporter/providers/sim"
 	"github.com/vps-exporter/vps_exporter/providers/vpnbingo"
@@ -238,5 +239,67 @@ func TestPagingLinkGuards(t *testing.T) {
 				t.Fatal("credentials were sent to another host")
 			}
 		})
+	}
+}
+
+func deliveryTarget() providertest.ActionTarget {
+	return providertest.ActionTarget{API: sim.VPNBingo, Action: providers.ActionRedeploy,
+		NewClient: func(base *url.URL, cfg apiclient.Config) providers.Provider {
+			return vpnbingo.New(vpnbingo.Options{Account: "acct", BaseURL: base, Token: providertest.SimCredentials.Token, HTTP: cfg})
+		}}
+}
+
+// A redeploy answered 2xx without the documented new_node was sent and is
+// Unanswered (a node may have been replaced), not "never sent"; the
+// provider's no is Refused; what never left is NotSent.
+func TestActionDelivery(t *testing.T) { providertest.CheckDeliveries(t, deliveryTarget()) }
+
+// A revoked key: every read fails with providers.ErrUnauthorized, once.
+func TestUnauthorized(t *testing.T) { providertest.CheckUnauthorized(t, deliveryTarget()) }
+
+// The answer to a redeploy, decoded per the API page: the new node's id,
+// bare or in the envelope. The page documents no refusal inside a 2xx:
+// success:false (DESIGN.md's error envelope) is the API's no only with a
+// 4xx error.code (401 and 403 a refused key); with a 5xx code or none it
+// is no usable answer (a node may have been replaced).
+func TestDecodeRedeploy(t *testing.T) {
+	for _, tc := range []struct {
+		body   string
+		want   apiclient.Delivery
+		newID  string
+		unauth bool
+	}{
+		{`{"original_node":{"id":28,"status":20},"new_node":{"id":29,"status":-10}}`, apiclient.Accepted, "29", false},
+		{`{"success":true,"data":{"original_node":{"id":28},"new_node":{"id":"30"}},"error":null}`, apiclient.Accepted, "30", false},
+		{`{"success":false,"data":null,"error":{"code":"E1","message":"nope"}}`, apiclient.Unanswered, "", false},
+		{`{"success":false,"data":null,"error":null}`, apiclient.Unanswered, "", false},
+		{`{"success":false,"data":null,"error":{"code":500,"message":"Internal error"}}`, apiclient.Unanswered, "", false},
+		{`{"success":false,"data":null,"error":{"code":503,"message":"Try later"}}`, apiclient.Unanswered, "", false},
+		{`{"success":false,"data":null,"error":{"code":400,"message":"Server cann't redeploy now (max redeploy count reached)"}}`, apiclient.Refused, "", false},
+		{`{"success":false,"data":null,"error":{"code":"404","message":"Can not find the server"}}`, apiclient.Refused, "", false},
+		{`{"success":false,"data":null,"error":{"code":403,"message":"Token revoked"}}`, apiclient.Refused, "", true},
+		{`{"original_node":{"id":28,"status":20}}`, apiclient.Unanswered, "", false},
+		{`{"success":true,"data":{},"error":null}`, apiclient.Unanswered, "", false},
+		{`{}`, apiclient.Unanswered, "", false},
+		{``, apiclient.Unanswered, "", false},
+		{`<html><body>Login</body></html>`, apiclient.Unanswered, "", false},
+		{`{"original_node":{"id":28},"new_node":{"id":`, apiclient.Unanswered, "", false},
+	} {
+		srv := providertest.NewServer(t, map[string]providertest.Route{"POST /api/v2/nodes/28/redeploy/": {Body: tc.body}})
+		res, err := newClient(t, srv.BaseURL(t), nil).Do(context.Background(), "28", providers.ActionRedeploy, providers.ActionParams{})
+		if got := apiclient.DeliveryOf(err); got != tc.want || res.NewID != tc.newID {
+			t.Errorf("%s: %v new id %q (%v), want %v %q", tc.body, got, res.NewID, err, tc.want, tc.newID)
+		}
+		if got := errors.Is(err, providers.ErrUnauthorized); got != tc.unauth {
+			t.Errorf("%s: ErrUnauthorized %v, want %v", tc.body, got, tc.unauth)
+		}
+	}
+}
+
+// RateLimit and Throttled report the client's own pacing.
+func TestRateReporter(t *testing.T) {
+	var rr providers.RateReporter = newClient(t, &url.URL{Scheme: "http", Host: "127.0.0.1:1"}, nil)
+	if r, ok := rr.RateLimit(); ok || rr.Throttled() {
+		t.Errorf("rate %v ok %v throttled %v: an account without rate_limit, never throttled, reports none", r, ok, rr.Throttled())
 	}
 }

@@ -54,11 +54,22 @@ func New(o Options) *Client {
 	return &Client{account: o.Account, concurrency: o.MaxConcurrency, api: apiclient.New(cfg)}
 }
 
+var (
+	_ providers.Detailer     = (*Client)(nil)
+	_ providers.RateReporter = (*Client)(nil)
+)
+
 // Type implements providers.Provider.
 func (c *Client) Type() string { return Type }
 
 // Account implements providers.Provider.
 func (c *Client) Account() string { return c.account }
+
+// RateLimit implements providers.RateReporter.
+func (c *Client) RateLimit() (perSecond float64, ok bool) { return c.api.RateLimit() }
+
+// Throttled implements providers.RateReporter.
+func (c *Client) Throttled() bool { return c.api.Throttled() }
 
 // Server is one server as the API sends it. The list omits ipv6_address,
 // plan.bandwidth and resource_usage; the detail call has them.
@@ -125,6 +136,38 @@ func DecodeServer(body []byte) (Server, error) {
 		return Server{}, errors.New("server has no id")
 	}
 	return s, nil
+}
+
+// actionAnswer is the documented answer to reboot, start and stop:
+// {"status": "success", "message": "Server is rebooting", "server": {...}}.
+type actionAnswer struct {
+	Status  *string       `json:"status"`
+	Message apiclient.Str `json:"message"`
+}
+
+// DecodeAction checks the answer to POST /api/v1/servers/{id}/{action}/:
+// "status": "success" is the documented acceptance. The API page
+// documents its refusals as HTTP 400 and 404 only (apiclient makes them
+// Refused); so anything else in a 2xx (another status, such as "queued"
+// or "error", an HTML page, nothing, junk, JSON without a status) is an
+// error that is no refusal: the request was answered, but not in a way
+// that says what became of it (the server may be rebooting).
+func DecodeAction(body []byte) error {
+	var a actionAnswer
+	if err := json.Unmarshal(body, &a); err != nil {
+		return fmt.Errorf("invalid action answer: %w", err)
+	}
+	if a.Status == nil {
+		return errors.New("action answer has no status")
+	}
+	if !strings.EqualFold(strings.TrimSpace(*a.Status), "success") {
+		msg := fmt.Sprintf("action answer has status %.40q, not the documented \"success\"", *a.Status)
+		if m := strings.TrimSpace(string(a.Message)); m != "" {
+			msg += ": " + m
+		}
+		return errors.New(msg)
+	}
+	return nil
 }
 
 // List implements providers.Provider: all pages of the list, then each
@@ -273,12 +316,18 @@ func (c *Client) Do(ctx context.Context, id string, a providers.Action, _ provid
 		Path:     serversPath + url.PathEscape(id) + "/" + string(a) + "/",
 		Endpoint: "servers_" + string(a),
 	}
-	_, body, err := c.api.Do(ctx, req)
+	status, body, err := c.api.Do(ctx, req)
 	resp := strings.TrimSpace(c.api.Redact(string(body)))
 	if len(resp) > 500 {
 		resp = resp[:500] + "..."
 	}
-	return providers.ActionResult{Response: resp}, err
+	if err != nil {
+		return providers.ActionResult{Response: resp}, err
+	}
+	if err := DecodeAction(body); err != nil {
+		return providers.ActionResult{Response: resp}, c.api.DecodeError(req, status, err)
+	}
+	return providers.ActionResult{Response: resp}, nil
 }
 
 // StateOf maps a VPS.org status string to the normalized state.

@@ -3,6 +3,7 @@ package vpsorg_test
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vps-exporter/vps_exporter/providers"
+	"github.com/vps-exporter/vps_exporter/providers/apiclient"
 	"github.com/vps-exporter/vps_exporter/providers/providertest"
 	"github.com/vps-exporter/vps_exporter/providers/sim"
 	"github.com/vps-exporter/vps_exporter/providers/vpsorg"
@@ -207,5 +209,60 @@ func TestListSummaryParallelPages(t *testing.T) {
 	m := c.MergeDetail(got[0], d)
 	if !m.CPUUsageRatio.OK || !m.TransferLimitBytes.OK || m.IPv6 == "" || m.State != got[0].State || m.Name != got[0].Name {
 		t.Errorf("merged %+v", m)
+	}
+}
+
+func deliveryTarget() providertest.ActionTarget {
+	return providertest.ActionTarget{API: sim.VPSOrg, Action: providers.ActionReboot,
+		NewClient: func(base *url.URL, cfg apiclient.Config) providers.Provider {
+			return vpsorg.New(vpsorg.Options{Account: "a", BaseURL: base, Token: providertest.SimCredentials.Token, HTTP: cfg})
+		}}
+}
+
+// An action answered 2xx with a body that is not the documented
+// {"status": "success", ...} was sent and is Unanswered, not "never sent";
+// the provider's no is Refused; what never left is NotSent.
+func TestActionDelivery(t *testing.T) { providertest.CheckDeliveries(t, deliveryTarget()) }
+
+// A revoked key: every read fails with providers.ErrUnauthorized, once.
+func TestUnauthorized(t *testing.T) { providertest.CheckUnauthorized(t, deliveryTarget()) }
+
+// The answer to reboot, start and stop, decoded per the API page: it
+// documents "status": "success" as the answer and only HTTP 400 and 404
+// as refusals, so a 2xx with any other status is no usable answer (the
+// server may be rebooting), not a refusal.
+func TestDecodeAction(t *testing.T) {
+	for _, tc := range []struct {
+		body string
+		want apiclient.Delivery
+	}{
+		{`{"status": "success", "message": "Server is rebooting", "server": {"id": 12345, "name": "web-server-01", "status": "rebooting"}}`, apiclient.Accepted},
+		{`{"status": "SUCCESS"}`, apiclient.Accepted},
+		{`{"status": "error", "message": "Server is locked"}`, apiclient.Unanswered},
+		{`{"status": "queued", "message": "Server will reboot"}`, apiclient.Unanswered},
+		{`{"status": "failed"}`, apiclient.Unanswered},
+		{`{"status": ""}`, apiclient.Unanswered},
+		{`{"status": null}`, apiclient.Unanswered},
+		{`{"message": "Server is rebooting"}`, apiclient.Unanswered},
+		{`{}`, apiclient.Unanswered},
+		{`[]`, apiclient.Unanswered},
+		{``, apiclient.Unanswered},
+		{`<html><body>Login</body></html>`, apiclient.Unanswered},
+		{`{"status": "succ`, apiclient.Unanswered},
+	} {
+		srv := providertest.NewServer(t, map[string]providertest.Route{"POST /api/v1/servers/7/reboot/": {Body: tc.body}})
+		c := vpsorg.New(vpsorg.Options{Account: "a", BaseURL: srv.BaseURL(t), Token: token})
+		_, err := c.Do(context.Background(), "7", providers.ActionReboot, providers.ActionParams{})
+		if got := apiclient.DeliveryOf(err); got != tc.want {
+			t.Errorf("%s: %v (%v), want %v", tc.body, got, err, tc.want)
+		}
+	}
+}
+
+// RateLimit and Throttled report the client's own pacing.
+func TestRateReporter(t *testing.T) {
+	var rr providers.RateReporter = vpsorg.New(vpsorg.Options{Account: "a", BaseURL: &url.URL{Scheme: "http", Host: "127.0.0.1:1"}, HTTP: apiclient.Config{RateLimit: 7}})
+	if r, ok := rr.RateLimit(); !ok || r != 7 || rr.Throttled() {
+		t.Errorf("rate %v ok %v throttled %v, want 7, true, false", r, ok, rr.Throttled())
 	}
 }
