@@ -302,6 +302,10 @@ func TestUnauthorizedStopsDetailReads(t *testing.T) {
 	// The key is revoked: lists and details get 401.
 	f.set(refused, refused)
 	waitUntil(t, "the account down", 5*time.Second, func() bool { sn, _ := st.Snapshot("acct"); return !sn.Up })
+	// A read dispatched before the refused list stopped the reads may
+	// still reach the provider: counted from two lists later.
+	listsDown, _ := f.counts()
+	waitUntil(t, "two more refused lists", 5*time.Second, func() bool { l, _ := f.counts(); return l >= listsDown+2 })
 	lists0, details0 := f.counts()
 	time.Sleep(20 * interval)
 	lists1, details1 := f.counts()

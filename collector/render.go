@@ -74,9 +74,9 @@ func families() [numFamilies]family {
 // change of one server costs its block's compression; a scrape costs a
 // write per block and family, so blocks are not made much smaller.
 const (
-	blockMin = 1024
-	blockAvg = 4096
-	blockMax = 16384
+	blockMin = 256
+	blockAvg = 1024
+	blockMax = 4096
 )
 
 // block is a run of consecutive servers of one account with their series
@@ -223,7 +223,7 @@ func (bd *builder) build(provider, account string, old *account, servers []provi
 // keepScratch is the most a builder keeps of one of its buffers between
 // updates (a block's bytes, a few MB at most with ordinary label values):
 // a larger one, grown for an odd fleet, is let go.
-const keepScratch = 16 << 20
+const keepScratch = 4 << 20
 
 func (bd *builder) trim() {
 	clear(bd.segs[:cap(bd.segs)]) // keep no old block alive
