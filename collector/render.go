@@ -89,7 +89,7 @@ const (
 type block struct {
 	n   int // servers
 	buf []byte
-	off [numFamilies + 1]uint32
+	off [numFamilies + 1]int // int, not uint32: no size of a label value can wrap an offset
 	// Family f's part compressed (non-final deflate blocks ending in a
 	// sync flush) is zlen[f] bytes at z[zat[f]:]: in the block's own
 	// buffer when it is built, in the compressed body of the last plan
@@ -98,8 +98,8 @@ type block struct {
 	// each part's CRC-32 and shift its length as the CRC combination needs
 	// it (crcShift).
 	z     []byte
-	zat   [numFamilies]uint32
-	zlen  [numFamilies]uint32
+	zat   [numFamilies]int
+	zlen  [numFamilies]int
 	crc   [numFamilies]uint32
 	shift [numFamilies]uint32
 }
@@ -312,7 +312,7 @@ func (bd *builder) block(provider, account string, old *account, servers []provi
 			want := int(same[t])
 			if ob < 0 || want < next || want >= old.start[ob]+old.blocks[ob].n {
 				ob = sort.Search(len(old.start), func(k int) bool { return old.start[k] > want }) - 1
-				pos, next = int(old.blocks[ob].off[f]), old.start[ob]
+				pos, next = old.blocks[ob].off[f], old.start[ob]
 			}
 			ob0 := old.blocks[ob]
 			for ; next < want; next++ {
@@ -331,11 +331,11 @@ func (bd *builder) block(provider, account string, old *account, servers []provi
 		b.buf = append(b.buf, sg.from[sg.lo:sg.hi]...)
 	}
 	for f := 0; f < numFamilies; f++ {
-		b.off[f+1] = uint32(ends[f])
+		b.off[f+1] = ends[f]
 	}
 	bd.zbuf.Reset()
 	for f := 0; f < numFamilies; f++ {
-		b.zat[f] = uint32(bd.zbuf.Len())
+		b.zat[f] = bd.zbuf.Len()
 		part := b.family(f)
 		if len(part) == 0 {
 			continue
@@ -343,7 +343,7 @@ func (bd *builder) block(provider, account string, old *account, servers []provi
 		bd.zw.Reset(&bd.zbuf)
 		_, _ = bd.zw.Write(part)
 		_ = bd.zw.Flush()
-		b.zlen[f] = uint32(bd.zbuf.Len()) - b.zat[f]
+		b.zlen[f] = bd.zbuf.Len() - b.zat[f]
 		b.crc[f] = crc32.ChecksumIEEE(part)
 		b.shift[f] = crcShift(len(part))
 	}

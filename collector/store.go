@@ -137,7 +137,9 @@ func (s *Store) Update(provider, name string, servers []providers.Server, err er
 // r.StaleAfter has passed since the last successful one: then the
 // account's per-server series leave /metrics (its snapshot keeps the
 // servers) until a refresh succeeds. The snapshot returned is the store's
-// own (shared, not to be modified).
+// own (shared, not to be modified). The store keeps r.Servers when it is
+// ordered by id (no copy): the caller hands it over and must not modify
+// it afterwards (a change would not be rendered); Update copies.
 func (s *Store) Apply(r Refresh) Snapshot {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
@@ -316,25 +318,8 @@ func (s *Store) generation() uint64 {
 	return s.gen
 }
 
-// idLess orders ids numerically when both are numbers, else as text.
-func idLess(a, b string) bool {
-	if len(a) != len(b) && isDigits(a) && isDigits(b) {
-		return len(a) < len(b)
-	}
-	return a < b
-}
-
-func isDigits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
+// idLess is the order of ids in the store (providers.IDLess).
+func idLess(a, b string) bool { return providers.IDLess(a, b) }
 
 // body is what a scrape writes for one generation: the stored blocks'
 // family parts in exposition order, each family after its HELP and TYPE.
@@ -381,10 +366,16 @@ func (s *Store) current() *body {
 	}
 	s.mu.RUnlock()
 	// The accounts read are never modified (their blocks' compressed
-	// parts are bodyMu's, held): planned without the lock. An update
-	// meanwhile drops the plan again; the next scrape plans.
+	// parts are bodyMu's, held): planned without the lock. A plan that
+	// an update overtook meanwhile serves this scrape but is not kept
+	// (it would hold replaced blocks until the next scrape); the next
+	// scrape plans again.
 	b := plan(gen, accts, s.headers)
-	s.body.Store(b)
+	s.mu.RLock()
+	if s.gen == gen {
+		s.body.Store(b)
+	}
+	s.mu.RUnlock()
 	return b
 }
 
@@ -399,14 +390,14 @@ func plan(gen uint64, accts []*account, headers *[numFamilies]piece) *body {
 		n += len(a.blocks)
 		for _, bl := range a.blocks {
 			for f := 0; f < numFamilies; f++ {
-				zsize += int(bl.zlen[f])
+				zsize += bl.zlen[f]
 			}
 		}
 	}
 	b := &body{gen: gen, plain: make([][]byte, 0, numFamilies*(n+1)), deflate: make([]byte, 0, zsize)}
 	// Where each block's parts land in b.deflate: moved there once all
 	// are copied (a part is read from where the block has it now).
-	at := make(map[*block]*[numFamilies]uint32, n)
+	at := make(map[*block]*[numFamilies]int, n)
 	for f := 0; f < numFamilies; f++ {
 		header := false
 		for _, a := range accts {
@@ -425,10 +416,10 @@ func plan(gen uint64, accts []*account, headers *[numFamilies]piece) *body {
 				}
 				pos := at[bl]
 				if pos == nil {
-					pos = new([numFamilies]uint32)
+					pos = new([numFamilies]int)
 					at[bl] = pos
 				}
-				pos[f] = uint32(len(b.deflate))
+				pos[f] = len(b.deflate)
 				b.plain = append(b.plain, plain)
 				b.deflate = append(b.deflate, bl.zpart(f)...)
 				b.size += len(plain)

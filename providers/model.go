@@ -233,3 +233,31 @@ func NormalizeText(s string) string {
 	}
 	return strings.Join(strings.Fields(s), " ")
 }
+
+// IDLess is the order of server ids in the store's lists and on /metrics:
+// ids of digits only first, by value (shorter first, then as text, so
+// "9" < "10" and "07" < "10"), then every other id as text. It is a total
+// order whatever mix of ids a provider sends, which the store's merge,
+// its removal of duplicate ids and binary searches over its lists rely on.
+func IDLess(a, b string) bool {
+	da, db := isDigits(a), isDigits(b)
+	switch {
+	case da != db:
+		return da
+	case da && len(a) != len(b):
+		return len(a) < len(b)
+	}
+	return a < b
+}
+
+func isDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}

@@ -27,7 +27,7 @@ import (
 // strict weak order on them ("9" < "10" < "1a" < "9"), so the store's
 // dedupe by adjacency lets a duplicate id through and /metrics carries
 // the same series twice.
-func TestReviewDuplicateIDMixedOrder(t *testing.T) {
+func TestDuplicateIDInMixedOrder(t *testing.T) {
 	st := NewStore()
 	list := []providers.Server{{ID: "9"}, {ID: "10"}, {ID: "1a"}, {ID: "9"}}
 	sn := st.Update("vpnbingo", "a", list, nil, time.Unix(1.7e9, 0), 0)
@@ -66,7 +66,7 @@ func checkBody(body string) error {
 // the builder keeps, escapes), many blocks, changes, a removal and a
 // withdrawal: plain and gzip agree, families are whole, and a removed or
 // withdrawn account's series are gone.
-func TestReviewOddAccounts(t *testing.T) {
+func TestOddAccounts(t *testing.T) {
 	st := NewStore()
 	st.bld.min, st.bld.avg, st.bld.max = 2, 4, 8
 	h := NewHandler(st, prometheus.NewRegistry(), log.NewNopLogger())
@@ -142,7 +142,7 @@ func (w *blockingWriter) Write(p []byte) (int, error) {
 // A slow scraper holds no lock: updates and other scrapes (which plan
 // again and move the blocks' compressed parts) go on, and what the slow
 // one finally writes is still the body of its generation, gzip-valid.
-func TestReviewSlowScraperDuringUpdates(t *testing.T) {
+func TestSlowScraperDuringUpdates(t *testing.T) {
 	c := newChurn(2000)
 	st := NewStore()
 	st.bld.min, st.bld.avg, st.bld.max = 16, 64, 256
