@@ -1,7 +1,6 @@
 package collector
 
-// Review tests for the block/plan design (issue 18). A test here that
-// fails demonstrates a finding; see the review report.
+// Edge cases of the block/plan design (issue 18), from a review.
 
 import (
 	"bytes"
@@ -23,9 +22,9 @@ import (
 	"github.com/vps-exporter/vps_exporter/providers"
 )
 
-// Ids a provider may send, mixing numbers and text: idLess is not a
-// strict weak order on them ("9" < "10" < "1a" < "9"), so the store's
-// dedupe by adjacency lets a duplicate id through and /metrics carries
+// Ids a provider may send, mixing numbers and text: the store's order
+// was not a strict weak order on them ("9" < "10" < "1a" < "9"), so its
+// dedupe by adjacency let a duplicate id through and /metrics carried
 // the same series twice.
 func TestDuplicateIDInMixedOrder(t *testing.T) {
 	st := NewStore()
