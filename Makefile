@@ -83,7 +83,7 @@ vet:
 ## bench: the benchmarks (see docs/benchmarks.md); compare with
 ##   benchstat -col /impl -row /servers,/enc -filter '.unit:sec/op' bench.txt
 bench:
-	$(GO) test -run '^$$' -bench 'Scrape|StoreMemory|UpdateUnchanged|SD|StatusPage' -benchmem -count 6 -timeout 60m ./collector/ ./web/ | tee bench.txt
+	$(GO) test -run '^$$' -bench 'Scrape|StoreMemory|Heap100k|UpdateUnchanged|SD|StatusPage' -benchmem -count 6 -timeout 60m ./collector/ ./web/ | tee bench.txt
 	$(GO) test -run '^$$' -bench DetailCoverage -benchtime 1x -count 1 -timeout 30m ./collector/ | tee -a bench.txt
 	$(GO) test -run '^$$' -bench Refresh1000 -benchtime 1x -count 3 ./providers/vpsorg/ | tee -a bench.txt
 	$(GO) test -run '^$$' -bench DemoRSS -benchtime 5x -count 3 . | tee -a bench.txt

@@ -152,6 +152,7 @@ func run(args []string, stderr *os.File) int {
 	sigctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	level.Info(logger).Log("msg", "starting "+program, "version", version.Info(), "build_context", version.BuildContext())
+	setGCPercent(logger, os.Getenv)
 	if f.autoMemLimit {
 		autoMemLimit(logger, f.autoMemLimitRatio, memlimit.FromCgroup)
 	}

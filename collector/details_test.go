@@ -147,7 +147,7 @@ func TestPollerDetailsBetweenLists(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if !strings.Contains(string(store.current().plain), `vps_server_detail_timestamp_seconds{provider="vpsorg",account="vps",id="12000"} `) {
+	if !strings.Contains(store.current().text(), `vps_server_detail_timestamp_seconds{provider="vpsorg",account="vps",id="12000"} `) {
 		t.Error("no detail timestamp in the rendered metrics")
 	}
 	s.SetDetailFault(sim.VPSOrg, 12001, sim.Fault{Kind: sim.FaultStatus, Status: 503})

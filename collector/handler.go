@@ -5,6 +5,7 @@ import (
 	"compress/flate"
 	"encoding/binary"
 	"hash/crc32"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -59,7 +60,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	w.Header().Set("Content-Type", contentType)
 	if !acceptsGzip(r.Header.Get("Accept-Encoding")) {
-		_, _ = w.Write(b.plain)
+		// The stored text goes out straight from the blocks, a write
+		// per block and family.
+		writeAll(w, b.plain)
 		<-gathered
 		_, _ = w.Write(dyn.Bytes())
 		return
@@ -77,11 +80,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	_, _ = fw.Write(dyn.Bytes())
 	_ = fw.Close()
+	fw.Reset(io.Discard) // the pool keeps no response writer alive
 	h.flaters.Put(fw)
 	var trailer [8]byte
 	binary.LittleEndian.PutUint32(trailer[:4], crc32.Update(b.crc, crc32.IEEETable, dyn.Bytes()))
-	binary.LittleEndian.PutUint32(trailer[4:], uint32(len(b.plain)+dyn.Len()))
+	binary.LittleEndian.PutUint32(trailer[4:], uint32(b.size+dyn.Len()))
 	_, _ = w.Write(trailer[:])
+}
+
+// writeAll writes the stored pieces in order; after a failed write (the
+// scraper went away) the rest are not tried.
+func writeAll(w io.Writer, pieces [][]byte) {
+	for _, p := range pieces {
+		if _, err := w.Write(p); err != nil {
+			return
+		}
+	}
 }
 
 // encodeGathered writes the registry's metrics in the text format. A

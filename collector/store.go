@@ -5,25 +5,26 @@
 package collector
 
 import (
-	"bytes"
-	"compress/flate"
-	"hash/crc32"
-	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vps-exporter/vps_exporter/providers"
 )
 
 // Snapshot is what the store holds of one account after its last refresh.
+// Snapshots are shared, not copied: the store never changes one it has
+// handed out (an update makes a new one), and a reader must not modify
+// one, its Servers included.
 type Snapshot struct {
 	Provider string
 	Account  string
-	// Servers of the last successful refresh, ordered by id. When Up is
-	// false they are stale: kept, but not to be acted on. They are kept
-	// past stale_after too (Withdrawn), for service discovery, which keeps
-	// the last targets as Prometheus' own discoveries do.
+	// Servers of the last successful refresh, ordered by id, shared by
+	// every reader: must not be modified. When Up is false they are
+	// stale: kept, but not to be acted on. They are kept past stale_after
+	// too (Withdrawn), for service discovery, which keeps the last targets
+	// as Prometheus' own discoveries do.
 	Servers []providers.Server
 	// Up is whether the last refresh succeeded.
 	Up bool
@@ -49,7 +50,10 @@ type Snapshot struct {
 // detail values read since the last one.
 type Refresh struct {
 	Provider, Account string
-	Servers           []providers.Server
+	// Servers becomes the snapshot's server list as it is when it is
+	// ordered by id without duplicates (else a sorted copy): the caller
+	// must not modify it after Apply.
+	Servers []providers.Server
 	// DetailAt, when not nil, is parallel to Servers: when each server's
 	// detail values were read (zero: it has none).
 	DetailAt []time.Time
@@ -68,45 +72,63 @@ type Refresh struct {
 	StaleAfter time.Duration
 }
 
+// account is one account's state. It is never modified once published in
+// Store.accounts: an update publishes a new one, so a reader may keep
+// using what it read after the lock is released.
 type account struct {
-	snap    Snapshot
-	entries []*entry // ordered like snap.Servers
+	snap Snapshot
+	// detail is parallel to snap.Servers: when each server's detail was
+	// read, Unix seconds (0: never); nil when none has been.
+	detail []int64
+	// blocks are the rendered series of snap.Servers, in order; start[i]
+	// is the index in snap.Servers of blocks[i]'s first server. Both nil
+	// while the account's series are withdrawn.
+	blocks []*block
+	start  []int
 }
 
-// Store holds every account's snapshot and the rendered /metrics body.
+// Store holds every account's snapshot and its servers' rendered series.
 type Store struct {
-	names *[numFamilies]family
+	names   *[numFamilies]family
+	headers *[numFamilies]piece
+	// rendered, when set (tests), is told of every server rendered.
+	rendered func(account, id string)
+
+	// applyMu serializes the updates (Apply, Remove): one account is
+	// rendered at a time, outside mu, so a scrape or a snapshot reader
+	// never waits for rendering, and the memory an update needs on top of
+	// what is kept is one account's changed blocks at most.
+	applyMu sync.Mutex
+	bld     *builder // guarded by applyMu
 
 	mu       sync.RWMutex
 	accounts map[string]*account
 	gen      uint64 // bumped whenever the rendered series change
 
+	// body is the plan of the last scrape, dropped when the series change
+	// (so that it does not keep replaced blocks); bodyMu serializes
+	// planning, so concurrent scrapes share one plan.
 	bodyMu sync.Mutex
-	body   *body // nil until first assembled; never modified once built
-}
-
-// body is the assembled per-server part of /metrics for one generation. It
-// is the only copy of the rendered series of servers that did not change
-// since it was assembled: their entries point into it.
-type body struct {
-	gen   uint64
-	plain []byte
-	// deflate is plain compressed as non-final deflate blocks ending in a
-	// sync flush, so a scrape can append its dynamic part in new blocks.
-	deflate []byte
-	crc     uint32
+	body   atomic.Pointer[body]
 }
 
 // NewStore returns an empty store.
 func NewStore() *Store {
 	names := families()
-	return &Store{names: &names, accounts: map[string]*account{}}
+	s := &Store{names: &names, accounts: map[string]*account{}}
+	s.bld = newBuilder(s.names)
+	s.headers = s.bld.headers()
+	return s
 }
 
 // Update records one list refresh of an account (without detail reads).
 // On error the previous servers are kept (stale) and only the account's
-// status changes.
+// status changes. Unlike Apply it keeps a copy of servers: the caller may
+// reuse the slice.
 func (s *Store) Update(provider, name string, servers []providers.Server, err error, started time.Time, took time.Duration) Snapshot {
+	if servers != nil {
+		servers = append([]providers.Server(nil), servers...)
+	}
 	return s.Apply(Refresh{Provider: provider, Account: name, Servers: servers, Err: err, Started: started, Took: took, At: started.Add(took)})
 }
 
@@ -114,16 +136,24 @@ func (s *Store) Update(provider, name string, servers []providers.Server, err er
 // previous servers (stale) and changes only the account's status, until
 // r.StaleAfter has passed since the last successful one: then the
 // account's per-server series leave /metrics (its snapshot keeps the
-// servers) until a refresh succeeds.
+// servers) until a refresh succeeds. The snapshot returned is the store's
+// own (shared, not to be modified). The store keeps r.Servers when it is
+// ordered by id (no copy): the caller hands it over and must not modify
+// it afterwards (a change would not be rendered); Update copies.
 func (s *Store) Apply(r Refresh) Snapshot {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
 	provider, name := r.Provider, r.Account
-	a := s.accounts[name]
-	if a == nil || a.snap.Provider != provider {
-		a = &account{snap: Snapshot{Provider: provider, Account: name}}
-		s.accounts[name] = a
-		s.gen++
+	// Only updates change s.accounts, and they hold applyMu: reading it
+	// here needs no other lock.
+	old := s.accounts[name]
+	var a account
+	changed := false
+	if old == nil || old.snap.Provider != provider {
+		a.snap = Snapshot{Provider: provider, Account: name}
+		old, changed = nil, true
+	} else {
+		a = *old
 	}
 	a.snap.Details = r.Details
 	if !r.DetailsOnly {
@@ -145,16 +175,16 @@ func (s *Store) Apply(r Refresh) Snapshot {
 		if r.DetailAt != nil {
 			a.snap.DetailBacklog = r.Backlog
 		}
-		if len(a.entries) > 0 {
-			a.entries = nil
-			s.gen++
+		if len(a.blocks) > 0 {
+			a.blocks, a.start = nil, nil
+			changed = true
 		}
 		a.snap.Withdrawn = true
-		return copySnap(a.snap)
+		return s.publish(name, &a, changed)
 	}
 	if r.Err != nil && r.DetailAt == nil {
 		if !a.snap.Withdrawn {
-			return copySnap(a.snap)
+			return s.publish(name, &a, changed)
 		}
 		// Back within stale_after (it was raised): the last servers'
 		// series return.
@@ -163,57 +193,101 @@ func (s *Store) Apply(r Refresh) Snapshot {
 	a.snap.Withdrawn = false
 	a.snap.DetailBacklog = r.Backlog
 
-	type item struct {
-		srv      providers.Server
-		detailAt int64 // Unix seconds of the detail read; 0: none
-	}
-	sorted := make([]item, len(r.Servers))
-	for i, sv := range r.Servers {
-		sorted[i] = item{sv, 0}
-		if r.DetailAt != nil && !r.DetailAt[i].IsZero() {
-			sorted[i].detailAt = r.DetailAt[i].Unix()
+	a.snap.Servers, a.detail = ordered(r.Servers, r.DetailAt)
+	a.blocks, a.start = s.bld.build(provider, name, old, a.snap.Servers, a.detail, s.rendered)
+	if old == nil || len(a.blocks) != len(old.blocks) {
+		changed = true
+	} else {
+		for i := range a.blocks {
+			if a.blocks[i] != old.blocks[i] {
+				changed = true
+				break
+			}
 		}
 	}
-	sort.Slice(sorted, func(i, j int) bool { return idLess(sorted[i].srv.ID, sorted[j].srv.ID) })
-	old := make(map[string]*entry, len(a.entries))
-	for _, e := range a.entries {
-		old[e.srv.ID] = e
+	return s.publish(name, &a, changed)
+}
+
+// publish makes a the account's state; changed: its series changed.
+func (s *Store) publish(name string, a *account, changed bool) Snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.accounts[name] = a
+	if changed {
+		s.gen++
+		s.body.Store(nil)
 	}
-	entries := make([]*entry, 0, len(sorted))
-	for i, it := range sorted {
-		if i > 0 && sorted[i-1].srv.ID == it.srv.ID {
+	return a.snap
+}
+
+// ordered returns servers ordered by id without duplicates (the first of
+// each id kept) and the detail read times parallel to it (nil when none
+// has one). servers itself is returned when it is in order already.
+func ordered(servers []providers.Server, at []time.Time) ([]providers.Server, []int64) {
+	inOrder := true
+	for i := 1; i < len(servers); i++ {
+		if !idLess(servers[i-1].ID, servers[i].ID) {
+			inOrder = false
+			break
+		}
+	}
+	unix := func(i int) int64 {
+		if at == nil || at[i].IsZero() {
+			return 0
+		}
+		return at[i].Unix()
+	}
+	var detail []int64
+	if inOrder {
+		for i := range servers {
+			if v := unix(i); v != 0 {
+				if detail == nil {
+					detail = make([]int64, len(servers))
+				}
+				detail[i] = v
+			}
+		}
+		return servers, detail
+	}
+	idx := make([]int32, len(servers))
+	for i := range idx {
+		idx[i] = int32(i)
+	}
+	sort.SliceStable(idx, func(i, j int) bool { return idLess(servers[idx[i]].ID, servers[idx[j]].ID) })
+	out := make([]providers.Server, 0, len(servers))
+	keep := idx[:0]
+	for _, i := range idx {
+		if len(out) > 0 && out[len(out)-1].ID == servers[i].ID {
 			continue // a duplicate id would emit duplicate series
 		}
-		// A server is rendered again only when its data or its detail
-		// read changed.
-		if e, ok := old[it.srv.ID]; ok && e.srv == it.srv && e.detailAt == it.detailAt {
-			entries = append(entries, e)
-			continue
+		out = append(out, servers[i])
+		keep = append(keep, i)
+	}
+	for j, i := range keep {
+		if v := unix(int(i)); v != 0 {
+			if detail == nil {
+				detail = make([]int64, len(out))
+			}
+			detail[j] = v
 		}
-		entries = append(entries, render(provider, name, it.srv, it.detailAt, s.names))
 	}
-	if !slices.Equal(entries, a.entries) {
-		s.gen++
-	}
-	a.entries = entries
-	a.snap.Servers = make([]providers.Server, len(entries))
-	for i, e := range entries {
-		a.snap.Servers[i] = e.srv
-	}
-	return copySnap(a.snap)
+	return out, detail
 }
 
 // Remove forgets an account (it left the configuration).
 func (s *Store) Remove(name string) {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.accounts[name]; ok {
 		delete(s.accounts, name)
 		s.gen++
+		s.body.Store(nil)
 	}
 }
 
-// Snapshot returns one account's snapshot.
+// Snapshot returns one account's snapshot (shared: not to be modified).
 func (s *Store) Snapshot(name string) (Snapshot, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -221,7 +295,7 @@ func (s *Store) Snapshot(name string) (Snapshot, bool) {
 	if !ok {
 		return Snapshot{}, false
 	}
-	return copySnap(a.snap), true
+	return a.snap, true
 }
 
 // Snapshots returns every account's snapshot, ordered by account name. The
@@ -244,102 +318,117 @@ func (s *Store) generation() uint64 {
 	return s.gen
 }
 
-func copySnap(s Snapshot) Snapshot {
-	s.Servers = append([]providers.Server(nil), s.Servers...)
-	return s
+// idLess is the order of ids in the store (providers.IDLess).
+func idLess(a, b string) bool { return providers.IDLess(a, b) }
+
+// body is what a scrape writes for one generation: the stored blocks'
+// family parts in exposition order, each family after its HELP and TYPE.
+// The text is views into the blocks (nothing is copied); the compressed
+// form is one buffer, the blocks' compressed parts moved into it (each
+// exists once, in the last body planned). It is never modified once
+// built.
+type body struct {
+	gen   uint64
+	plain [][]byte
+	// deflate is all of plain compressed: non-final deflate blocks
+	// ending in a sync flush, so that a scrape can append its dynamic
+	// part in new blocks.
+	deflate []byte
+	size    int    // bytes of plain in all
+	crc     uint32 // CRC-32 of all of plain
 }
 
-// idLess orders ids numerically when both are numbers, else as text.
-func idLess(a, b string) bool {
-	if len(a) != len(b) && isDigits(a) && isDigits(b) {
-		return len(a) < len(b)
-	}
-	return a < b
-}
-
-func isDigits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
-
-// current returns the assembled body, rebuilding it if the series changed
-// since it was built. Concurrent scrapes share one rebuild.
+// current returns the body of the current generation, planning it again
+// if the series changed since the last. Concurrent scrapes share one plan.
 func (s *Store) current() *body {
 	s.mu.RLock()
 	gen := s.gen
 	s.mu.RUnlock()
+	if b := s.body.Load(); b != nil && b.gen == gen {
+		return b
+	}
 	s.bodyMu.Lock()
 	defer s.bodyMu.Unlock()
-	if s.body != nil && s.body.gen == gen {
-		return s.body
-	}
-	// Assembly moves every entry's lines into the new body: exclusive.
-	s.mu.Lock()
+	s.mu.RLock()
 	gen = s.gen
-	plain := s.assembleLocked()
-	s.mu.Unlock()
-	var z bytes.Buffer
-	z.Grow(len(plain) / 4)
-	fw, _ := flate.NewWriter(&z, flate.BestSpeed)
-	_, _ = fw.Write(plain)
-	_ = fw.Flush() // sync flush: byte-aligned, not final
-	s.body = &body{gen: gen, plain: plain, deflate: bytes.Clone(z.Bytes()), crc: crc32.ChecksumIEEE(plain)}
-	return s.body
-}
-
-// assembleLocked writes each family's HELP/TYPE once, then that family's
-// stored lines of every server of every account, and points every entry at
-// its lines in the result (dropping its own copy, if it had one).
-func (s *Store) assembleLocked() []byte {
-	var prev []byte
-	if s.body != nil {
-		prev = s.body.plain
+	if b := s.body.Load(); b != nil && b.gen == gen {
+		s.mu.RUnlock()
+		return b
 	}
 	names := make([]string, 0, len(s.accounts))
-	size := 0
-	for n, a := range s.accounts {
+	for n := range s.accounts {
 		names = append(names, n)
-		for _, e := range a.entries {
-			size += e.size()
-		}
 	}
 	sort.Strings(names)
-	out := make([]byte, 0, size+numFamilies*160)
+	accts := make([]*account, len(names))
+	for i, n := range names {
+		accts[i] = s.accounts[n]
+	}
+	s.mu.RUnlock()
+	// The accounts read are never modified (their blocks' compressed
+	// parts are bodyMu's, held): planned without the lock. A plan that
+	// an update overtook meanwhile serves this scrape but is not kept
+	// (it would hold replaced blocks until the next scrape); the next
+	// scrape plans again.
+	b := plan(gen, accts, s.headers)
+	s.mu.RLock()
+	if s.gen == gen {
+		s.body.Store(b)
+	}
+	s.mu.RUnlock()
+	return b
+}
+
+// plan lays out the body of the given accounts (in order) and moves their
+// blocks' compressed parts into it. The caller holds bodyMu.
+func plan(gen uint64, accts []*account, headers *[numFamilies]piece) *body {
+	n, zsize := 0, 0
 	for f := 0; f < numFamilies; f++ {
-		header := false
-		for _, n := range names {
-			for _, e := range s.accounts[n].entries {
-				lines := e.lines(f, prev)
-				if len(lines) == 0 {
-					continue
-				}
-				if !header {
-					out = append(out, "# HELP "...)
-					out = append(out, s.names[f].name...)
-					out = append(out, ' ')
-					out = append(out, s.names[f].help...)
-					out = append(out, "\n# TYPE "...)
-					out = append(out, s.names[f].name...)
-					out = append(out, " gauge\n"...)
-					header = true
-				}
-				// Family f is not read again in this pass: repoint it now.
-				e.at[f] = uint32(len(out))
-				out = append(out, lines...)
+		zsize += len(headers[f].z)
+	}
+	for _, a := range accts {
+		n += len(a.blocks)
+		for _, bl := range a.blocks {
+			for f := 0; f < numFamilies; f++ {
+				zsize += bl.zlen[f]
 			}
 		}
 	}
-	for _, a := range s.accounts {
-		for _, e := range a.entries {
-			e.buf = nil
+	b := &body{gen: gen, plain: make([][]byte, 0, numFamilies*(n+1)), deflate: make([]byte, 0, zsize)}
+	// Where each block's parts land in b.deflate: moved there once all
+	// are copied (a part is read from where the block has it now).
+	at := make(map[*block]*[numFamilies]int, n)
+	for f := 0; f < numFamilies; f++ {
+		header := false
+		for _, a := range accts {
+			for _, bl := range a.blocks {
+				plain := bl.family(f)
+				if len(plain) == 0 {
+					continue
+				}
+				if !header {
+					h := &headers[f]
+					b.plain = append(b.plain, h.plain)
+					b.deflate = append(b.deflate, h.z...)
+					b.size += len(h.plain)
+					b.crc = crcCombine(b.crc, h.crc, h.shift)
+					header = true
+				}
+				pos := at[bl]
+				if pos == nil {
+					pos = new([numFamilies]int)
+					at[bl] = pos
+				}
+				pos[f] = len(b.deflate)
+				b.plain = append(b.plain, plain)
+				b.deflate = append(b.deflate, bl.zpart(f)...)
+				b.size += len(plain)
+				b.crc = crcCombine(b.crc, bl.crc[f], bl.shift[f])
+			}
 		}
 	}
-	return out
+	for bl, pos := range at {
+		bl.z, bl.zat = b.deflate, *pos
+	}
+	return b
 }

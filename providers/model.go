@@ -220,6 +220,44 @@ func UnsupportedAction(p Provider, a Action) error {
 // single spaces, so that "Powered-Off" and "powered_off" compare equal.
 func NormalizeText(s string) string {
 	s = strings.ToLower(strings.TrimSpace(s))
-	s = strings.NewReplacer("-", " ", "_", " ").Replace(s)
+	if strings.ContainsAny(s, "-_") {
+		// A loop, not a strings.Replacer: this runs for every server of
+		// every list, and a Replacer is built anew on each call.
+		b := []byte(s)
+		for i, c := range b {
+			if c == '-' || c == '_' {
+				b[i] = ' '
+			}
+		}
+		s = string(b)
+	}
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// IDLess is the order of server ids in the store's lists and on /metrics:
+// ids of digits only first, by value (shorter first, then as text, so
+// "9" < "10" and "07" < "10"), then every other id as text. It is a total
+// order whatever mix of ids a provider sends, which the store's merge,
+// its removal of duplicate ids and binary searches over its lists rely on.
+func IDLess(a, b string) bool {
+	da, db := isDigits(a), isDigits(b)
+	switch {
+	case da != db:
+		return da
+	case da && len(a) != len(b):
+		return len(a) < len(b)
+	}
+	return a < b
+}
+
+func isDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }

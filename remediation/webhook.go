@@ -538,7 +538,7 @@ func (e *Engine) rootOf(provider, account, id string) string {
 }
 
 // hasServer reports whether the servers (ordered by id as the store
-// orders them: numerically when both are numbers, else as text) hold id.
+// orders them, providers.IDLess) hold id.
 func hasServer(list []providers.Server, id string) bool {
 	_, ok := serverIndex(list, id)
 	return ok
@@ -546,26 +546,8 @@ func hasServer(list []providers.Server, id string) bool {
 
 // serverIndex finds id in servers ordered as the store orders them.
 func serverIndex(list []providers.Server, id string) (int, bool) {
-	less := func(a, b string) bool {
-		if len(a) != len(b) && isDigits(a) && isDigits(b) {
-			return len(a) < len(b)
-		}
-		return a < b
-	}
-	i := sort.Search(len(list), func(i int) bool { return !less(list[i].ID, id) })
+	i := sort.Search(len(list), func(i int) bool { return !providers.IDLess(list[i].ID, id) })
 	return i, i < len(list) && list[i].ID == id
-}
-
-func isDigits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 // alertName is the alert's name as kept in the audit record, bounded.

@@ -1,0 +1,32 @@
+package main
+
+import (
+	"runtime/debug"
+	"strings"
+
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+)
+
+// defaultGCPercent is the garbage collector's target when GOGC is not set:
+// a collection starts when the heap has grown by 25% over what the last
+// one kept, not Go's default 100%. Most of what the exporter keeps is the
+// stored /metrics text, which the collector never scans (it holds no
+// pointers): a collection costs what the rest costs, so collecting more
+// often is cheap, while Go's default would let the heap reach twice the
+// stored text. Measured at 100,000 servers (docs/benchmarks.md, Memory):
+// median resident memory 718 MiB at GOGC=100, 553 at 50, 470 at 25, for
+// about 17 s more CPU in 4 minutes at 25 than at 100. Prometheus, for its
+// part, runs with 75 unless GOGC is set.
+const defaultGCPercent = 25
+
+// setGCPercent applies defaultGCPercent unless the GOGC environment
+// variable (getenv) sets the target, and logs the target in force.
+func setGCPercent(logger log.Logger, getenv func(string) string) {
+	if v := strings.TrimSpace(getenv("GOGC")); v != "" {
+		level.Info(logger).Log("msg", "garbage collector target from the environment", "gogc", v)
+		return
+	}
+	debug.SetGCPercent(defaultGCPercent)
+	level.Info(logger).Log("msg", "garbage collector target set (GOGC unset)", "gogc", defaultGCPercent)
+}
