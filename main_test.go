@@ -114,7 +114,15 @@ func startCmd(t testing.TB, logs *syncBuffer, label, name string, args ...string
 func startCmdIn(t testing.TB, logs *syncBuffer, label, dir, name string, args ...string) *exec.Cmd {
 	t.Helper()
 	skipShort(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	return startCmdFor(t, 5*time.Minute, logs, label, dir, name, args...)
+}
+
+// startCmdFor runs a process in dir for at most limit, its output into
+// logs; at cleanup it is interrupted, killed after 10 s, reaped, and the
+// end of its output shown if the test failed.
+func startCmdFor(t testing.TB, limit time.Duration, logs *syncBuffer, label, dir, name string, args ...string) *exec.Cmd {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = logs, logs
@@ -135,7 +143,11 @@ func startCmdIn(t testing.TB, logs *syncBuffer, label, dir, name string, args ..
 		}
 		cancel()
 		if t.Failed() {
-			t.Logf("%s log:\n%s", label, logs.String())
+			out := logs.String()
+			if len(out) > 20000 {
+				out = "...\n" + out[len(out)-20000:]
+			}
+			t.Logf("%s log:\n%s", label, out)
 		}
 	})
 	return cmd

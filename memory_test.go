@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"compress/gzip"
-	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -29,58 +28,21 @@ const (
 )
 
 // simBinary returns the simulator program, built from ./cmd/vps_sim for
-// this test (VPS_SIM_BIN: a prebuilt one with the same flags). The test is
-// skipped when the tree has neither: the simulator must run as its own
-// process so that only the exporter's memory is measured.
+// this test (VPS_SIM_BIN: a prebuilt one with the same flags): the
+// simulator runs as its own process so that only the exporter's memory is
+// measured.
 func simBinary(t *testing.T) string {
 	t.Helper()
 	if p := os.Getenv("VPS_SIM_BIN"); p != "" {
 		return p
 	}
-	if _, err := os.Stat(filepath.Join("cmd", "vps_sim")); err != nil {
-		t.Skip("cmd/vps_sim is not in this tree: this test needs the simulator as its own process (or VPS_SIM_BIN)")
-	}
-	bin := filepath.Join(t.TempDir(), "vps_sim")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/vps_sim").CombinedOutput(); err != nil {
-		t.Fatalf("build ./cmd/vps_sim: %v\n%s", err, out)
-	}
-	return bin
+	return buildVPSSim(t)
 }
 
-// startBounded runs a process for at most limit, its output into logs; at
-// cleanup it is interrupted, killed after 10 s and reaped.
+// startBounded runs a process for at most limit (startCmdFor).
 func startBounded(t *testing.T, limit time.Duration, logs *syncBuffer, label, name string, args ...string) *exec.Cmd {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		cancel()
-		if t.Failed() {
-			out := logs.String()
-			if len(out) > 20000 {
-				out = "...\n" + out[len(out)-20000:]
-			}
-			t.Logf("%s log:\n%s", label, out)
-		}
-	})
-	return cmd
+	return startCmdFor(t, limit, logs, label, "", name, args...)
 }
 
 // scrapeStats is what one gzip scrape of /metrics showed.
