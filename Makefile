@@ -42,7 +42,7 @@ sim: build
 ## chromium; each test named as it runs) and each fuzz target briefly (10,000
 ## inputs each: a count, not a duration, because Go 1.26's fuzz coordinator
 ## can fail a duration run at its end with a bare "context deadline
-## exceeded", golang/go#75804). About 10 minutes on 2 cores.
+## exceeded", golang/go#75804). About 15 minutes on 2 cores.
 STAGES ?= $(CURDIR)/.build/stages.txt
 test:
 	@mkdir -p $(dir $(STAGES)) && : > $(STAGES)

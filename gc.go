@@ -2,6 +2,7 @@ package main
 
 import (
 	"runtime/debug"
+	"strconv"
 	"strings"
 
 	"github.com/go-kit/log"
@@ -24,6 +25,18 @@ const defaultGCPercent = 25
 // variable (getenv) sets the target, and logs the target in force.
 func setGCPercent(logger log.Logger, getenv func(string) string) {
 	if v := strings.TrimSpace(getenv("GOGC")); v != "" {
+		// What the runtime made of it: Go takes a value it cannot parse
+		// as its default, 100, without a word.
+		cur := debug.SetGCPercent(-1)
+		debug.SetGCPercent(cur)
+		inForce := "off"
+		if cur >= 0 {
+			inForce = strconv.Itoa(cur)
+		}
+		if inForce != v {
+			level.Warn(logger).Log("msg", "GOGC from the environment not understood by Go; its default target is in force", "gogc", v, "gogc_in_force", inForce)
+			return
+		}
 		level.Info(logger).Log("msg", "garbage collector target from the environment", "gogc", v)
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
 
 	"github.com/vps-exporter/vps_exporter/internal/syncbuf"
 )
@@ -17,16 +18,19 @@ func TestSetGCPercent(t *testing.T) {
 	defer debug.SetGCPercent(orig)
 	for _, tc := range []struct {
 		env     string
+		runtime int // what the runtime made of GOGC at start (-1: off)
 		want    int
 		wantLog string
 	}{
-		{"", defaultGCPercent, "gogc=" + strconv.Itoa(defaultGCPercent)},
-		{"150", 100, "gogc=150"}, // the runtime read GOGC itself; 100 is what this test set
-		{"off", 100, "gogc=off"},
+		{"", 100, defaultGCPercent, "gogc=" + strconv.Itoa(defaultGCPercent)},
+		{"150", 150, 150, `msg="garbage collector target from the environment" gogc=150`},
+		{"off", -1, -1, `msg="garbage collector target from the environment" gogc=off`},
+		// Go ignores a GOGC it cannot parse: the log says so.
+		{"50x", 100, 100, `level=warn msg="GOGC from the environment not understood by Go; its default target is in force" gogc=50x gogc_in_force=100`},
 	} {
-		debug.SetGCPercent(100)
+		debug.SetGCPercent(tc.runtime)
 		logs := &syncbuf.Buffer{}
-		setGCPercent(log.NewLogfmtLogger(logs), func(k string) string {
+		setGCPercent(level.NewFilter(log.NewLogfmtLogger(logs), level.AllowAll()), func(k string) string {
 			if k == "GOGC" {
 				return tc.env
 			}
