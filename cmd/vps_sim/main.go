@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -76,6 +77,13 @@ func parseFlags(args []string) (*flags, error) {
 		return nil, fmt.Errorf("--rate-limit must not be negative, got %v", f.rate)
 	case f.configOut == "":
 		return nil, fmt.Errorf("--config-out must name a file")
+	}
+	// Before any API starts: a directory that is not there is the
+	// user's typo, said in the user's terms.
+	if dir := filepath.Dir(f.configOut); dir != "" {
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("--config-out %q: directory %q does not exist", f.configOut, dir)
+		}
 	}
 	return f, nil
 }

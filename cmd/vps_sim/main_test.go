@@ -31,6 +31,7 @@ func TestParseFlags(t *testing.T) {
 		{"NaN rate", []string{"--config-out=x.yml", "--rate-limit=NaN"}, "--rate-limit must not be negative"},
 		{"bad seed", []string{"--config-out=x.yml", "--seed=-1"}, `parsing "-1"`},
 		{"unknown flag", []string{"--config-out=x.yml", "--server=3"}, "unknown long flag '--server'"},
+		{"no such directory", []string{"--config-out=nodir/sim.yml"}, `--config-out "nodir/sim.yml": directory "nodir" does not exist`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f, err := parseFlags(tc.args)
