@@ -555,3 +555,44 @@ func grep(text, substr string) string {
 	}
 	return b.String()
 }
+
+// A reload that replaces a down account's poller (new credentials, say):
+// the new poller's first failed refresh says the account is still down,
+// and its first success says it recovered (before: a failure was a new
+// "account down" line and the recovery was not logged at all).
+func TestReplacedPollerCarriesTheAccountsState(t *testing.T) {
+	f := &flakyAccount{name: "acct", ids: ids(5)}
+	logs := &syncbuf.Buffer{}
+	st := NewStore()
+	m := NewManager(st, log.NewLogfmtLogger(logs), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	acct := Account{Provider: listOnly{f}, Interval: 20 * time.Millisecond, Key: "k1", StaleAfter: time.Hour}
+	m.Apply(ctx, []Account{acct})
+	defer m.Stop()
+	waitUntil(t, "the first refresh", 5*time.Second, m.Ready)
+	f.set(errors.New("HTTP 401: token revoked"), nil)
+	waitUntil(t, "the account down", 5*time.Second, func() bool { sn, _ := st.Snapshot("acct"); return !sn.Up })
+
+	// A reload with another key: still failing, then working.
+	acct.Key = "k2"
+	m.Apply(ctx, []Account{acct})
+	waitUntil(t, "the new poller's failed refresh", 5*time.Second, func() bool {
+		return strings.Contains(logs.String(), "account still down")
+	})
+	f.set(nil, nil)
+	waitUntil(t, "the account up", 5*time.Second, func() bool { sn, _ := st.Snapshot("acct"); return sn.Up })
+	waitUntil(t, "the recovery logged", 5*time.Second, func() bool {
+		return strings.Contains(logs.String(), `msg="account recovered"`)
+	})
+	lines := linesAt(logs, "warn", "info", "error")
+	down := 0
+	for _, l := range lines {
+		if strings.Contains(l, `msg="account down`) {
+			down++
+		}
+	}
+	if down != 1 {
+		t.Errorf("%d 'account down' lines for one outage across a reload:\n%s", down, strings.Join(lines, "\n"))
+	}
+}

@@ -182,6 +182,17 @@ func (m *Manager) publishLocked() {
 
 func (m *Manager) run(ctx context.Context, a Account) {
 	pl := &pollState{acct: a, logger: log.With(m.logger, "provider", a.Provider.Type(), "account", a.Provider.Account())}
+	// A poller replacing one (a reload that changed the account) takes
+	// over what the log said last: down stays down until a refresh
+	// succeeds ("account recovered"), and a refresh that fails again is
+	// said once ("still down"), so the reload's effect is in the log.
+	if sn, ok := m.store.Snapshot(a.Provider.Account()); ok && sn.Refreshed && !sn.Up {
+		pl.down, pl.withdrawn = true, sn.Withdrawn
+		pl.downSince = sn.LastSuccess
+		if pl.downSince.IsZero() {
+			pl.downSince = sn.LastAttempt
+		}
+	}
 	if d, ok := a.Provider.(providers.Detailer); ok {
 		pl.details = newDetails(d, a.Interval, pl.logger)
 		pl.details.remindEvery = m.remindEvery
