@@ -1,7 +1,9 @@
 package main
 
 import (
+	"math"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 
@@ -27,19 +29,35 @@ func setGCPercent(logger log.Logger, getenv func(string) string) {
 	if v := strings.TrimSpace(getenv("GOGC")); v != "" {
 		// What the runtime made of it: Go takes a value it cannot parse
 		// as its default, 100, without a word.
-		cur := debug.SetGCPercent(-1)
-		debug.SetGCPercent(cur)
+		cur := gcPercentInForce()
 		inForce := "off"
 		if cur >= 0 {
-			inForce = strconv.Itoa(cur)
+			inForce = strconv.FormatInt(cur, 10)
 		}
-		if inForce != v {
+		n, err := strconv.ParseInt(v, 10, 32)
+		understood := v == "off" && cur < 0 || err == nil && (n < 0 && cur < 0 || n == cur)
+		if !understood {
 			level.Warn(logger).Log("msg", "GOGC from the environment not understood by Go; its default target is in force", "gogc", v, "gogc_in_force", inForce)
 			return
 		}
-		level.Info(logger).Log("msg", "garbage collector target from the environment", "gogc", v)
+		level.Info(logger).Log("msg", "garbage collector target from the environment", "gogc", v, "gogc_in_force", inForce)
 		return
 	}
 	debug.SetGCPercent(defaultGCPercent)
 	level.Info(logger).Log("msg", "garbage collector target set (GOGC unset)", "gogc", defaultGCPercent)
+}
+
+// gcPercentInForce is the garbage collector's target as the runtime has
+// it, -1 when off (read without changing it).
+func gcPercentInForce() int64 {
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 100
+	}
+	v := s[0].Value.Uint64()
+	if v > math.MaxInt32 {
+		return -1 // off: the runtime's -1 read as unsigned
+	}
+	return int64(v)
 }

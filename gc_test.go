@@ -23,8 +23,10 @@ func TestSetGCPercent(t *testing.T) {
 		wantLog string
 	}{
 		{"", 100, defaultGCPercent, "gogc=" + strconv.Itoa(defaultGCPercent)},
-		{"150", 150, 150, `msg="garbage collector target from the environment" gogc=150`},
-		{"off", -1, -1, `msg="garbage collector target from the environment" gogc=off`},
+		{"150", 150, 150, `msg="garbage collector target from the environment" gogc=150 gogc_in_force=150`},
+		{"off", -1, -1, `msg="garbage collector target from the environment" gogc=off gogc_in_force=off`},
+		{"0150", 150, 150, `msg="garbage collector target from the environment" gogc=0150 gogc_in_force=150`},
+		{"-5", -1, -1, `msg="garbage collector target from the environment" gogc=-5 gogc_in_force=off`},
 		// Go ignores a GOGC it cannot parse: the log says so.
 		{"50x", 100, 100, `level=warn msg="GOGC from the environment not understood by Go; its default target is in force" gogc=50x gogc_in_force=100`},
 	} {

@@ -103,7 +103,7 @@ func startRaw(t testing.TB, logs *syncBuffer, args ...string) *exec.Cmd {
 
 // startCmd runs a process for the test (at most 5 minutes), its output
 // into logs; at cleanup it is interrupted, killed after 10 s, reaped, and
-// its output shown if the test failed.
+// the last 20,000 bytes of its output shown if the test failed.
 func startCmd(t testing.TB, logs *syncBuffer, label, name string, args ...string) *exec.Cmd {
 	t.Helper()
 	return startCmdIn(t, logs, label, "", name, args...)
@@ -119,7 +119,7 @@ func startCmdIn(t testing.TB, logs *syncBuffer, label, dir, name string, args ..
 
 // startCmdFor runs a process in dir for at most limit, its output into
 // logs; at cleanup it is interrupted, killed after 10 s, reaped, and the
-// end of its output shown if the test failed.
+// last 20,000 bytes of its output shown if the test failed.
 func startCmdFor(t testing.TB, limit time.Duration, logs *syncBuffer, label, dir, name string, args ...string) *exec.Cmd {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), limit)

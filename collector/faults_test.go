@@ -557,9 +557,11 @@ func grep(text, substr string) string {
 }
 
 // A reload that replaces a down account's poller (new credentials, say):
-// the new poller's first failed refresh says the account is still down,
-// and its first success says it recovered (before: a failure was a new
-// "account down" line and the recovery was not logged at all).
+// the new poller's first failed refresh says once that the account is
+// still down, and its first success that it recovered, down_for counted
+// from the first failure (before: a failure was a new "account down" line
+// and the recovery was not logged at all). An account of the same name
+// that is now of another provider is a new account: nothing carried.
 func TestReplacedPollerCarriesTheAccountsState(t *testing.T) {
 	f := &flakyAccount{name: "acct", ids: ids(5)}
 	logs := &syncbuf.Buffer{}
@@ -572,7 +574,9 @@ func TestReplacedPollerCarriesTheAccountsState(t *testing.T) {
 	defer m.Stop()
 	waitUntil(t, "the first refresh", 5*time.Second, m.Ready)
 	f.set(errors.New("HTTP 401: token revoked"), nil)
+	downAt := time.Now()
 	waitUntil(t, "the account down", 5*time.Second, func() bool { sn, _ := st.Snapshot("acct"); return !sn.Up })
+	time.Sleep(time.Second)
 
 	// A reload with another key: still failing, then working.
 	acct.Key = "k2"
@@ -580,19 +584,50 @@ func TestReplacedPollerCarriesTheAccountsState(t *testing.T) {
 	waitUntil(t, "the new poller's failed refresh", 5*time.Second, func() bool {
 		return strings.Contains(logs.String(), "account still down")
 	})
+	time.Sleep(200 * time.Millisecond) // ten more failed refreshes
 	f.set(nil, nil)
-	waitUntil(t, "the account up", 5*time.Second, func() bool { sn, _ := st.Snapshot("acct"); return sn.Up })
 	waitUntil(t, "the recovery logged", 5*time.Second, func() bool {
 		return strings.Contains(logs.String(), `msg="account recovered"`)
 	})
-	lines := linesAt(logs, "warn", "info", "error")
-	down := 0
-	for _, l := range lines {
-		if strings.Contains(l, `msg="account down`) {
-			down++
+	outage := time.Since(downAt)
+	count := func(msg string) (n int, last string) {
+		for _, l := range linesAt(logs, "warn", "info", "error") {
+			if strings.Contains(l, msg) {
+				n, last = n+1, l
+			}
 		}
+		return n, last
 	}
-	if down != 1 {
-		t.Errorf("%d 'account down' lines for one outage across a reload:\n%s", down, strings.Join(lines, "\n"))
+	if n, _ := count(`msg="account down`); n != 1 {
+		t.Errorf("%d 'account down' lines for one outage across a reload:\n%s", n, logs.String())
+	}
+	if n, _ := count("account still down"); n != 1 {
+		t.Errorf("%d 'still down' lines after the reload, want 1:\n%s", n, logs.String())
+	}
+	_, rec := count(`msg="account recovered"`)
+	i := strings.Index(rec, "down_for=")
+	if i < 0 {
+		t.Fatalf("recovery line without down_for: %s", rec)
+	}
+	d, err := time.ParseDuration(strings.Fields(rec[i+len("down_for="):])[0])
+	if err != nil || d < time.Second || d > outage+time.Second {
+		t.Errorf("down_for %v (%v), want the outage since the first failure, about %v", d, err, outage.Round(time.Second))
+	}
+
+	// Down again, then the same name as another provider: a new account.
+	f.set(errors.New("HTTP 401: token revoked"), nil)
+	waitUntil(t, "the account down again", 5*time.Second, func() bool { sn, _ := st.Snapshot("acct"); return !sn.Up })
+	m.Apply(ctx, []Account{{Provider: otherType{listOnly{f}}, Interval: 20 * time.Millisecond, Key: "k3", StaleAfter: time.Hour}})
+	waitUntil(t, "the new provider's first refresh logged", 5*time.Second, func() bool {
+		n, _ := count(`msg="account down`)
+		return n == 3
+	})
+	if n, _ := count("account still down"); n != 1 {
+		t.Errorf("the account of another provider was taken as still down:\n%s", logs.String())
 	}
 }
+
+// otherType is a provider of another type with the same account name.
+type otherType struct{ providers.Provider }
+
+func (otherType) Type() string { return "e2e" }

@@ -57,6 +57,9 @@ type Manager struct {
 	applyMu sync.Mutex
 	mu      sync.Mutex
 	pollers map[string]*poller
+	// outages: what stopped pollers of down accounts left for their
+	// replacements (takeOutage), by account name.
+	outages map[string]outage
 	wg      sync.WaitGroup
 	// clients is the running accounts' clients, replaced whole by Apply:
 	// Provider reads it without a lock.
@@ -71,7 +74,7 @@ type poller struct {
 
 // NewManager returns a Manager writing to store. onRefresh may be nil.
 func NewManager(store *Store, logger log.Logger, onRefresh RefreshFunc) *Manager {
-	return &Manager{store: store, logger: logger, onRefresh: onRefresh, remindEvery: 10 * time.Minute, pollers: map[string]*poller{}}
+	return &Manager{store: store, logger: logger, onRefresh: onRefresh, remindEvery: 10 * time.Minute, pollers: map[string]*poller{}, outages: map[string]outage{}}
 }
 
 // stopWait bounds how long Apply waits for a replaced poller to finish
@@ -109,6 +112,9 @@ func (m *Manager) Apply(ctx context.Context, accounts []Account) {
 		}
 		if _, ok := want[p.acct.Provider.Account()]; !ok {
 			m.store.Remove(p.acct.Provider.Account())
+			m.mu.Lock()
+			delete(m.outages, p.acct.Provider.Account())
+			m.mu.Unlock()
 		}
 	}
 	m.mu.Lock()
@@ -182,17 +188,15 @@ func (m *Manager) publishLocked() {
 
 func (m *Manager) run(ctx context.Context, a Account) {
 	pl := &pollState{acct: a, logger: log.With(m.logger, "provider", a.Provider.Type(), "account", a.Provider.Account())}
-	// A poller replacing one (a reload that changed the account) takes
-	// over what the log said last: down stays down until a refresh
-	// succeeds ("account recovered"), and a refresh that fails again is
-	// said once ("still down"), so the reload's effect is in the log.
-	if sn, ok := m.store.Snapshot(a.Provider.Account()); ok && sn.Refreshed && !sn.Up {
-		pl.down, pl.withdrawn = true, sn.Withdrawn
-		pl.downSince = sn.LastSuccess
-		if pl.downSince.IsZero() {
-			pl.downSince = sn.LastAttempt
-		}
+	// A poller replacing one of the same provider and name (a reload that
+	// changed the account) takes over its outage: down stays down until a
+	// refresh succeeds ("account recovered", down_for from the first
+	// failure), and a refresh that fails again is said once ("still
+	// down"), so the reload's effect is in the log.
+	if c, ok := m.takeOutage(a); ok {
+		pl.down, pl.downSince, pl.withdrawn = true, c.downSince, c.withdrawn
 	}
+	defer m.leaveOutage(a, pl)
 	if d, ok := a.Provider.(providers.Detailer); ok {
 		pl.details = newDetails(d, a.Interval, pl.logger)
 		pl.details.remindEvery = m.remindEvery
@@ -239,6 +243,34 @@ func (m *Manager) run(ctx context.Context, a Account) {
 }
 
 // pollState is what one account's poller keeps between refreshes.
+// outage is what a stopped poller of a down account leaves for the
+// poller that replaces it.
+type outage struct {
+	provider  string
+	downSince time.Time
+	withdrawn bool
+}
+
+// takeOutage returns (and forgets) the outage left by the poller a
+// replaced, when it was of the same provider.
+func (m *Manager) takeOutage(a Account) (outage, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	name := a.Provider.Account()
+	c, ok := m.outages[name]
+	delete(m.outages, name)
+	return c, ok && c.provider == a.Provider.Type()
+}
+
+// leaveOutage records, as the poller stops, whether its account is down.
+func (m *Manager) leaveOutage(a Account, pl *pollState) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if pl.down {
+		m.outages[a.Provider.Account()] = outage{provider: a.Provider.Type(), downSince: pl.downSince, withdrawn: pl.withdrawn}
+	}
+}
+
 type pollState struct {
 	acct    Account
 	logger  log.Logger

@@ -10,8 +10,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -80,10 +82,14 @@ func parseFlags(args []string) (*flags, error) {
 	}
 	// Before any API starts: a directory that is not there is the
 	// user's typo, said in the user's terms.
-	if dir := filepath.Dir(f.configOut); dir != "" {
-		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-			return nil, fmt.Errorf("--config-out %q: directory %q does not exist", f.configOut, dir)
-		}
+	dir := filepath.Dir(f.configOut)
+	switch fi, err := os.Stat(dir); {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("--config-out %q: directory %q does not exist", f.configOut, dir)
+	case err != nil:
+		return nil, fmt.Errorf("--config-out %q: %w", f.configOut, err)
+	case !fi.IsDir():
+		return nil, fmt.Errorf("--config-out %q: %q is not a directory", f.configOut, dir)
 	}
 	return f, nil
 }

@@ -32,6 +32,7 @@ func TestParseFlags(t *testing.T) {
 		{"bad seed", []string{"--config-out=x.yml", "--seed=-1"}, `parsing "-1"`},
 		{"unknown flag", []string{"--config-out=x.yml", "--server=3"}, "unknown long flag '--server'"},
 		{"no such directory", []string{"--config-out=nodir/sim.yml"}, `--config-out "nodir/sim.yml": directory "nodir" does not exist`},
+		{"a file as directory", []string{"--config-out=main.go/sim.yml"}, `--config-out "main.go/sim.yml": "main.go" is not a directory`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f, err := parseFlags(tc.args)
