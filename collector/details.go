@@ -223,7 +223,7 @@ func cmpID(a, b string) int {
 	switch {
 	case a == b:
 		return 0
-	case idLess(a, b):
+	case providers.IDLess(a, b):
 		return -1
 	}
 	return 1
@@ -320,7 +320,7 @@ func (d *details) next(now time.Time) (string, time.Duration) {
 			if c := d.servers[a].tried.Compare(d.servers[b].tried); c != 0 {
 				return c
 			}
-			if idLess(a, b) {
+			if providers.IDLess(a, b) {
 				return -1
 			}
 			return 1

@@ -57,9 +57,6 @@ type Manager struct {
 	applyMu sync.Mutex
 	mu      sync.Mutex
 	pollers map[string]*poller
-	// outages: what stopped pollers of down accounts left for their
-	// replacements (takeOutage), by account name.
-	outages map[string]outage
 	wg      sync.WaitGroup
 	// clients is the running accounts' clients, replaced whole by Apply:
 	// Provider reads it without a lock.
@@ -70,11 +67,14 @@ type poller struct {
 	acct   Account
 	cancel context.CancelFunc
 	done   chan struct{}
+	// left is the outage the poller was in when it stopped (nil: up);
+	// read only once done is closed.
+	left *outage
 }
 
 // NewManager returns a Manager writing to store. onRefresh may be nil.
 func NewManager(store *Store, logger log.Logger, onRefresh RefreshFunc) *Manager {
-	return &Manager{store: store, logger: logger, onRefresh: onRefresh, remindEvery: 10 * time.Minute, pollers: map[string]*poller{}, outages: map[string]outage{}}
+	return &Manager{store: store, logger: logger, onRefresh: onRefresh, remindEvery: 10 * time.Minute, pollers: map[string]*poller{}}
 }
 
 // stopWait bounds how long Apply waits for a replaced poller to finish
@@ -104,17 +104,19 @@ func (m *Manager) Apply(ctx context.Context, accounts []Account) {
 	}
 	m.publishLocked()
 	m.mu.Unlock()
+	// A replacement of the same provider takes over the outage its
+	// predecessor was in (only from one that stopped in time).
+	left := map[string]*outage{}
 	for _, p := range stopped {
+		name := p.acct.Provider.Account()
 		select {
 		case <-p.done:
+			left[name] = p.left
 		case <-time.After(stopWait):
-			level.Warn(m.logger).Log("msg", "a replaced poller did not stop in time; going on without it", "account", p.acct.Provider.Account())
+			level.Warn(m.logger).Log("msg", "a replaced poller did not stop in time; going on without it", "account", name)
 		}
-		if _, ok := want[p.acct.Provider.Account()]; !ok {
-			m.store.Remove(p.acct.Provider.Account())
-			m.mu.Lock()
-			delete(m.outages, p.acct.Provider.Account())
-			m.mu.Unlock()
+		if _, ok := want[name]; !ok {
+			m.store.Remove(name)
 		}
 	}
 	m.mu.Lock()
@@ -123,11 +125,15 @@ func (m *Manager) Apply(ctx context.Context, accounts []Account) {
 		pctx, cancel := context.WithCancel(ctx)
 		p := &poller{acct: a, cancel: cancel, done: make(chan struct{})}
 		m.pollers[name] = p
+		carried := left[name]
+		if carried != nil && carried.provider != a.Provider.Type() {
+			carried = nil // another provider under the same name: a new account
+		}
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
 			defer close(p.done)
-			m.run(pctx, a)
+			p.left = m.run(pctx, a, carried)
 		}()
 	}
 	m.publishLocked()
@@ -186,17 +192,22 @@ func (m *Manager) publishLocked() {
 	m.clients.Store(&cs)
 }
 
-func (m *Manager) run(ctx context.Context, a Account) {
+// run polls one account until ctx ends and returns the outage it is then
+// in (nil: up). A poller replacing one of the same provider and name (a
+// reload that changed the account) takes over its outage (carried): down
+// stays down until a refresh succeeds ("account recovered", down_for from
+// the first failure), and a refresh that fails again is said once ("still
+// down"), so the reload's effect is in the log.
+func (m *Manager) run(ctx context.Context, a Account, carried *outage) (left *outage) {
 	pl := &pollState{acct: a, logger: log.With(m.logger, "provider", a.Provider.Type(), "account", a.Provider.Account())}
-	// A poller replacing one of the same provider and name (a reload that
-	// changed the account) takes over its outage: down stays down until a
-	// refresh succeeds ("account recovered", down_for from the first
-	// failure), and a refresh that fails again is said once ("still
-	// down"), so the reload's effect is in the log.
-	if c, ok := m.takeOutage(a); ok {
-		pl.down, pl.downSince, pl.withdrawn = true, c.downSince, c.withdrawn
+	if carried != nil {
+		pl.down, pl.downSince, pl.withdrawn = true, carried.downSince, carried.withdrawn
 	}
-	defer m.leaveOutage(a, pl)
+	defer func() {
+		if pl.down {
+			left = &outage{provider: a.Provider.Type(), downSince: pl.downSince, withdrawn: pl.withdrawn}
+		}
+	}()
 	if d, ok := a.Provider.(providers.Detailer); ok {
 		pl.details = newDetails(d, a.Interval, pl.logger)
 		pl.details.remindEvery = m.remindEvery
@@ -242,7 +253,6 @@ func (m *Manager) run(ctx context.Context, a Account) {
 	}
 }
 
-// pollState is what one account's poller keeps between refreshes.
 // outage is what a stopped poller of a down account leaves for the
 // poller that replaces it.
 type outage struct {
@@ -251,26 +261,7 @@ type outage struct {
 	withdrawn bool
 }
 
-// takeOutage returns (and forgets) the outage left by the poller a
-// replaced, when it was of the same provider.
-func (m *Manager) takeOutage(a Account) (outage, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	name := a.Provider.Account()
-	c, ok := m.outages[name]
-	delete(m.outages, name)
-	return c, ok && c.provider == a.Provider.Type()
-}
-
-// leaveOutage records, as the poller stops, whether its account is down.
-func (m *Manager) leaveOutage(a Account, pl *pollState) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if pl.down {
-		m.outages[a.Provider.Account()] = outage{provider: a.Provider.Type(), downSince: pl.downSince, withdrawn: pl.withdrawn}
-	}
-}
-
+// pollState is what one account's poller keeps between refreshes.
 type pollState struct {
 	acct    Account
 	logger  log.Logger
@@ -333,6 +324,9 @@ func (m *Manager) logRefresh(pl *pollState, snap Snapshot, err error, now time.T
 		msg := "account down: refresh failed; its last servers are kept as stale until stale_after"
 		if len(snap.Servers) == 0 {
 			msg = "account down: refresh failed; it has no servers yet"
+			if !snap.LastSuccess.IsZero() {
+				msg = "account down: refresh failed; its last list had no servers"
+			}
 		}
 		if errors.Is(err, providers.ErrUnauthorized) {
 			msg = "account down: refresh failed, credentials refused; no detail reads until a list succeeds"

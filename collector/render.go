@@ -198,7 +198,7 @@ func (bd *builder) build(provider, account string, old *account, servers []provi
 	for i := range servers {
 		same[i] = -1
 		id := servers[i].ID
-		for j < len(oldS) && idLess(oldS[j].ID, id) {
+		for j < len(oldS) && providers.IDLess(oldS[j].ID, id) {
 			j++
 		}
 		if j < len(oldS) && oldS[j].ID == id && oldS[j] == servers[i] && at(oldD, j) == at(detail, i) {

@@ -5,6 +5,7 @@
 package collector
 
 import (
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -195,16 +196,7 @@ func (s *Store) Apply(r Refresh) Snapshot {
 
 	a.snap.Servers, a.detail = ordered(r.Servers, r.DetailAt)
 	a.blocks, a.start = s.bld.build(provider, name, old, a.snap.Servers, a.detail, s.rendered)
-	if old == nil || len(a.blocks) != len(old.blocks) {
-		changed = true
-	} else {
-		for i := range a.blocks {
-			if a.blocks[i] != old.blocks[i] {
-				changed = true
-				break
-			}
-		}
-	}
+	changed = changed || old == nil || !slices.Equal(a.blocks, old.blocks)
 	return s.publish(name, &a, changed)
 }
 
@@ -226,49 +218,41 @@ func (s *Store) publish(name string, a *account, changed bool) Snapshot {
 func ordered(servers []providers.Server, at []time.Time) ([]providers.Server, []int64) {
 	inOrder := true
 	for i := 1; i < len(servers); i++ {
-		if !idLess(servers[i-1].ID, servers[i].ID) {
+		if !providers.IDLess(servers[i-1].ID, servers[i].ID) {
 			inOrder = false
 			break
 		}
 	}
-	unix := func(i int) int64 {
-		if at == nil || at[i].IsZero() {
-			return 0
+	out, keep := servers, []int32(nil) // out[j] is servers[keep[j]]; keep nil: servers[j]
+	if !inOrder {
+		idx := make([]int32, len(servers))
+		for i := range idx {
+			idx[i] = int32(i)
 		}
-		return at[i].Unix()
+		sort.SliceStable(idx, func(i, j int) bool { return providers.IDLess(servers[idx[i]].ID, servers[idx[j]].ID) })
+		out, keep = make([]providers.Server, 0, len(servers)), idx[:0]
+		for _, i := range idx {
+			if len(out) > 0 && out[len(out)-1].ID == servers[i].ID {
+				continue // a duplicate id would emit duplicate series
+			}
+			out = append(out, servers[i])
+			keep = append(keep, i)
+		}
+	}
+	if at == nil {
+		return out, nil
 	}
 	var detail []int64
-	if inOrder {
-		for i := range servers {
-			if v := unix(i); v != 0 {
-				if detail == nil {
-					detail = make([]int64, len(servers))
-				}
-				detail[i] = v
-			}
+	for j := range out {
+		i := j
+		if keep != nil {
+			i = int(keep[j])
 		}
-		return servers, detail
-	}
-	idx := make([]int32, len(servers))
-	for i := range idx {
-		idx[i] = int32(i)
-	}
-	sort.SliceStable(idx, func(i, j int) bool { return idLess(servers[idx[i]].ID, servers[idx[j]].ID) })
-	out := make([]providers.Server, 0, len(servers))
-	keep := idx[:0]
-	for _, i := range idx {
-		if len(out) > 0 && out[len(out)-1].ID == servers[i].ID {
-			continue // a duplicate id would emit duplicate series
-		}
-		out = append(out, servers[i])
-		keep = append(keep, i)
-	}
-	for j, i := range keep {
-		if v := unix(int(i)); v != 0 {
+		if !at[i].IsZero() {
 			if detail == nil {
 				detail = make([]int64, len(out))
 			}
-			detail[j] = v
+			detail[j] = at[i].Unix()
 		}
 	}
 	return out, detail
@@ -317,9 +301,6 @@ func (s *Store) generation() uint64 {
 	defer s.mu.RUnlock()
 	return s.gen
 }
-
-// idLess is the order of ids in the store (providers.IDLess).
-func idLess(a, b string) bool { return providers.IDLess(a, b) }
 
 // body is what a scrape writes for one generation: the stored blocks'
 // family parts in exposition order, each family after its HELP and TYPE.

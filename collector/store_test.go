@@ -182,7 +182,7 @@ func idsOf(list []providers.Server) string {
 
 func sortServers(list []providers.Server) {
 	for i := 1; i < len(list); i++ { // insertion sort: the test's own, not the store's
-		for j := i; j > 0 && idLess(list[j].ID, list[j-1].ID); j-- {
+		for j := i; j > 0 && providers.IDLess(list[j].ID, list[j-1].ID); j-- {
 			list[j], list[j-1] = list[j-1], list[j]
 		}
 	}
