@@ -442,9 +442,11 @@ func (d *daemon) apply(c *config.Config, first bool) error {
 	}
 	d.lastAccountOf = now
 	// The web config's basic auth guards the remediation controls too
-	// (a reset needs some credential).
-	basic, _ := webBasicAuth(*d.flags.webFlagConfig.WebConfigFile)
-	d.engine.SetWebBasicAuth(basic)
+	// (a reset needs some credential). Read at each control request, as
+	// exporter-toolkit reads it at each request: a file that no longer
+	// asks for basic auth (or cannot be read) guards nothing.
+	webConfig := *d.flags.webFlagConfig.WebConfigFile
+	d.engine.SetWebBasicAuth(func() bool { basic, err := webBasicAuth(webConfig); return err == nil && basic })
 	// A remediation state file that cannot be opened turns remediation
 	// off (and says so). At start it is a failed start, unless another
 	// process holds its lock: then this one takes over when it exits.

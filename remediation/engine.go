@@ -208,9 +208,10 @@ type Engine struct {
 	// health is each account's latest list refresh, as OnRefresh saw it:
 	// the final check reads it without copying the account's servers.
 	health map[string]accountHealth
-	// webBasicAuth: the web configuration asks for basic auth, so every
-	// request that reaches the controls was authenticated.
-	webBasicAuth bool
+	// webBasicAuth tells whether the web configuration asks for basic
+	// auth now, so that every request reaching the controls was
+	// authenticated (nil: it never does).
+	webBasicAuth func() bool
 	// background holds the suppressions of rule requests decided away
 	// from a refresh (the re-read, the final check, the call, shutdown)
 	// until their rule's next summary line: provider \x00 account \x00

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1268,9 +1269,17 @@ func TestResetNeedsACredential(t *testing.T) {
 	if code := send("/api/v1/remediation/resume", ""); code != 200 {
 		t.Errorf("resume with no credential configured: %d", code)
 	}
-	h.engine.SetWebBasicAuth(true)
+	var basic atomic.Bool
+	basic.Store(true)
+	h.engine.SetWebBasicAuth(basic.Load)
 	if code := send("/api/v1/remediation/reset", reset); code != 200 {
 		t.Errorf("reset behind the web configuration's basic auth: %d, want 200", code)
+	}
+	// The web configuration edited to drop basic auth (the web server
+	// reads it at each request, no reload): asked again, refused.
+	basic.Store(false)
+	if code := send("/api/v1/remediation/reset", reset); code != 403 {
+		t.Errorf("reset after basic auth left the web configuration: %d, want 403", code)
 	}
 }
 

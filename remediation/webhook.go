@@ -293,18 +293,21 @@ func (e *Engine) authorized(r *http.Request) bool {
 // basic auth.
 func (e *Engine) credentialSet() bool {
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.cfg.Webhook.BearerToken != "" || e.webBasicAuth
+	token, basic := e.cfg.Webhook.BearerToken != "", e.webBasicAuth
+	e.mu.Unlock()
+	// Asked at each request, outside the lock (it may read a file): the
+	// web server reads its configuration at each request too.
+	return token || basic != nil && basic()
 }
 
-// SetWebBasicAuth tells the engine whether the web configuration
-// (--web.config.file) asks for basic auth: then every request that
-// reaches the controls was authenticated, and a reset is allowed without
-// the remediation bearer token.
-func (e *Engine) SetWebBasicAuth(on bool) {
+// SetWebBasicAuth gives the engine what tells whether the web
+// configuration (--web.config.file) asks for basic auth now: then every
+// request that reaches the controls was authenticated, and a reset is
+// allowed without the remediation bearer token. nil: never.
+func (e *Engine) SetWebBasicAuth(basic func() bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.webBasicAuth = on
+	e.webBasicAuth = basic
 }
 
 // unauthorized answers 401 with the scheme the endpoint wants.
