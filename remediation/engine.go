@@ -474,7 +474,7 @@ func backgroundKey(provider, account, rule string) string {
 // takeBackground takes an account's background suppressions, by rule.
 func (e *Engine) takeBackground(provider, account string) map[string]*tally {
 	out := map[string]*tally{}
-	prefix := provider + "\x00" + account + "\x00"
+	prefix := backgroundKey(provider, account, "")
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for k, t := range e.background {

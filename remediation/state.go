@@ -512,20 +512,6 @@ func (s *State) Recover(countKey func(Record) string, each ...func(*bolt.Tx, Rec
 	return out, err
 }
 
-// LastAction returns when the server was last acted on.
-func (s *State) LastAction(provider, account, id string) (time.Time, bool, error) {
-	var t time.Time
-	var ok bool
-	err := s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketCooldown).Get([]byte(serverKey(provider, account, id)))
-		if len(v) == 8 {
-			t, ok = time.Unix(0, int64(binary.BigEndian.Uint64(v))), true
-		}
-		return nil
-	})
-	return t, ok, err
-}
-
 // Since returns the audit records at or after t, newest first, at most max.
 func (s *State) Since(t time.Time, max int) ([]Record, error) {
 	return s.Matching(context.Background(), t, nil, max)
@@ -573,26 +559,6 @@ func (s *State) Seen(key string) (bool, error) {
 func (s *State) MarkSeen(key string, at time.Time, root string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketSeen).Put([]byte(key), append(u64(uint64(at.UnixNano())), root...))
-	})
-}
-
-// PruneSeen forgets alert occurrences recorded before t.
-func (s *State) PruneSeen(t time.Time) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketSeen)
-		var old [][]byte
-		_ = b.ForEach(func(k, v []byte) error {
-			if len(v) >= 8 && int64(binary.BigEndian.Uint64(v[:8])) < t.UnixNano() {
-				old = append(old, append([]byte(nil), k...))
-			}
-			return nil
-		})
-		for _, k := range old {
-			if err := b.Delete(k); err != nil {
-				return err
-			}
-		}
-		return nil
 	})
 }
 

@@ -46,9 +46,8 @@ type amAlert struct {
 
 // job is one firing alert waiting for the gate.
 type job struct {
-	req Request
-	key string // fingerprint + startsAt: one occurrence of one alert
-	occ *occurrence
+	req Request // req.occ: the webhook's note of this occurrence
+	key string  // fingerprint + startsAt: one occurrence of one alert
 }
 
 // occurrence is the webhook's note of one queued or handled firing
@@ -173,7 +172,7 @@ func (w *Webhook) Pending() int { return len(w.queue) }
 func (w *Webhook) process(ctx context.Context, j job) {
 	e := w.engine
 	defer w.forget(j)
-	if !j.occ.resolvedAt().IsZero() {
+	if !j.req.occ.resolvedAt().IsZero() {
 		// Alertmanager resolved it while it was queued: nothing to do.
 		e.suppressed(j.req, Decision{Reason: ReasonConditionCleared, Detail: "Alertmanager resolved the alert before it was handled"})
 		return
@@ -222,7 +221,7 @@ func (w *Webhook) noteJobs(jobs []job) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, j := range jobs {
-		w.occs[j.key] = append(w.occs[j.key], j.occ)
+		w.occs[j.key] = append(w.occs[j.key], j.req.occ)
 	}
 }
 
@@ -230,7 +229,7 @@ func (w *Webhook) noteJobs(jobs []job) {
 func (w *Webhook) forget(j job) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	os := slices.DeleteFunc(w.occs[j.key], func(o *occurrence) bool { return o == j.occ })
+	os := slices.DeleteFunc(w.occs[j.key], func(o *occurrence) bool { return o == j.req.occ })
 	if len(os) == 0 {
 		delete(w.occs, j.key)
 	} else {
@@ -504,14 +503,12 @@ func (w *Webhook) admitAlerts(alerts []amAlert, now time.Time, firing bool) ([]j
 			e.m.webhookAlerts.WithLabelValues("unknown_server").Inc()
 			continue
 		}
-		occ := &occurrence{}
 		jobs = append(jobs, job{
 			// The alertname goes to the audit record and the episode;
 			// the action counts under RuleAlertmanager.
 			req: Request{Provider: prov, Account: acct, ID: id, Action: providers.Action(action), Source: "alert", Rule: alertName(a),
-				alert: alertFingerprint(a), alertStart: a.StartsAt, occ: occ},
+				alert: alertFingerprint(a), alertStart: a.StartsAt, occ: &occurrence{}},
 			key: alertKey(a),
-			occ: occ,
 		})
 	}
 	if invalid > 0 {
