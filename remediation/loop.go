@@ -465,16 +465,9 @@ func (e *Engine) loopRefresh(snap *collector.Snapshot, roots map[string]bool) []
 		if ep.EscalateSince.IsZero() {
 			ep.EscalateSince = now // a record from an older version
 		}
-		// The ladder as configured now: a reload may have shortened or
-		// changed it since the verdict.
-		if next := e.nextStepLocked(ep); next != ep.Escalate {
-			if next == "" {
-				e.exhaustLocked(t, fmt.Sprintf("the ladder, as reloaded, has no step after %d", ep.position()))
-			} else {
-				ep.Escalate = next
-			}
+		if changed, due := e.followLadderLocked(t); changed {
 			ws = append(ws, e.captureLocked(t, nil))
-			if next == "" {
+			if !due {
 				continue
 			}
 		}
@@ -496,6 +489,24 @@ func (e *Engine) loopRefresh(snap *collector.Snapshot, roots map[string]bool) []
 	e.mu.Unlock()
 	e.store(ws...)
 	return due
+}
+
+// followLadderLocked points the episode's due step at the ladder as
+// configured now (a reload may have shortened or changed it since the
+// verdict): exhausted when it has no step left. changed: the episode
+// changed (to be written); due: a step is still due.
+func (e *Engine) followLadderLocked(t *track) (changed, due bool) {
+	ep := t.Episode
+	next := e.nextStepLocked(ep)
+	if next == ep.Escalate {
+		return false, true
+	}
+	if next == "" {
+		e.exhaustLocked(t, fmt.Sprintf("the ladder, as reloaded, has no step after %d", ep.position()))
+		return true, false
+	}
+	ep.Escalate = next
+	return true, true
 }
 
 // endWithoutStepLocked ends an episode whose next step is due but no
@@ -747,12 +758,7 @@ func (e *Engine) escalationRefused(req Request, d Decision) {
 		w = ww
 		return
 	}
-	if next := e.nextStepLocked(ep); next != ep.Escalate {
-		if next == "" {
-			e.exhaustLocked(t, fmt.Sprintf("the ladder, as reloaded, has no step after %d", ep.position()))
-		} else {
-			ep.Escalate = next
-		}
+	if changed, _ := e.followLadderLocked(t); changed {
 		w = e.captureLocked(t, nil)
 		return
 	}
