@@ -203,15 +203,13 @@ func (g *gate) checkFresh() *Decision {
 }
 
 func (g *gate) fresh() *Decision {
-	snap := g.snap
-	switch {
-	case snap == nil || !snap.Refreshed:
+	if g.snap == nil {
 		return supp(ReasonStaleData, "account not refreshed yet")
-	case !snap.Up:
-		return supp(ReasonStaleData, "the account's last refresh failed: %s", snap.Err)
-	case g.now.Sub(snap.LastSuccess) > g.staleness || snap.LastSuccess.After(g.now.Add(time.Minute)):
-		return supp(ReasonStaleData, "the account's data is from %s", snap.LastSuccess.UTC().Format(time.RFC3339))
-	case !g.found:
+	}
+	if d := staleHealth(healthOf(*g.snap), g.now, g.staleness); d != nil {
+		return d
+	}
+	if !g.found {
 		return supp(ReasonStaleData, "server %s is not in the account's last refresh", g.req.ID)
 	}
 	return nil

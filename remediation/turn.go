@@ -94,9 +94,17 @@ func (e *Engine) accountStale(provider, account string) *Decision {
 		}
 		h = healthOf(snap)
 	}
-	switch {
-	case h.provider != provider:
+	if h.provider != provider {
 		return supp(ReasonStaleData, "no %s account named %q has been refreshed", provider, account)
+	}
+	return staleHealth(h, now, staleness)
+}
+
+// staleHealth is the stale_data decision on an account's last refresh
+// (nil: fresh): never refreshed, down, or data older than staleness (or
+// from the future). The gate and the checks around a call share it.
+func staleHealth(h accountHealth, now time.Time, staleness time.Duration) *Decision {
+	switch {
 	case !h.refreshed:
 		return supp(ReasonStaleData, "account not refreshed yet")
 	case !h.up:
