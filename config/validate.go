@@ -1,8 +1,10 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -50,12 +52,16 @@ func (c *Config) validate(baseDir string, errs *errorList) {
 	names := map[string]int{}
 	for i := range c.Providers {
 		p := &c.Providers[i]
-		at := itemPath("providers", i, p.Name)
+		at := accountPath(i, p.Name)
 		p.validate(at, baseDir, errs)
 		if p.Name == "" {
 			continue
 		}
-		checkName(at+".name", p.Name, "account", errs)
+		if !ValidAccountName(p.Name) {
+			errs.add(at+".name", "not a valid account name (the value is not shown: it may hold a line of the file that joined it, a mis-indented token say); "+
+				"use 1 to 64 letters, digits, \"_\", \"-\", \".\" or \":\", starting with a letter or digit: it is the account label")
+			continue
+		}
 		if j, dup := names[p.Name]; dup {
 			errs.add(at+".name", "duplicate account name %q (also providers[%d])", p.Name, j)
 		} else {
@@ -67,7 +73,7 @@ func (c *Config) validate(baseDir string, errs *errorList) {
 	// field by an alias would show the secret.
 	for i, p := range c.Providers {
 		if len(p.Name) >= wholeOnly && errs.secrets.has(p.Name) {
-			errs.add(itemPath("providers", i, p.Name)+".name", "is the value of a secret field; a name is shown in metrics and logs")
+			errs.add(accountPath(i, p.Name)+".name", "is the value of a secret field; a name is shown in metrics and logs")
 		}
 	}
 	for i, r := range c.Remediation.Rules {
@@ -75,6 +81,24 @@ func (c *Config) validate(baseDir string, errs *errorList) {
 			errs.add(itemPath("remediation.rules", i, r.Name)+".name", "is the value of a secret field; a name is shown in metrics and logs")
 		}
 	}
+}
+
+// accountName is what an account name must look like: it is the account
+// label on every series, in logs and on the status page, and a line of
+// the file that joins it (a mis-indented `token: ...` continues the name's
+// plain scalar) must not be taken as part of it.
+var accountName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$`)
+
+// ValidAccountName reports whether name can be an account's name.
+func ValidAccountName(name string) bool { return accountName.MatchString(name) }
+
+// accountPath names account i in an error: by its name too when the name
+// is valid, by its index only otherwise (the name may hold a secret).
+func accountPath(i int, name string) string {
+	if !ValidAccountName(name) {
+		name = ""
+	}
+	return itemPath("providers", i, name)
 }
 
 // checkName refuses a name that cannot be a label value and part of the
@@ -192,8 +216,31 @@ func (p *Provider) validate(at, baseDir string, errs *errorList) {
 // maxSecretFile bounds a *_file secret.
 const maxSecretFile = 64 << 10
 
+// envRef is a ${NAME} in a *_file path: the environment's NAME, as in
+// systemd's ${CREDENTIALS_DIRECTORY}.
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// expandEnv replaces each ${NAME} of a *_file path by the environment's
+// NAME; it returns the first name that is not set, if any.
+func expandEnv(path string) (string, string) {
+	var unset string
+	out := envRef.ReplaceAllStringFunc(path, func(ref string) string {
+		name := envRef.FindStringSubmatch(ref)[1]
+		v, ok := os.LookupEnv(name)
+		if !ok && unset == "" {
+			unset = name
+		}
+		return v
+	})
+	return out, unset
+}
+
 // readSecret fills *s from file when file is set; both set is an error.
-// Errors name the file, never its content.
+// A ${NAME} in file is the environment's NAME (systemd's
+// ${CREDENTIALS_DIRECTORY}); a relative path is under baseDir. A file
+// that cannot be read is named by its key only: what was written there may
+// be the secret itself, pasted into the wrong key. Errors never show the
+// file's content.
 func readSecret(s *commoncfg.Secret, file, at, name, baseDir string, errs *errorList) {
 	if file == "" {
 		return
@@ -203,33 +250,54 @@ func readSecret(s *commoncfg.Secret, file, at, name, baseDir string, errs *error
 		return
 	}
 	at += "." + name + "_file"
-	if !filepath.IsAbs(file) {
-		file = filepath.Join(baseDir, file)
-	}
-	f, err := os.Open(file)
-	if err != nil {
-		errs.add(at, "%s", err)
+	notShown := fmt.Sprintf("the value is not shown: if it is the secret itself, write it as %s instead", name)
+	path, unset := expandEnv(file)
+	if unset != "" {
+		errs.secret(file)
+		errs.fail(at, 0, fmt.Sprintf("names ${%s}, which is not set in the environment (systemd sets ${CREDENTIALS_DIRECTORY} for LoadCredential=); %s", unset, notShown))
 		return
 	}
-	defer f.Close()
-	// A secret is a line of text: a file that is bigger (a device, a
-	// wrong path) is refused rather than read without end.
-	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(baseDir, path)
+	}
+	b, err := readSmall(path)
 	if err != nil {
-		errs.add(at, "%s", err)
+		errs.secret(file)
+		errs.fail(at, 0, fmt.Sprintf("cannot read the file it names: %s (%s)", reason(err), notShown))
 		return
 	}
 	if len(b) > maxSecretFile {
-		errs.add(at, "%s is larger than %d bytes; it should hold only the secret", file, maxSecretFile)
+		errs.fail(at, 0, fmt.Sprintf("%s is larger than %d bytes; it should hold only the secret", path, maxSecretFile))
 		return
 	}
 	v := strings.TrimSpace(string(b))
 	if v == "" {
-		errs.add(at, "%s is empty", file)
+		errs.fail(at, 0, path+" is empty")
 		return
 	}
 	errs.secret(v)
 	*s = commoncfg.Secret(v)
+}
+
+// readSmall reads at most maxSecretFile+1 bytes of a file: a secret is a
+// line of text, and a file that is bigger (a device, a wrong path) is
+// refused rather than read without end.
+func readSmall(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, maxSecretFile+1))
+}
+
+// reason is an error without the path a *fs.PathError repeats.
+func reason(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
 }
 
 // actionNames lists the actions for messages.
