@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -219,5 +220,55 @@ func TestMetricsMethodsAndVary(t *testing.T) {
 		if !strings.Contains(text, "vps_provider_up{") {
 			t.Errorf("%s: no metrics in the answer", what)
 		}
+	}
+}
+
+// errValue finds the err="..." values of a logfmt log.
+var errValue = regexp.MustCompile(`err="((?:[^"\\]|\\.)*)"`)
+
+// A file error names its file once (the state file's said "open X: open X:
+// ..."), and a *_file that cannot be read not at all (it may be a secret).
+func TestFileErrorsNamePathOnce(t *testing.T) {
+	_, urls := startSim(t, 3)
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yml")
+	writeConfig(t, good, urls, false)
+	noDir := filepath.Join(dir, "no-such-dir", "state.db")
+	state := filepath.Join(dir, "state.yml")
+	writeConfig(t, state, urls, false)
+	b, err := os.ReadFile(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, state, string(b)+"remediation:\n  enabled: true\n  state_file: "+noDir+"\n")
+	missingToken := filepath.Join(dir, "no-such.token")
+	token := filepath.Join(dir, "token.yml")
+	writeFile(t, token, strings.Replace(string(b), "token_file: bingo.token", "token_file: "+missingToken, 1))
+	missing := filepath.Join(dir, "missing.yml")
+	missingWeb := filepath.Join(dir, "missing-web.yml")
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		path  string
+		times int // in the err value that names it
+	}{
+		{"state file", []string{"--config.file=" + state}, noDir, 1},
+		{"config file", []string{"--config.file=" + missing}, missing, 1},
+		{"web config", []string{"--config.file=" + good, "--web.config.file=" + missingWeb}, missingWeb, 1},
+		{"token file", []string{"--config.file=" + token}, missingToken, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, _ := runToExit(t, 20*time.Second, append(tc.args, "--web.listen-address="+freePort(t))...)
+			if code != 1 {
+				t.Fatalf("exit %d, want 1:\n%s", code, out)
+			}
+			most := 0
+			for _, m := range errValue.FindAllStringSubmatch(out, -1) {
+				most = max(most, strings.Count(m[1], tc.path))
+			}
+			if most != tc.times {
+				t.Errorf("an error names %s %d times, want %d:\n%s", tc.path, most, tc.times, out)
+			}
+		})
 	}
 }
