@@ -71,12 +71,15 @@ func TestMisplacedSecretsNeverEcho(t *testing.T) {
 	}
 }
 
-// An unknown key that looks like a name is still named, with a suggestion.
+// An unknown key that looks like a name is still named, with a suggestion;
+// one that does not is not, but its suggestion is still made.
 func TestUnknownIdentifierKeyNamed(t *testing.T) {
 	for _, tc := range []struct{ yaml, want string }{
 		{"providers: [{type: vpsorg, name: a, token: t, tokn: x}]", "providers[0] (a).tokn: unknown field, did you mean `token`?"},
 		{"providers: [{type: vpnbingo, name: a, token: t, timeZone: UTC}]", "providers[0] (a).timeZone: unknown field, did you mean `timezone`?"},
-		{"providers: [{type: vpnbingo, name: a, token: t, time-zone: UTC}]", "providers[0] (a): " + lineN(unknownKey, 1)},
+		{"providers: [{type: vpnbingo, name: a, token: t, time-zone: UTC}]", "providers[0] (a): " + lineN(unknownKey, 1) + ", did you mean `timezone`?"},
+		{"global: {refresh-interval: 5s}\nproviders: [{type: vpnbingo, name: a, token: t}]", "global: " + lineN(unknownKey, 1) + ", did you mean `refresh_interval`?"},
+		{"providers: [{type: vpnbingo, name: a, token: t, colour2: red}]", "providers[0] (a): " + lineN(unknownKey, 1)},
 	} {
 		_, err := config.Parse([]byte(tc.yaml), ".")
 		if err == nil || err.Error() != tc.want {

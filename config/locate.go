@@ -251,8 +251,17 @@ func (w *walker) unknownKey(n, k *yaml.Node, t reflect.Type, path string) {
 			best = f
 		}
 	}
-	if best != "" {
+	switch {
+	case best != "":
 		msg += fmt.Sprintf("; it starts with `%s`: write `%s: value` (a colon and a space after the name)", best, best)
+	default:
+		// A name spelt with dashes (refresh-interval): the suggestion
+		// names the field, not the key.
+		if best = closest(k.Value, fieldNames(t)); best != "" {
+			msg += ", did you mean `" + best + "`?"
+		}
+	}
+	if best != "" {
 		w.errs.failed = append(w.errs.failed, field(path, best))
 	}
 	w.errs.addLine(orTop(path), k.Line, msg)
