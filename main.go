@@ -73,7 +73,7 @@ func parseFlags(args []string) (*flags, error) {
 	f := &flags{}
 	app.Flag("config.file", "Configuration file.").Default("vps_exporter.yml").IsSetByUser(&f.configFileSet).StringVar(&f.configFile)
 	app.Flag("config.check", "Validate the configuration file and exit.").BoolVar(&f.configCheck)
-	app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").StringVar(&f.metricsPath)
+	app.Flag("web.telemetry-path", "Path under which to expose metrics (GET and HEAD); not one of the exporter's own: /, /sd, /-/..., /api/..., /webhook/..., /debug/....").Default("/metrics").StringVar(&f.metricsPath)
 	app.Flag("web.enable-pprof", "Serve Go profiling endpoints under /debug/pprof/.").BoolVar(&f.enablePprof)
 	app.Flag("web.enable-lifecycle", "Enable reloading the configuration over HTTP (POST /-/reload). SIGHUP always reloads.").BoolVar(&f.enableLifecycle)
 	app.Flag("demo", "Start simulated VPN.bingo, VPS.org and E2E APIs in-process and monitor them (no configuration, no credentials).").BoolVar(&f.demo)
