@@ -73,7 +73,7 @@ func parseFlags(args []string) (*flags, error) {
 	f := &flags{}
 	app.Flag("config.file", "Configuration file.").Default("vps_exporter.yml").IsSetByUser(&f.configFileSet).StringVar(&f.configFile)
 	app.Flag("config.check", "Validate the configuration file and exit.").BoolVar(&f.configCheck)
-	app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").StringVar(&f.metricsPath)
+	app.Flag("web.telemetry-path", "Path under which to expose metrics (GET and HEAD); not one of the exporter's own: /, /sd, /-/..., /api/..., /webhook/..., /debug/....").Default("/metrics").StringVar(&f.metricsPath)
 	app.Flag("web.enable-pprof", "Serve Go profiling endpoints under /debug/pprof/.").BoolVar(&f.enablePprof)
 	app.Flag("web.enable-lifecycle", "Enable reloading the configuration over HTTP (POST /-/reload). SIGHUP always reloads.").BoolVar(&f.enableLifecycle)
 	app.Flag("demo", "Start simulated VPN.bingo, VPS.org and E2E APIs in-process and monitor them (no configuration, no credentials).").BoolVar(&f.demo)
@@ -88,6 +88,9 @@ func parseFlags(args []string) (*flags, error) {
 	app.Version(version.Print(program))
 	app.HelpFlag.Short('h')
 	if _, err := app.Parse(args); err != nil {
+		return nil, err
+	}
+	if err := checkTelemetryPath(f.metricsPath); err != nil {
 		return nil, err
 	}
 	if f.demoServers < 1 {
@@ -130,8 +133,10 @@ type daemon struct {
 func run(args []string, stderr *os.File) int {
 	f, err := parseFlags(args)
 	if err != nil {
+		// Exit 1, as node_exporter's kingpin.Parse: a flag mistake is a
+		// failed start.
 		fmt.Fprintf(stderr, "%s: %v\n", program, err)
-		return 2
+		return 1
 	}
 	logger, toolkit := newLogger(f, stderr)
 
@@ -267,7 +272,7 @@ func serve(parent context.Context, f *flags, logger log.Logger, toolkit *slog.Lo
 	go func() { errc <- web.ListenAndServe(srv, f.webFlagConfig, toolkit) }()
 	select {
 	case err := <-errc:
-		level.Error(logger).Log("msg", "cannot serve", "address", strings.Join(*f.webFlagConfig.WebListenAddresses, ","), "err", err)
+		level.Error(logger).Log("msg", listenError(err, *f.webFlagConfig.WebListenAddresses), "address", strings.Join(*f.webFlagConfig.WebListenAddresses, ","), "err", err)
 		return 1
 	case <-ctx.Done():
 	}
@@ -282,16 +287,15 @@ func serve(parent context.Context, f *flags, logger log.Logger, toolkit *slog.Lo
 // config: live remediation needs a credential (config's CheckCredential).
 // A file with mistakes gives them all, one per line.
 func loadChecked(f *flags) (*config.Config, error) {
-	c, err := config.Load(f.configFile)
+	// The web config first: the credential rule needs it, and its
+	// mistakes come in the same run as the file's.
+	basic, werr := webBasicAuth(*f.webFlagConfig.WebConfigFile)
+	c, err := config.LoadWith(f.configFile, config.Options{Credential: werr == nil, WebBasicAuth: basic})
 	if errors.Is(err, fs.ErrNotExist) && !f.configFileSet {
 		err = fmt.Errorf("%w; start from deploy/vps_exporter.minimal.yml (copy it to vps_exporter.yml and put your token in), or try --demo", err)
 	}
-	basic, werr := webBasicAuth(*f.webFlagConfig.WebConfigFile)
 	if err != nil || werr != nil {
 		return nil, errors.Join(err, werr)
-	}
-	if err := c.Remediation.CheckCredential(basic); err != nil {
-		return nil, err
 	}
 	return c, nil
 }
@@ -315,14 +319,14 @@ func webBasicAuth(path string) (bool, error) {
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return false, fmt.Errorf("read web config: %w", err)
+		return false, fmt.Errorf("--web.config.file: %w", err)
 	}
 	var wc struct {
 		Users map[string]string `yaml:"basic_auth_users"`
 	}
 	if err := yaml.Unmarshal(b, &wc); err != nil {
 		// Not the YAML error itself: it quotes values (password hashes).
-		return false, fmt.Errorf("parse web config %s: not a valid exporter-toolkit web config", path)
+		return false, fmt.Errorf("--web.config.file: %s is not a valid exporter-toolkit web config", path)
 	}
 	return len(wc.Users) > 0, nil
 }
@@ -461,7 +465,7 @@ func (d *daemon) apply(c *config.Config, first bool) error {
 
 func (d *daemon) routes(reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(d.flags.metricsPath, collector.NewHandler(d.store, reg, d.logger))
+	mux.Handle(d.flags.metricsPath, metricsOnly(collector.NewHandler(d.store, reg, d.logger)))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("Healthy\n"))
 	})
@@ -503,8 +507,6 @@ func (d *daemon) routes(reg *prometheus.Registry) http.Handler {
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	if d.flags.metricsPath != "/" {
-		mux.Handle("/", d.statusPage())
-	}
+	mux.Handle("/", d.statusPage()) // --web.telemetry-path cannot be / (checkTelemetryPath)
 	return mux
 }

@@ -2,7 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net"
 	"net/http"
+	"path"
+	"regexp"
+	"strings"
+	"syscall"
 
 	"github.com/vps-exporter/vps_exporter/remediation"
 	webui "github.com/vps-exporter/vps_exporter/web"
@@ -57,4 +64,62 @@ func (v remediationView) RemediationStatus(ctx context.Context, limit int) (webu
 		out.Exhausted = append(out.Exhausted, s)
 	}
 	return out, err
+}
+
+// metricsOnly answers GET and HEAD with h, any other method with 405 and
+// an Allow header: a scrape is a read.
+func metricsOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "Method not allowed: the metrics endpoint answers GET and HEAD.", http.StatusMethodNotAllowed)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// reservedPaths are the endpoints --web.telemetry-path must not take: an
+// exact path, or a prefix when it ends in "/".
+var reservedPaths = []string{"/", "/sd", "/-/", "/api/", "/api", "/webhook/", "/webhook", "/debug/", "/debug"}
+
+// telemetryPath is the character set of a metrics path: "/"-separated
+// segments of letters, digits, "-", "_", "." and "~".
+var telemetryPath = regexp.MustCompile(`^(/[A-Za-z0-9._~-]+)+$`)
+
+// checkTelemetryPath says what is wrong with a --web.telemetry-path, or
+// returns nil.
+func checkTelemetryPath(p string) error {
+	switch {
+	case p == "":
+		return errors.New("--web.telemetry-path must not be empty (default /metrics)")
+	case !strings.HasPrefix(p, "/"):
+		return fmt.Errorf("--web.telemetry-path %q must start with /, e.g. /%s", p, strings.TrimLeft(p, "/"))
+	}
+	for _, r := range reservedPaths {
+		if p == r || (strings.HasSuffix(r, "/") && r != "/" && strings.HasPrefix(p, r)) {
+			return fmt.Errorf("--web.telemetry-path %q is taken by another endpoint (/, /sd, /-/..., /api/..., /webhook/... and /debug/... are the exporter's); pick another, e.g. /metrics", p)
+		}
+	}
+	if !telemetryPath.MatchString(p) || path.Clean(p) != p {
+		return fmt.Errorf("--web.telemetry-path %q is not a plain path: use segments of letters, digits, \"-\", \"_\", \".\" and \"~\" after each /, e.g. /metrics", p)
+	}
+	return nil
+}
+
+// listenError says why the web server could not start, naming the flag
+// whose value it could not use: --web.listen-address for an address that
+// is taken, not allowed or malformed.
+func listenError(err error, addrs []string) string {
+	addr := strings.Join(addrs, ",")
+	var op *net.OpError
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return fmt.Sprintf("--web.listen-address=%s: the address is already in use: another process (another vps_exporter?) listens there; stop it or pick another address with --web.listen-address", addr)
+	case errors.Is(err, syscall.EACCES):
+		return fmt.Sprintf("--web.listen-address=%s: permission denied: ports below 1024 need CAP_NET_BIND_SERVICE; pick a port above 1023 with --web.listen-address", addr)
+	case errors.As(err, &op) && op.Op == "listen":
+		return fmt.Sprintf("--web.listen-address=%s: cannot listen there (want host:port, e.g. :9877)", addr)
+	}
+	return "cannot serve"
 }

@@ -132,7 +132,7 @@ func TestAutoMemLimit(t *testing.T) {
 }
 
 // TestAutoGoMemLimitBinary runs the built exporter: the ratio is
-// validated like every flag (exit 2), a GOMEMLIMIT in the environment is
+// validated like every flag (exit 1), a GOMEMLIMIT in the environment is
 // kept and said so, and without one the limit follows this machine's
 // cgroup (whichever it has), as go_gc_gomemlimit_bytes shows.
 func TestAutoGoMemLimitBinary(t *testing.T) {
@@ -143,8 +143,8 @@ func TestAutoGoMemLimitBinary(t *testing.T) {
 			out, err := exec.CommandContext(ctx, binPath, "--demo", "--auto-gomemlimit.ratio="+ratio).CombinedOutput()
 			cancel()
 			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.ExitCode() != 2 {
-				t.Errorf("ratio %s: %v, want exit 2", ratio, err)
+			if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+				t.Errorf("ratio %s: %v, want exit 1", ratio, err)
 			}
 			if want := "vps_exporter: --auto-gomemlimit.ratio must be greater than 0 and at most 1, got " + ratio; !strings.Contains(string(out), want) {
 				t.Errorf("ratio %s: output %q, want %q", ratio, out, want)

@@ -59,6 +59,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	w.Header().Set("Content-Type", contentType)
+	// The answer depends on Accept-Encoding, plain or gzip: a cache must
+	// not give one client's gzip to another.
+	w.Header().Set("Vary", "Accept-Encoding")
 	if !acceptsGzip(r.Header.Get("Accept-Encoding")) {
 		// The stored text goes out straight from the blocks, a write
 		// per block and family.
@@ -68,7 +71,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Encoding", "gzip")
-	w.Header().Add("Vary", "Accept-Encoding")
 	_, _ = w.Write(gzipHeader[:])
 	_, _ = w.Write(b.deflate)
 	<-gathered

@@ -287,21 +287,58 @@ func (r *Remediation) CheckCredential(basicAuth bool) error {
 	return nil
 }
 
+// Options are the checks of a load that need to know what is outside the
+// file.
+type Options struct {
+	// Credential applies the remediation credential rule
+	// (CheckCredential) in the same run as the file's other checks, its
+	// mistakes among theirs; WebBasicAuth is whether --web.config.file
+	// asks for basic auth.
+	Credential   bool
+	WebBasicAuth bool
+}
+
+// checkCredential adds the credential rule's mistake to errs, unless a
+// field it reads did not decode or could not be read (the rule's mistake
+// would be a consequence of that one).
+func (c *Config) checkCredential(basicAuth bool, errs *errorList) {
+	const r, hook = "remediation.", "remediation.webhook."
+	for _, p := range []string{r + "enabled", r + "dry_run", hook + "enabled", hook + "bearer_token", hook + "bearer_token_file"} {
+		for _, f := range errs.failed {
+			if under(f, p) || under(p, f) {
+				return
+			}
+		}
+	}
+	var es Errors
+	if errors.As(c.Remediation.CheckCredential(basicAuth), &es) {
+		for _, e := range es {
+			errs.addLine(e.Path, 0, e.Msg)
+		}
+	}
+}
+
 // Load reads, decodes and validates the file at path. Relative *_file
 // paths are read relative to the file's directory. A file with mistakes
 // gives Errors.
-func Load(path string) (*Config, error) {
+func Load(path string) (*Config, error) { return LoadWith(path, Options{}) }
+
+// LoadWith is Load with the checks of o.
+func LoadWith(path string, o Options) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(data, filepath.Dir(path))
+	return ParseWith(data, filepath.Dir(path), o)
 }
 
 // Parse decodes and validates a configuration; baseDir resolves relative
 // secret file paths. A configuration with mistakes gives Errors: all of
 // them, decoding's and validation's, in the order of the file.
-func Parse(data []byte, baseDir string) (*Config, error) {
+func Parse(data []byte, baseDir string) (*Config, error) { return ParseWith(data, baseDir, Options{}) }
+
+// ParseWith is Parse with the checks of o.
+func ParseWith(data []byte, baseDir string, o Options) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		// A syntax error: nothing after it can be read. yaml says where.
@@ -333,6 +370,9 @@ func Parse(data []byte, baseDir string) (*Config, error) {
 		return nil, errs.err(w.paths)
 	}
 	c.validate(baseDir, errs)
+	if o.Credential {
+		c.checkCredential(o.WebBasicAuth, errs)
+	}
 	if err := errs.err(w.paths); err != nil {
 		return nil, err
 	}

@@ -235,7 +235,7 @@ func TestInvalid(t *testing.T) {
 		{"duplicate", "providers: [{type: vpsorg, name: a, token: t}, {type: vpnbingo, name: a, token: t}]", `providers[1] (a).name: duplicate account name "a" (also providers[0])`},
 		{"no token", "providers: [{type: vpnbingo, name: a}]", "providers[0] (a).token: required (token or token_file)"},
 		{"both token forms", "providers: [{type: vpnbingo, name: a, token: t, token_file: /x}]", "providers[0] (a).token: set either token or token_file, not both"},
-		{"missing token file", "providers: [{type: vpnbingo, name: a, token_file: /nonexistent/tok}]", "providers[0] (a).token_file: open /nonexistent/tok: no such file or directory"},
+		{"missing token file", "providers: [{type: vpnbingo, name: a, token_file: /nonexistent/tok}]", "providers[0] (a).token_file: cannot read the file it names: no such file or directory (the value is not shown: if it is the secret itself, write it as token instead)"},
 		{"endless token file", "providers: [{type: vpnbingo, name: a, token_file: /dev/zero}]", "providers[0] (a).token_file: /dev/zero is larger than 65536 bytes; it should hold only the secret"},
 		{"e2e no key", "providers: [{type: e2e, name: a, token: t, project_id: '1'}]", "providers[0] (a).api_key: required for e2e (api_key or api_key_file)"},
 		{"e2e no project", "providers: [{type: e2e, name: a, token: t, api_key: k}]", "providers[0] (a).project_id: required for e2e"},
@@ -301,11 +301,12 @@ func TestInvalid(t *testing.T) {
 		{"webhook escalate not a list", ok + "remediation: {webhook: {escalate: {reboot: power_cycle}}}",
 			"remediation.webhook.escalate.reboot: power_cycle: want a list, e.g. [power_cycle]"},
 		// Names that become labels and parts of remediation's durable
-		// keys (joined with "|" and control characters).
+		// keys (joined with "|" and control characters); an account
+		// name that is no label is not repeated.
 		{"account name with |", "providers: [{type: vpsorg, name: 'a|b', token: t}]",
-			`providers[0] (a|b).name: must not contain "|" or control characters: it is the account label and part of remediation's durable keys`},
+			`providers[0].name: not a valid account name (the value is not shown: it may hold a line of the file that joined it, a mis-indented token say); use 1 to 64 letters, digits, "_", "-", "." or ":", starting with a letter or digit: it is the account label`},
 		{"account name with a control character", `providers: [{type: vpsorg, name: "a\x01b", token: t}]`,
-			`providers[0] ("a\x01b").name: must not contain "|" or control characters: it is the account label and part of remediation's durable keys`},
+			`providers[0].name: not a valid account name (the value is not shown: it may hold a line of the file that joined it, a mis-indented token say); use 1 to 64 letters, digits, "_", "-", "." or ":", starting with a letter or digit: it is the account label`},
 		{"rule name with |", ok + "remediation: {rules: [{name: 'reboot|stopped', state: [stopped], action: start}]}",
 			`remediation.rules[0] (reboot|stopped).name: must not contain "|" or control characters: it is the rule label and part of remediation's durable keys`},
 		{"rule name with a tab", ok + "remediation: {rules: [{name: \"reboot\\tstopped\", state: [stopped], action: start}]}",

@@ -179,6 +179,13 @@ func (w *walker) mapping(n *yaml.Node, t reflect.Type, path string, depth int) (
 			w.errs.addLine(orTop(path), k.Line, "a key must be a single value, got "+kindName(k))
 			continue
 		}
+		if isRecord(t) && !isIdentifier(k.Value) {
+			// No field has such a name, and it is not repeated: a
+			// value glued to its key (token = sk-..., token sk-...)
+			// would be.
+			w.unknownKey(n, k, t, path)
+			continue
+		}
 		p := field(path, k.Value)
 		w.place(p, k)
 		if line, dup := seen[k.Value]; dup {
@@ -222,6 +229,47 @@ func (w *walker) mapping(n *yaml.Node, t reflect.Type, path string, depth int) (
 	}
 	n.Content = keep
 	return false
+}
+
+// identifierKey is what an unknown key must look like to be repeated in an
+// error: a name, not a value glued to one.
+var identifierKey = regexp.MustCompile(`^[A-Za-z_]{1,64}$`)
+
+// isIdentifier reports whether an unknown key may be repeated.
+func isIdentifier(key string) bool { return identifierKey.MatchString(key) }
+
+// unknownKey reports a key of a record that is no identifier without
+// repeating it: "an unknown key at line N", with the field it starts
+// with when it starts with one (token = sk-... is a token: whose colon
+// is missing).
+func (w *walker) unknownKey(n, k *yaml.Node, t reflect.Type, path string) {
+	msg := fmt.Sprintf("an unknown key at line %d (not shown: it is no field name and may hold a value)", k.Line)
+	lower := strings.ToLower(k.Value)
+	best := ""
+	for _, f := range fieldNames(t) {
+		if len(f) > len(best) && len(lower) > len(f) && strings.HasPrefix(lower, f) && !isWordByte(lower[len(f)]) {
+			best = f
+		}
+	}
+	switch {
+	case best != "":
+		msg += fmt.Sprintf("; it starts with `%s`: write `%s: value` (a colon and a space after the name)", best, best)
+	default:
+		// A name spelt with dashes (refresh-interval): the suggestion
+		// names the field, not the key.
+		if best = closest(k.Value, fieldNames(t)); best != "" {
+			msg += ", did you mean `" + best + "`?"
+		}
+	}
+	if best != "" {
+		w.errs.failed = append(w.errs.failed, field(path, best))
+	}
+	w.errs.addLine(orTop(path), k.Line, msg)
+}
+
+// isWordByte reports whether a byte continues a field name.
+func isWordByte(c byte) bool {
+	return c == '_' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
 }
 
 // merge walks the value of a merge key (<<: *defaults), which must be a
@@ -283,6 +331,9 @@ func itemName(n *yaml.Node, t reflect.Type) string {
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		if k, v := n.Content[i], n.Content[i+1]; k.Value == "name" && v.Kind == yaml.ScalarNode && v.ShortTag() != "!!null" {
+			if t == providerType && !ValidAccountName(v.Value) {
+				return "" // see accountPath
+			}
 			return v.Value
 		}
 	}

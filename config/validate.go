@@ -2,10 +2,7 @@ package config
 
 import (
 	"fmt"
-	"io"
 	"net/url"
-	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -14,7 +11,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	commoncfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 
 	"github.com/vps-exporter/vps_exporter/providers"
@@ -50,12 +46,16 @@ func (c *Config) validate(baseDir string, errs *errorList) {
 	names := map[string]int{}
 	for i := range c.Providers {
 		p := &c.Providers[i]
-		at := itemPath("providers", i, p.Name)
+		at := accountPath(i, p.Name)
 		p.validate(at, baseDir, errs)
 		if p.Name == "" {
 			continue
 		}
-		checkName(at+".name", p.Name, "account", errs)
+		if !ValidAccountName(p.Name) {
+			errs.add(at+".name", "not a valid account name (the value is not shown: it may hold a line of the file that joined it, a mis-indented token say); "+
+				"use 1 to 64 letters, digits, \"_\", \"-\", \".\" or \":\", starting with a letter or digit: it is the account label")
+			continue
+		}
 		if j, dup := names[p.Name]; dup {
 			errs.add(at+".name", "duplicate account name %q (also providers[%d])", p.Name, j)
 		} else {
@@ -67,7 +67,7 @@ func (c *Config) validate(baseDir string, errs *errorList) {
 	// field by an alias would show the secret.
 	for i, p := range c.Providers {
 		if len(p.Name) >= wholeOnly && errs.secrets.has(p.Name) {
-			errs.add(itemPath("providers", i, p.Name)+".name", "is the value of a secret field; a name is shown in metrics and logs")
+			errs.add(accountPath(i, p.Name)+".name", "is the value of a secret field; a name is shown in metrics and logs")
 		}
 	}
 	for i, r := range c.Remediation.Rules {
@@ -75,6 +75,24 @@ func (c *Config) validate(baseDir string, errs *errorList) {
 			errs.add(itemPath("remediation.rules", i, r.Name)+".name", "is the value of a secret field; a name is shown in metrics and logs")
 		}
 	}
+}
+
+// accountName is what an account name must look like: it is the account
+// label on every series, in logs and on the status page, and a line of
+// the file that joins it (a mis-indented `token: ...` continues the name's
+// plain scalar) must not be taken as part of it.
+var accountName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$`)
+
+// ValidAccountName reports whether name can be an account's name.
+func ValidAccountName(name string) bool { return accountName.MatchString(name) }
+
+// accountPath names account i in an error: by its name too when the name
+// is valid, by its index only otherwise (the name may hold a secret).
+func accountPath(i int, name string) string {
+	if !ValidAccountName(name) {
+		name = ""
+	}
+	return itemPath("providers", i, name)
 }
 
 // checkName refuses a name that cannot be a label value and part of the
@@ -187,49 +205,6 @@ func (p *Provider) validate(at, baseDir string, errs *errorList) {
 	if err := p.TLSConfig.Validate(); err != nil {
 		errs.add(at+".tls_config", "%s", err)
 	}
-}
-
-// maxSecretFile bounds a *_file secret.
-const maxSecretFile = 64 << 10
-
-// readSecret fills *s from file when file is set; both set is an error.
-// Errors name the file, never its content.
-func readSecret(s *commoncfg.Secret, file, at, name, baseDir string, errs *errorList) {
-	if file == "" {
-		return
-	}
-	if *s != "" {
-		errs.add(at+"."+name, "set either %s or %s_file, not both", name, name)
-		return
-	}
-	at += "." + name + "_file"
-	if !filepath.IsAbs(file) {
-		file = filepath.Join(baseDir, file)
-	}
-	f, err := os.Open(file)
-	if err != nil {
-		errs.add(at, "%s", err)
-		return
-	}
-	defer f.Close()
-	// A secret is a line of text: a file that is bigger (a device, a
-	// wrong path) is refused rather than read without end.
-	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
-	if err != nil {
-		errs.add(at, "%s", err)
-		return
-	}
-	if len(b) > maxSecretFile {
-		errs.add(at, "%s is larger than %d bytes; it should hold only the secret", file, maxSecretFile)
-		return
-	}
-	v := strings.TrimSpace(string(b))
-	if v == "" {
-		errs.add(at, "%s is empty", file)
-		return
-	}
-	errs.secret(v)
-	*s = commoncfg.Secret(v)
 }
 
 // actionNames lists the actions for messages.

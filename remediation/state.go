@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 	"sync"
 	"time"
@@ -129,6 +131,14 @@ func (s *State) waitIdle(ctx context.Context) (left int) {
 func OpenState(path string) (*State, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockWait})
 	if err != nil {
+		// The path once: bolt's *fs.PathError names it too.
+		var pe *fs.PathError
+		switch {
+		case errors.As(err, &pe) && pe.Path == path && pe.Op == "open":
+			err = pe.Err
+		case errors.As(err, &pe) && pe.Path == path:
+			err = fmt.Errorf("%s: %w", pe.Op, pe.Err)
+		}
 		return nil, fmt.Errorf("open remediation state %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
