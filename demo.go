@@ -65,7 +65,7 @@ func startDemo(ctx context.Context, o demoOptions) (*config.Config, string, erro
 // demoLoopbackOnly refuses a demo configuration with an account whose API
 // is not a loopback IP address: the demo acts for real, so it must only
 // ever reach its own simulated servers. A host name (even localhost) is
-// refused too, since a resolver could send it anywhere.
+// refused too, since a resolver could send it anywhere, and so is a proxy.
 func demoLoopbackOnly(c *config.Config) error {
 	if len(c.Providers) == 0 {
 		return fmt.Errorf("no simulated account")
@@ -77,6 +77,9 @@ func demoLoopbackOnly(c *config.Config) error {
 		ip := net.ParseIP(p.URL.Hostname())
 		if ip == nil || !ip.IsLoopback() {
 			return fmt.Errorf("account %s: base_url %s is not a loopback address; the demo acts only on its own simulated servers", p.Name, p.URL.Redacted())
+		}
+		if p.ProxyURL.URL != nil {
+			return fmt.Errorf("account %s: proxy_url: the demo reaches its simulated servers directly", p.Name)
 		}
 	}
 	return nil
