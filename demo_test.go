@@ -129,6 +129,12 @@ func TestDemoSaysWhatItDoes(t *testing.T) {
 		if u, err := url.Parse(p.BaseURL); err != nil || u.Hostname() != "127.0.0.1" {
 			t.Errorf("%s: base_url %q is not on loopback", p.Name, p.BaseURL)
 		}
+		// The made-up provider credentials stay in the file.
+		for _, secret := range []string{string(p.Token), string(p.APIKey)} {
+			if secret != "" && (strings.Contains(e.logs.String(), secret) || strings.Contains(body, secret)) {
+				t.Errorf("%s: a provider credential of the demo is in its log or on its page", p.Name)
+			}
+		}
 	}
 }
 
