@@ -25,6 +25,9 @@ type demoOptions struct {
 	refresh  time.Duration // refresh interval
 	rate     float64       // the simulated APIs' throttle (requests/s); 0: none
 	stateDir string
+	// webConfigFile is --web.config.file: basic auth there would take
+	// the Authorization header DemoToken needs.
+	webConfigFile string
 }
 
 // startDemo starts the simulated provider APIs on loopback until ctx ends
@@ -38,6 +41,13 @@ type demoOptions struct {
 // few sick servers, so that the closed loop shows within minutes: repairs
 // verified, an escalation to a power cycle, servers no repair fixes.
 func startDemo(ctx context.Context, o demoOptions) (*config.Config, string, error) {
+	basic, err := webBasicAuth(o.webConfigFile)
+	if err != nil {
+		return nil, "", fmt.Errorf("demo: %w", err)
+	}
+	if basic {
+		return nil, "", fmt.Errorf("demo: the webhook and the controls take the token %s in the Authorization header, which --web.config.file's basic_auth_users use too; run the demo without basic auth", DemoToken)
+	}
 	fleet, err := simfleet.Start(ctx, simfleet.Options{Servers: o.servers, Refresh: o.refresh, RateLimit: o.rate, Seed: 1, Prefix: "demo",
 		ListenHost: "127.0.0.1", Live: true, WebhookToken: DemoToken})
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vps-exporter/vps_exporter/config"
 	"github.com/vps-exporter/vps_exporter/internal/htmldom"
@@ -169,5 +170,19 @@ func TestDemoLoopbackOnly(t *testing.T) {
 	}
 	if err := demoLoopbackOnly(&config.Config{}); err == nil {
 		t.Error("a demo with no account passed")
+	}
+}
+
+// --demo with basic auth in --web.config.file would ask for two
+// credentials in one Authorization header, and the banner's token would
+// not work: it refuses to start, saying why, as any failed start does.
+func TestDemoRefusesBasicAuth(t *testing.T) {
+	web := writeWebConfig(t, t.TempDir(), "admin", "demo-basic-pw-8d1f", "")
+	code, logs, took := runToExit(t, 20*time.Second, "--demo", "--demo.servers=3", "--web.listen-address="+freePort(t), "--web.config.file="+web)
+	if code != 1 || took > 5*time.Second {
+		t.Fatalf("exit code %d after %v, want 1 within 5 s; log:\n%s", code, took.Round(time.Millisecond), logs)
+	}
+	if !strings.Contains(logs, "basic_auth_users") || !strings.Contains(logs, "cannot start demo") {
+		t.Errorf("the log does not say why the demo did not start:\n%s", logs)
 	}
 }

@@ -220,7 +220,8 @@ func serve(parent context.Context, f *flags, logger log.Logger, toolkit *slog.Lo
 			level.Error(logger).Log("msg", "cannot create demo state directory", "err", err)
 			return 1
 		}
-		demoCfg, demoFile, err := startDemo(ctx, demoOptions{servers: f.demoServers, refresh: f.demoRefresh, rate: f.demoRate, stateDir: stateDir})
+		demoCfg, demoFile, err := startDemo(ctx, demoOptions{servers: f.demoServers, refresh: f.demoRefresh, rate: f.demoRate, stateDir: stateDir,
+			webConfigFile: *f.webFlagConfig.WebConfigFile})
 		if err != nil {
 			level.Error(logger).Log("msg", "cannot start demo", "err", err)
 			return 1
