@@ -201,3 +201,56 @@ func TestKubernetesWebhookSecret(t *testing.T) {
 		t.Errorf("the exporter reads the webhook token %q, Alertmanager sends the Secret's %q", got, token)
 	}
 }
+
+// The docker-compose stack's Alertmanager sends the credential its
+// exporter takes: the demo's fixed token while the exporter runs --demo
+// (TestComposeAlertmanagerReachesDemoWebhook, in the root package, runs the
+// pair), a credentials_file otherwise.
+func TestComposeWebhookCredential(t *testing.T) {
+	var compose struct {
+		Services map[string]struct {
+			Command []string `yaml:"command"`
+		} `yaml:"services"`
+	}
+	decodeFile(t, "compose/docker-compose.yml", &compose)
+	var am struct {
+		Receivers []struct {
+			Webhooks []struct {
+				URL        string `yaml:"url"`
+				HTTPConfig struct {
+					Authorization struct {
+						Type            string `yaml:"type"`
+						Credentials     string `yaml:"credentials"`
+						CredentialsFile string `yaml:"credentials_file"`
+					} `yaml:"authorization"`
+				} `yaml:"http_config"`
+			} `yaml:"webhook_configs"`
+		} `yaml:"receivers"`
+	}
+	decodeFile(t, "compose/alertmanager.yml", &am)
+	demo := false
+	for _, a := range compose.Services["vps_exporter"].Command {
+		demo = demo || a == "--demo"
+	}
+	n := 0
+	for _, r := range am.Receivers {
+		for _, w := range r.Webhooks {
+			if !strings.HasSuffix(w.URL, "/webhook/alertmanager") {
+				continue
+			}
+			n++
+			a := w.HTTPConfig.Authorization
+			switch {
+			case a.Type != "" && a.Type != "Bearer":
+				t.Errorf("%s: authorization type %q, want Bearer", w.URL, a.Type)
+			case demo && a.Credentials != "demo":
+				t.Errorf("%s: the exporter runs --demo, whose webhook takes the token demo; Alertmanager sends %q", w.URL, a.Credentials)
+			case !demo && a.CredentialsFile == "":
+				t.Errorf("%s: no credentials_file for the exporter's webhook token", w.URL)
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("compose/alertmanager.yml: no webhook to the exporter")
+	}
+}
