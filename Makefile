@@ -16,7 +16,7 @@ SIM_SERVERS ?= 1000
 SIM_CONFIG ?= .build/vps_sim.yml
 SIM_FLAGS ?=
 
-.PHONY: all build run sim test test-short rules lint fmt vet bench fuzz clean docker docker-push
+.PHONY: all build run sim screenshot test test-short rules lint fmt vet bench fuzz clean docker docker-push
 
 all: lint test build
 
@@ -28,6 +28,13 @@ build:
 ## run: the exporter on its built-in simulated fleet (no credentials needed)
 run: build
 	./$(BIN) --demo --demo.servers=$(DEMO_SERVERS) --web.listen-address=$(LISTEN)
+
+## screenshot: docs/status-page.png, the status page of make run
+## (./vps_exporter --demo after a short settle, SETTLE seconds) rendered by
+## headless chromium, so that the README's picture cannot drift
+SCREENSHOT ?= docs/status-page.png
+screenshot: build
+	timeout 600 scripts/screenshot ./$(BIN) $(SCREENSHOT)
 
 ## sim: the simulated providers as their own process (SIM_SERVERS servers),
 ## writing the exporter's configuration to SIM_CONFIG; in another terminal:

@@ -225,13 +225,14 @@ func serve(parent context.Context, f *flags, logger log.Logger, toolkit *slog.Lo
 			level.Error(logger).Log("msg", "cannot create demo state directory", "err", err)
 			return 1
 		}
-		demoCfg, demoFile, err := startDemo(ctx, demoOptions{servers: f.demoServers, refresh: f.demoRefresh, rate: f.demoRate, stateDir: stateDir})
+		demoCfg, demoFile, err := startDemo(ctx, demoOptions{servers: f.demoServers, refresh: f.demoRefresh, rate: f.demoRate, stateDir: stateDir,
+			webConfigFile: *f.webFlagConfig.WebConfigFile})
 		if err != nil {
 			level.Error(logger).Log("msg", "cannot start demo", "err", err)
 			return 1
 		}
-		level.Info(logger).Log("msg", "demo mode: monitoring simulated providers on loopback; remediation acts for real on the simulated servers only",
-			"servers", f.demoServers, "config_file", demoFile)
+		level.Info(logger).Log("msg", "demo mode: monitoring simulated providers on loopback; remediation acts only on the simulated servers",
+			"servers", f.demoServers, "remediation", remediationMode(demoCfg.Remediation), "config_file", demoFile)
 		d.loadConfig = func() (*config.Config, error) { return demoCfg, nil }
 	} else {
 		d.loadConfig = func() (*config.Config, error) { return loadChecked(f) }

@@ -20,10 +20,20 @@ import (
 func (d *daemon) statusPage() http.Handler {
 	return webui.NewStatusPage(d.store, remediationView{engine: d.engine}, webui.StatusOptions{
 		Demo:        d.flags.demo,
+		DemoToken:   demoToken(d.flags.demo),
 		Pprof:       d.flags.enablePprof,
 		MetricsPath: d.flags.metricsPath,
 		Logger:      d.logger,
 	})
+}
+
+// demoToken is the remediation credential the page's demo banner states:
+// DemoToken in --demo, none otherwise.
+func demoToken(demo bool) string {
+	if demo {
+		return DemoToken
+	}
+	return ""
 }
 
 // remediationView is the engine as web.RemediationSource: what

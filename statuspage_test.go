@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -17,12 +16,11 @@ import (
 	"github.com/vps-exporter/vps_exporter/providers/sim"
 )
 
-var screenshotTo = flag.String("statuspage.screenshot", "", "TestStatusPage copies its screenshot of the status page here (e.g. docs/status-page.png)")
-
 // TestStatusPage drives the built exporter's status page in a real
 // headless browser (Debian's chromium): remediation on in dry run with a
 // rule that acts, paused by an operator with a reason, one account down.
-// It reads the DOM the browser built and takes a screenshot.
+// It reads the DOM the browser built and takes a screenshot (checked to
+// be a PNG; the README's picture comes from make screenshot, the demo).
 func TestStatusPage(t *testing.T) {
 	chromium := lookTool(t, "chromium")
 	s, urls := startSim(t, 10)
@@ -157,11 +155,6 @@ func TestStatusPage(t *testing.T) {
 		t.Errorf("the screenshot is not a PNG of a page (%d bytes)", len(png))
 	}
 	t.Logf("screenshot: %s", shot)
-	if *screenshotTo != "" {
-		if err := os.WriteFile(*screenshotTo, png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 	assertNoSecrets(t, "the status page", string(dom))
 	assertNoSecrets(t, "logs", e.logs.String())
 }

@@ -108,6 +108,9 @@ func CurrentBuild() BuildInfo {
 type StatusOptions struct {
 	// Demo shows the banner of the simulated fleet.
 	Demo bool
+	// DemoToken is the demo's fixed remediation credential, stated on
+	// its banner ("": not stated).
+	DemoToken string
 	// Pprof links the profiling endpoints.
 	Pprof bool
 	// MetricsPath is where /metrics is served ("" : /metrics).
@@ -212,6 +215,7 @@ type accountRow struct {
 // statusView is what the template renders.
 type statusView struct {
 	Demo                 bool
+	DemoToken            string
 	Build                BuildInfo
 	Now                  time.Time
 	Accounts             []accountRow
@@ -257,7 +261,7 @@ func (p *StatusPage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // render writes the page into buf.
 func (p *StatusPage) render(ctx context.Context, buf *bytes.Buffer) error {
-	v := statusView{Demo: p.opts.Demo, Build: p.opts.Build, Now: p.opts.Now(), Links: p.links}
+	v := statusView{Demo: p.opts.Demo, DemoToken: p.opts.DemoToken, Build: p.opts.Build, Now: p.opts.Now(), Links: p.links}
 	for _, s := range p.snaps.Snapshots() {
 		row := accountRow{Provider: s.Provider, Account: s.Account, Servers: len(s.Servers),
 			LastSuccess: s.LastSuccess, LastAttempt: s.LastAttempt, Err: s.Err}

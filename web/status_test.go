@@ -68,7 +68,7 @@ func page(t testing.TB, snaps Snapshots, rem RemediationSource, o StatusOptions)
 // The whole page, byte for byte, for a fleet with every kind of account
 // and a remediation with every kind of entry.
 func TestStatusPageGolden(t *testing.T) {
-	body, _ := page(t, fleet(), &remSource{st: history()}, StatusOptions{Demo: true})
+	body, _ := page(t, fleet(), &remSource{st: history()}, StatusOptions{Demo: true, DemoToken: "demo"})
 	golden := filepath.Join("testdata", "status.golden.html")
 	if *update {
 		if err := os.WriteFile(golden, []byte(body), 0o644); err != nil {
@@ -279,24 +279,38 @@ func TestStatusPageEscapes(t *testing.T) {
 }
 
 func TestStatusPageDemoAndLinks(t *testing.T) {
+	const demoLive = "Demo mode: a simulated fleet on loopback; no real provider is called. Remediation: live, acting on the simulated servers only." +
+		" The webhook and the controls (pause, resume, reset) take the fixed token demo: Authorization: Bearer demo."
 	for _, tc := range []struct {
 		name   string
 		o      StatusOptions
-		banner bool
+		rem    RemediationSource
+		banner string // "": none
 		links  []string
 	}{
-		{"defaults", StatusOptions{}, false, []string{"metrics", "sd", "api/v1/accounts", "api/v1/remediation", "-/healthy", "-/ready"}},
-		{"demo, pprof, another metrics path", StatusOptions{Demo: true, Pprof: true, MetricsPath: "/prom/metrics"}, true,
+		{"defaults", StatusOptions{}, &remSource{}, "", []string{"metrics", "sd", "api/v1/accounts", "api/v1/remediation", "-/healthy", "-/ready"}},
+		{"demo, pprof, another metrics path", StatusOptions{Demo: true, DemoToken: "demo", Pprof: true, MetricsPath: "/prom/metrics"},
+			&remSource{st: RemediationStatus{Enabled: true}}, demoLive,
 			[]string{"prom/metrics", "sd", "api/v1/accounts", "api/v1/remediation", "-/healthy", "-/ready", "debug/pprof/", "debug/pprof/heap"}},
+		{"demo in dry run", StatusOptions{Demo: true, DemoToken: "demo"}, &remSource{st: RemediationStatus{Enabled: true, DryRun: true}},
+			"Demo mode: a simulated fleet on loopback; no real provider is called. Remediation: dry run." +
+				" The webhook and the controls (pause, resume, reset) take the fixed token demo: Authorization: Bearer demo.",
+			[]string{"metrics", "sd", "api/v1/accounts", "api/v1/remediation", "-/healthy", "-/ready"}},
+		{"demo without remediation or token", StatusOptions{Demo: true}, nil,
+			"Demo mode: a simulated fleet on loopback; no real provider is called.",
+			[]string{"metrics", "sd", "api/v1/accounts", "api/v1/remediation", "-/healthy", "-/ready"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, doc := page(t, fixedSnaps{}, &remSource{}, tc.o)
+			_, doc := page(t, fixedSnaps{}, tc.rem, tc.o)
 			b := doc.ByID("demo-banner")
-			if (b != nil) != tc.banner {
-				t.Fatalf("demo banner shown: %v, want %v", b != nil, tc.banner)
+			if (b != nil) != (tc.banner != "") {
+				t.Fatalf("demo banner shown: %v, want %v", b != nil, tc.banner != "")
 			}
-			if b != nil && b.Text() != "Demo mode: simulated fleet: no real provider is called." {
-				t.Errorf("banner %q", b.Text())
+			if b != nil && b.Text() != tc.banner {
+				t.Errorf("banner %q\nwant   %q", b.Text(), tc.banner)
+			}
+			if tok := doc.ByID("demo-token"); (tok != nil) != (tc.o.DemoToken != "") || tok != nil && tok.Text() != tc.o.DemoToken {
+				t.Errorf("#demo-token %v, want %q", tok, tc.o.DemoToken)
 			}
 			var got []string
 			for _, a := range doc.ByID("links").ByTag("a") {

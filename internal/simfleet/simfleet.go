@@ -45,10 +45,14 @@ type Options struct {
 	// <prefix>-e2e) and is E2E's project id; "" means "sim".
 	Prefix string
 	// Live runs remediation for real against the simulated fleet (the
-	// configuration gets dry_run: false and a made-up webhook bearer
-	// token, the credential live remediation requires); otherwise it runs
-	// in dry run.
+	// configuration gets dry_run: false and WebhookToken as the webhook
+	// bearer token, the credential live remediation requires); otherwise
+	// it runs in dry run.
 	Live bool
+	// WebhookToken is the remediation credential in Live (required
+	// there; vps_exporter --demo uses the fixed, documented token
+	// "demo"); unused otherwise.
+	WebhookToken string
 }
 
 // settle is how long a simulated action's transitional state lasts
@@ -107,6 +111,8 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		return nil, fmt.Errorf("simulated fleet: refresh interval must be positive, got %s", o.Refresh)
 	case !(o.RateLimit >= 0):
 		return nil, fmt.Errorf("simulated fleet: rate limit must not be negative, got %v", o.RateLimit)
+	case o.Live && o.WebhookToken == "":
+		return nil, errors.New("simulated fleet: live remediation needs a webhook token")
 	}
 	if o.ListenHost == "" {
 		o.ListenHost = "127.0.0.1"
@@ -133,7 +139,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 	}
 	f := &Fleet{Sim: s, opts: o, creds: creds, srv: srv}
 	if o.Live {
-		f.webhookToken = randomHex()
+		f.webhookToken = o.WebhookToken
 	}
 	return f, nil
 }

@@ -294,11 +294,18 @@ func TestShutdown(t *testing.T) {
 }
 
 // TestLiveHasTheCredential: a live fleet's configuration acts for real and
-// carries the credential live remediation requires; the default one is a
-// dry run.
+// carries the credential live remediation requires (the one given; a
+// live fleet without one is refused); the default one is a dry run.
 func TestLiveHasTheCredential(t *testing.T) {
+	if _, err := Start(context.Background(), Options{Servers: 3, Refresh: time.Second, Live: true}); err == nil || !strings.Contains(err.Error(), "webhook token") {
+		t.Errorf("a live fleet without a webhook token: %v, want refused", err)
+	}
 	for _, live := range []bool{false, true} {
-		f, err := Start(context.Background(), Options{Servers: 30, Refresh: time.Second, Live: live})
+		o := Options{Servers: 30, Refresh: time.Second, Live: live}
+		if live {
+			o.WebhookToken = "demo"
+		}
+		f, err := Start(context.Background(), o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -308,7 +315,7 @@ func TestLiveHasTheCredential(t *testing.T) {
 			t.Fatal(err)
 		}
 		r := c.Remediation
-		if r.DryRun == live || (r.Webhook.BearerToken != "") != live {
+		if r.DryRun == live || (r.Webhook.BearerToken != "") != live || (live && r.Webhook.BearerToken != "demo") {
 			t.Errorf("live %v: dry_run %v, bearer token set %v", live, r.DryRun, r.Webhook.BearerToken != "")
 		}
 		if err := r.CheckCredential(false); err != nil {
