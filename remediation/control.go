@@ -17,15 +17,12 @@ import (
 // /api/v1/remediation: GET the actions, suppressions and episodes
 // (filters provider, account, id, since, limit), POST .../pause
 // {"duration","reason"}, POST .../resume and POST .../reset
-// {"provider","account","id"}. The controls, which act on servers, take
-// the remediation credential whenever one is set; the history is read
-// without it, as the status page shows it (both behind the web
-// configuration's authentication, as /metrics). With no credential at
-// all (no bearer token, no basic auth in the web configuration: allowed
-// in dry run only), reset is refused (403): it would clear the live
-// closed loop's exhaustion and attempts in the state file for anyone;
-// pause and resume stay open (in dry run they only gate its records, and
-// going live needs a credential, which then guards them).
+// {"provider","account","id"}: 409 for a server that is not exhausted,
+// 404 for one its account does not have. The controls, which act on
+// servers, take the remediation credential by the rule the webhook
+// follows too (Engine.credential, asked at each request); the history is
+// read without it, as the status page shows it (both behind the web
+// configuration's authentication, as /metrics).
 type ControlHandler struct{ e *Engine }
 
 // NewControlHandler returns the control endpoints of e.
@@ -42,8 +39,8 @@ func (c *ControlHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		c.history(w, r)
 	case "/api/v1/remediation/pause", "/api/v1/remediation/resume", "/api/v1/remediation/reset":
-		if !c.e.authorized(r) {
-			unauthorized(w)
+		if f := c.e.credential(r, r.URL.Path == "/api/v1/remediation/reset"); f != nil {
+			f.refuse(w)
 			return
 		}
 		if r.Method != http.MethodPost {
@@ -53,10 +50,6 @@ func (c *ControlHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		switch r.URL.Path {
 		case "/api/v1/remediation/reset":
-			if !c.e.credentialSet() {
-				http.Error(w, "Forbidden: reset needs a credential: set remediation.webhook.bearer_token (or basic_auth_users in --web.config.file)", http.StatusForbidden)
-				return
-			}
 			c.reset(w, r)
 		case "/api/v1/remediation/pause":
 			c.pause(w, r)
@@ -169,8 +162,10 @@ func (c *ControlHandler) reset(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := c.e.Reset(body.Provider, body.Account, body.ID)
 	switch {
-	case errors.Is(err, ErrUnknownAccount):
+	case errors.Is(err, ErrUnknownAccount), errors.Is(err, ErrUnknownServer):
 		http.Error(w, "cannot reset: "+err.Error(), http.StatusNotFound)
+	case errors.Is(err, ErrNotExhausted):
+		http.Error(w, "cannot reset: "+err.Error(), http.StatusConflict)
 	case err != nil:
 		http.Error(w, "cannot reset: "+err.Error(), http.StatusServiceUnavailable)
 	default:
