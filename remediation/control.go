@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-kit/log/level"
@@ -48,6 +51,9 @@ func (c *ControlHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "POST to pause, resume or reset remediation", http.StatusMethodNotAllowed)
 			return
 		}
+		if unknownParam(w, r) {
+			return
+		}
 		switch r.URL.Path {
 		case "/api/v1/remediation/reset":
 			c.reset(w, r)
@@ -61,7 +67,29 @@ func (c *ControlHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// historyParams are the query parameters GET /api/v1/remediation takes.
+var historyParams = []string{"provider", "account", "id", "since", "limit"}
+
+// unknownParam answers 400 naming the first query parameter not in known
+// (as /sd does) and reports whether it did.
+func unknownParam(w http.ResponseWriter, r *http.Request, known ...string) bool {
+	for _, k := range slices.Sorted(maps.Keys(r.URL.Query())) {
+		if !slices.Contains(known, k) {
+			want := "this endpoint takes none"
+			if len(known) > 0 {
+				want = "want " + strings.Join(known, ", ")
+			}
+			http.Error(w, fmt.Sprintf("bad query: %s: unknown query parameter (%s)", k, want), http.StatusBadRequest)
+			return true
+		}
+	}
+	return false
+}
+
 func (c *ControlHandler) history(w http.ResponseWriter, r *http.Request) {
+	if unknownParam(w, r, historyParams...) {
+		return
+	}
 	q := r.URL.Query()
 	f := Filter{Provider: q.Get("provider"), Account: q.Get("account"), ID: q.Get("id"), Limit: 100}
 	if v := q.Get("limit"); v != "" {
@@ -80,15 +108,8 @@ func (c *ControlHandler) history(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Since = t
 	}
-	h, err := c.e.History(r.Context(), f)
-	out := struct {
-		History
-		Error string `json:"error,omitempty"`
-	}{History: h}
-	if err != nil {
-		out.Error = err.Error()
-	}
-	writeJSON(w, http.StatusOK, out)
+	h, _ := c.e.View(r.Context(), f) // an error is in h.Error
+	writeJSON(w, http.StatusOK, h)
 }
 
 // parseSince reads an RFC 3339 time or a duration before now ("2h").
@@ -134,7 +155,7 @@ func (c *ControlHandler) pause(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	level.Warn(c.e.logger).Log("msg", "remediation paused by an operator", "until", p.Until, "reason", p.Reason)
-	writeJSON(w, http.StatusOK, p)
+	writeJSON(w, http.StatusOK, PauseView{Since: p.Since, Until: p.Until, Reason: p.Reason})
 }
 
 func (c *ControlHandler) resume(w http.ResponseWriter) {

@@ -8,7 +8,9 @@ package web
 
 import (
 	"encoding/json"
+	"maps"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/go-kit/log"
@@ -59,7 +61,12 @@ func NewAccountsHandler(snaps Snapshots, logger log.Logger) *AccountsHandler {
 }
 
 // ServeHTTP implements http.Handler.
-func (h *AccountsHandler) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+func (h *AccountsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// As /sd: a parameter it does not take is a mistake, not a filter.
+	if keys := slices.Sorted(maps.Keys(r.URL.Query())); len(keys) > 0 {
+		http.Error(w, "bad query: "+keys[0]+": unknown query parameter (this endpoint takes none)", http.StatusBadRequest)
+		return
+	}
 	var out []accountStatus
 	for _, s := range h.snaps.Snapshots() {
 		st := accountStatus{Provider: s.Provider, Account: s.Account, Up: s.Up, Servers: len(s.Servers), DurationSec: s.Duration.Seconds(), Error: s.Err}
