@@ -2,6 +2,7 @@ package remediation
 
 import (
 	"context"
+	"sort"
 	"time"
 )
 
@@ -186,24 +187,11 @@ func (e *Engine) View(ctx context.Context, f Filter) (HistoryView, error) {
 	verdicts := map[uint64]string{}
 	for i := range h.Episodes {
 		ep := &h.Episodes[i]
-		v := EpisodeView{Seq: ep.Seq, Provider: ep.Provider, Account: ep.Account, ID: ep.ID, Name: names(ep.Provider, ep.Account, ep.ID),
-			Source: ep.Source, Rule: ep.Rule, Outcome: ep.Outcome, Reason: ep.Reason, Opened: ep.Opened, Ended: ep.Ended,
-			Next: ep.Escalate, NextSince: ep.EscalateSince, ClearSince: ep.ClearSince, Released: ep.Released, ReleasedBy: ep.ReleasedBy,
-			Steps: make([]StepView, 0, len(ep.Steps))}
-		if a, ok := active[ep.Seq]; ok && (ep.Outcome == EpisodeOpen || ep.exhausted()) {
-			v.Step, v.Ladder, v.Attempts, v.MaxAttempts = ep.position(), a.ladder, a.attempts, a.maxAttempts
+		var a *activeView
+		if av, ok := active[ep.Seq]; ok && (ep.Outcome == EpisodeOpen || ep.exhausted()) {
+			a = &av
 		}
-		for _, s := range ep.Steps {
-			v.Steps = append(v.Steps, StepView{Seq: s.Seq, Action: s.Action, ID: s.ID, Name: names(ep.Provider, ep.Account, s.ID), Source: s.Source, Rule: s.Rule,
-				Time: s.Time, Finished: s.Finished, Outcome: shownResult(s.Outcome), Refused: s.Refused, Verdict: s.Verdict,
-				VerdictTime: s.VerdictTime, Detail: s.Detail, Alert: s.Alert})
-			if s.Verdict != "" {
-				verdicts[s.Seq] = s.Verdict
-			}
-		}
-		for _, m := range ep.Alerts {
-			v.Alerts = append(v.Alerts, AlertView{Fingerprint: m.Fingerprint, Name: m.Name, StartsAt: m.StartsAt, Resolved: m.Resolved})
-		}
+		v := episodeView(ep, names, a, verdicts)
 		out.Episodes = append(out.Episodes, v)
 	}
 	for _, r := range h.Actions {
@@ -226,6 +214,58 @@ func (e *Engine) View(ctx context.Context, f Filter) (HistoryView, error) {
 		out.Error = err.Error()
 	}
 	return out, err
+}
+
+// OpenEpisodes lists the open episodes (an action being verified, or the
+// ladder's next step due), oldest first, from the engine's memory: each
+// with its step, ladder and attempts.
+func (e *Engine) OpenEpisodes() []EpisodeView {
+	e.mu.Lock()
+	from := e.now().Add(-time.Duration(e.cfg.AttemptsWindow))
+	type open struct {
+		ep *Episode
+		a  activeView
+	}
+	var eps []open
+	for _, t := range e.tracks {
+		if ep := t.Episode; ep != nil && ep.Outcome == EpisodeOpen && e.accounts[ep.Account] == ep.Provider {
+			eps = append(eps, open{ep.clone(), activeView{ladder: e.ladderLocked(ep), attempts: t.attemptsSince(from), maxAttempts: e.cfg.MaxAttempts}})
+		}
+	}
+	e.mu.Unlock()
+	sort.Slice(eps, func(i, j int) bool { return eps[i].ep.Seq < eps[j].ep.Seq })
+	names := e.namer()
+	out := make([]EpisodeView, 0, len(eps))
+	for _, o := range eps {
+		showVerifying(o.ep)
+		out = append(out, episodeView(o.ep, names, &o.a, nil))
+	}
+	return out
+}
+
+// episodeView is ep as people read it; a (nil: none) is what the
+// engine's memory adds to an active episode; the verdicts of its steps
+// are noted in verdicts (by audit record) unless it is nil.
+func episodeView(ep *Episode, names func(provider, account, id string) string, a *activeView, verdicts map[uint64]string) EpisodeView {
+	v := EpisodeView{Seq: ep.Seq, Provider: ep.Provider, Account: ep.Account, ID: ep.ID, Name: names(ep.Provider, ep.Account, ep.ID),
+		Source: ep.Source, Rule: ep.Rule, Outcome: ep.Outcome, Reason: ep.Reason, Opened: ep.Opened, Ended: ep.Ended,
+		Next: ep.Escalate, NextSince: ep.EscalateSince, ClearSince: ep.ClearSince, Released: ep.Released, ReleasedBy: ep.ReleasedBy,
+		Steps: make([]StepView, 0, len(ep.Steps))}
+	if a != nil {
+		v.Step, v.Ladder, v.Attempts, v.MaxAttempts = ep.position(), a.ladder, a.attempts, a.maxAttempts
+	}
+	for _, s := range ep.Steps {
+		v.Steps = append(v.Steps, StepView{Seq: s.Seq, Action: s.Action, ID: s.ID, Name: names(ep.Provider, ep.Account, s.ID), Source: s.Source, Rule: s.Rule,
+			Time: s.Time, Finished: s.Finished, Outcome: shownResult(s.Outcome), Refused: s.Refused, Verdict: s.Verdict,
+			VerdictTime: s.VerdictTime, Detail: s.Detail, Alert: s.Alert})
+		if s.Verdict != "" && verdicts != nil {
+			verdicts[s.Seq] = s.Verdict
+		}
+	}
+	for _, m := range ep.Alerts {
+		v.Alerts = append(v.Alerts, AlertView{Fingerprint: m.Fingerprint, Name: m.Name, StartsAt: m.StartsAt, Resolved: m.Resolved})
+	}
+	return v
 }
 
 // activeViews is, by episode number, what the engine's memory knows of
