@@ -124,8 +124,8 @@ type EpisodeView struct {
 	MaxAttempts int      `json:"max_attempts,omitempty"`
 	// Next is the ladder's next action, due since NextSince (it has not
 	// passed the gate yet).
-	Next      string    `json:"next,omitempty"`
-	NextSince time.Time `json:"next_since,omitzero"`
+	Next      string    `json:"escalate,omitempty"`
+	NextSince time.Time `json:"escalate_since,omitzero"`
 	// ClearSince: an exhausted server's condition is clear since then.
 	ClearSince time.Time `json:"clear_since,omitzero"`
 	// Released: an exhausted server handed back (ReleasedBy
