@@ -126,11 +126,19 @@ func TestControlsFollowTheWebConfig(t *testing.T) {
 		t.Errorf("history: %d; a refused pause took effect: %.300s", code, body)
 	}
 
-	// Put back: taken again.
+	// A person is told, once (eight refused requests above).
+	if n := strings.Count(e.logs.String(), "no longer asks for basic auth"); n != 1 {
+		t.Errorf("%d log lines say the credential left the web configuration, want 1", n)
+	}
+
+	// Put back: taken again, and said.
 	if err := os.WriteFile(web, basicWeb, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	check("basic auth back", true, func(p string) int { return taken[p] })
+	if n := strings.Count(e.logs.String(), "asks for basic auth again"); n != 1 {
+		t.Errorf("%d log lines say the credential is back, want 1", n)
+	}
 	assertNoSecrets(t, "logs", e.logs.String())
 	if strings.Contains(e.logs.String(), pass) {
 		t.Error("the basic auth password is in the logs")

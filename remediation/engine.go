@@ -215,6 +215,9 @@ type Engine struct {
 	// webBasicAtLoad: the configuration in force was loaded with that
 	// basic auth as its remediation credential.
 	webBasicAtLoad bool
+	// webBasicGone: that basic auth has left the web configuration (as
+	// the last request found it; logged when it changes).
+	webBasicGone bool
 	// background holds the suppressions of rule requests decided away
 	// from a refresh (the re-read, the final check, the call, shutdown)
 	// until their rule's next summary line: provider \x00 account \x00
