@@ -5,15 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net/http"
-	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/go-kit/log/level"
 	"github.com/prometheus/common/model"
+
+	"github.com/vps-exporter/vps_exporter/internal/httpq"
 )
 
 // ControlHandler serves the operator's endpoints under
@@ -73,15 +72,9 @@ var historyParams = []string{"provider", "account", "id", "since", "limit"}
 // unknownParam answers 400 naming the first query parameter not in known
 // (as /sd does) and reports whether it did.
 func unknownParam(w http.ResponseWriter, r *http.Request, known ...string) bool {
-	for _, k := range slices.Sorted(maps.Keys(r.URL.Query())) {
-		if !slices.Contains(known, k) {
-			want := "this endpoint takes none"
-			if len(known) > 0 {
-				want = "want " + strings.Join(known, ", ")
-			}
-			http.Error(w, fmt.Sprintf("bad query: %s: unknown query parameter (%s)", k, want), http.StatusBadRequest)
-			return true
-		}
+	if err := httpq.Unknown(r.URL.Query(), known...); err != nil {
+		http.Error(w, "bad query: "+err.Error(), http.StatusBadRequest)
+		return true
 	}
 	return false
 }

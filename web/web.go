@@ -8,15 +8,14 @@ package web
 
 import (
 	"encoding/json"
-	"maps"
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 
 	"github.com/vps-exporter/vps_exporter/collector"
+	"github.com/vps-exporter/vps_exporter/internal/httpq"
 )
 
 // Snapshots gives every account's snapshot, ordered by account name; the
@@ -63,8 +62,8 @@ func NewAccountsHandler(snaps Snapshots, logger log.Logger) *AccountsHandler {
 // ServeHTTP implements http.Handler.
 func (h *AccountsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// As /sd: a parameter it does not take is a mistake, not a filter.
-	if keys := slices.Sorted(maps.Keys(r.URL.Query())); len(keys) > 0 {
-		http.Error(w, "bad query: "+keys[0]+": unknown query parameter (this endpoint takes none)", http.StatusBadRequest)
+	if err := httpq.Unknown(r.URL.Query()); err != nil {
+		http.Error(w, "bad query: "+err.Error(), http.StatusBadRequest)
 		return
 	}
 	var out []accountStatus
