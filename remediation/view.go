@@ -182,9 +182,10 @@ func (e *Engine) View(ctx context.Context, f Filter) (HistoryView, error) {
 	if p := h.Paused; p != nil {
 		out.Paused = &PauseView{Since: p.Since, Until: p.Until, Reason: p.Reason}
 	}
-	active := e.activeViews()
+	// The verdicts of the active episodes' steps, from memory: an action
+	// of one has its verdict even when the episode is past the limit.
+	active, verdicts := e.activeViews()
 	names := e.namer()
-	verdicts := map[uint64]string{}
 	for i := range h.Episodes {
 		ep := &h.Episodes[i]
 		var a *activeView
@@ -269,18 +270,30 @@ func episodeView(ep *Episode, names func(provider, account, id string) string, a
 }
 
 // activeViews is, by episode number, what the engine's memory knows of
-// each active episode: its ladder as configured now and its attempts.
-func (e *Engine) activeViews() map[uint64]activeView {
+// each active episode: its ladder as configured now and its attempts;
+// and, by audit record, the verdicts of their steps (verifying for an
+// open episode's last step that waits for its verdict).
+func (e *Engine) activeViews() (map[uint64]activeView, map[uint64]string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	from := e.now().Add(-time.Duration(e.cfg.AttemptsWindow))
-	out := make(map[uint64]activeView, len(e.tracks))
+	out, verdicts := make(map[uint64]activeView, len(e.tracks)), map[uint64]string{}
 	for _, t := range e.tracks {
-		if ep := t.Episode; ep != nil {
-			out[ep.Seq] = activeView{ladder: e.ladderLocked(ep), attempts: t.attemptsSince(from), maxAttempts: e.cfg.MaxAttempts}
+		ep := t.Episode
+		if ep == nil {
+			continue
+		}
+		out[ep.Seq] = activeView{ladder: e.ladderLocked(ep), attempts: t.attemptsSince(from), maxAttempts: e.cfg.MaxAttempts}
+		for i, s := range ep.Steps {
+			switch {
+			case s.Verdict != "":
+				verdicts[s.Seq] = s.Verdict
+			case i == len(ep.Steps)-1 && ep.Outcome == EpisodeOpen && ep.verifying():
+				verdicts[s.Seq] = VerdictVerifying
+			}
 		}
 	}
-	return out
+	return out, verdicts
 }
 
 // ladderLocked is an episode's ladder as configured now: its rule's

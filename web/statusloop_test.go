@@ -3,6 +3,7 @@ package web
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // The page shows the closed loop: each action's verdict, "accepted" for
@@ -56,5 +57,22 @@ func TestStatusPageShowsTheLoop(t *testing.T) {
 		if td := x.ByTag("td"); len(td) < 3 || td[2].Text() != "1009 web-1009" {
 			t.Errorf("exhausted row without the server's name: %s", x.Text())
 		}
+	}
+}
+
+// An open episode whose rule left the configuration has no ladder: the
+// page says so instead of "1 of 0".
+func TestStatusPageEpisodeWithoutLadder(t *testing.T) {
+	st := RemediationStatus{Enabled: true, MaxActionsPerHour: 10, Episodes: []Episode{
+		{Provider: "vpsorg", Account: "vps-main", ID: "1005", Source: "rule", Rule: "gone", Opened: now.Add(-time.Minute), Step: 1, Current: "reboot", Verdict: "verifying", Attempts: 1, MaxAttempts: 3},
+	}}
+	_, doc := page(t, namedFleet(), &remSource{st: st}, StatusOptions{})
+	eps := doc.ByClass("episode")
+	if len(eps) != 1 {
+		t.Fatalf("%d episode rows", len(eps))
+	}
+	td := eps[0].ByTag("td")
+	if got := td[5].Text() + " | " + td[6].Text(); got != "reboot verifying | no longer configured" {
+		t.Errorf("step and ladder cells %q", got)
 	}
 }
