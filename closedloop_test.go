@@ -176,7 +176,7 @@ func TestClosedLoopPowerCycleAfterReboot(t *testing.T) {
 	}
 	var cycle bool
 	for _, a := range h.Actions {
-		if a.Action == "power_cycle" && a.Result == "success" && len(a.Calls) == 2 && a.Calls[0].Action == "stop" && a.Calls[1].Action == "start" {
+		if a.Action == "power_cycle" && a.Result == "accepted" && len(a.Calls) == 2 && a.Calls[0].Action == "stop" && a.Calls[1].Action == "start" {
 			cycle = true
 		}
 	}

@@ -579,7 +579,7 @@ func TestWebhookRedeployBehindBasicAuth(t *testing.T) {
 		t.Errorf("%d redeploys, want exactly 1", n)
 	}
 	_, audit := e.get("/api/v1/remediation")
-	if !strings.Contains(audit, `"result": "success"`) || !strings.Contains(audit, `"new_id": "`+newID+`"`) {
+	if !strings.Contains(audit, `"result": "accepted"`) || !strings.Contains(audit, `"new_id": "`+newID+`"`) {
 		t.Errorf("audit page: %s", audit)
 	}
 	assertNoSecrets(t, "logs", e.logs.String())

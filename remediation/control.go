@@ -11,21 +11,20 @@ import (
 
 	"github.com/go-kit/log/level"
 	"github.com/prometheus/common/model"
+
+	"github.com/vps-exporter/vps_exporter/internal/httpq"
 )
 
 // ControlHandler serves the operator's endpoints under
 // /api/v1/remediation: GET the actions, suppressions and episodes
 // (filters provider, account, id, since, limit), POST .../pause
 // {"duration","reason"}, POST .../resume and POST .../reset
-// {"provider","account","id"}. The controls, which act on servers, take
-// the remediation credential whenever one is set; the history is read
-// without it, as the status page shows it (both behind the web
-// configuration's authentication, as /metrics). With no credential at
-// all (no bearer token, no basic auth in the web configuration: allowed
-// in dry run only), reset is refused (403): it would clear the live
-// closed loop's exhaustion and attempts in the state file for anyone;
-// pause and resume stay open (in dry run they only gate its records, and
-// going live needs a credential, which then guards them).
+// {"provider","account","id"}: 409 for a server that is not exhausted,
+// 404 for one its account does not have. The controls, which act on
+// servers, take the remediation credential by the rule the webhook
+// follows too (Engine.credential, asked at each request); the history is
+// read without it, as the status page shows it (both behind the web
+// configuration's authentication, as /metrics).
 type ControlHandler struct{ e *Engine }
 
 // NewControlHandler returns the control endpoints of e.
@@ -42,8 +41,8 @@ func (c *ControlHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		c.history(w, r)
 	case "/api/v1/remediation/pause", "/api/v1/remediation/resume", "/api/v1/remediation/reset":
-		if !c.e.authorized(r) {
-			unauthorized(w)
+		if f := c.e.credential(r, r.URL.Path == "/api/v1/remediation/reset"); f != nil {
+			f.refuse(w)
 			return
 		}
 		if r.Method != http.MethodPost {
@@ -51,12 +50,11 @@ func (c *ControlHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "POST to pause, resume or reset remediation", http.StatusMethodNotAllowed)
 			return
 		}
+		if unknownParam(w, r) {
+			return
+		}
 		switch r.URL.Path {
 		case "/api/v1/remediation/reset":
-			if !c.e.credentialSet() {
-				http.Error(w, "Forbidden: reset needs a credential: set remediation.webhook.bearer_token (or basic_auth_users in --web.config.file)", http.StatusForbidden)
-				return
-			}
 			c.reset(w, r)
 		case "/api/v1/remediation/pause":
 			c.pause(w, r)
@@ -68,7 +66,23 @@ func (c *ControlHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// historyParams are the query parameters GET /api/v1/remediation takes.
+var historyParams = []string{"provider", "account", "id", "since", "limit"}
+
+// unknownParam answers 400 naming the first query parameter not in known
+// (as /sd does) and reports whether it did.
+func unknownParam(w http.ResponseWriter, r *http.Request, known ...string) bool {
+	if err := httpq.Unknown(r.URL.Query(), known...); err != nil {
+		http.Error(w, "bad query: "+err.Error(), http.StatusBadRequest)
+		return true
+	}
+	return false
+}
+
 func (c *ControlHandler) history(w http.ResponseWriter, r *http.Request) {
+	if unknownParam(w, r, historyParams...) {
+		return
+	}
 	q := r.URL.Query()
 	f := Filter{Provider: q.Get("provider"), Account: q.Get("account"), ID: q.Get("id"), Limit: 100}
 	if v := q.Get("limit"); v != "" {
@@ -87,15 +101,8 @@ func (c *ControlHandler) history(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Since = t
 	}
-	h, err := c.e.History(r.Context(), f)
-	out := struct {
-		History
-		Error string `json:"error,omitempty"`
-	}{History: h}
-	if err != nil {
-		out.Error = err.Error()
-	}
-	writeJSON(w, http.StatusOK, out)
+	h, _ := c.e.View(r.Context(), f) // an error is in h.Error
+	writeJSON(w, http.StatusOK, h)
 }
 
 // parseSince reads an RFC 3339 time or a duration before now ("2h").
@@ -141,7 +148,7 @@ func (c *ControlHandler) pause(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	level.Warn(c.e.logger).Log("msg", "remediation paused by an operator", "until", p.Until, "reason", p.Reason)
-	writeJSON(w, http.StatusOK, p)
+	writeJSON(w, http.StatusOK, PauseView{Since: p.Since, Until: p.Until, Reason: p.Reason})
 }
 
 func (c *ControlHandler) resume(w http.ResponseWriter) {
@@ -169,8 +176,10 @@ func (c *ControlHandler) reset(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := c.e.Reset(body.Provider, body.Account, body.ID)
 	switch {
-	case errors.Is(err, ErrUnknownAccount):
+	case errors.Is(err, ErrUnknownAccount), errors.Is(err, ErrUnknownServer):
 		http.Error(w, "cannot reset: "+err.Error(), http.StatusNotFound)
+	case errors.Is(err, ErrNotExhausted):
+		http.Error(w, "cannot reset: "+err.Error(), http.StatusConflict)
 	case err != nil:
 		http.Error(w, "cannot reset: "+err.Error(), http.StatusServiceUnavailable)
 	default:

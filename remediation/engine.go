@@ -212,6 +212,12 @@ type Engine struct {
 	// auth now, so that every request reaching the controls was
 	// authenticated (nil: it never does).
 	webBasicAuth func() bool
+	// webBasicAtLoad: the configuration in force was loaded with that
+	// basic auth as its remediation credential.
+	webBasicAtLoad bool
+	// webBasicGone: that basic auth has left the web configuration (as
+	// the last request found it; logged when it changes).
+	webBasicGone bool
 	// background holds the suppressions of rule requests decided away
 	// from a refresh (the re-read, the final check, the call, shutdown)
 	// until their rule's next summary line: provider \x00 account \x00

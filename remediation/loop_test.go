@@ -3,6 +3,7 @@ package remediation
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http/httptest"
 	"slices"
@@ -1272,14 +1273,18 @@ func TestResetNeedsACredential(t *testing.T) {
 	var basic atomic.Bool
 	basic.Store(true)
 	h.engine.SetWebBasicAuth(basic.Load)
-	if code := send("/api/v1/remediation/reset", reset); code != 200 {
-		t.Errorf("reset behind the web configuration's basic auth: %d, want 200", code)
+	h.refresh("vps")
+	if code := send("/api/v1/remediation/reset", reset); code != 409 {
+		t.Errorf("reset of a server that is not exhausted, behind the web configuration's basic auth: %d, want 409", code)
 	}
 	// The web configuration edited to drop basic auth (the web server
-	// reads it at each request, no reload): asked again, refused.
+	// reads it at each request, no reload): asked again, every control
+	// (and the webhook, TestOneCredentialRule) is refused.
 	basic.Store(false)
-	if code := send("/api/v1/remediation/reset", reset); code != 403 {
-		t.Errorf("reset after basic auth left the web configuration: %d, want 403", code)
+	for _, c := range []struct{ path, body string }{{"/api/v1/remediation/reset", reset}, {"/api/v1/remediation/pause", `{"reason":"x"}`}, {"/api/v1/remediation/resume", ""}} {
+		if code := send(c.path, c.body); code != 403 {
+			t.Errorf("%s after basic auth left the web configuration: %d, want 403", c.path, code)
+		}
 	}
 }
 
@@ -1347,11 +1352,11 @@ func TestPowerCycleRecordsItsStartBeforeSendingIt(t *testing.T) {
 	}
 }
 
-// A reset while an episode's next step is under way: the step is
-// recorded in the audit log and as an attempt, in no episode (before: it
-// opened a new episode in the middle of the ladder, whose next step
-// repeated it). The server's next request starts its ladder again.
-func TestResetDuringANextStepDropsItsStep(t *testing.T) {
+// A reset while an episode's next step is under way is refused: the
+// server is not exhausted (before: the reset ended the episode and
+// dropped the cooldown, so that the server was acted on again at once).
+// The step stays in its episode, and the cooldown holds.
+func TestResetRefusedDuringANextStep(t *testing.T) {
 	cfg := baseConfig(t)
 	cfg.Rules = []config.Rule{hotCPU("power_cycle")}
 	cfg.Webhook.BearerToken = "ctl-SECRET"
@@ -1368,27 +1373,20 @@ func TestResetDuringANextStepDropsItsStep(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); h.refresh("vps") }()
 	<-gate.started
-	res, err := h.engine.Reset("vpsorg", "vps", "12001")
-	if err != nil || !res.Episode {
-		t.Fatalf("reset %+v %v", res, err)
+	if res, err := h.engine.Reset("vpsorg", "vps", "12001"); !errors.Is(err, ErrNotExhausted) {
+		t.Fatalf("reset of a server in an open episode: %+v %v, want ErrNotExhausted", res, err)
 	}
 	close(gate.release)
 	<-done
 	h.provs["vps"] = orig
 	h.settle()
 	eps := h.episodes("12001")
-	if len(eps) != 1 || eps[0].Outcome != EpisodeEnded || ladderOf(eps[0]) != "reboot:not_recovered" {
-		t.Fatalf("episodes %q, want only the one the reset ended", summaries(eps))
+	if len(eps) != 1 || eps[0].Outcome != EpisodeOpen || len(eps[0].Steps) != 2 || eps[0].Steps[1].Action != "power_cycle" {
+		t.Fatalf("episodes %q, want the open one with its power cycle", summaries(eps))
 	}
-	h.advance(6 * time.Minute)
 	h.refresh("vps")
 	if got := h.simActions(sim.VPSOrg, "12001"); !slices.Equal(got, []string{"reboot", "stop", "start"}) {
-		t.Fatalf("calls %v within the power cycle's cooldown", got)
-	}
-	h.advance(time.Hour)
-	h.refresh("vps")
-	if got := h.simActions(sim.VPSOrg, "12001"); !slices.Equal(got, []string{"reboot", "stop", "start", "reboot"}) {
-		t.Errorf("calls %v: after the reset the ladder starts again with the reboot", got)
+		t.Errorf("calls %v: the refused reset let the server be acted on again", got)
 	}
 }
 

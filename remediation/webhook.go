@@ -3,7 +3,6 @@ package remediation
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"net/http"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -273,48 +271,6 @@ func seenKey(dry bool, key string) string {
 	return key
 }
 
-// authorized checks the webhook's bearer token, when one is configured,
-// in constant time.
-func (e *Engine) authorized(r *http.Request) bool {
-	e.mu.Lock()
-	want := string(e.cfg.Webhook.BearerToken)
-	e.mu.Unlock()
-	if want == "" {
-		return true
-	}
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
-	return ok && subtle.ConstantTimeCompare(a[:], b[:]) == 1
-}
-
-// credentialSet reports whether the controls are guarded by a
-// credential: the remediation bearer token, or the web configuration's
-// basic auth.
-func (e *Engine) credentialSet() bool {
-	e.mu.Lock()
-	token, basic := e.cfg.Webhook.BearerToken != "", e.webBasicAuth
-	e.mu.Unlock()
-	// Asked at each request, outside the lock (it may read a file): the
-	// web server reads its configuration at each request too.
-	return token || basic != nil && basic()
-}
-
-// SetWebBasicAuth gives the engine what tells whether the web
-// configuration (--web.config.file) asks for basic auth now: then every
-// request that reaches the controls was authenticated, and a reset is
-// allowed without the remediation bearer token. nil: never.
-func (e *Engine) SetWebBasicAuth(basic func() bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.webBasicAuth = basic
-}
-
-// unauthorized answers 401 with the scheme the endpoint wants.
-func unauthorized(rw http.ResponseWriter) {
-	rw.Header().Set("WWW-Authenticate", `Bearer realm="vps_exporter remediation"`)
-	http.Error(rw, "Unauthorized: the webhook and the remediation controls need remediation.webhook.bearer_token", http.StatusUnauthorized)
-}
-
 // ServeHTTP implements http.Handler: 200 once the alerts are queued and
 // the resolved notifications recorded (in one transaction; an alert
 // asking for remediation without provider, account, id or startsAt is
@@ -338,8 +294,8 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		enabled = e.alertEpisodesLocked()
 	}
 	e.mu.Unlock()
-	if !e.authorized(r) {
-		unauthorized(rw)
+	if f := e.credential(r, false); f != nil {
+		f.refuse(rw)
 		return
 	}
 	if closing || w.stopped() {

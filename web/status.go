@@ -15,6 +15,8 @@ import (
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	"github.com/prometheus/common/version"
+
+	"github.com/vps-exporter/vps_exporter/collector"
 )
 
 // RemediationSource gives the remediation state the status page shows.
@@ -49,6 +51,9 @@ type RemediationStatus struct {
 	// resets them (closed-loop remediation). Empty until the engine
 	// reports them.
 	Exhausted []ExhaustedServer
+	// Episodes are the closed loop's open episodes, oldest first: a
+	// server whose action is being verified or whose next step is due.
+	Episodes []Episode
 }
 
 // Pause is an operator's pause of remediation.
@@ -66,17 +71,26 @@ type Action struct {
 	Action                string
 	// Source is "rule" or "alert"; Rule names the rule or the alert.
 	Source, Rule string
-	// Result is success, failed, dry_run or unknown.
+	// Name is the server's name (empty: the page reads it from the
+	// account's snapshot).
+	Name string
+	// Result is accepted (the provider accepted the call), failed,
+	// dry_run or unknown.
 	Result string
 	Error  string
 	// NewID is the server that replaced this one (a redeploy).
 	NewID string
+	// Verdict is the closed loop's: verifying, recovered, not_recovered
+	// or unknown; empty when the action gets none (a dry run, a refused
+	// call).
+	Verdict string
 }
 
 // Suppression is an action the safety gate held back.
 type Suppression struct {
 	Time                  time.Time
 	Provider, Account, ID string
+	Name                  string // as Action's
 	Action                string
 	Source, Rule          string
 	Reason, Detail        string
@@ -85,6 +99,7 @@ type Suppression struct {
 // ExhaustedServer is a server that no repair fixed.
 type ExhaustedServer struct {
 	Provider, Account, ID string
+	Name                  string // as Action's
 	// Since is when it became exhausted.
 	Since time.Time
 	// Attempts is how many actions its episode took; LastAction the
@@ -92,6 +107,27 @@ type ExhaustedServer struct {
 	Attempts   int
 	LastAction string
 	Detail     string
+}
+
+// Episode is an open episode of the closed loop.
+type Episode struct {
+	Provider, Account, ID string
+	Name                  string // as Action's
+	// Source is "rule" or "alert"; Rule names the rule or the alert.
+	Source, Rule string
+	Opened       time.Time
+	// Step is its place in Ladder (the actions as configured now);
+	// Current the last action taken and Verdict its verdict so far
+	// (verifying, or not_recovered with Next due since NextSince).
+	Step      int
+	Ladder    []string
+	Current   string
+	Verdict   string
+	Next      string
+	NextSince time.Time
+	// Attempts are its server's actions within attempts_window, out of
+	// MaxAttempts.
+	Attempts, MaxAttempts int
 }
 
 // BuildInfo is the version line of the page.
@@ -186,6 +222,9 @@ func NewStatusPage(snaps Snapshots, rem RemediationSource, o StatusOptions) *Sta
 		"iso":   func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 		"ago":   func(now, t time.Time) string { return ago(now.Sub(t)) },
 		"short": func(s string) string { return truncate(s, 300) },
+		// words: a value as the page reads it (not_recovered: not recovered).
+		"words":  func(s string) string { return strings.ReplaceAll(s, "_", " ") },
+		"ladder": func(l []string) string { return strings.Join(l, " → ") },
 		"dict": func(kv ...any) map[string]any {
 			m := make(map[string]any, len(kv)/2)
 			for i := 0; i+1 < len(kv); i += 2 {
@@ -225,6 +264,7 @@ type statusView struct {
 	Remediation          RemediationStatus
 	RemediationErr       string
 	Links                []link
+	snaps                []collector.Snapshot
 }
 
 // ServeHTTP implements http.Handler.
@@ -261,8 +301,8 @@ func (p *StatusPage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // render writes the page into buf.
 func (p *StatusPage) render(ctx context.Context, buf *bytes.Buffer) error {
-	v := statusView{Demo: p.opts.Demo, DemoToken: p.opts.DemoToken, Build: p.opts.Build, Now: p.opts.Now(), Links: p.links}
-	for _, s := range p.snaps.Snapshots() {
+	v := statusView{Demo: p.opts.Demo, DemoToken: p.opts.DemoToken, Build: p.opts.Build, Now: p.opts.Now(), Links: p.links, snaps: p.snaps.Snapshots()}
+	for _, s := range v.snaps {
 		row := accountRow{Provider: s.Provider, Account: s.Account, Servers: len(s.Servers),
 			LastSuccess: s.LastSuccess, LastAttempt: s.LastAttempt, Err: s.Err}
 		switch {
@@ -292,9 +332,50 @@ func (p *StatusPage) render(ctx context.Context, buf *bytes.Buffer) error {
 		// Newest StatusLimit, whatever the source gave.
 		st.Actions = st.Actions[:min(len(st.Actions), StatusLimit)]
 		st.Suppressions = st.Suppressions[:min(len(st.Suppressions), StatusLimit)]
+		st.Episodes = st.Episodes[:min(len(st.Episodes), StatusLimit)]
+		nameServers(&st, v.snaps)
 		v.Remediation = st
 	}
 	return p.tmpl.Execute(buf, v)
+}
+
+// nameServers gives every server the page lists without a name the name
+// its account's snapshot has for it: one pass over the snapshots, for
+// the few servers listed.
+func nameServers(st *RemediationStatus, snaps []collector.Snapshot) {
+	rows := map[[3]string][]*string{} // server -> the names of its rows
+	note := func(provider, account, id string, name *string) {
+		if *name == "" {
+			k := [3]string{provider, account, id}
+			rows[k] = append(rows[k], name)
+		}
+	}
+	for i := range st.Actions {
+		a := &st.Actions[i]
+		note(a.Provider, a.Account, a.ID, &a.Name)
+	}
+	for i := range st.Suppressions {
+		s := &st.Suppressions[i]
+		note(s.Provider, s.Account, s.ID, &s.Name)
+	}
+	for i := range st.Exhausted {
+		x := &st.Exhausted[i]
+		note(x.Provider, x.Account, x.ID, &x.Name)
+	}
+	for i := range st.Episodes {
+		ep := &st.Episodes[i]
+		note(ep.Provider, ep.Account, ep.ID, &ep.Name)
+	}
+	if len(rows) == 0 {
+		return
+	}
+	for _, s := range snaps {
+		for j := range s.Servers {
+			for _, name := range rows[[3]string{s.Provider, s.Account, s.Servers[j].ID}] {
+				*name = s.Servers[j].Name
+			}
+		}
+	}
 }
 
 // ago is a duration as the page shows an age: "12s ago", "3m ago",

@@ -38,7 +38,9 @@ func history() RemediationStatus {
 		ActionsThisHour: 3, MaxActionsPerHour: 10,
 		Actions: []Action{
 			{Time: now.Add(-5 * time.Minute), Provider: "vpnbingo", Account: "bingo-prod", ID: "1003", Action: "redeploy", Source: "rule", Rule: "redeploy-heartbeat-abnormal", Result: "dry_run"},
-			{Time: now.Add(-50 * time.Minute), Provider: "vpnbingo", Account: "bingo-prod", ID: "1007", Action: "redeploy", Source: "alert", Rule: "VPNNodeHeartbeatAbnormal", Result: "success", NewID: "1031"},
+			{Time: now.Add(-8 * time.Minute), Provider: "vpnbingo", Account: "bingo-prod", ID: "1012", Action: "redeploy", Source: "alert", Rule: "VPNNodeHeartbeatAbnormal", Result: "accepted", Verdict: "verifying"},
+			{Time: now.Add(-20 * time.Minute), Provider: "vpsorg", Account: "vps-main", ID: "1005", Action: "reboot", Source: "rule", Rule: "reboot-hot-cpu", Result: "accepted", Verdict: "not_recovered"},
+			{Time: now.Add(-50 * time.Minute), Provider: "vpnbingo", Account: "bingo-prod", ID: "1007", Action: "redeploy", Source: "alert", Rule: "VPNNodeHeartbeatAbnormal", Result: "accepted", NewID: "1031", Verdict: "recovered"},
 			{Time: now.Add(-3 * time.Hour), Provider: "vpsorg", Account: "vps-main", ID: "1002", Action: "reboot", Source: "rule", Rule: "reboot-hot-cpu", Result: "failed", Error: "HTTP 402 Payment Required"},
 		},
 		Suppressions: []Suppression{
@@ -47,7 +49,30 @@ func history() RemediationStatus {
 		Exhausted: []ExhaustedServer{
 			{Provider: "vpsorg", Account: "vps-main", ID: "1009", Since: now.Add(-20 * time.Minute), Attempts: 3, LastAction: "power_cycle", Detail: "reboot, power_cycle: not recovered"},
 		},
+		Episodes: []Episode{
+			{Provider: "vpsorg", Account: "vps-main", ID: "1005", Source: "rule", Rule: "reboot-hot-cpu", Opened: now.Add(-20 * time.Minute),
+				Step: 1, Ladder: []string{"reboot", "power_cycle"}, Current: "reboot", Verdict: "not_recovered", Next: "power_cycle", NextSince: now.Add(-2 * time.Minute), Attempts: 1, MaxAttempts: 3},
+			{Provider: "vpnbingo", Account: "bingo-prod", ID: "1012", Source: "alert", Rule: "VPNNodeHeartbeatAbnormal", Opened: now.Add(-8 * time.Minute),
+				Step: 1, Ladder: []string{"redeploy"}, Current: "redeploy", Verdict: "verifying", Attempts: 2, MaxAttempts: 3},
+		},
 	}
+}
+
+// namedFleet is fleet with server names: bingo-prod's vpn-<id>, vps-main's
+// web-<id>.
+func namedFleet() fixedSnaps {
+	f := fleet()
+	for i := range f {
+		for j := range f[i].Servers {
+			switch f[i].Account {
+			case "bingo-prod":
+				f[i].Servers[j].Name = "vpn-" + f[i].Servers[j].ID
+			case "vps-main":
+				f[i].Servers[j].Name = "web-" + f[i].Servers[j].ID
+			}
+		}
+	}
+	return f
 }
 
 func page(t testing.TB, snaps Snapshots, rem RemediationSource, o StatusOptions) (string, *htmldom.Node) {
@@ -68,7 +93,7 @@ func page(t testing.TB, snaps Snapshots, rem RemediationSource, o StatusOptions)
 // The whole page, byte for byte, for a fleet with every kind of account
 // and a remediation with every kind of entry.
 func TestStatusPageGolden(t *testing.T) {
-	body, _ := page(t, fleet(), &remSource{st: history()}, StatusOptions{Demo: true, DemoToken: "demo"})
+	body, _ := page(t, namedFleet(), &remSource{st: history()}, StatusOptions{Demo: true, DemoToken: "demo"})
 	golden := filepath.Join("testdata", "status.golden.html")
 	if *update {
 		if err := os.WriteFile(golden, []byte(body), 0o644); err != nil {
@@ -159,7 +184,7 @@ func TestStatusPageRemediation(t *testing.T) {
 				"pause-reason":        "provider maintenance window, ticket OPS-1234",
 				"remediation-budget":  "3 of 10 (max_actions_per_hour, dry run)",
 			},
-			rows: map[string]int{"action": 3, "suppression": 1, "exhausted": 1},
+			rows: map[string]int{"action": 5, "suppression": 1, "exhausted": 1, "episode": 2},
 		},
 		{
 			name: "live, not paused, empty history",
@@ -169,8 +194,8 @@ func TestStatusPageRemediation(t *testing.T) {
 				"remediation-paused": "no",
 				"remediation-budget": "0 of 10 (max_actions_per_hour)",
 			},
-			none: []string{"actions-none", "suppressions-none", "exhausted-none"},
-			rows: map[string]int{"action": 0, "suppression": 0, "exhausted": 0},
+			none: []string{"actions-none", "suppressions-none", "exhausted-none", "episodes-none"},
+			rows: map[string]int{"action": 0, "suppression": 0, "exhausted": 0, "episode": 0},
 		},
 		{
 			name: "paused until resumed, no reason",

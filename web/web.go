@@ -15,6 +15,7 @@ import (
 	"github.com/go-kit/log/level"
 
 	"github.com/vps-exporter/vps_exporter/collector"
+	"github.com/vps-exporter/vps_exporter/internal/httpq"
 )
 
 // Snapshots gives every account's snapshot, ordered by account name; the
@@ -59,7 +60,12 @@ func NewAccountsHandler(snaps Snapshots, logger log.Logger) *AccountsHandler {
 }
 
 // ServeHTTP implements http.Handler.
-func (h *AccountsHandler) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+func (h *AccountsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// As /sd: a parameter it does not take is a mistake, not a filter.
+	if err := httpq.Unknown(r.URL.Query()); err != nil {
+		http.Error(w, "bad query: "+err.Error(), http.StatusBadRequest)
+		return
+	}
 	var out []accountStatus
 	for _, s := range h.snaps.Snapshots() {
 		st := accountStatus{Provider: s.Provider, Account: s.Account, Up: s.Up, Servers: len(s.Servers), DurationSec: s.Duration.Seconds(), Error: s.Err}
