@@ -15,6 +15,7 @@ package remediation
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -768,6 +769,14 @@ func (e *Engine) execute(ctx context.Context, g *gate) Decision {
 	}
 	e.m.stateOK.Set(1)
 	res, sent, result, err := e.call(ctx, g, rec)
+	if errors.Is(err, errCycleUnfinished) {
+		// A shutdown left a power cycle between its stop and its start:
+		// its intent stays pending at its phase; the next start finishes
+		// it (cycle_resume.go).
+		level.Warn(e.logger).Log("msg", "exiting with a power cycle between its stop and its start; the next start finishes it", "provider", req.Provider, "account", req.Account, "id", req.ID, "err", err)
+		e.release(g)
+		return Decision{Acted: true, Result: ResultUnknown, Detail: err.Error()}
+	}
 	if !sent {
 		// Nothing went out (a refused dial, a wait for the account's
 		// rate limit cut by the deadline, the daemon stopping): take the

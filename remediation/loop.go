@@ -207,6 +207,9 @@ func (e *Engine) recordStepLocked(g *gate, rec *Record) *loopWrite {
 		ep.Escalate, ep.EscalateSince = rec.Action, now
 		level.Info(e.episodeLogger(ep)).Log("msg", "the provider refused the action: no verdict; the same step is due again after its cooldown", "action", rec.Action, "err", rec.Error)
 	}
+	if w := e.failedCycleLocked(t, rec); w != nil {
+		return w // issue 22 fault 1: a failed power cycle is not_recovered at once
+	}
 	return e.captureLocked(t, nil)
 }
 

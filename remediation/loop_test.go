@@ -427,57 +427,82 @@ func TestPowerCycleWaitsForStopped(t *testing.T) {
 }
 
 // A crash between a power cycle's stop and its start: the restart
-// records it unknown (with its stop), as a step of the server's episode,
-// and does not repeat it.
+// finishes it (issue 22 fault 2; before: recorded unknown and never
+// started): it waits for the server to read stopped and sends exactly one
+// start; the cycle is one audit record with both calls and a step of the
+// server's episode. Another restart sends nothing more.
 func TestPowerCycleCrashBetweenStopAndStart(t *testing.T) {
-	cfg := baseConfig(t)
-	r := hotCPU()
-	r.Action = "power_cycle"
-	cfg.Rules = []config.Rule{r}
-	h := newHarness(t, 12, cfg)
-	h.refresh("vps")
-	h.engine.Close()
-	for _, a := range h.sim.Actions() {
-		t.Logf("before the crash: %s %s", a.Action, a.ID)
-	}
-	// The intent and its answered stop are on disk; no finish.
-	st, err := OpenState(cfg.StateFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	at := h.now()
-	rec := &Record{Time: at, Provider: "vpsorg", Account: "vps", ID: "12003", Action: "power_cycle", Source: "rule", Rule: "hot-cpu"}
-	if err := st.Begin(rec, serverKey("vpsorg", "vps", "12003")); err != nil {
-		t.Fatal(err)
-	}
-	rec.Calls = []Call{{Action: "stop", Time: at, Result: ResultSuccess}}
-	if err := st.Progress(rec); err != nil {
-		t.Fatal(err)
-	}
-	_ = st.Close()
-	h.sim.Update(sim.VPSOrg, 12003, func(m *sim.Machine) { m.Status, m.CPUPercent = "stopped", 99 })
-	calls := len(h.sim.Actions())
-	h.start()
-	recs, _ := h.engine.Recent(10)
-	if len(recs) == 0 || recs[0].Seq != rec.Seq || recs[0].Result != ResultUnknown || len(recs[0].Calls) != 1 || !strings.Contains(recs[0].Error, "after its stop") {
-		t.Fatalf("recovered %+v", recs)
-	}
-	eps := h.episodes("12003")
-	if len(eps) != 1 || ladderOf(eps[0]) != "power_cycle:verifying" || eps[0].Steps[0].Outcome != ResultUnknown {
-		t.Fatalf("episodes %+v", eps)
-	}
-	for i := 0; i < 3; i++ {
-		h.settle()
-		h.advance(6 * time.Minute)
-		h.refresh("vps")
-		h.refresh("vps")
-	}
-	if n := len(h.sim.Actions()); n != calls {
-		t.Errorf("%d calls after the restart: the interrupted power cycle was repeated", n-calls)
-	}
-	eps = h.episodes("12003")
-	if len(eps) != 1 || eps[0].Outcome != EpisodeExhausted || ladderOf(eps[0]) != "power_cycle:not_recovered" {
-		t.Errorf("the stopped server: episodes %+v, want exhausted (handed to a person)", eps)
+	for _, tc := range []struct {
+		name  string
+		phase string
+	}{
+		{"stop answered", phaseStopAnswered},
+		{"stopped seen", phaseStopped},
+		{"older version, no phase", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := baseConfig(t)
+			r := hotCPU()
+			r.Action = "power_cycle"
+			cfg.Rules = []config.Rule{r}
+			h := newHarness(t, 12, cfg)
+			h.refresh("vps")
+			success := func() float64 {
+				return testutil.ToFloat64(h.engine.m.actions.WithLabelValues("vpsorg", "vps", "power_cycle", "hot-cpu", ResultSuccess))
+			}
+			before := success()
+			h.engine.Close()
+			// The intent and its answered stop are on disk; no finish.
+			st, err := OpenState(cfg.StateFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			at := h.now()
+			rec := &Record{Time: at, Provider: "vpsorg", Account: "vps", ID: "12003", Action: "power_cycle", Source: "rule", Rule: "hot-cpu"}
+			if err := st.Begin(rec, serverKey("vpsorg", "vps", "12003")); err != nil {
+				t.Fatal(err)
+			}
+			rec.Calls, rec.Phase = []Call{{Action: "stop", Time: at, Result: ResultSuccess}}, tc.phase
+			if err := st.Progress(rec); err != nil {
+				t.Fatal(err)
+			}
+			_ = st.Close()
+			h.sim.Update(sim.VPSOrg, 12003, func(m *sim.Machine) { m.Status, m.CPUPercent = "stopped", 99 })
+			calls := len(h.sim.Actions())
+			h.start()
+			h.engine.Wait() // the resumed cycle
+			starts := func() int {
+				n := 0
+				for _, a := range h.sim.Actions()[calls:] {
+					if a.ID != "12003" || a.Action != "start" {
+						t.Errorf("after the restart: %s %s", a.Action, a.ID)
+					}
+					n++
+				}
+				return n
+			}
+			if n := starts(); n != 1 {
+				t.Fatalf("%d calls after the restart, want exactly one start", n)
+			}
+			recs, _ := h.engine.Recent(10)
+			if len(recs) == 0 || recs[0].Seq != rec.Seq || recs[0].Result != ResultSuccess || len(recs[0].Calls) != 2 ||
+				recs[0].Calls[1].Action != "start" || recs[0].Calls[1].Result != ResultSuccess || recs[0].Phase != phaseStartAnswered {
+				t.Fatalf("recorded %+v", recs)
+			}
+			if v := success(); v != before+1 {
+				t.Errorf("power_cycle success counted %v, want %v", v, before+1)
+			}
+			eps := h.episodes("12003")
+			if len(eps) != 1 || ladderOf(eps[0]) != "power_cycle:verifying" || eps[0].Steps[0].Outcome != ResultSuccess {
+				t.Fatalf("episodes %+v", eps)
+			}
+			h.engine.Close()
+			h.start() // another restart: nothing is pending any more
+			h.engine.Wait()
+			if n := starts(); n != 1 {
+				t.Errorf("%d calls after a second restart, want the one start", n)
+			}
+		})
 	}
 }
 

@@ -36,6 +36,9 @@ type Record struct {
 	// Calls are the provider calls of an action made of several
 	// (power_cycle: the stop, then the start), in order.
 	Calls []Call `json:"calls,omitempty"`
+	// Phase is a power cycle's last journaled phase (powercycle.go):
+	// stop_answered, stopped, start_sending, start_answered.
+	Phase string `json:"phase,omitempty"`
 	// Alert is the fingerprint of the alert that asked for it, and
 	// AlertStartsAt the occurrence's startsAt.
 	Alert         string    `json:"alert,omitempty"`
@@ -447,7 +450,8 @@ func (s *State) RecordDryRun(r *Record, root, countKey string) error {
 }
 
 // Recover turns intents left by a crash into audit records and returns
-// them: a live one with result "unknown" (the provider may have acted; its
+// them (but a power cycle left between its stop and its start, which
+// resumeCycles finishes): a live one with result "unknown" (the provider may have acted; its
 // cooldown already stands), a dry run (left by an older version, which
 // recorded dry runs in two steps) as the dry run it was. countKey names
 // the counter each counts in.
@@ -463,6 +467,9 @@ func (s *State) Recover(countKey func(Record) string, each ...func(*bolt.Tx, Rec
 			var r Record
 			if err := json.Unmarshal(v, &r); err != nil {
 				return fmt.Errorf("pending record %x: %w", k, err)
+			}
+			if resumable(r) {
+				return nil // finished by resumeCycles, not recovered
 			}
 			if r.Result != ResultDryRun {
 				r.Result = ResultUnknown
