@@ -761,6 +761,7 @@ func (e *Engine) execute(ctx context.Context, g *gate) Decision {
 	// the provider's client), not the decision's: the cooldown and the
 	// hourly window run from it.
 	rec := &Record{Time: e.now(), Provider: req.Provider, Account: req.Account, ID: req.ID, Action: string(req.Action), Source: req.Source, Rule: req.Rule, Alert: req.alert, AlertStartsAt: req.alertStart}
+	rec.Watch = e.newLineageWatch(g) // a redeploy's: resolves a lost answer
 	if err := g.st.Begin(rec, g.root); err != nil {
 		e.release(g)
 		d := Decision{Reason: ReasonStateError, Detail: "cannot record the intent, not acting: " + err.Error()}

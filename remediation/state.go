@@ -39,6 +39,9 @@ type Record struct {
 	// Phase is a power cycle's last journaled phase (powercycle.go):
 	// stop_answered, stopped, start_sending, start_answered.
 	Phase string `json:"phase,omitempty"`
+	// Watch is, in a redeploy's pending intent only, what a lost answer
+	// is resolved on (lineage_watch.go); never in the audit record.
+	Watch *lineageWatch `json:"lineage_watch,omitempty"`
 	// Alert is the fingerprint of the alert that asked for it, and
 	// AlertStartsAt the occurrence's startsAt.
 	Alert         string    `json:"alert,omitempty"`
@@ -411,7 +414,9 @@ func (s *State) Finish(r *Record, countKey string, loop ...*loopWrite) error {
 				return err
 			}
 		}
-		b, err := json.Marshal(r)
+		a := *r
+		a.Watch = nil
+		b, err := json.Marshal(&a)
 		if err != nil {
 			return err
 		}
@@ -490,7 +495,9 @@ func (s *State) Recover(countKey func(Record) string, each ...func(*bolt.Tx, Rec
 					r.Error = "the daemon stopped before the provider's answer was recorded"
 				}
 			}
-			b, _ := json.Marshal(r)
+			a := r
+			a.Watch = nil
+			b, _ := json.Marshal(&a)
 			if err := tx.Bucket(bucketAudit).Put(u64(r.Seq), b); err != nil {
 				return err
 			}
