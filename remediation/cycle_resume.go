@@ -50,17 +50,29 @@ func (s *State) pendingCycles() ([]Record, error) {
 }
 
 // resumeCyclesLocked starts finishing the power cycles a state file just
-// installed holds between their stop and their start (none while
-// shutting down: they stay pending). Each server is marked in flight
-// until its cycle is recorded, so that nothing else acts on it meanwhile;
-// the file is held until then.
+// installed holds between their stop and their start. Each server is
+// marked in flight until its cycle is recorded, so that nothing else acts
+// on it meanwhile, and the cycle is in the hourly budget; the file is held
+// until then. None is finished while shutting down, in dry-run or while
+// paused (the operator said: call nothing): they stay pending, a person
+// is told, and the next start finishes them.
 func (e *Engine) resumeCyclesLocked(st *State, cycles []Record) {
 	if e.closing {
 		return
 	}
+	why := e.pausedLocked(e.now())
+	if e.cfg.DryRun {
+		why = "remediation is in dry-run"
+	}
 	for _, r := range cycles {
+		if why != "" {
+			level.Error(e.logger).Log("msg", "a power cycle was left between its stop and its start: the server may be off; its start is not sent now ("+why+"): start it by hand, or the next start of the exporter in live mode finishes it",
+				"provider", r.Provider, "account", r.Account, "id", r.ID, "phase", r.Phase)
+			continue
+		}
 		root := e.rootLocked(serverKey(r.Provider, r.Account, r.ID))
 		e.inFlight[root] = true
+		e.live.recent = append(e.live.recent, &intent{at: r.Time, account: r.Provider + "\x00" + r.Account, root: root})
 		st.hold()
 		e.wg.Add(1)
 		go e.resumeCycle(st, r, root)

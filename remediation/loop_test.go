@@ -386,9 +386,10 @@ func TestPowerCycleWaitsForStopped(t *testing.T) {
 		settle time.Duration
 		result string
 		calls  []string
+		ladder string // a failed cycle is not_recovered at once (issue 22 fault 1)
 	}{
-		{"stops", 300 * time.Millisecond, ResultSuccess, []string{"stop", "start"}},
-		{"never reads stopped", time.Hour, ResultFailed, []string{"stop"}},
+		{"stops", 300 * time.Millisecond, ResultSuccess, []string{"stop", "start"}, "power_cycle:verifying"},
+		{"never reads stopped", time.Hour, ResultFailed, []string{"stop"}, "power_cycle:not_recovered"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := baseConfig(t)
@@ -422,6 +423,9 @@ func TestPowerCycleWaitsForStopped(t *testing.T) {
 			if used != 1 {
 				t.Errorf("a power cycle counted %d times in the budget, want 1", used)
 			}
+			if eps := h.episodes("12000"); len(eps) != 1 || ladderOf(eps[0]) != tc.ladder {
+				t.Errorf("episodes %+v, want %s", eps, tc.ladder)
+			}
 		})
 	}
 }
@@ -435,10 +439,12 @@ func TestPowerCycleCrashBetweenStopAndStart(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		phase string
+		dry   bool // the restart is in dry-run first: nothing is sent until a live start
 	}{
-		{"stop answered", phaseStopAnswered},
-		{"stopped seen", phaseStopped},
-		{"older version, no phase", ""},
+		{"stop answered", phaseStopAnswered, false},
+		{"stopped seen", phaseStopped, false},
+		{"older version, no phase", "", false},
+		{"dry-run restart leaves it pending", phaseStopAnswered, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := baseConfig(t)
@@ -469,6 +475,19 @@ func TestPowerCycleCrashBetweenStopAndStart(t *testing.T) {
 			_ = st.Close()
 			h.sim.Update(sim.VPSOrg, 12003, func(m *sim.Machine) { m.Status, m.CPUPercent = "stopped", 99 })
 			calls := len(h.sim.Actions())
+			if tc.dry {
+				h.cfg.DryRun = true
+				h.start()
+				h.engine.Wait()
+				if n := len(h.sim.Actions()) - calls; n != 0 {
+					t.Fatalf("%d calls after a restart in dry-run, want none", n)
+				}
+				if recs, _ := h.engine.Recent(10); len(recs) > 0 && recs[0].Seq == rec.Seq {
+					t.Fatalf("the cycle was recorded in dry-run: %+v", recs[0])
+				}
+				h.engine.Close()
+				h.cfg.DryRun = false
+			}
 			h.start()
 			h.engine.Wait() // the resumed cycle
 			starts := func() int {
