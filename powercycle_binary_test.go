@@ -149,3 +149,54 @@ func TestPowerCycleStartRefused(t *testing.T) {
 		})
 	}
 }
+
+// SIGTERM between a power cycle's stop and its start, with a server that
+// takes longer to stop than the shutdown may wait: the exporter still
+// exits within 15 s, the cycle stays pending at its phase, and the next
+// start finishes it with exactly one start.
+func TestPowerCycleUnfinishedAtShutdownIsFinishedByTheRestart(t *testing.T) {
+	const settle = 16 * time.Second // the stop takes longer than the shutdown waits
+	s, urls := startSimSettle(t, 24, settle)
+	onlyHot(s)
+	cfg := writeLoopConfig(t, t.TempDir(), urls, strings.Replace(hotCPURule("power_cycle"), "verify: 4s", "verify: 30s", 1))
+	e := startExporter(t, "--config.file="+cfg)
+	within(t, 30*time.Second, "the power cycle's stop", func() bool { return names(callsTo(s, "12001")) == "stop" })
+	time.Sleep(300 * time.Millisecond) // its answer in
+	sent := time.Now()
+	if err := e.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = e.cmd.Wait(); close(exited) }()
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the exporter did not exit within 20 s of SIGTERM")
+	}
+	if took := time.Since(sent); took > 15*time.Second {
+		t.Errorf("exit took %v after SIGTERM, want at most 15 s", took)
+	}
+	if got := names(callsTo(s, "12001")); got != "stop" {
+		t.Fatalf("provider calls %q at exit, want the stop only (the server never read stopped)", got)
+	}
+	if !strings.Contains(e.logs.String(), "the next start finishes it") {
+		t.Error("no log line says the cycle is left for the next start")
+	}
+	e = startExporter(t, "--config.file="+cfg)
+	within(t, 60*time.Second, "the start after the restart", func() bool { return names(callsTo(s, "12001")) != "stop" })
+	calls := callsTo(s, "12001")
+	if names(calls) != "stop start" {
+		t.Fatalf("provider calls %q after the restart, want stop start", names(calls))
+	}
+	if gap := calls[1].Time.Sub(calls[0].Time); gap < settle {
+		t.Errorf("start sent %v after the stop: before the server could read stopped (%v)", gap, settle)
+	}
+	within(t, 10*time.Second, "the power cycle recorded", func() bool {
+		h := e.history(t, "?id=12001")
+		return len(h.Actions) == 1 && h.Actions[0].Result == "success" && len(h.Actions[0].Calls) == 2
+	})
+	time.Sleep(3 * time.Second)
+	if got := names(callsTo(s, "12001")); got != "stop start" {
+		t.Errorf("provider calls %q, want stop start", got)
+	}
+}
