@@ -2,7 +2,9 @@ package remediation
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -140,6 +142,92 @@ func TestLostRedeployWatchSurvivesRestart(t *testing.T) {
 			h.engine.mu.Unlock()
 			if root != serverKey("vpnbingo", "bingo", "1003") {
 				t.Errorf("after another restart the replacement's root is %q", root)
+			}
+		})
+	}
+}
+
+// The engine's side of a lost answer: one replacement is found; several
+// candidates exhaust the episode and hold them all; none (the
+// replacement gone at once) exhausts it after watchLists lists; an
+// original that reads as before with no new server (the redeploy did not
+// take effect) goes on being verified. No case acts again.
+func TestLostRedeployOutcomes(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		served    bool   // the provider carried the redeploy out
+		after     string // what happens before the next lists: "", "second", "removed"
+		lists     int
+		exhausted bool
+		ladder    string
+		onNew     bool // the episode ends up on the replacement
+	}{
+		{"one replacement", true, "", 1, false, "redeploy:verifying", true},
+		{"two candidates", true, "second", 1, true, "redeploy:", false},
+		{"no candidate", true, "removed", watchLists + 1, true, "redeploy:", false},
+		{"not carried out", false, "", watchLists + 1, false, "redeploy:verifying", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := baseConfig(t)
+			cfg.Rules = []config.Rule{redeployDegraded()}
+			h := newHarness(t, 10, cfg) // node 1003 is the only degraded one
+			h.sim.SetSick(sim.VPNBingo, 1003, sim.Sickness{Cure: sim.CureNone})
+			h.sim.SetFault(sim.VPNBingo, sim.Fault{Kind: sim.FaultReset, Served: tc.served, Only: "/redeploy/"})
+			h.refresh("bingo")
+			recs, _ := h.engine.Recent(1)
+			if len(recs) != 1 || recs[0].Result != ResultUnknown {
+				t.Fatalf("audit %+v, want the redeploy unknown", recs)
+			}
+			var country, newID, second string
+			for _, m := range h.sim.Machines(sim.VPNBingo) {
+				if m.ID == 1003 {
+					country = m.Location
+				}
+			}
+			if acts := h.actions(sim.VPNBingo); tc.served {
+				newID = acts[0].NewID
+			}
+			switch tc.after {
+			case "second":
+				for _, m := range h.sim.Machines(sim.VPNBingo) {
+					if m.Location != country && second == "" {
+						second = fmt.Sprint(m.ID)
+						h.sim.Update(sim.VPNBingo, m.ID, func(m *sim.Machine) { m.Location = country })
+					}
+				}
+			case "removed":
+				id, _ := strconv.Atoi(newID)
+				h.sim.Remove(sim.VPNBingo, id)
+			}
+			for i := 0; i < tc.lists; i++ {
+				h.settle()
+				h.advance(time.Second)
+				h.refresh("bingo")
+			}
+			eps := h.episodes("")
+			if len(eps) != 1 || ladderOf(eps[0]) != tc.ladder || (eps[0].Outcome == EpisodeExhausted) != tc.exhausted {
+				t.Fatalf("episodes %+v, want one, %s, exhausted %v", eps, tc.ladder, tc.exhausted)
+			}
+			if tc.onNew != (eps[0].ID == newID) {
+				t.Errorf("the episode is on %s (replacement %s), want on the replacement: %v", eps[0].ID, newID, tc.onNew)
+			}
+			root := serverKey("vpnbingo", "bingo", "1003")
+			h.engine.mu.Lock()
+			for _, id := range []string{newID, second} {
+				if id != "" && tc.after != "removed" && h.engine.rootLocked(serverKey("vpnbingo", "bingo", id)) != root {
+					t.Errorf("server %s is not held in the lineage", id)
+				}
+			}
+			h.engine.mu.Unlock()
+			// The next lists act on nothing: neither the replacement (as
+			// degraded as the original) nor a candidate.
+			for i := 0; i < 3; i++ {
+				h.settle()
+				h.advance(time.Second)
+				h.refresh("bingo")
+			}
+			if acts := h.actions(sim.VPNBingo); len(acts) > 1 || (!tc.served && len(acts) != 0) {
+				t.Errorf("simulator saw %+v after the lost answer, want nothing more", acts)
 			}
 		})
 	}
