@@ -157,18 +157,3 @@ func (e *Engine) cycleProvider(req Request) (providers.Provider, error) {
 		}
 	}
 }
-
-// failedCycleLocked gives a failed power cycle its verdict at once: its
-// stop was accepted but the server was not started again (the provider
-// refused the start, the start could not be sent, or the server never
-// read stopped). Whatever its condition reads meanwhile (a CPU alert
-// resolves while the server is off), the cycle did not recover it:
-// not_recovered, then the next step of its ladder or exhaustion (a person
-// is told). A refused stop is a refused step (no verdict), as before.
-func (e *Engine) failedCycleLocked(t *track, rec *Record) *loopWrite {
-	ep := t.Episode
-	if rec.Action != string(providers.ActionPowerCycle) || rec.Result != ResultFailed || ep == nil || !ep.verifying() {
-		return nil
-	}
-	return e.verdictLocked(t, VerdictNotRecovered, "the power cycle failed, the server was not started again: "+rec.Error, time.Time{})
-}
