@@ -437,14 +437,18 @@ func TestPowerCycleWaitsForStopped(t *testing.T) {
 // server's episode. Another restart sends nothing more.
 func TestPowerCycleCrashBetweenStopAndStart(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		phase string
-		dry   bool // the restart is in dry-run first: nothing is sent until a live start
+		name   string
+		phase  string
+		dry    bool   // the restart is in dry-run first: nothing is sent until a live start
+		status string // the server at the restart
+		starts int    // starts sent after the restart
+		result string
 	}{
-		{"stop answered", phaseStopAnswered, false},
-		{"stopped seen", phaseStopped, false},
-		{"older version, no phase", "", false},
-		{"dry-run restart leaves it pending", phaseStopAnswered, true},
+		{"stop answered", phaseStopAnswered, false, "stopped", 1, ResultSuccess},
+		{"stopped seen", phaseStopped, false, "stopped", 1, ResultSuccess},
+		{"older version, no phase", "", false, "stopped", 1, ResultSuccess},
+		{"dry-run restart leaves it pending", phaseStopAnswered, true, "stopped", 1, ResultSuccess},
+		{"started by someone else meanwhile", phaseStopped, false, "active", 0, ResultUnknown},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := baseConfig(t)
@@ -473,7 +477,7 @@ func TestPowerCycleCrashBetweenStopAndStart(t *testing.T) {
 				t.Fatal(err)
 			}
 			_ = st.Close()
-			h.sim.Update(sim.VPSOrg, 12003, func(m *sim.Machine) { m.Status, m.CPUPercent = "stopped", 99 })
+			h.sim.Update(sim.VPSOrg, 12003, func(m *sim.Machine) { m.Status, m.CPUPercent = tc.status, 99 })
 			calls := len(h.sim.Actions())
 			if tc.dry {
 				h.cfg.DryRun = true
@@ -500,26 +504,31 @@ func TestPowerCycleCrashBetweenStopAndStart(t *testing.T) {
 				}
 				return n
 			}
-			if n := starts(); n != 1 {
-				t.Fatalf("%d calls after the restart, want exactly one start", n)
+			if n := starts(); n != tc.starts {
+				t.Fatalf("%d calls after the restart, want %d start(s)", n, tc.starts)
 			}
 			recs, _ := h.engine.Recent(10)
-			if len(recs) == 0 || recs[0].Seq != rec.Seq || recs[0].Result != ResultSuccess || len(recs[0].Calls) != 2 ||
-				recs[0].Calls[1].Action != "start" || recs[0].Calls[1].Result != ResultSuccess || recs[0].Phase != phaseStartAnswered {
+			if len(recs) == 0 || recs[0].Seq != rec.Seq || recs[0].Result != tc.result || len(recs[0].Calls) != 1+tc.starts {
 				t.Fatalf("recorded %+v", recs)
 			}
-			if v := success(); v != before+1 {
-				t.Errorf("power_cycle success counted %v, want %v", v, before+1)
+			if tc.starts == 1 && (recs[0].Calls[1].Action != "start" || recs[0].Calls[1].Result != ResultSuccess || recs[0].Phase != phaseStartAnswered) {
+				t.Errorf("recorded %+v, want its start answered", recs[0])
+			}
+			if tc.starts == 0 && !strings.Contains(recs[0].Error, "someone else") {
+				t.Errorf("recorded %+v, want the error to say someone else started it", recs[0])
+			}
+			if v := success(); v != before+float64(tc.starts) {
+				t.Errorf("power_cycle success counted %v, want %v", v, before+float64(tc.starts))
 			}
 			eps := h.episodes("12003")
-			if len(eps) != 1 || ladderOf(eps[0]) != "power_cycle:verifying" || eps[0].Steps[0].Outcome != ResultSuccess {
+			if len(eps) != 1 || ladderOf(eps[0]) != "power_cycle:verifying" || eps[0].Steps[0].Outcome != tc.result {
 				t.Fatalf("episodes %+v", eps)
 			}
 			h.engine.Close()
 			h.start() // another restart: nothing is pending any more
 			h.engine.Wait()
-			if n := starts(); n != 1 {
-				t.Errorf("%d calls after a second restart, want the one start", n)
+			if n := starts(); n != tc.starts {
+				t.Errorf("%d calls after a second restart, want %d", n, tc.starts)
 			}
 		})
 	}

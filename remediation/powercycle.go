@@ -101,9 +101,14 @@ func (e *Engine) finishCycle(ctx context.Context, g *gate, rec *Record) (provide
 	})
 	defer done()
 	var res providers.ActionResult
-	if werr := e.waitStopped(fctx, g); werr != nil {
-		if fctx.Err() != nil {
+	// A cycle resumed after its server was seen stopped that reads
+	// running again was started by someone else: no second start.
+	if werr := e.waitStopped(fctx, g, rec.Phase == phaseStopped); werr != nil {
+		switch {
+		case fctx.Err() != nil:
 			return res, ResultUnknown, fmt.Errorf("%w: %w", errCycleUnfinished, werr)
+		case errors.Is(werr, errStartedElsewhere):
+			return res, ResultUnknown, werr
 		}
 		return res, ResultFailed, werr
 	}
@@ -171,12 +176,19 @@ const callSending = "sending"
 // stopped.
 var errNotStopped = errors.New("the server did not read stopped")
 
+// errStartedElsewhere: a resumed power cycle's server, seen stopped
+// before, reads running or starting: someone else started it, and no
+// start is sent.
+var errStartedElsewhere = errors.New("the server, seen stopped before the exporter stopped, was started meanwhile by someone else; the start was not sent")
+
 // waitStopped re-reads the server until it reads stopped, at most
-// powerCycleWait; it gives up when ctx ends (shutdown). Each re-read
+// powerCycleWait; it gives up when ctx ends (shutdown), and, when the
+// server was seen stopped before (a resumed cycle), when it reads running
+// or starting (errStartedElsewhere). Each re-read
 // takes the account's turn and none is sent while the account is down;
 // it returns nil holding the turn of the re-read that saw the server
 // stopped (g.turn), for the start.
-func (e *Engine) waitStopped(ctx context.Context, g *gate) error {
+func (e *Engine) waitStopped(ctx context.Context, g *gate, seenStopped bool) error {
 	wait, poll := e.cycleWait, e.cyclePoll
 	until := time.Now().Add(wait)
 	deadline := time.NewTimer(wait)
@@ -210,6 +222,9 @@ func (e *Engine) waitStopped(ctx context.Context, g *gate) error {
 		case s.State == providers.StateStopped:
 			g.turn = release
 			return nil
+		case seenStopped && (s.State == providers.StateRunning || s.State == providers.StateStarting):
+			release()
+			return fmt.Errorf("%w (reads %s)", errStartedElsewhere, s.State)
 		default:
 			last = fmt.Sprintf("%s (%s)", s.State, s.RawStatus)
 		}
