@@ -455,9 +455,9 @@ func (s *State) RecordDryRun(r *Record, root, countKey string) error {
 }
 
 // Recover turns intents left by a crash into audit records and returns
-// them (but a power cycle left between its stop and its start, which
-// resumeCycles finishes): a live one with result "unknown" (the provider may have acted; its
-// cooldown already stands), a dry run (left by an older version, which
+// them (but not a power cycle left between its stop and its start:
+// resumeCyclesLocked finishes it): a live one with result "unknown" (the
+// provider may have acted; its cooldown already stands), a dry run (left by an older version, which
 // recorded dry runs in two steps) as the dry run it was. countKey names
 // the counter each counts in.
 //
@@ -474,7 +474,7 @@ func (s *State) Recover(countKey func(Record) string, each ...func(*bolt.Tx, Rec
 				return fmt.Errorf("pending record %x: %w", k, err)
 			}
 			if resumable(r) {
-				return nil // finished by resumeCycles, not recovered
+				return nil // finished by resumeCyclesLocked, not recovered
 			}
 			if r.Result != ResultDryRun {
 				r.Result = ResultUnknown
