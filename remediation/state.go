@@ -457,9 +457,9 @@ func (s *State) RecordDryRun(r *Record, root, countKey string) error {
 // Recover turns intents left by a crash into audit records and returns
 // them (but not a power cycle left between its stop and its start:
 // resumeCyclesLocked finishes it): a live one with result "unknown" (the
-// provider may have acted; its cooldown already stands), a dry run (left by an older version, which
-// recorded dry runs in two steps) as the dry run it was. countKey names
-// the counter each counts in.
+// provider may have acted; its cooldown already stands), a dry run (left
+// by an older version, which recorded dry runs in two steps) as the dry
+// run it was. countKey names the counter each counts in.
 //
 // each, when given, runs in the same transaction for each recovered
 // record (the closed loop records it as a step).
