@@ -298,35 +298,70 @@ func TestClosedLoopAlertVerdicts(t *testing.T) {
 	}
 }
 
-// A crash between a power cycle's stop and its start: the restart
-// records it unknown (with its stop) and does not repeat it; the server,
-// left stopped, is handed to a person when its verdict comes.
+// A crash (kill -9) between a power cycle's stop and its start: the
+// restart finishes it (issue 22 fault 2; before: recorded unknown, never
+// started, the server left off): it waits for the server to read stopped,
+// sends exactly one start, the server ends running and recovered, and
+// the history and the metrics say so.
 func TestClosedLoopCrashBetweenStopAndStart(t *testing.T) {
-	s, urls := startSimSettle(t, 24, 20*time.Second) // the stop takes 20 s
+	const settle = 6 * time.Second // the stop (and the start) take 6 s
+	s, urls := startSimSettle(t, 24, settle)
 	onlyHot(s)
-	cfg := writeLoopConfig(t, t.TempDir(), urls, hotCPURule("power_cycle"))
+	// verify (15 s, not 4 s) outlasts the start's 6 s here: the verdict comes on a
+	// server that had the time to boot.
+	cfg := writeLoopConfig(t, t.TempDir(), urls, strings.Replace(hotCPURule("power_cycle"), "verify: 4s", "verify: 15s", 1))
 	e := startExporter(t, "--config.file="+cfg)
 	within(t, 30*time.Second, "the power cycle's stop", func() bool { return names(callsTo(s, "12001")) == "stop" })
-	time.Sleep(500 * time.Millisecond) // its answer recorded
+	time.Sleep(500 * time.Millisecond) // its answer journaled
 	if err := e.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	_ = e.cmd.Wait()
-	e = startExporter(t, "--config.file="+cfg)
-	h := e.history(t, "?id=12001")
-	if len(h.Actions) != 1 || h.Actions[0].Action != "power_cycle" || h.Actions[0].Result != "unknown" ||
-		len(h.Actions[0].Calls) != 1 || h.Actions[0].Calls[0].Action != "stop" || !strings.Contains(h.Actions[0].Error, "after its stop") {
-		t.Fatalf("recovered history %+v", h.Actions)
-	}
-	if !hasLine(e.metrics(), `vps_remediation_actions_total{account="vps-main",action="power_cycle",provider="vpsorg",result="unknown",rule="hot-cpu"} 1`) {
-		t.Error("the interrupted power cycle is not counted unknown")
-	}
-	within(t, 60*time.Second, "the stopped server handed to a person", func() bool {
-		return hasLine(e.metrics(), `vps_remediation_exhausted{account="vps-main",id="12001",provider="vpsorg"} 1`)
-	})
-	time.Sleep(3 * time.Second)
 	if got := names(callsTo(s, "12001")); got != "stop" {
-		t.Errorf("provider calls %q after the restart: the interrupted power cycle was repeated or finished blindly", got)
+		t.Fatalf("provider calls %q before the restart, want the stop only", got)
+	}
+	e = startExporter(t, "--config.file="+cfg)
+	within(t, 60*time.Second, "the start after the restart", func() bool { return names(callsTo(s, "12001")) != "stop" })
+	calls := callsTo(s, "12001")
+	if names(calls) != "stop start" {
+		t.Fatalf("provider calls %q after the restart, want stop start", names(calls))
+	}
+	if gap := calls[1].Time.Sub(calls[0].Time); gap < settle {
+		t.Errorf("start sent %v after the stop: before the server could read stopped (%v)", gap, settle)
+	}
+	var h history
+	within(t, 60*time.Second, "the episode to recover", func() bool {
+		h = e.history(t, "?id=12001")
+		return len(h.Episodes) > 0 && h.Episodes[0].Outcome == "recovered"
+	})
+	if len(h.Actions) != 1 || h.Actions[0].Action != "power_cycle" || h.Actions[0].Result != "success" ||
+		len(h.Actions[0].Calls) != 2 || h.Actions[0].Calls[0].Action != "stop" || h.Actions[0].Calls[1].Action != "start" || h.Actions[0].Calls[1].Result != "success" {
+		t.Errorf("history %+v, want one power_cycle, success, with its stop and its start", h.Actions)
+	}
+	if len(h.Episodes) != 1 || ladder(h.Episodes[0].Steps) != "power_cycle:recovered" {
+		t.Errorf("episodes %+v, want power_cycle:recovered", h.Episodes)
+	}
+	for _, m := range s.Machines(sim.VPSOrg) {
+		if m.ID == 12001 && m.Status != "active" {
+			t.Errorf("the server reads %q, want active", m.Status)
+		}
+	}
+	m := e.metrics()
+	for _, want := range []string{
+		`vps_remediation_actions_total{account="vps-main",action="power_cycle",provider="vpsorg",result="success",rule="hot-cpu"} 1`,
+		`vps_remediation_actions_total{account="vps-main",action="power_cycle",provider="vpsorg",result="unknown",rule="hot-cpu"} 0`,
+		`vps_remediation_verifications_total{account="vps-main",action="power_cycle",provider="vpsorg",result="recovered",source="rule"} 1`,
+	} {
+		if !hasLine(m, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if !strings.Contains(e.logs.String(), "power cycle finished after the restart") {
+		t.Error("no log line says the restart finished the power cycle")
+	}
+	time.Sleep(3 * time.Second)
+	if got := names(callsTo(s, "12001")); got != "stop start" {
+		t.Errorf("provider calls %q, want stop start: a second start or a repeated cycle", got)
 	}
 }
 

@@ -15,6 +15,7 @@ package remediation
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -766,6 +767,7 @@ func (e *Engine) execute(ctx context.Context, g *gate) Decision {
 	// the provider's client), not the decision's: the cooldown and the
 	// hourly window run from it.
 	rec := &Record{Time: e.now(), Provider: req.Provider, Account: req.Account, ID: req.ID, Action: string(req.Action), Source: req.Source, Rule: req.Rule, Alert: req.alert, AlertStartsAt: req.alertStart}
+	rec.Watch = e.newLineageWatch(g) // a redeploy's: resolves a lost answer
 	if err := g.st.Begin(rec, g.root); err != nil {
 		e.release(g)
 		d := Decision{Reason: ReasonStateError, Detail: "cannot record the intent, not acting: " + err.Error()}
@@ -774,6 +776,14 @@ func (e *Engine) execute(ctx context.Context, g *gate) Decision {
 	}
 	e.m.stateOK.Set(1)
 	res, sent, result, err := e.call(ctx, g, rec)
+	if errors.Is(err, errCycleUnfinished) {
+		// A shutdown left a power cycle between its stop and its start:
+		// its intent stays pending at its phase; the next start finishes
+		// it (cycle_resume.go).
+		level.Warn(e.logger).Log("msg", "exiting with a power cycle between its stop and its start; the next start finishes it", "provider", req.Provider, "account", req.Account, "id", req.ID, "err", err)
+		e.release(g)
+		return Decision{Acted: true, Result: ResultUnknown, Detail: err.Error()}
+	}
 	if !sent {
 		// Nothing went out (a refused dial, a wait for the account's
 		// rate limit cut by the deadline, the daemon stopping): take the

@@ -240,6 +240,9 @@ type track struct {
 	Attempts []time.Time `json:"attempts,omitempty"`
 	Episode  *Episode    `json:"episode,omitempty"`
 	Version  uint64      `json:"version"`
+	// Watch: the episode's last redeploy lost its answer; its
+	// replacement is looked for (lineage_watch.go).
+	Watch *lineageWatch `json:"lineage_watch,omitempty"`
 	// Deleted marks a tombstone in the state file: the track was deleted
 	// (a reset, nothing left to remember) at this version, so that an
 	// older change stored after it cannot write it back. Pruned after

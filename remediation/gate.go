@@ -83,6 +83,7 @@ var inventoryChecks = []check{
 var countingChecks = []check{
 	{"shutdown", (*gate).checkClosing},
 	{"in_flight", (*gate).checkInFlight},
+	{"lineage_watch", (*gate).checkLineageWatch},
 	{"episode", (*gate).checkEpisode},
 	{"cooldown", (*gate).checkCooldown},
 	{"rate_limit", (*gate).checkBudget},

@@ -222,6 +222,7 @@ func (e *Engine) install(path string, st *State, err error) error {
 		return err
 	}
 	e.applyLoadedLocked(l)
+	e.resumeCyclesLocked(st, l.cycles)
 	e.state, e.stateErr = st, nil
 	e.m.stateOK.Set(1)
 	e.m.enabled.Set(b2f(e.cfg.Enabled))
@@ -356,6 +357,9 @@ type loaded struct {
 	pause     *Pause
 	loop      *loopState
 	eventSeq  uint64
+	// cycles are the power cycles left between their stop and their
+	// start, for resumeCyclesLocked.
+	cycles []Record
 }
 
 // readState recovers interrupted actions (a dry run as the dry run it
@@ -375,6 +379,9 @@ func (e *Engine) readState(st *State) (*loaded, error) {
 	}
 	l.recovered, err = st.Recover(recoverCountKey, e.recoverStep(lineage, loop))
 	if err != nil {
+		return nil, err
+	}
+	if l.cycles, err = st.pendingCycles(); err != nil {
 		return nil, err
 	}
 	if l.counts, err = st.Counts(); err != nil {

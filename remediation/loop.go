@@ -198,6 +198,7 @@ func (e *Engine) recordStepLocked(g *gate, rec *Record) *loopWrite {
 	if rec.NewID != "" {
 		ep.ID = rec.NewID
 	}
+	e.watchStepLocked(t, rec) // a redeploy whose answer was lost
 	ep.marks().mark(req.alert, req.Rule, req.alertStart)
 	if at := req.occ.resolvedAt(); !at.IsZero() {
 		ep.marks().resolve(req.alert, req.alertStart, at)
@@ -206,6 +207,9 @@ func (e *Engine) recordStepLocked(g *gate, rec *Record) *loopWrite {
 	if refused {
 		ep.Escalate, ep.EscalateSince = rec.Action, now
 		level.Info(e.episodeLogger(ep)).Log("msg", "the provider refused the action: no verdict; the same step is due again after its cooldown", "action", rec.Action, "err", rec.Error)
+	}
+	if w := e.failedCycleLocked(t, rec); w != nil {
+		return w // issue 22 fault 1: a failed power cycle is not_recovered at once
 	}
 	return e.captureLocked(t, nil)
 }
@@ -394,12 +398,21 @@ func (e *Engine) loopRefresh(snap *collector.Snapshot, roots map[string]bool) []
 	prefix := serverKey(snap.Provider, snap.Account, "")
 	var ws []*loopWrite
 	var due []Request
+	var links []string
 	e.mu.Lock()
 	now := e.now()
 	for root, t := range e.tracks {
 		ep := t.Episode
 		if ep == nil || !strings.HasPrefix(root, prefix) {
 			continue
+		}
+		if t.Watch != nil {
+			// A lost redeploy's replacement first (lineage_watch.go).
+			w, l, watching := e.watchLocked(t, snap)
+			ws, links = append(ws, w), append(links, l...)
+			if watching {
+				continue
+			}
 		}
 		if !roots[root] {
 			t.missing++
@@ -487,6 +500,7 @@ func (e *Engine) loopRefresh(snap *collector.Snapshot, roots map[string]bool) []
 		due = append(due, req)
 	}
 	e.mu.Unlock()
+	e.storeLinks(links)
 	e.store(ws...)
 	return due
 }
@@ -624,7 +638,7 @@ func (e *Engine) tick() {
 	now, verify := e.now(), alertVerify(e.cfg.Webhook)
 	for root, t := range e.tracks {
 		ep := t.Episode
-		if ep == nil || ep.Source != "alert" || e.accounts[ep.Account] != ep.Provider {
+		if ep == nil || ep.Source != "alert" || e.accounts[ep.Account] != ep.Provider || t.watching() {
 			continue
 		}
 		all, at := ep.allResolved()
@@ -829,6 +843,7 @@ func (e *Engine) recoverStep(lineage map[string]string, loop *loopState) func(*b
 		ep.Steps = append(ep.Steps, Step{Seq: r.Seq, Action: r.Action, ID: r.ID, Source: r.Source, Rule: r.Rule,
 			Time: r.Time, Finished: now, Outcome: r.Result, Alert: r.Alert})
 		ep.marks().mark(r.Alert, r.Rule, r.AlertStartsAt)
+		watchRecovered(t, r)
 		loop.maxVer++
 		t.Version, ep.Version = loop.maxVer, loop.maxVer
 		c := *t

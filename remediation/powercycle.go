@@ -40,58 +40,132 @@ func (e *Engine) call(ctx context.Context, g *gate, rec *Record) (res providers.
 
 // powerCycle stops the server, re-reads it until it reads stopped (at
 // most powerCycleWait, else failed: the start is not sent), then starts
-// it. Both calls go into the record; after the stop was answered the
-// intent is rewritten with it, so that a crash before the start is
-// recovered as an unknown power cycle (its cooldown stands: it is not
-// repeated).
+// it: one durable action. Each phase is journaled in the pending intent
+// (Record.Phase) before the next begins: the stop answered, the server
+// seen stopped, the start being sent; the start's answer is the audit
+// record. Once the stop was accepted the cycle is finished even through
+// a shutdown (within cycleFinishBudget); one a shutdown or a crash leaves
+// between its stop and its start is finished by the next start
+// (resumeCycles).
 func (e *Engine) powerCycle(ctx context.Context, g *gate, rec *Record) (providers.ActionResult, bool, string, error) {
-	req := g.req
-	do := func(a providers.Action) (providers.ActionResult, bool, string, error) {
-		at := e.now()
-		actx, cancel := context.WithTimeout(ctx, actionTimeout)
-		res, err := g.prov.Do(actx, req.ID, a, req.Params)
-		cancel()
-		if err != nil && !wasSent(err) {
-			return res, false, "", err
-		}
-		c := Call{Action: string(a), Time: at, Result: outcome(err), Response: res.Response}
-		if err != nil {
-			c.Error = err.Error()
-		}
-		rec.Calls = append(rec.Calls, c)
-		return res, true, c.Result, err
-	}
-	res, sent, result, err := do(providers.ActionStop)
+	res, sent, result, err := e.cycleCall(ctx, g, rec, providers.ActionStop)
 	if !sent || result != ResultSuccess {
 		return res, sent, result, err
 	}
-	if perr := g.st.Progress(rec); perr != nil {
-		level.Error(e.logger).Log("msg", "cannot record the power cycle's stop; a crash now would not know it was sent", "id", req.ID, "err", perr)
-	}
+	e.journalPhase(g, rec, phaseStopAnswered, "the power cycle's stop was answered")
 	// The account's other requests go on while this one waits; each
 	// re-read takes a turn, and the start goes out in the turn of the
 	// re-read that saw the server stopped.
 	g.leaveTurn()
-	if werr := e.waitStopped(ctx, g); werr != nil {
-		result := ResultFailed
-		if ctx.Err() != nil {
-			result = ResultUnknown // stopping: the server may be left stopped
-		}
-		return res, true, result, werr
-	}
-	// The start is written as being sent before it goes: a crash during
-	// it is recovered with both calls, its end unknown.
-	rec.Calls = append(rec.Calls, Call{Action: string(providers.ActionStart), Time: e.now(), Result: callSending})
-	if perr := g.st.Progress(rec); perr != nil {
-		level.Error(e.logger).Log("msg", "cannot record the power cycle's start before sending it; a crash now would not know it was sent", "id", req.ID, "err", perr)
-	}
-	rec.Calls = rec.Calls[:len(rec.Calls)-1]
-	res, sent, result, err = do(providers.ActionStart)
-	if !sent {
-		// The stop went out: the action was sent, its end unknown.
-		return res, true, ResultUnknown, fmt.Errorf("the server was stopped but its start was not sent: %w", err)
-	}
+	res, result, err = e.finishCycle(ctx, g, rec)
 	return res, true, result, err
+}
+
+// cycleCall sends one call of a power cycle and adds it to the record
+// when it was sent.
+func (e *Engine) cycleCall(ctx context.Context, g *gate, rec *Record, a providers.Action) (providers.ActionResult, bool, string, error) {
+	at := e.now()
+	actx, cancel := context.WithTimeout(ctx, actionTimeout)
+	res, err := g.prov.Do(actx, g.req.ID, a, g.req.Params)
+	cancel()
+	if err != nil && !wasSent(err) {
+		return res, false, "", err
+	}
+	c := Call{Action: string(a), Time: at, Result: outcome(err), Response: res.Response}
+	if err != nil {
+		c.Error = err.Error()
+	}
+	rec.Calls = append(rec.Calls, c)
+	return res, true, c.Result, err
+}
+
+// journalPhase rewrites the pending intent with the cycle's phase.
+func (e *Engine) journalPhase(g *gate, rec *Record, phase, what string) {
+	rec.Phase = phase
+	if err := g.st.Progress(rec); err != nil {
+		level.Error(e.logger).Log("msg", "cannot journal the power cycle's phase; a crash now would not know it", "phase", phase, "detail", what, "id", g.req.ID, "err", err)
+	}
+}
+
+// finishCycle is a power cycle after its stop was accepted (rec holds
+// the stop): it waits for the server to read stopped, then sends one
+// start. It runs on finishing(ctx): a shutdown gives it
+// cycleFinishBudget more. When that runs out first, or the start could
+// not go out because of it, it returns errCycleUnfinished and the intent
+// stays pending at its phase, for the next start to finish. A start the
+// provider refused, or one that could not be sent, fails the cycle: the
+// server is left stopped (failedCycleLocked gives its verdict at once).
+func (e *Engine) finishCycle(ctx context.Context, g *gate, rec *Record) (providers.ActionResult, string, error) {
+	fctx, done := finishing(ctx, func() {
+		level.Warn(e.logger).Log("msg", "stopping with a power cycle between its stop and its start: finishing it first", "provider", g.req.Provider, "account", g.req.Account, "id", g.req.ID, "budget", cycleFinishBudget)
+	})
+	defer done()
+	var res providers.ActionResult
+	// A cycle resumed after its server was seen stopped that reads
+	// running again was started by someone else: no second start.
+	if werr := e.waitStopped(fctx, g, rec.Phase == phaseStopped); werr != nil {
+		switch {
+		case fctx.Err() != nil:
+			return res, ResultUnknown, fmt.Errorf("%w: %w", errCycleUnfinished, werr)
+		case errors.Is(werr, errStartedElsewhere):
+			return res, ResultUnknown, werr
+		}
+		return res, ResultFailed, werr
+	}
+	e.journalPhase(g, rec, phaseStopped, "the server read stopped")
+	// The start is written as being sent before it goes: a crash during
+	// it is recovered with both calls, its end unknown, and never sent
+	// again.
+	rec.Calls = append(rec.Calls, Call{Action: string(providers.ActionStart), Time: e.now(), Result: callSending})
+	e.journalPhase(g, rec, phaseStartSending, "the start is being sent")
+	rec.Calls = rec.Calls[:len(rec.Calls)-1]
+	res, sent, result, err := e.cycleCall(fctx, g, rec, providers.ActionStart)
+	if !sent {
+		// Provably not sent: the intent goes back to its phase, so that
+		// the next start may send it.
+		e.journalPhase(g, rec, phaseStopped, "the start was not sent")
+		if fctx.Err() != nil {
+			return res, ResultUnknown, fmt.Errorf("%w: the start was not sent: %w", errCycleUnfinished, err)
+		}
+		return res, ResultFailed, fmt.Errorf("the server was stopped but its start could not be sent: %w", err)
+	}
+	rec.Phase = phaseStartAnswered
+	if result == ResultFailed {
+		err = fmt.Errorf("the server was stopped but the provider refused its start; it is left stopped: %w", err)
+	}
+	return res, result, err
+}
+
+// Phases of a power cycle, journaled in its pending intent. The start's
+// answer is the audit record (phaseStartAnswered).
+const (
+	phaseStopAnswered  = "stop_answered"
+	phaseStopped       = "stopped"
+	phaseStartSending  = "start_sending"
+	phaseStartAnswered = "start_answered"
+)
+
+// cycleFinishBudget is how long a power cycle whose stop was answered
+// goes on after a shutdown began, to see the server stopped and send its
+// start: within the exporter's 15 s to exit (main.go), before the
+// engine's Close stops waiting (10 s).
+const cycleFinishBudget = 8 * time.Second
+
+// errCycleUnfinished: a shutdown left the power cycle between its stop
+// and its start; its intent stays pending for the next start.
+var errCycleUnfinished = errors.New("the power cycle was left between its stop and its start by a shutdown")
+
+// finishing is the context a power cycle's phases after its stop run
+// on: not ended by ctx (a shutdown) at once but cycleFinishBudget after
+// it; onStop runs when ctx ends first. done releases it.
+func finishing(ctx context.Context, onStop func()) (context.Context, func()) {
+	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		onStop()
+		t := time.AfterFunc(cycleFinishBudget, cancel)
+		context.AfterFunc(fctx, func() { t.Stop() })
+	})
+	return fctx, func() { stop(); cancel() }
 }
 
 // callSending is a call's result in a pending intent while it is being
@@ -102,12 +176,19 @@ const callSending = "sending"
 // stopped.
 var errNotStopped = errors.New("the server did not read stopped")
 
+// errStartedElsewhere: a resumed power cycle's server, seen stopped
+// before, reads running or starting: someone else started it, and no
+// start is sent.
+var errStartedElsewhere = errors.New("the server, seen stopped before the exporter stopped, was started meanwhile by someone else; the start was not sent")
+
 // waitStopped re-reads the server until it reads stopped, at most
-// powerCycleWait; it gives up when ctx ends (shutdown). Each re-read
+// powerCycleWait; it gives up when ctx ends (shutdown), and, when the
+// server was seen stopped before (a resumed cycle), when it reads running
+// or starting (errStartedElsewhere). Each re-read
 // takes the account's turn and none is sent while the account is down;
 // it returns nil holding the turn of the re-read that saw the server
 // stopped (g.turn), for the start.
-func (e *Engine) waitStopped(ctx context.Context, g *gate) error {
+func (e *Engine) waitStopped(ctx context.Context, g *gate, seenStopped bool) error {
 	wait, poll := e.cycleWait, e.cyclePoll
 	until := time.Now().Add(wait)
 	deadline := time.NewTimer(wait)
@@ -141,9 +222,27 @@ func (e *Engine) waitStopped(ctx context.Context, g *gate) error {
 		case s.State == providers.StateStopped:
 			g.turn = release
 			return nil
+		case seenStopped && (s.State == providers.StateRunning || s.State == providers.StateStarting):
+			release()
+			return fmt.Errorf("%w (reads %s)", errStartedElsewhere, s.State)
 		default:
 			last = fmt.Sprintf("%s (%s)", s.State, s.RawStatus)
 		}
 		release()
 	}
+}
+
+// failedCycleLocked gives a failed power cycle its verdict at once: its
+// stop was accepted but the server was not started again (the provider
+// refused the start, the start could not be sent, or the server never
+// read stopped). Whatever its condition reads meanwhile (a CPU alert
+// resolves while the server is off), the cycle did not recover it:
+// not_recovered, then the next step of its ladder or exhaustion (a person
+// is told). A refused stop is a refused step (no verdict), as before.
+func (e *Engine) failedCycleLocked(t *track, rec *Record) *loopWrite {
+	ep := t.Episode
+	if rec.Action != string(providers.ActionPowerCycle) || rec.Result != ResultFailed || ep == nil || !ep.verifying() {
+		return nil
+	}
+	return e.verdictLocked(t, VerdictNotRecovered, "the power cycle failed, the server was not started again: "+rec.Error, time.Time{})
 }

@@ -38,6 +38,12 @@ type Record struct {
 	// Calls are the provider calls of an action made of several
 	// (power_cycle: the stop, then the start), in order.
 	Calls []Call `json:"calls,omitempty"`
+	// Phase is a power cycle's last journaled phase (powercycle.go):
+	// stop_answered, stopped, start_sending, start_answered.
+	Phase string `json:"phase,omitempty"`
+	// Watch is, in a redeploy's pending intent only, what a lost answer
+	// is resolved on (lineage_watch.go); never in the audit record.
+	Watch *lineageWatch `json:"lineage_watch,omitempty"`
 	// Alert is the fingerprint of the alert that asked for it, and
 	// AlertStartsAt the occurrence's startsAt.
 	Alert         string    `json:"alert,omitempty"`
@@ -418,7 +424,9 @@ func (s *State) Finish(r *Record, countKey string, loop ...*loopWrite) error {
 				return err
 			}
 		}
-		b, err := json.Marshal(r)
+		a := *r
+		a.Watch = nil
+		b, err := json.Marshal(&a)
 		if err != nil {
 			return err
 		}
@@ -457,10 +465,11 @@ func (s *State) RecordDryRun(r *Record, root, countKey string) error {
 }
 
 // Recover turns intents left by a crash into audit records and returns
-// them: a live one with result "unknown" (the provider may have acted; its
-// cooldown already stands), a dry run (left by an older version, which
-// recorded dry runs in two steps) as the dry run it was. countKey names
-// the counter each counts in.
+// them (but not a power cycle left between its stop and its start:
+// resumeCyclesLocked finishes it): a live one with result "unknown" (the
+// provider may have acted; its cooldown already stands), a dry run (left
+// by an older version, which recorded dry runs in two steps) as the dry
+// run it was. countKey names the counter each counts in.
 //
 // each, when given, runs in the same transaction for each recovered
 // record (the closed loop records it as a step).
@@ -473,6 +482,9 @@ func (s *State) Recover(countKey func(Record) string, each ...func(*bolt.Tx, Rec
 			var r Record
 			if err := json.Unmarshal(v, &r); err != nil {
 				return fmt.Errorf("pending record %x: %w", k, err)
+			}
+			if resumable(r) {
+				return nil // finished by resumeCyclesLocked, not recovered
 			}
 			if r.Result != ResultDryRun {
 				r.Result = ResultUnknown
@@ -493,7 +505,9 @@ func (s *State) Recover(countKey func(Record) string, each ...func(*bolt.Tx, Rec
 					r.Error = "the daemon stopped before the provider's answer was recorded"
 				}
 			}
-			b, _ := json.Marshal(r)
+			a := r
+			a.Watch = nil
+			b, _ := json.Marshal(&a)
 			if err := tx.Bucket(bucketAudit).Put(u64(r.Seq), b); err != nil {
 				return err
 			}
