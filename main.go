@@ -279,7 +279,8 @@ func serve(parent context.Context, f *flags, logger log.Logger, toolkit *slog.Lo
 }
 
 // loadChecked loads the configuration and checks it against the web
-// config: live remediation needs a credential (config's CheckCredential).
+// config: live remediation needs a credential (config's CheckCredential);
+// and refuses remediation.ha, which this build does not run (CheckHA).
 // A file with mistakes gives them all, one per line.
 func loadChecked(f *flags) (*config.Config, error) {
 	c, err := config.Load(f.configFile)
@@ -291,6 +292,11 @@ func loadChecked(f *flags) (*config.Config, error) {
 		return nil, errors.Join(err, werr)
 	}
 	if err := c.Remediation.CheckCredential(basic); err != nil {
+		return nil, err
+	}
+	// remediation.ha is validated but not run yet: refused rather than
+	// run unfenced (docs/ha.md).
+	if err := c.Remediation.CheckHA(); err != nil {
 		return nil, err
 	}
 	return c, nil
