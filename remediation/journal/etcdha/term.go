@@ -261,7 +261,8 @@ func DeletePrefix(prefix string) Op { return Op{key: prefix, del: true, prefix: 
 // nothing and returns its reason. Any other error is etcd's or the
 // network's: the write may or may not have been applied, so the caller
 // treats it as not recorded and does not act on it. etcd takes at most
-// 128 operations in one transaction by default.
+// 128 operations in one transaction by default, and refuses one whose
+// operations overlap (a put under a prefix that it also deletes).
 func (t *Term) Write(ctx context.Context, ops ...Op) (int64, error) {
 	if err := t.Err(); err != nil {
 		return 0, err
