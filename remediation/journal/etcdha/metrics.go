@@ -1,6 +1,8 @@
 package etcdha
 
 import (
+	"context"
+	"errors"
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,8 +14,8 @@ import (
 type Metrics struct {
 	// Leader is 1 while this replica leads (after its warm-up), else 0.
 	Leader prometheus.Gauge
-	// LeaderChanges counts the leader terms this replica saw begin after
-	// the first it saw (Elector.Watch).
+	// LeaderChanges counts the leader terms this replica saw begin, not
+	// the one in place when it started watching (Elector.Watch).
 	LeaderChanges prometheus.Counter
 	// FencingRefusals counts this replica's writes that etcd refused
 	// because its leader key was gone.
@@ -31,7 +33,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		Leader: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vps_remediation_leader",
 			Help: "1 while this replica is the remediation leader (elected on etcd and warmed up), else 0."}),
 		LeaderChanges: prometheus.NewCounter(prometheus.CounterOpts{Name: "vps_remediation_leader_changes_total",
-			Help: "Remediation leader terms this replica saw begin, after the first it saw."}),
+			Help: "Remediation leader terms this replica saw begin (not the one in place when it started watching)."}),
 		FencingRefusals: prometheus.NewCounter(prometheus.CounterOpts{Name: "vps_remediation_fencing_refusals_total",
 			Help: "Writes of this replica that etcd refused because it was no longer the leader (never retried)."}),
 		TakeoverUnknown: prometheus.NewCounter(prometheus.CounterOpts{Name: "vps_remediation_takeover_unknown_total",
@@ -47,11 +49,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, nil
 }
 
-// up records the outcome of a request to etcd.
+// up records the outcome of a request to etcd; one this replica gave up
+// (its context canceled) says nothing of etcd.
 func (m *Metrics) up(err error) {
-	if err != nil {
+	switch {
+	case err == nil:
+		m.BackendUp.Set(1)
+	case errors.Is(err, context.Canceled):
+	default:
 		m.BackendUp.Set(0)
-		return
 	}
-	m.BackendUp.Set(1)
 }

@@ -51,8 +51,9 @@ type KV struct {
 // write (the term record at <prefix>/term), which catches a phantom
 // leadership (etcd#11007), and a linearizable load of the state. Only then
 // does it set vps_remediation_leader to 1 and return the term. ctx bounds
-// the wait and the warm-up; the term itself lives until it is deposed or
-// resigns. A replica that cannot renew its lease while it waits gives up
+// the wait (the lease's grant and the warm-up are bounded by the lease TTL
+// too); the term itself lives until it is deposed or resigns. One campaign
+// at a time per Elector. A replica that cannot renew its lease while it waits gives up
 // the campaign (ErrSessionLost, ErrDeadlinePassed).
 func (e *Elector) Campaign(ctx context.Context) (*Term, error) {
 	e.mu.Lock()
@@ -66,7 +67,9 @@ func (e *Elector) Campaign(ctx context.Context) (*Term, error) {
 	}
 	ttl := int64(e.cfg.LeaseTTL / time.Second)
 	sent := time.Now()
-	grant, err := e.client.Grant(ctx, ttl)
+	gctx, gcancel := context.WithTimeout(ctx, e.cfg.LeaseTTL)
+	grant, err := e.client.Grant(gctx, ttl)
+	gcancel()
 	e.metrics.up(err)
 	if err != nil {
 		return nil, fmt.Errorf("etcdha: campaign: grant a lease: %w", err)
@@ -102,7 +105,11 @@ func (e *Elector) Campaign(ctx context.Context) (*Term, error) {
 	}
 	t.key, t.rev = t.election.Key(), t.election.Rev()
 	e.step("elected", t)
-	if err := t.warmUp(ctx); err != nil {
+	// A warm-up longer than a lease is no use: the term would be gone.
+	wctx, wcancel := context.WithTimeout(ctx, e.cfg.LeaseTTL)
+	err = t.warmUp(wctx)
+	wcancel()
+	if err != nil {
 		t.depose(ErrResigned)
 		return nil, fmt.Errorf("etcdha: takeover warm-up: %w", err)
 	}
