@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,22 +18,58 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	commoncfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 
 	"github.com/vps-exporter/vps_exporter/config"
 )
 
-// writeCert writes a self-signed certificate and its key (PEM) to dir.
-func writeCert(t *testing.T, dir string) (certFile, keyFile string) {
+// testCA is a certificate authority of the test's own.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	dir  string
+	file string // its certificate, PEM
+}
+
+func newTestCA(t *testing.T, dir string) *testCA {
+	t.Helper()
+	ca := &testCA{dir: dir}
+	ca.cert, ca.key = ca.issue(t, "ca", nil, true)
+	return ca
+}
+
+// issue makes a certificate for name (an IP SAN when ip is set), signed
+// by the CA (self-signed for the CA itself), and writes name.pem and
+// name-key.pem; it returns the certificate and its key.
+func (ca *testCA) issue(t *testing.T, name string, ip net.IP, isCA bool) (*x509.Certificate, *ecdsa.PrivateKey) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "etcd"}, NotBefore: time.Now().Add(-time.Hour),
-		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	if ip != nil {
+		tmpl.IPAddresses = []net.IP{ip}
+	}
+	parent, signer := tmpl, key
+	if isCA {
+		tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
+		tmpl.KeyUsage |= x509.KeyUsageCertSign
+	} else {
+		parent, signer = ca.cert, ca.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,14 +77,25 @@ func writeCert(t *testing.T, dir string) (certFile, keyFile string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	certFile := filepath.Join(ca.dir, name+".pem")
 	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(ca.dir, name+"-key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return certFile, keyFile
+	if isCA {
+		ca.file = certFile
+	}
+	return cert, key
+}
+
+// writeCert writes a certificate and its key (PEM) to dir.
+func writeCert(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	ca := newTestCA(t, dir)
+	ca.issue(t, "client", nil, false)
+	return filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
 }
 
 // FromConfig carries the file's settings over and reads the TLS files;
@@ -213,5 +261,107 @@ func TestWriteOps(t *testing.T) {
 	}
 	if r.term.Err() != nil || gauge(a.metrics.FencingRefusals) != 0 {
 		t.Errorf("the leader's own writes: err %v, refusals %v", r.term.Err(), gauge(a.metrics.FencingRefusals))
+	}
+}
+
+// An elector built by FromConfig from the file's settings reaches an etcd
+// that asks for TLS with client certificates and for a user's password:
+// it leads and writes. The wrong CA, no client certificate or the wrong
+// password get no leadership, and no error shows the password.
+func TestTLSAndAuth(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t, dir)
+	ca.issue(t, "server", net.ParseIP("127.0.0.1"), false)
+	ca.issue(t, "client", nil, false)
+	other := newTestCA(t, t.TempDir())
+	ep := startEtcdWith(t, "https", func(cfg *embed.Config) {
+		cfg.ClientTLSInfo = transport.TLSInfo{CertFile: filepath.Join(dir, "server.pem"), KeyFile: filepath.Join(dir, "server-key.pem"),
+			TrustedCAFile: ca.file, ClientCertAuth: true}
+	})
+	good := config.EtcdTLS{CAFile: ca.file, CertFile: filepath.Join(dir, "client.pem"), KeyFile: filepath.Join(dir, "client-key.pem")}
+	// etcd's auth on: a root user and the exporter's user, whose role may
+	// use the prefix.
+	root, err := FromConfig(&config.HA{AdvertiseURL: "http://root:1", Etcd: config.Etcd{Endpoints: []string{ep}, Prefix: testPrefix,
+		LeaseTTL: model.Duration(ttl), TLS: good}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := clientv3.New(clientv3.Config{Endpoints: root.Endpoints, TLS: root.TLS, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, step := range []func() error{
+		func() error { _, err := admin.UserAdd(ctx, "root", "root-SECRET"); return err },
+		func() error { _, err := admin.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := admin.RoleAdd(ctx, "exporter"); return err },
+		func() error {
+			_, err := admin.RoleGrantPermission(ctx, "exporter", testPrefix+"/", clientv3.GetPrefixRangeEnd(testPrefix+"/"), clientv3.PermissionType(clientv3.PermReadWrite))
+			return err
+		},
+		func() error { _, err := admin.UserAdd(ctx, "vps", "etcd-SECRET-pw"); return err },
+		func() error { _, err := admin.UserGrantRole(ctx, "vps", "exporter"); return err },
+		func() error { _, err := admin.AuthEnable(ctx); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatalf("set up etcd auth: %v", err)
+		}
+	}
+	for _, tc := range []struct {
+		name     string
+		tls      config.EtcdTLS
+		password string
+		ok       bool
+	}{
+		{"tls and password", good, "etcd-SECRET-pw", true},
+		{"wrong password", good, "etcd-SECRET-wrong", false},
+		{"no client certificate", config.EtcdTLS{CAFile: ca.file}, "etcd-SECRET-pw", false},
+		{"another CA", config.EtcdTLS{CAFile: other.file, CertFile: good.CertFile, KeyFile: good.KeyFile}, "etcd-SECRET-pw", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := FromConfig(&config.HA{AdvertiseURL: "http://a:9877", Etcd: config.Etcd{Endpoints: []string{ep}, Prefix: testPrefix,
+				LeaseTTL: model.Duration(ttl), TLS: tc.tls, Username: "vps", Password: commoncfg.Secret(tc.password)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := NewMetrics(prometheus.NewRegistry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			e, err := New(c, m, nil)
+			if err != nil {
+				if tc.ok {
+					t.Fatal(err)
+				}
+				if strings.Contains(err.Error(), "SECRET") {
+					t.Errorf("the password in the error: %v", err)
+				}
+				return
+			}
+			defer e.Close()
+			cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer ccancel()
+			term, err := e.Campaign(cctx)
+			if !tc.ok {
+				if err == nil {
+					t.Fatal("led without the right credentials")
+				}
+				if strings.Contains(err.Error(), "SECRET") {
+					t.Errorf("the password in the error: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := term.Write(cctx, Put("x", []byte("1"))); err != nil {
+				t.Fatal(err)
+			}
+			if err := term.Resign(cctx); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

@@ -20,17 +20,27 @@ import (
 // directory for the test, and returns its client URL.
 func startEtcd(t *testing.T) string {
 	t.Helper()
+	return startEtcdWith(t, "http", nil)
+}
+
+// startEtcdWith is startEtcd with client URLs of scheme, the member's
+// configuration changed by change (when not nil).
+func startEtcdWith(t *testing.T, scheme string, change func(*embed.Config)) string {
+	t.Helper()
 	var lastErr error
 	for range 3 { // a free port can be taken between pick and listen
 		cfg := embed.NewConfig()
 		cfg.Name = "test"
 		cfg.Dir = t.TempDir()
 		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-		cu := url.URL{Scheme: "http", Host: freeAddr(t)}
+		cu := url.URL{Scheme: scheme, Host: freeAddr(t)}
 		pu := url.URL{Scheme: "http", Host: freeAddr(t)}
 		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
 		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
 		cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+		if change != nil {
+			change(cfg)
+		}
 		e, err := embed.StartEtcd(cfg)
 		if err != nil {
 			lastErr = err
