@@ -86,11 +86,17 @@ const testPrefix = "/test"
 // http://name:9877) on endpoint, with its own registry.
 func newElector(t *testing.T, endpoint, name string, ttl time.Duration) *Elector {
 	t.Helper()
+	return newElectorOn(t, []string{endpoint}, name, ttl)
+}
+
+// newElectorOn is newElector on several endpoints.
+func newElectorOn(t *testing.T, endpoints []string, name string, ttl time.Duration) *Elector {
+	t.Helper()
 	m, err := NewMetrics(prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := New(Config{Endpoints: []string{endpoint}, Prefix: testPrefix, LeaseTTL: ttl, AdvertiseURL: "http://" + name + ":9877"}, m, log.NewNopLogger())
+	e, err := New(Config{Endpoints: endpoints, Prefix: testPrefix, LeaseTTL: ttl, AdvertiseURL: "http://" + name + ":9877"}, m, log.NewNopLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
