@@ -13,7 +13,8 @@
 // does the replica report itself leader (vps_remediation_leader 1).
 //
 // A term ends (Term.Deposed is closed, Term.Err says why) when its session
-// is lost, a fence is refused, its send deadline passes or it resigns; the
+// is lost or its leader key deleted, a fence is refused, its send deadline
+// passes or it resigns; the
 // engine then stops acting at once and campaigns again. The send deadline
 // (Term.SendDeadline, Term.CheckSend) is the lease's end as this replica
 // last renewed it, less a margin: a leader frozen past its lease sends

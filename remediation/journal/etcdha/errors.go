@@ -13,7 +13,8 @@ var ErrDeposed = errors.New("not the remediation leader")
 // The reasons a term ends. Each wraps ErrDeposed.
 var (
 	// ErrSessionLost: the term's lease expired or could not be renewed
-	// (etcd said it is gone, or the session's keepalives ended).
+	// (etcd said it is gone, or the session's keepalives ended), or its
+	// leader key was deleted.
 	ErrSessionLost = fmt.Errorf("session lost: %w", ErrDeposed)
 	// ErrFenced: etcd refused a fenced write because the leader key this
 	// term was elected with is gone (another replica may lead). Counted in

@@ -269,3 +269,14 @@ func (p *proxy) kill() {
 		c.Close()
 	}
 }
+
+// drop closes the connections open now (the proxy still accepts new
+// ones): the client's streams break and it reconnects.
+func (p *proxy) drop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}

@@ -104,6 +104,8 @@ func (e *Elector) Campaign(ctx context.Context) (*Term, error) {
 		return nil, fmt.Errorf("etcdha: campaign: %w", err)
 	}
 	t.key, t.rev = t.election.Key(), t.election.Rev()
+	e.wg.Add(1)
+	go t.watchKey()
 	e.step("elected", t)
 	// A warm-up longer than a lease is no use: the term would be gone.
 	wctx, wcancel := context.WithTimeout(ctx, e.cfg.LeaseTTL)
@@ -429,5 +431,49 @@ func (t *Term) monitor() {
 			}
 			timer.Reset(left)
 		}
+	}
+}
+
+// watchKey ends the term as soon as its leader key is deleted (its lease
+// expired or revoked, or an operator deleted it): the replica stops
+// reporting itself leader without waiting for its next write's refusal.
+// A watch that breaks (etcd lost its leader, the connection, a compaction)
+// is opened again after a read of the key, so no deletion is missed.
+func (t *Term) watchKey() {
+	defer t.e.wg.Done()
+	from := t.rev
+	for t.ctx.Err() == nil {
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(t.ctx))
+		for resp := range t.e.client.Watch(wctx, t.key, clientv3.WithRev(from), clientv3.WithFilterPut()) {
+			for _, ev := range resp.Events {
+				if ev.Type == clientv3.EventTypeDelete {
+					cancel()
+					t.depose(ErrSessionLost)
+					return
+				}
+			}
+			if resp.Header.Revision >= from {
+				from = resp.Header.Revision + 1
+			}
+		}
+		cancel()
+		pause := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-t.ctx.Done():
+		case <-pause.C:
+		}
+		pause.Stop()
+		// Whatever happened while no watch was open.
+		rctx, rcancel := context.WithTimeout(t.ctx, t.ttl/3)
+		resp, err := t.e.client.Get(rctx, t.key)
+		rcancel()
+		if err != nil {
+			continue
+		}
+		if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != t.rev {
+			t.depose(ErrSessionLost)
+			return
+		}
+		from = resp.Header.Revision + 1
 	}
 }
