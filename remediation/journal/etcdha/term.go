@@ -52,9 +52,9 @@ type KV struct {
 // leadership (etcd#11007), and a linearizable load of the state. Only then
 // does it set vps_remediation_leader to 1 and return the term. ctx bounds
 // the wait (the lease's grant and the warm-up are bounded by the lease TTL
-// too); the term itself lives until it is deposed or resigns. One campaign
-// at a time per Elector. A replica that cannot renew its lease while it waits gives up
-// the campaign (ErrSessionLost, ErrDeadlinePassed).
+// too); the term itself lives until it is deposed or resigns. A replica
+// that cannot renew its lease while it waits gives up the campaign
+// (ErrSessionLost, ErrDeadlinePassed). One campaign at a time per Elector.
 func (e *Elector) Campaign(ctx context.Context) (*Term, error) {
 	e.mu.Lock()
 	live := e.term
