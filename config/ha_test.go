@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/vps-exporter/vps_exporter/config"
 )
 
@@ -167,6 +169,12 @@ func TestHAFiles(t *testing.T) {
 	e := c.Remediation.HA.Etcd
 	if string(e.Password) != "etcd-SECRET-pw" || e.Username != "exporter" {
 		t.Errorf("password not read from its file: %q %q", e.Username, e.Password)
+	}
+	// The configuration as accepted marshals without the password (as
+	// the fuzz test asks of every accepted file).
+	out, err := yaml.Marshal(c)
+	if err != nil || strings.Contains(string(out), "SECRET") || !strings.Contains(string(out), "password_file: pw") {
+		t.Errorf("marshalled (%v):\n%s", err, out)
 	}
 	if e.TLS.CAFile != filepath.Join(dir, "ca.pem") || e.TLS.CertFile != filepath.Join(dir, "cert.pem") || e.TLS.KeyFile != filepath.Join(dir, "key.pem") || !e.TLS.Enabled() {
 		t.Errorf("tls paths not resolved against the config's directory: %+v", e.TLS)
