@@ -16,7 +16,7 @@ SIM_SERVERS ?= 1000
 SIM_CONFIG ?= .build/vps_sim.yml
 SIM_FLAGS ?=
 
-.PHONY: all build run sim screenshot test test-short rules lint fmt vet bench fuzz clean docker docker-push
+.PHONY: all build run sim screenshot test test-short rules lint fmt vet bench fuzz clean docker docker-push etcd
 
 all: lint test build
 
@@ -60,6 +60,11 @@ test:
 	scripts/stage "binary tests (-race, built exporter)" $(GO) test -race -count=1 -timeout 40m -v . && \
 	scripts/stage "fuzz (10,000 inputs a target)" $(MAKE) --no-print-directory fuzz FUZZTIME=10000x; \
 	rc=$$?; printf '\n%-34s %-6s %s\n' stage result took; cat $(STAGES); exit $$rc
+
+## etcd: Debian's etcd-server 3.4 (etcd, etcdctl) unpacked into .build/etcd
+## (apt-get download + dpkg -x: no system daemon), for the HA tests
+etcd:
+	scripts/etcd .build/etcd
 
 ## test-short: the packages' unit tests without the race detector and
 ## without starting any process (no binary, Prometheus or browser): < 1 min

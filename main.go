@@ -285,7 +285,8 @@ func serve(parent context.Context, f *flags, logger log.Logger, toolkit *slog.Lo
 }
 
 // loadChecked loads the configuration and checks it against the web
-// config: live remediation needs a credential (config's CheckCredential).
+// config: live remediation needs a credential (config's CheckCredential);
+// and refuses remediation.ha, which this build does not run (CheckHA).
 // A file with mistakes gives them all, one per line.
 func loadChecked(f *flags) (*config.Config, error) {
 	// The web config first: the credential rule needs it, and its
@@ -297,6 +298,11 @@ func loadChecked(f *flags) (*config.Config, error) {
 	}
 	if err != nil || werr != nil {
 		return nil, errors.Join(err, werr)
+	}
+	// remediation.ha is validated but not run yet: refused rather than
+	// run unfenced (docs/ha.md).
+	if err := c.Remediation.CheckHA(); err != nil {
+		return nil, err
 	}
 	return c, nil
 }

@@ -122,6 +122,9 @@ type Remediation struct {
 	// Windows, when set, are the only times actions may be taken.
 	Windows []Window `yaml:"windows"`
 	Webhook Webhook  `yaml:"webhook"`
+	// HA, when set, runs remediation on etcd across replicas (see HA);
+	// StateFile is then optional. Nil: one process on StateFile.
+	HA *HA `yaml:"ha,omitempty"`
 }
 
 // Exclude matches servers remediation must never touch: every field that

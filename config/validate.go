@@ -224,8 +224,11 @@ func (r *Remediation) validate(c *Config, baseDir string, errs *errorList) {
 	if r.MaxFleetFraction <= 0 || r.MaxFleetFraction > 1 {
 		errs.add("remediation.max_fleet_fraction", "must be in (0, 1], got %v", r.MaxFleetFraction)
 	}
-	if r.Enabled && r.StateFile == "" {
+	if r.Enabled && r.StateFile == "" && r.HA == nil {
 		errs.add("remediation.state_file", "required when remediation is enabled (cooldowns and the audit log must survive restarts)")
+	}
+	if r.HA != nil {
+		r.HA.validate(baseDir, errs)
 	}
 	if r.MaxAttempts < 1 {
 		errs.add("remediation.max_attempts", "must be at least 1, got %d", r.MaxAttempts)
