@@ -27,6 +27,10 @@ func TestStatusPage(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "vps_exporter.yml")
 	writeConfig(t, cfgPath, urls, true)
+	// The down account stays "(stale)" for the whole test, however long
+	// the browser takes on a loaded machine (the default stale_after is
+	// 5 s here: past it the row reads "(stale, left /metrics)").
+	longStale(t, cfgPath)
 	appendRemediation(t, cfgPath, `  dry_run: true
   max_actions_per_hour: 7
   rules:
@@ -180,4 +184,20 @@ func runChromium(t *testing.T, chromium string, args ...string) []byte {
 func jsonString(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
+}
+
+// longStale sets global.stale_after to 10m in a config writeConfig wrote.
+func longStale(t testing.TB, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := strings.Replace(string(b), "  refresh_interval: 1s\n", "  refresh_interval: 1s\n  stale_after: 10m\n", 1)
+	if out == string(b) {
+		t.Fatal("longStale: no refresh_interval line")
+	}
+	if err := os.WriteFile(path, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
