@@ -247,7 +247,7 @@ func (m *Manager) run(ctx context.Context, a Account, carried *outage) (left *ou
 				now := time.Now()
 				servers, at, backlog := pl.details.merge(pl.last, now)
 				m.store.Apply(Refresh{Provider: a.Provider.Type(), Account: a.Provider.Account(), Servers: servers,
-					DetailAt: at, Details: true, Backlog: backlog, DetailsOnly: true, At: now, StaleAfter: a.staleAfter()})
+					DetailAt: at, Details: true, States: reportedStates(a.Provider), Backlog: backlog, DetailsOnly: true, At: now, StaleAfter: a.staleAfter()})
 			}
 		}
 	}
@@ -294,7 +294,7 @@ func (m *Manager) refresh(ctx context.Context, pl *pollState) {
 		return // shutting down or replaced: not a provider failure
 	}
 	r := Refresh{Provider: p.Type(), Account: p.Account(), Servers: servers, Err: err, Started: start, Took: took, At: start.Add(took),
-		StaleAfter: pl.acct.staleAfter()}
+		StaleAfter: pl.acct.staleAfter(), States: reportedStates(p)}
 	if pl.details != nil {
 		r.Details = true
 		pl.details.listed(servers, err, start)
@@ -348,4 +348,12 @@ func (m *Manager) logRefresh(pl *pollState, snap Snapshot, err error, now time.T
 			"stale_after", pl.acct.staleAfter(), "servers", len(snap.Servers))
 	}
 	pl.withdrawn = snap.Withdrawn
+}
+
+// reportedStates is the states p's servers can be in (nil: any).
+func reportedStates(p providers.Provider) []providers.State {
+	if r, ok := p.(providers.StateReporter); ok {
+		return r.ReportedStates()
+	}
+	return nil
 }

@@ -17,6 +17,7 @@ import (
 	commoncfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 
+	"github.com/vps-exporter/vps_exporter/internal/metricnames"
 	"github.com/vps-exporter/vps_exporter/providers"
 )
 
@@ -43,6 +44,11 @@ func (c *Config) validate(baseDir string, errs *errorList) {
 	case g.RefreshInterval > 0 && g.StaleAfter < g.RefreshInterval && !errs.failedAt("global.refresh_interval"):
 		errs.add("global.stale_after", "%s is shorter than refresh_interval (%s): one failed refresh would take a failing account's servers off /metrics; "+
 			"set at least %s, or leave it out for 5 x refresh_interval", g.StaleAfter, g.RefreshInterval, g.RefreshInterval)
+	}
+	for i, name := range g.ExcludeMetrics {
+		if !metricnames.IsServer(name) {
+			errs.add(fmt.Sprintf("global.exclude_metrics[%d]", i), "%q is not a per-server metric family (one of %s)", name, strings.Join(metricnames.Server(), ", "))
+		}
 	}
 	if len(c.Providers) == 0 {
 		errs.add("providers", "at least one account is required")
