@@ -140,7 +140,7 @@ type builder struct {
 	names *[numFamilies]family
 	// skip: the families global.exclude_metrics leaves out, rendered as
 	// no lines.
-	skip [numFamilies]bool
+	skip   [numFamilies]bool
 	zw     *flate.Writer
 	zbuf   bytes.Buffer
 	fam    [numFamilies][]byte // the block's servers rendered anew, by family
