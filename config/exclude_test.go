@@ -25,9 +25,9 @@ func TestExcludeMetrics(t *testing.T) {
 		{"null", "global:\n  exclude_metrics:\n" + acct, nil, ""},
 		{"some", "global: {exclude_metrics: [vps_server_state, vps_server_info]}\n" + acct, []string{"vps_server_state", "vps_server_info"}, ""},
 		{"unknown", "global: {exclude_metrics: [vps_server_up, vps_server_cpu]}\n" + acct, nil,
-			`global.exclude_metrics[1]: "vps_server_cpu" is not a per-server metric family (one of vps_server_info, `},
+			"global.exclude_metrics[1]: vps_server_cpu: not a per-server metric family, did you mean `vps_server_cpu_usage_ratio`?"},
 		{"not per server", "global: {exclude_metrics: [vps_provider_up]}\n" + acct, nil,
-			`global.exclude_metrics[0]: "vps_provider_up" is not a per-server metric family`},
+			"global.exclude_metrics[0]: vps_provider_up: not a per-server metric family, only the per-server vps_server_* families of docs/metrics.md can be left out"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := config.Parse([]byte(tc.yaml), ".")

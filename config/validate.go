@@ -47,7 +47,15 @@ func (c *Config) validate(baseDir string, errs *errorList) {
 	}
 	for i, name := range g.ExcludeMetrics {
 		if !metricnames.IsServer(name) {
-			errs.add(fmt.Sprintf("global.exclude_metrics[%d]", i), "%q is not a per-server metric family (one of %s)", name, strings.Join(metricnames.Server(), ", "))
+			hint := "only the per-server vps_server_* families of docs/metrics.md can be left out"
+			known := metricnames.Server()
+			if i := slices.IndexFunc(known, func(k string) bool { return strings.HasPrefix(k, name+"_") }); i >= 0 {
+				known = known[i : i+1] // the start of a name: that one
+			}
+			if s := suggest(name, known); s != "" {
+				hint = s
+			}
+			errs.add(fmt.Sprintf("global.exclude_metrics[%d]", i), "%s: not a per-server metric family, %s", show(name), hint)
 		}
 	}
 	if len(c.Providers) == 0 {
