@@ -210,7 +210,6 @@ func (m *Manager) run(ctx context.Context, a Account, carried *outage) (left *ou
 	}()
 	if d, ok := a.Provider.(providers.Detailer); ok {
 		pl.details = newDetails(d, a.Interval, pl.logger)
-		pl.details.remindEvery = m.remindEvery
 		conc := a.MaxConcurrency
 		if conc <= 0 {
 			conc = 8
