@@ -260,7 +260,42 @@ func cmpID(a, b string) int {
 	return 1
 }
 
-// maxAgeLocked is how long detail values are kept without a successful
+// detailState is what one account's detail reads leave to the poller
+// that replaces theirs (a reload): every server's record, the measure of
+// the keep limit, and the list the details were merged into.
+type detailState struct {
+	servers     map[string]*detailRec
+	completions int
+	active      time.Duration
+	last        []providers.Server
+}
+
+// handOver returns the state of reads that have stopped, for adopt.
+func (d *details) handOver(last []providers.Server) *detailState {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return &detailState{servers: d.servers, completions: d.completions, active: d.active, last: last}
+}
+
+// adopt takes over a predecessor's state (before the reads start) and
+// returns its last list. The servers keep their detail values, read
+// times and failures as logged; a refused server is tried again at its
+// time, without a backoff (the credentials may be new), and refusals in
+// a row are not carried: the new credentials start with the next list.
+func (d *details) adopt(st *detailState) []providers.Server {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.servers = make(map[string]*detailRec, len(st.servers))
+	for id, r := range st.servers {
+		c := *r
+		c.inFlight, c.refusals = false, 0
+		d.servers[id] = &c
+	}
+	d.completions, d.active = st.completions, st.active
+	return st.last
+}
+
+// maxAgeLocked is how long// maxAgeLocked is how long detail values are kept without a successful
 // read: ten intervals, or three times a full pass over the account at the
 // rate successful reads completed, whichever is longer. Time spent
 // failing or stopped does not count, so the limit does not grow while the
