@@ -295,7 +295,7 @@ func (d *details) adopt(st *detailState) []providers.Server {
 	return st.last
 }
 
-// maxAgeLocked is how long// maxAgeLocked is how long detail values are kept without a successful
+// maxAgeLocked is how long detail values are kept without a successful
 // read: ten intervals, or three times a full pass over the account at the
 // rate successful reads completed, whichever is longer. Time spent
 // failing or stopped does not count, so the limit does not grow while the
