@@ -36,6 +36,7 @@ func buildAccounts(c *config.Config, api *collector.APIMetrics) ([]collector.Acc
 			MaxConcurrency: c.Global.MaxConcurrency,
 			// 0 (a config built without validation) means 5 intervals.
 			StaleAfter: time.Duration(c.Global.StaleAfter),
+			Origin:     accountOrigin(p),
 		})
 	}
 	return out, nil
@@ -66,6 +67,17 @@ func buildProvider(g config.Global, p config.Provider, api *collector.APIMetrics
 			ProjectID: p.ProjectID, Location: p.Location, HTTP: httpCfg}), nil
 	}
 	return nil, fmt.Errorf("unknown provider type %q", p.Type)
+}
+
+// accountOrigin identifies the API an account reads, without secrets: a
+// reload that keeps it (a changed global, a rotated token) hands the
+// account's detail data to its new poller.
+func accountOrigin(p config.Provider) string {
+	base := ""
+	if p.URL != nil {
+		base = p.URL.Scheme + "://" + p.URL.Host + p.URL.Path
+	}
+	return fmt.Sprintf("%s|%s|%s|%s", p.Type, base, p.ProjectID, p.Location)
 }
 
 // accountKey fingerprints everything a poller depends on, secrets

@@ -441,6 +441,7 @@ func (d *daemon) apply(c *config.Config, first bool) error {
 	if err != nil {
 		return err
 	}
+	d.store.SetExclude(c.Global.ExcludeMetrics) // global.exclude_metrics, reloadable
 	d.manager.Apply(d.ctx, accounts)
 	now := map[string]string{}
 	for _, p := range c.Providers {

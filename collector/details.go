@@ -22,14 +22,15 @@ import (
 // other), each server at most once per interval. A read that fails keeps
 // the server's last detail values until they are older than the keep limit
 // (maxAgeLocked); the time of its last successful read stays. Credentials
-// refused (401/403, on a list or on a detail) stop the reads until a list
-// succeeds again.
+// refused on a list (401/403) stop the reads until a list succeeds again.
+// A detail read refused so marks its server: it is retried with a backoff
+// (retryAfterLocked) while the others are read as before; only refusals of
+// several servers in a row (refusing) hold the reads until the next list,
+// which says whether the account's credentials are refused.
 type details struct {
 	p        providers.Detailer
 	interval time.Duration
 	logger   log.Logger
-	// remindEvery is how often a refusal that goes on is logged again.
-	remindEvery time.Duration
 
 	mu      sync.Mutex
 	servers map[string]*detailRec
@@ -44,15 +45,20 @@ type details struct {
 	completions int
 	active      time.Duration
 	lastOK      time.Time
-	// stopped: credentials were refused; nothing is read until the next
-	// successful list.
+	// stopped: nothing is read until the next successful list: the list
+	// was refused, or detail reads of several servers in a row were.
 	stopped bool
 	// accountDown: the account's last list failed. Detail failures are
 	// then the account's, logged with it, not server by server.
 	accountDown bool
-	// refusedLogged is when a refused detail read was last logged; zero
-	// when the refusal is not current (or the account's outage covers it).
-	refusedLogged time.Time
+	// streak are the servers refused in a row since the last accepted
+	// read, each refused for the first time: two are refusing.
+	streak []string
+	// refusing: detail reads of several servers were refused in a row (a
+	// key without the detail scope?), logged once; it ends, logged once,
+	// at the next accepted read (or with the account's outage, silently).
+	// The servers refused then are quiet.
+	refusing bool
 	// recovered are the servers whose logged failure ended since the last
 	// report.
 	recovered []string
@@ -67,6 +73,9 @@ type detailRec struct {
 	failing  bool
 	failedAt time.Time
 	err      error
+	// refusals is how many reads in a row were refused (401/403): the
+	// server is retried after retryAfterLocked, not every interval.
+	refusals int
 	// reported: the failure has been dealt with in the log, by a line of
 	// its own or (quiet) as part of the account's outage.
 	reported, quiet bool
@@ -76,9 +85,18 @@ type detailRec struct {
 // once are logged one line each; more are one line with their count.
 const maxLoggedServers = 3
 
+// maxBackoffShift bounds a refused server's backoff: 2^4 = 16 intervals.
+const maxBackoffShift = 4
+
 func newDetails(p providers.Detailer, interval time.Duration, logger log.Logger) *details {
-	return &details{p: p, interval: interval, logger: logger, remindEvery: 10 * time.Minute,
-		servers: map[string]*detailRec{}, wake: make(chan struct{}, 1)}
+	return &details{p: p, interval: interval, logger: logger, servers: map[string]*detailRec{}, wake: make(chan struct{}, 1)}
+}
+
+// retryAfterLocked is how long after its last attempt a server is due
+// again: an interval, doubled for each refused read in a row (at most
+// 2^maxBackoffShift intervals).
+func (d *details) retryAfterLocked(r *detailRec) time.Duration {
+	return d.interval << min(r.refusals, maxBackoffShift)
 }
 
 // setList makes the scheduled servers those of the latest list; new ones
@@ -133,7 +151,7 @@ func (d *details) listed(list []providers.Server, err error, started time.Time) 
 		if errors.Is(err, providers.ErrUnauthorized) {
 			d.stopped, d.lastOK = true, time.Time{}
 		}
-		d.accountDown = true
+		d.accountDown, d.streak = true, nil
 		for _, r := range d.servers {
 			if r.failing && !r.reported {
 				r.reported, r.quiet = true, true
@@ -142,12 +160,13 @@ func (d *details) listed(list []providers.Server, err error, started time.Time) 
 		return
 	}
 	if d.accountDown {
-		// The outage is over: its failures are forgotten, and a server
-		// that fails from now on is logged.
-		d.accountDown, d.refusedLogged = false, time.Time{}
+		// The outage is over: its failures are forgotten (the refused
+		// servers are read again at once), and a server that fails from
+		// now on is logged.
+		d.accountDown, d.refusing = false, false
 		for _, r := range d.servers {
 			if r.quiet {
-				r.failing, r.reported, r.quiet = false, false, false
+				r.failing, r.reported, r.quiet, r.refusals = false, false, false, 0
 			}
 		}
 	}
@@ -159,22 +178,21 @@ func (d *details) listed(list []providers.Server, err error, started time.Time) 
 // and those whose logged failure has ended: a line each, or one line for
 // many.
 func (d *details) reportLocked(started time.Time, lines *logLines) {
-	var failed []string
+	var failed, refused []string
 	for id, r := range d.servers {
 		if r.failing && !r.reported && !r.failedAt.After(started) {
 			r.reported = true
-			failed = append(failed, id)
+			if errors.Is(r.err, providers.ErrUnauthorized) {
+				refused = append(refused, id)
+			} else {
+				failed = append(failed, id)
+			}
 		}
 	}
-	slices.SortFunc(failed, cmpID)
-	if len(failed) <= maxLoggedServers {
-		for _, id := range failed {
-			lines.add(level.Warn, "id", id, "msg", "detail read failed; the server keeps its list data and its last detail values", "err", d.servers[id].err)
-		}
-	} else {
-		lines.add(level.Warn, "msg", "detail reads failed; these servers keep their list data and their last detail values",
-			"servers", len(failed), "ids", idSample(failed), "err", d.servers[failed[0]].err)
-	}
+	d.reportGroupLocked(failed, lines, "detail read failed; the server keeps its list data and its last detail values",
+		"detail reads failed; these servers keep their list data and their last detail values")
+	d.reportGroupLocked(refused, lines, "detail read refused for this server (the account's list is accepted); it is retried with a backoff, its detail values age",
+		"detail reads refused for these servers (the account's list is accepted); they are retried with a backoff, their detail values age")
 	var rec []string
 	for _, id := range d.recovered {
 		if _, ok := d.servers[id]; ok { // not gone from the list meanwhile
@@ -190,6 +208,19 @@ func (d *details) reportLocked(started time.Time, lines *logLines) {
 	} else {
 		lines.add(level.Info, "msg", "detail reads recovered", "servers", len(rec), "ids", idSample(rec))
 	}
+}
+
+// reportGroupLocked logs servers starting to fail: a line each (one), or
+// one line for many.
+func (d *details) reportGroupLocked(ids []string, lines *logLines, one, many string) {
+	slices.SortFunc(ids, cmpID)
+	if len(ids) <= maxLoggedServers {
+		for _, id := range ids {
+			lines.add(level.Warn, "id", id, "msg", one, "err", d.servers[id].err)
+		}
+		return
+	}
+	lines.add(level.Warn, "msg", many, "servers", len(ids), "ids", idSample(ids), "err", d.servers[ids[0]].err)
 }
 
 // logLines are log lines gathered under the lock and written after it.
@@ -227,6 +258,41 @@ func cmpID(a, b string) int {
 		return -1
 	}
 	return 1
+}
+
+// detailState is what one account's detail reads leave to the poller
+// that replaces theirs (a reload): every server's record, the measure of
+// the keep limit, and the list the details were merged into.
+type detailState struct {
+	servers     map[string]*detailRec
+	completions int
+	active      time.Duration
+	last        []providers.Server
+}
+
+// handOver returns the state of reads that have stopped, for adopt.
+func (d *details) handOver(last []providers.Server) *detailState {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return &detailState{servers: d.servers, completions: d.completions, active: d.active, last: last}
+}
+
+// adopt takes over a predecessor's state (before the reads start) and
+// returns its last list. The servers keep their detail values, read
+// times and failures as logged; a refused server is tried again at its
+// time, without a backoff (the credentials may be new), and refusals in
+// a row are not carried: the new credentials start with the next list.
+func (d *details) adopt(st *detailState) []providers.Server {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.servers = make(map[string]*detailRec, len(st.servers))
+	for id, r := range st.servers {
+		c := *r
+		c.inFlight, c.refusals = false, 0
+		d.servers[id] = &c
+	}
+	d.completions, d.active = st.completions, st.active
+	return st.last
 }
 
 // maxAgeLocked is how long detail values are kept without a successful
@@ -291,7 +357,7 @@ func (d *details) next(now time.Time) (string, time.Duration) {
 		return "", d.interval // until setList resumes the reads
 	}
 	due := func(r *detailRec) bool {
-		return r != nil && !r.inFlight && (r.tried.IsZero() || now.Sub(r.tried) >= d.interval)
+		return r != nil && !r.inFlight && (r.tried.IsZero() || now.Sub(r.tried) >= d.retryAfterLocked(r))
 	}
 	for {
 		for len(d.queue) > 0 {
@@ -310,7 +376,7 @@ func (d *details) next(now time.Time) (string, time.Duration) {
 				d.queue = append(d.queue, id)
 			case r.inFlight:
 			default:
-				wait = min(wait, r.tried.Add(d.interval).Sub(now))
+				wait = min(wait, r.tried.Add(d.retryAfterLocked(r)).Sub(now))
 			}
 		}
 		if len(d.queue) == 0 {
@@ -330,8 +396,9 @@ func (d *details) next(now time.Time) (string, time.Duration) {
 
 // done records the outcome of one read. Failures are logged by
 // reportLocked once the next list shows whether they are the account's;
-// a refused read stops the reads and is logged at once (then at most once
-// per remindEvery while refusals go on).
+// a refused read backs its server off, and refusals of several servers in
+// a row stop the reads until the next list, logged at once (and their end
+// once, at the next accepted read).
 func (d *details) done(id string, srv providers.Server, err error, now time.Time) {
 	var lines logLines
 	defer lines.write(d.logger) // after the unlock
@@ -350,16 +417,12 @@ func (d *details) done(id string, srv providers.Server, err error, now time.Time
 		if throttled(err) {
 			return // the account's rate, cut by the client: not this server
 		}
-		if errors.Is(err, providers.ErrUnauthorized) {
-			if !d.stopped && !d.accountDown && (d.refusedLogged.IsZero() || now.Sub(d.refusedLogged) >= d.remindEvery) {
-				lines.add(level.Warn, "msg", "detail read refused: credentials not accepted; no detail reads until the next successful list", "err", err)
-				d.refusedLogged = now
-			}
-			d.stopped = true
-			return // the account's credentials, not this server
-		}
 		if r == nil {
 			return // gone from the list meanwhile
+		}
+		if errors.Is(err, providers.ErrUnauthorized) {
+			d.refusedLocked(id, r, err, now, &lines)
+			return
 		}
 		r.failing, r.failedAt, r.err = true, now, err
 		if d.accountDown && !r.reported {
@@ -367,9 +430,10 @@ func (d *details) done(id string, srv providers.Server, err error, now time.Time
 		}
 		return
 	}
-	if !d.refusedLogged.IsZero() {
+	d.streak = nil
+	if d.refusing {
 		lines.add(level.Info, "msg", "detail reads accepted again")
-		d.refusedLogged = time.Time{}
+		d.refusing = false
 	}
 	if !d.lastOK.IsZero() {
 		d.active += now.Sub(d.lastOK)
@@ -382,8 +446,47 @@ func (d *details) done(id string, srv providers.Server, err error, now time.Time
 	if r.failing && r.reported && !r.quiet {
 		d.recovered = append(d.recovered, id)
 	}
-	r.failing, r.reported, r.quiet, r.err = false, false, false, nil
+	r.failing, r.reported, r.quiet, r.err, r.refusals = false, false, false, nil, 0
 	r.srv, r.at, d.dirty = srv, now, true
+}
+
+// refusedLocked records a read of server id refused for its credentials:
+// the server is backed off. A refusal is the server's own (logged by
+// reportLocked at the next list) unless the reads of several servers
+// refused for the first time come in a row: then they are the account's
+// until a read is accepted (refusing, logged now), and nothing is read
+// until the next list, which says whether the key itself is refused.
+func (d *details) refusedLocked(id string, r *detailRec, err error, now time.Time, lines *logLines) {
+	first := r.refusals == 0
+	r.refusals++
+	r.failing, r.failedAt, r.err = true, now, err
+	if d.accountDown || d.refusing {
+		// Refusals already taken for the account's: quiet, and any holds
+		// the reads until the next list.
+		if !r.reported {
+			r.reported, r.quiet = true, true
+		}
+		d.stopped = true
+		return
+	}
+	if !first {
+		return // a server refused before: its own, whatever the others do
+	}
+	if !slices.Contains(d.streak, id) {
+		d.streak = append(d.streak, id)
+	}
+	if len(d.streak) < 2 {
+		return
+	}
+	d.refusing, d.stopped = true, true
+	for _, sid := range d.streak {
+		if sr := d.servers[sid]; sr != nil && !sr.reported {
+			sr.reported, sr.quiet = true, true
+		}
+	}
+	lines.add(level.Warn, "msg", "detail reads of several servers refused in a row: credentials not accepted for details? No detail reads until the next successful list; the refused servers are retried with a backoff",
+		"servers", len(d.streak), "err", err)
+	d.streak = nil
 }
 
 // throttled is whether err is the provider's 429.

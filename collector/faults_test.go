@@ -284,8 +284,8 @@ func TestDetailFailureLoggedOncePerServer(t *testing.T) {
 }
 
 // 401/403 on a list: the account is down and no detail is read until a
-// list succeeds again. A detail read refused the same way stops the
-// detail reads too, until the next successful list.
+// list succeeds again. Detail reads of several servers refused the same
+// way in a row stop the detail reads too, until the next successful list.
 func TestUnauthorizedStopsDetailReads(t *testing.T) {
 	refused := fmt.Errorf(`vpsorg account "acct": GET /api/v1/servers/: HTTP 401: Invalid or missing API token: %w`, providers.ErrUnauthorized)
 	f := &flakyAccount{name: "acct", ids: ids(40)}
@@ -323,9 +323,9 @@ func TestUnauthorizedStopsDetailReads(t *testing.T) {
 	f.set(nil, nil)
 	waitUntil(t, "detail reads again", 5*time.Second, func() bool { _, d := f.counts(); return d >= details1+40 })
 
-	// Only the detail endpoint refuses (a key without that scope): one
-	// refused read stops the details until the next list, which starts
-	// them again; not a read per server.
+	// Only the detail endpoint refuses (a key without that scope): two
+	// servers refused in a row stop the details until the next list,
+	// which starts them again; not a read per server.
 	f.set(nil, refused)
 	time.Sleep(interval)
 	_, d0 := f.counts()

@@ -30,6 +30,11 @@ type Account struct {
 	// 0 means 5 x Interval. Past it they leave /metrics; the snapshot
 	// keeps them.
 	StaleAfter time.Duration
+	// Origin identifies the API the account reads (its base URL and
+	// project, no secret): a poller replacing one of the same provider
+	// and origin (a reload that changed a global or a credential) takes
+	// over its detail data and times.
+	Origin string
 }
 
 // staleAfter is StaleAfter with its default.
@@ -67,9 +72,9 @@ type poller struct {
 	acct   Account
 	cancel context.CancelFunc
 	done   chan struct{}
-	// left is the outage the poller was in when it stopped (nil: up);
-	// read only once done is closed.
-	left *outage
+	// left is what the poller knew when it stopped; read only once done
+	// is closed.
+	left *leftover
 }
 
 // NewManager returns a Manager writing to store. onRefresh may be nil.
@@ -105,8 +110,9 @@ func (m *Manager) Apply(ctx context.Context, accounts []Account) {
 	m.publishLocked()
 	m.mu.Unlock()
 	// A replacement of the same provider takes over the outage its
-	// predecessor was in (only from one that stopped in time).
-	left := map[string]*outage{}
+	// predecessor was in, and of the same origin its detail data (only
+	// from one that stopped in time).
+	left := map[string]*leftover{}
 	for _, p := range stopped {
 		name := p.acct.Provider.Account()
 		select {
@@ -192,25 +198,33 @@ func (m *Manager) publishLocked() {
 	m.clients.Store(&cs)
 }
 
-// run polls one account until ctx ends and returns the outage it is then
-// in (nil: up). A poller replacing one of the same provider and name (a
-// reload that changed the account) takes over its outage (carried): down
-// stays down until a refresh succeeds ("account recovered", down_for from
-// the first failure), and a refresh that fails again is said once ("still
-// down"), so the reload's effect is in the log.
-func (m *Manager) run(ctx context.Context, a Account, carried *outage) (left *outage) {
+// run polls one account until ctx ends and returns what it then knows. A
+// poller replacing one of the same provider and name (a reload that
+// changed the account) takes over its outage (carried): down stays down
+// until a refresh succeeds ("account recovered", down_for from the first
+// failure), and a refresh that fails again is said once ("still down"),
+// so the reload's effect is in the log. Of the same origin too, it takes
+// over the detail data and when each was read, so that no detail series
+// leaves /metrics and no server is read again before its time.
+func (m *Manager) run(ctx context.Context, a Account, carried *leftover) (left *leftover) {
 	pl := &pollState{acct: a, logger: log.With(m.logger, "provider", a.Provider.Type(), "account", a.Provider.Account())}
-	if carried != nil {
-		pl.down, pl.downSince, pl.withdrawn = true, carried.downSince, carried.withdrawn
+	if carried != nil && carried.down != nil {
+		pl.down, pl.downSince, pl.withdrawn = true, carried.down.downSince, carried.down.withdrawn
 	}
-	defer func() {
+	defer func() { // after the detail reads have stopped (deferred below)
+		left = &leftover{provider: a.Provider.Type(), origin: a.Origin}
 		if pl.down {
-			left = &outage{provider: a.Provider.Type(), downSince: pl.downSince, withdrawn: pl.withdrawn}
+			left.down = &outage{downSince: pl.downSince, withdrawn: pl.withdrawn}
+		}
+		if pl.details != nil {
+			left.details = pl.details.handOver(pl.last)
 		}
 	}()
 	if d, ok := a.Provider.(providers.Detailer); ok {
 		pl.details = newDetails(d, a.Interval, pl.logger)
-		pl.details.remindEvery = m.remindEvery
+		if carried != nil && carried.details != nil && carried.origin == a.Origin {
+			pl.last = pl.details.adopt(carried.details)
+		}
 		conc := a.MaxConcurrency
 		if conc <= 0 {
 			conc = 8
@@ -247,16 +261,23 @@ func (m *Manager) run(ctx context.Context, a Account, carried *outage) (left *ou
 				now := time.Now()
 				servers, at, backlog := pl.details.merge(pl.last, now)
 				m.store.Apply(Refresh{Provider: a.Provider.Type(), Account: a.Provider.Account(), Servers: servers,
-					DetailAt: at, Details: true, Backlog: backlog, DetailsOnly: true, At: now, StaleAfter: a.staleAfter()})
+					DetailAt: at, Details: true, States: reportedStates(a.Provider), Backlog: backlog, DetailsOnly: true, At: now, StaleAfter: a.staleAfter()})
 			}
 		}
 	}
 }
 
-// outage is what a stopped poller of a down account leaves for the
-// poller that replaces it.
+// leftover is what a stopped poller leaves for the poller that replaces
+// it: its provider and origin, the outage it was in (nil: up) and its
+// detail data (nil: none).
+type leftover struct {
+	provider, origin string
+	down             *outage
+	details          *detailState
+}
+
+// outage is the outage a stopped poller of a down account was in.
 type outage struct {
-	provider  string
 	downSince time.Time
 	withdrawn bool
 }
@@ -294,7 +315,7 @@ func (m *Manager) refresh(ctx context.Context, pl *pollState) {
 		return // shutting down or replaced: not a provider failure
 	}
 	r := Refresh{Provider: p.Type(), Account: p.Account(), Servers: servers, Err: err, Started: start, Took: took, At: start.Add(took),
-		StaleAfter: pl.acct.staleAfter()}
+		StaleAfter: pl.acct.staleAfter(), States: reportedStates(p)}
 	if pl.details != nil {
 		r.Details = true
 		pl.details.listed(servers, err, start)
@@ -348,4 +369,12 @@ func (m *Manager) logRefresh(pl *pollState, snap Snapshot, err error, now time.T
 			"stale_after", pl.acct.staleAfter(), "servers", len(snap.Servers))
 	}
 	pl.withdrawn = snap.Withdrawn
+}
+
+// reportedStates is the states p's servers can be in (nil: any).
+func reportedStates(p providers.Provider) []providers.State {
+	if r, ok := p.(providers.StateReporter); ok {
+		return r.ReportedStates()
+	}
+	return nil
 }

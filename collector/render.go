@@ -5,6 +5,7 @@ import (
 	"compress/flate"
 	"hash/crc32"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -136,8 +137,10 @@ func (bd *builder) cutBefore(n int, id string) bool {
 // builder renders blocks. Its buffers are reused from one block to the
 // next; the store's updates, which use it, are serialized.
 type builder struct {
-	names  *[numFamilies]family
-	states []providers.State
+	names *[numFamilies]family
+	// skip: the families global.exclude_metrics leaves out, rendered as
+	// no lines.
+	skip   [numFamilies]bool
 	zw     *flate.Writer
 	zbuf   bytes.Buffer
 	fam    [numFamilies][]byte // the block's servers rendered anew, by family
@@ -152,7 +155,7 @@ type builder struct {
 
 func newBuilder(names *[numFamilies]family) *builder {
 	zw, _ := flate.NewWriter(io.Discard, flate.BestSpeed)
-	return &builder{names: names, states: providers.States(), zw: zw, min: blockMin, avg: blockAvg, max: blockMax}
+	return &builder{names: names, zw: zw, min: blockMin, avg: blockAvg, max: blockMax}
 }
 
 // headers returns each family's HELP and TYPE lines in both forms.
@@ -177,14 +180,19 @@ func (bd *builder) deflate(p []byte) []byte {
 }
 
 // build returns the blocks of an account's servers (ordered by id, unique;
-// detail parallel to them or nil) and the index of each block's first
-// server. A block of old (the account's previous state; nil: none) whose
-// servers are all unchanged, and only those, is kept as it is; a new block
-// copies the lines of its unchanged servers from old's blocks and renders
-// only the others. rendered, when not nil, is told of each render.
-func (bd *builder) build(provider, account string, old *account, servers []providers.Server, detail []int64, rendered func(account, id string)) ([]*block, []int) {
+// detail parallel to them or nil; states: the states the state-set lists)
+// and the index of each block's first server. A block of old (the
+// account's previous state; nil: none) whose servers are all unchanged,
+// and only those, is kept as it is; a new block copies the lines of its
+// unchanged servers from old's blocks and renders only the others (old's
+// blocks are not used when they were rendered with other states or
+// another exclusion). rendered, when not nil, is told of each render.
+func (bd *builder) build(provider, account string, old *account, servers []providers.Server, detail []int64, states []providers.State, rendered func(account, id string)) ([]*block, []int) {
 	var oldS []providers.Server
 	var oldD []int64
+	if old != nil && (old.skip != bd.skip || !slices.Equal(old.states, states)) {
+		old = nil
+	}
 	if old != nil && old.blocks != nil {
 		oldS, oldD = old.snap.Servers, old.detail
 	}
@@ -212,7 +220,7 @@ func (bd *builder) build(provider, account string, old *account, servers []provi
 		if i < len(servers) && !bd.cutBefore(i-lo, servers[i].ID) {
 			continue
 		}
-		blocks = append(blocks, bd.block(provider, account, old, servers[lo:i], detail, lo, same[lo:i], rendered))
+		blocks = append(blocks, bd.block(provider, account, old, servers[lo:i], detail, lo, same[lo:i], states, rendered))
 		starts = append(starts, lo)
 		lo = i
 	}
@@ -253,7 +261,7 @@ func at(detail []int64, i int) int64 {
 
 // block returns the block of servers (the account's from index first on),
 // old's own when it holds exactly these servers unchanged.
-func (bd *builder) block(provider, account string, old *account, servers []providers.Server, detail []int64, first int, same []int32, rendered func(account, id string)) *block {
+func (bd *builder) block(provider, account string, old *account, servers []providers.Server, detail []int64, first int, same []int32, states []providers.State, rendered func(account, id string)) *block {
 	if len(same) > 0 && same[0] >= 0 {
 		k := sort.SearchInts(old.start, int(same[0]))
 		if k < len(old.start) && old.start[k] == int(same[0]) && old.blocks[k].n == len(same) {
@@ -275,7 +283,7 @@ func (bd *builder) block(provider, account string, old *account, servers []provi
 	}
 	for t := range servers {
 		if same[t] < 0 {
-			bd.render(provider, account, &servers[t], at(detail, first+t))
+			bd.render(provider, account, &servers[t], at(detail, first+t), states)
 			if rendered != nil {
 				rendered(account, servers[t].ID)
 			}
@@ -304,7 +312,7 @@ func (bd *builder) block(provider, account string, old *account, servers []provi
 		next := 0        // the old server at pos
 		for t := range servers {
 			if same[t] < 0 {
-				end := skipLines(bd.fam[f], fresh, lineCount(f, &servers[t], at(detail, first+t), len(bd.states)))
+				end := skipLines(bd.fam[f], fresh, bd.lineCount(f, &servers[t], at(detail, first+t), states))
 				add(-1, bd.fam[f], fresh, end)
 				fresh = end
 				continue
@@ -316,9 +324,9 @@ func (bd *builder) block(provider, account string, old *account, servers []provi
 			}
 			ob0 := old.blocks[ob]
 			for ; next < want; next++ {
-				pos = skipLines(ob0.buf, pos, lineCount(f, &old.snap.Servers[next], at(old.detail, next), len(bd.states)))
+				pos = skipLines(ob0.buf, pos, bd.lineCount(f, &old.snap.Servers[next], at(old.detail, next), states))
 			}
-			end := skipLines(ob0.buf, pos, lineCount(f, &servers[t], at(detail, first+t), len(bd.states)))
+			end := skipLines(ob0.buf, pos, bd.lineCount(f, &servers[t], at(detail, first+t), states))
 			add(ob, ob0.buf, pos, end)
 			pos, next = end, next+1
 		}
@@ -407,14 +415,20 @@ func value(f int, s *providers.Server) providers.Value {
 }
 
 // lineCount is how many lines render writes for s in family f (states:
-// how many states there are). Lines are never broken inside: a newline in
-// a label value is escaped.
-func lineCount(f int, s *providers.Server, detailAt int64, states int) int {
+// the states the state-set lists). Lines are never broken inside: a
+// newline in a label value is escaped.
+func (bd *builder) lineCount(f int, s *providers.Server, detailAt int64, states []providers.State) int {
+	if bd.skip[f] {
+		return 0
+	}
 	switch f {
 	case famInfo, famUp, famProviderStatus:
 		return 1
 	case famState:
-		return states
+		if slices.Contains(states, s.State) {
+			return len(states)
+		}
+		return len(states) + 1
 	case famDetailTime:
 		if detailAt != 0 {
 			return 1
@@ -427,9 +441,12 @@ func lineCount(f int, s *providers.Server, detailAt int64, states int) int {
 	return 0
 }
 
-// render appends a server's series to bd.fam, family by family; the
-// scrape path only copies them.
-func (bd *builder) render(provider, account string, s *providers.Server, detailAt int64) {
+// render appends a server's series to bd.fam, family by family (none of
+// the skipped ones); the scrape path only copies them. The state-set lists
+// states, and the server's own state after them should it not be one of
+// them (a client that reports a state it did not list): a server always
+// has its current state.
+func (bd *builder) render(provider, account string, s *providers.Server, detailAt int64, states []providers.State) {
 	// The identifying labels every series shares.
 	lbl := bd.lbl[:0]
 	lbl = appendLabel(lbl, "provider", provider, true)
@@ -448,6 +465,9 @@ func (bd *builder) render(provider, account string, s *providers.Server, detailA
 		bd.fam[f] = append(b, '\n')
 	}
 	for f := 0; f < numFamilies; f++ {
+		if bd.skip[f] {
+			continue
+		}
 		switch f {
 		case famInfo:
 			x := bd.x[:0]
@@ -466,7 +486,7 @@ func (bd *builder) render(provider, account string, s *providers.Server, detailA
 			}
 			sample(f, nil, v)
 		case famState:
-			for _, st := range bd.states {
+			for _, st := range states {
 				v := 0.0
 				if s.State == st {
 					v = 1
@@ -474,6 +494,11 @@ func (bd *builder) render(provider, account string, s *providers.Server, detailA
 				x := appendLabel(bd.x[:0], "state", string(st), false)
 				bd.x = x
 				sample(f, x, v)
+			}
+			if !slices.Contains(states, s.State) {
+				x := appendLabel(bd.x[:0], "state", string(s.State), false)
+				bd.x = x
+				sample(f, x, 1)
 			}
 		case famProviderStatus:
 			x := appendLabel(bd.x[:0], "status", s.RawStatus, false)

@@ -60,6 +60,9 @@ type Refresh struct {
 	DetailAt []time.Time
 	Details  bool
 	Backlog  int
+	// States are the states the account's state-set lists (the client's
+	// providers.StateReporter); nil: every normalized state.
+	States []providers.State
 	// DetailsOnly updates the servers only, not the refresh status.
 	DetailsOnly bool
 	Err         error
@@ -86,6 +89,10 @@ type account struct {
 	// while the account's series are withdrawn.
 	blocks []*block
 	start  []int
+	// states and skip are what the blocks were rendered with: the
+	// state-set's states and the families left out.
+	states []providers.State
+	skip   [numFamilies]bool
 }
 
 // Store holds every account's snapshot and its servers' rendered series.
@@ -195,7 +202,12 @@ func (s *Store) Apply(r Refresh) Snapshot {
 	a.snap.DetailBacklog = r.Backlog
 
 	a.snap.Servers, a.detail = ordered(r.Servers, r.DetailAt)
-	a.blocks, a.start = s.bld.build(provider, name, old, a.snap.Servers, a.detail, s.rendered)
+	a.states = r.States
+	if a.states == nil {
+		a.states = providers.States()
+	}
+	a.blocks, a.start = s.bld.build(provider, name, old, a.snap.Servers, a.detail, a.states, s.rendered)
+	a.skip = s.bld.skip
 	changed = changed || old == nil || !slices.Equal(a.blocks, old.blocks)
 	return s.publish(name, &a, changed)
 }
@@ -256,6 +268,33 @@ func ordered(servers []providers.Server, at []time.Time) ([]providers.Server, []
 		}
 	}
 	return out, detail
+}
+
+// SetExclude makes names (per-server family names; others are ignored)
+// the families left out of /metrics, and renders every account's series
+// again when that changes them (a reload that changed
+// global.exclude_metrics). It reports whether anything changed.
+func (s *Store) SetExclude(names []string) bool {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	var skip [numFamilies]bool
+	for f := range s.names {
+		skip[f] = slices.Contains(names, s.names[f].name)
+	}
+	if skip == s.bld.skip {
+		return false
+	}
+	s.bld.skip = skip
+	// Only updates change s.accounts, and they hold applyMu.
+	for name, old := range s.accounts {
+		a := *old
+		if a.blocks != nil {
+			a.blocks, a.start = s.bld.build(a.snap.Provider, name, old, a.snap.Servers, a.detail, a.states, s.rendered)
+		}
+		a.skip = skip
+		s.publish(name, &a, true)
+	}
+	return true
 }
 
 // Remove forgets an account (it left the configuration).

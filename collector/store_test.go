@@ -72,26 +72,46 @@ func randomServer(r *rand.Rand, id string) providers.Server {
 
 // lineCount, which the copying of unchanged servers relies on, agrees
 // with what render writes, family by family.
+// Table: every state, a provider's few (a server's state may be outside
+// them), and families left out.
 func TestLineCountMatchesRender(t *testing.T) {
-	r := rand.New(rand.NewPCG(5, 6))
-	names := families()
-	bd := newBuilder(&names)
-	for i := 0; i < 2000; i++ {
-		s := randomServer(r, strconv.Itoa(i))
-		detailAt := int64(0)
-		if r.IntN(2) == 0 {
-			detailAt = 1.7e9 + int64(i)
-		}
-		for f := range bd.fam {
-			bd.fam[f] = bd.fam[f][:0]
-		}
-		bd.render("vpsorg", "acct", &s, detailAt)
-		for f := 0; f < numFamilies; f++ {
-			got := bytes.Count(bd.fam[f], []byte("\n"))
-			if want := lineCount(f, &s, detailAt, len(bd.states)); got != want {
-				t.Fatalf("server %+v family %s: render wrote %d lines, lineCount says %d", s, names[f].name, got, want)
+	for _, tc := range []struct {
+		name   string
+		states []providers.State
+		skip   []int
+	}{
+		{"all states", providers.States(), nil},
+		{"few states", []providers.State{providers.StateRunning, providers.StateStopped, providers.StateUnknown}, nil},
+		{"excluded families", providers.States(), []int{famState, famCPU, famDetailTime}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := rand.New(rand.NewPCG(5, 6))
+			names := families()
+			bd := newBuilder(&names)
+			for _, f := range tc.skip {
+				bd.skip[f] = true
 			}
-		}
+			for i := 0; i < 2000; i++ {
+				s := randomServer(r, strconv.Itoa(i))
+				detailAt := int64(0)
+				if r.IntN(2) == 0 {
+					detailAt = 1.7e9 + int64(i)
+				}
+				for f := range bd.fam {
+					bd.fam[f] = bd.fam[f][:0]
+				}
+				bd.render("vpsorg", "acct", &s, detailAt, tc.states)
+				for f := 0; f < numFamilies; f++ {
+					got := bytes.Count(bd.fam[f], []byte("\n"))
+					if want := bd.lineCount(f, &s, detailAt, tc.states); got != want {
+						t.Fatalf("server %+v family %s: render wrote %d lines, lineCount says %d", s, names[f].name, got, want)
+					}
+					if bd.skip[f] && got != 0 {
+						t.Fatalf("family %s is left out, but render wrote %d lines", names[f].name, got)
+					}
+				}
+			}
+		})
 	}
 }
 

@@ -22,6 +22,8 @@ import (
 	commoncfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/vps-exporter/vps_exporter/internal/metricnames"
 )
 
 // Provider types.
@@ -50,6 +52,9 @@ type Global struct {
 	// with their last values after its last successful list; 0 in the
 	// file means 5 x RefreshInterval (set by validation).
 	StaleAfter model.Duration `yaml:"stale_after,omitempty"`
+	// ExcludeMetrics are per-server metric families left out of /metrics;
+	// when the file does not set it, metricnames.DefaultExcluded.
+	ExcludeMetrics []string `yaml:"exclude_metrics"`
 }
 
 // DefaultGlobal returns the global defaults.
@@ -58,6 +63,7 @@ func DefaultGlobal() Global {
 		RefreshInterval: model.Duration(60 * time.Second),
 		RequestTimeout:  model.Duration(10 * time.Second),
 		MaxConcurrency:  8,
+		ExcludeMetrics:  metricnames.DefaultExcluded(),
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/common/model"
 
+	"github.com/vps-exporter/vps_exporter/internal/metricnames"
 	"github.com/vps-exporter/vps_exporter/providers"
 )
 
@@ -39,6 +40,19 @@ func (c *Config) validate(baseDir string, errs *errorList) {
 	case g.RefreshInterval > 0 && g.StaleAfter < g.RefreshInterval && !errs.failedAt("global.refresh_interval"):
 		errs.add("global.stale_after", "%s is shorter than refresh_interval (%s): one failed refresh would take a failing account's servers off /metrics; "+
 			"set at least %s, or leave it out for 5 x refresh_interval", g.StaleAfter, g.RefreshInterval, g.RefreshInterval)
+	}
+	for i, name := range g.ExcludeMetrics {
+		if !metricnames.IsServer(name) {
+			hint := "only the per-server vps_server_* families of docs/metrics.md can be left out"
+			known := metricnames.Server()
+			if i := slices.IndexFunc(known, func(k string) bool { return strings.HasPrefix(k, name+"_") }); i >= 0 {
+				known = known[i : i+1] // the start of a name: that one
+			}
+			if s := suggest(name, known); s != "" {
+				hint = s
+			}
+			errs.add(fmt.Sprintf("global.exclude_metrics[%d]", i), "%s: not a per-server metric family, %s", show(name), hint)
+		}
 	}
 	if len(c.Providers) == 0 {
 		errs.add("providers", "at least one account is required")

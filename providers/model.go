@@ -169,6 +169,14 @@ type Provider interface {
 	Do(ctx context.Context, id string, a Action, p ActionParams) (ActionResult, error)
 }
 
+// StateReporter is a Provider whose servers can be in only some of the
+// normalized states. ReportedStates lists them, StateUnknown included (an
+// unknown raw value maps to it), in States' order; the state-set metric
+// carries only these. A Provider without it may report any state.
+type StateReporter interface {
+	ReportedStates() []State
+}
+
 // Detailer is a Provider whose list lacks fields that only a per-server
 // read gives (VPS.org: resource usage, transfer quota, IPv6, backups). The
 // collector reads the list with ListSummary every refresh interval and the

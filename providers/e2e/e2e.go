@@ -252,6 +252,14 @@ func (c *Client) Actions() []providers.Action {
 	return []providers.Action{providers.ActionReboot, providers.ActionStart, providers.ActionStop}
 }
 
+// ReportedStates implements providers.StateReporter: the states StateOf
+// maps this API's statuses to.
+func (c *Client) ReportedStates() []providers.State {
+	return []providers.State{
+		providers.StateRunning, providers.StateStarting, providers.StateStopping, providers.StateStopped, providers.StateRebooting, providers.StateProvisioning, providers.StateSuspended, providers.StateTerminating, providers.StateUnknown,
+	}
+}
+
 // actionType maps a neutral action to the API's action type.
 func actionType(a providers.Action) (string, bool) {
 	switch a {

@@ -211,6 +211,14 @@ func (c *Client) Get(ctx context.Context, id string) (providers.Server, error) {
 // Actions implements providers.Provider: VPN.bingo can only redeploy.
 func (c *Client) Actions() []providers.Action { return []providers.Action{providers.ActionRedeploy} }
 
+// ReportedStates implements providers.StateReporter: the states StateOf
+// maps this API's statuses to.
+func (c *Client) ReportedStates() []providers.State {
+	return []providers.State{
+		providers.StateRunning, providers.StateStarting, providers.StateProvisioning, providers.StateDegraded, providers.StateTerminating, providers.StateUnknown,
+	}
+}
+
 type redeployRequest struct {
 	Force       bool   `json:"force"`
 	CountryCode string `json:"country_code,omitempty"`

@@ -304,6 +304,14 @@ func (c *Client) Actions() []providers.Action {
 	return []providers.Action{providers.ActionReboot, providers.ActionStart, providers.ActionStop}
 }
 
+// ReportedStates implements providers.StateReporter: the states StateOf
+// maps this API's statuses to.
+func (c *Client) ReportedStates() []providers.State {
+	return []providers.State{
+		providers.StateRunning, providers.StateStarting, providers.StateStopping, providers.StateStopped, providers.StateRebooting, providers.StateProvisioning, providers.StateSuspended, providers.StateUnknown,
+	}
+}
+
 // Do implements providers.Provider: POST /api/v1/servers/{id}/{reboot,start,stop}/.
 func (c *Client) Do(ctx context.Context, id string, a providers.Action, _ providers.ActionParams) (providers.ActionResult, error) {
 	switch a {
