@@ -100,6 +100,9 @@ type Request struct {
 	alert      string
 	alertStart time.Time
 	occ        *occurrence
+	// intake is the webhook journal's entry of the alert (intake.go):
+	// it ends in the transaction that records the action.
+	intake *intakeEntry
 }
 
 // Decision is what the gate decided.
@@ -717,7 +720,7 @@ func (e *Engine) recordDryRun(g *gate) Decision {
 	rec := &Record{Time: e.now(), Provider: req.Provider, Account: req.Account, ID: req.ID, Action: string(req.Action), Source: req.Source, Rule: req.Rule, Result: ResultDryRun}
 	// One transaction: no intent is left behind for a crash to turn
 	// into a live record.
-	if err := g.st.RecordDryRun(rec, g.root, actionKey(req.Provider, req.Account, string(req.Action), ruleLabel(req.Source, req.Rule), ResultDryRun)); err != nil {
+	if err := g.st.RecordDryRun(rec, g.root, actionKey(req.Provider, req.Account, string(req.Action), ruleLabel(req.Source, req.Rule), ResultDryRun), req.intakeTaken(true, g.root, rec.Time)...); err != nil {
 		e.release(g)
 		d := Decision{Reason: ReasonStateError, Detail: err.Error(), dry: true}
 		e.suppressed(req, d)
@@ -760,7 +763,7 @@ func (e *Engine) execute(ctx context.Context, g *gate) Decision {
 	// the provider's client), not the decision's: the cooldown and the
 	// hourly window run from it.
 	rec := &Record{Time: e.now(), Provider: req.Provider, Account: req.Account, ID: req.ID, Action: string(req.Action), Source: req.Source, Rule: req.Rule, Alert: req.alert, AlertStartsAt: req.alertStart}
-	if err := g.st.Begin(rec, g.root); err != nil {
+	if err := g.st.Begin(rec, g.root, req.intakeTaken(false, g.root, rec.Time)...); err != nil {
 		e.release(g)
 		d := Decision{Reason: ReasonStateError, Detail: "cannot record the intent, not acting: " + err.Error()}
 		e.suppressed(req, d)
@@ -772,7 +775,7 @@ func (e *Engine) execute(ctx context.Context, g *gate) Decision {
 		// Nothing went out (a refused dial, a wait for the account's
 		// rate limit cut by the deadline, the daemon stopping): take the
 		// intent back; the next run decides again.
-		if aerr := g.st.Abort(rec, g.root, g.prevCooldown); aerr != nil {
+		if aerr := g.st.Abort(rec, g.root, g.prevCooldown, req.intakeBack()...); aerr != nil {
 			level.Error(e.logger).Log("msg", "cannot take back an intent that was not sent; its cooldown stands", "id", req.ID, "err", aerr)
 		}
 		e.release(g)

@@ -72,7 +72,9 @@ func TestBudgetCountsPendingIntents(t *testing.T) {
 }
 
 // A suppression that may pass later (stale data here) does not use up the
-// alert occurrence: Alertmanager's resend is evaluated again and acts.
+// alert occurrence: it is held in the intake journal and acted on once the
+// account's data is fresh again, with no resend; a resend after the
+// action is a duplicate.
 func TestTransientSuppressionKeepsTheAlert(t *testing.T) {
 	cfg := baseConfig(t)
 	h := newHarness(t, 10, cfg)
@@ -82,11 +84,21 @@ func TestTransientSuppressionKeepsTheAlert(t *testing.T) {
 	a := alert{"vpnbingo", "bingo", "1003", "redeploy", h.now().Add(-time.Minute), time.Time{}}
 	post(t, wh, payload(a)) // stale_data
 	waitFor(t, func() bool { return h.suppressed("bingo", ReasonStaleData) == 1 })
+	if v := testutil.ToFloat64(h.engine.m.webhookHeld.WithLabelValues(ReasonStaleData)); v != 1 {
+		t.Errorf("webhook_held_total{reason=stale_data} = %v, want 1", v)
+	}
+	if n := wh.Pending(); n != 1 {
+		t.Errorf("%d alerts in the intake journal while held, want 1", n)
+	}
 	h.refresh("bingo")
-	post(t, wh, payload(a)) // the resend of the same occurrence
-	waitFor(t, func() bool { return len(h.actions(sim.VPNBingo)) == 1 })
+	waitFor(t, func() bool { return len(h.actions(sim.VPNBingo)) == 1 && wh.Pending() == 0 })
 	post(t, wh, payload(a)) // acted on: now a duplicate
-	waitFor(t, func() bool { return h.suppressed("bingo", ReasonDuplicate) == 1 })
+	if v := testutil.ToFloat64(h.engine.m.webhookAlerts.WithLabelValues("duplicate")); v != 1 {
+		t.Errorf("webhook_alerts_total{outcome=duplicate} = %v, want 1", v)
+	}
+	if n := h.suppressed("bingo", ReasonStaleData); n != 1 {
+		t.Errorf("stale_data counted %v times for one hold, want 1", n)
+	}
 }
 
 // A redeploy's replacement inherits the cooldown of the node it replaced
