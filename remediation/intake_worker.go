@@ -273,8 +273,8 @@ func (w *Webhook) listed(account, id string) bool {
 
 // hold keeps an entry in the journal, to be tried again: after the next
 // tick, or (gate: the gate said so, and counted it) after a backoff. A
-// hold is counted by reason when it starts or its reason changes, and
-// logged when it starts.
+// hold is counted by reason, and logged, when it starts or its reason
+// changes (not at each retry).
 func (w *Webhook) hold(en *intakeEntry, reason, detail string, gate bool) {
 	e := w.engine
 	now := time.Now()
@@ -308,7 +308,10 @@ func (w *Webhook) hold(en *intakeEntry, reason, detail string, gate bool) {
 			e.suppressed(en.request(nil), Decision{Reason: reason, Detail: detail, unlisted: !en.Listed})
 		}
 	}
-	logger := level.Debug(e.logger)
+	if !start && !changed {
+		return // logged when it started
+	}
+	logger := level.Info(e.logger)
 	if start {
 		logger = level.Warn(e.logger)
 	}
