@@ -182,3 +182,46 @@ func TestWebhookHoldsAlertWhileAccountDown(t *testing.T) {
 		})
 	}
 }
+
+// When the alerts cannot be journaled (here: the state file cannot grow,
+// the process's file size limit reached), the webhook answers 503, so
+// that Alertmanager retries, and acts on none of them.
+func TestWebhookUnwritableStateAnswers503(t *testing.T) {
+	s, urls := startSimSettle(t, 24, time.Second)
+	cfg := writeIntakeConfig(t, t.TempDir(), urls, ", request_timeout: 1s", "")
+	e := &exporter{t: t, addr: freePort(t), logs: &syncBuffer{}, seen: &syncBuffer{}}
+	// The state file starts at 32 KiB; it may not grow to 64 KiB (the
+	// Go runtime ignores SIGXFSZ: the write fails with EFBIG). ulimit -f
+	// counts 512-byte blocks in a POSIX sh: 96 is 48 KiB.
+	e.cmd = startCmd(t, e.logs, "exporter", "sh", "-c", `ulimit -f 96 && exec "$0" "$@"`,
+		binPath, "--web.listen-address="+e.addr, "--log.level=debug", "--config.file="+cfg)
+	e.waitFor("ready", func() bool { code, _ := e.get("/-/ready"); return code == 200 })
+	e.listed(t)
+	// 24 servers x 8 alerts with long names: more than the file holds.
+	var alerts []string
+	started := time.Now().Add(-time.Minute)
+	for id := 12000; id < 12024; id++ {
+		for i := 0; i < 8; i++ {
+			alerts = append(alerts, rebootAlert(strings.Repeat("LongAlertName", 15)+fmt.Sprint(i), fmt.Sprint(id), fmt.Sprintf("fp-%d-%d", id, i), started))
+		}
+	}
+	code, body := e.postAlerts(alerts...)
+	if code != 503 || !strings.Contains(body, "cannot journal") {
+		t.Fatalf("webhook with an unwritable state file: %d %s, want 503", code, body)
+	}
+	m := e.metrics()
+	if v := metricValue(m, "vps_remediation_webhook_alerts_total", `outcome="rejected"`); v != float64(len(alerts)) {
+		t.Errorf("webhook_alerts_total{rejected} = %v, want %d", v, len(alerts))
+	}
+	if v := metricValue(m, "vps_remediation_state_ok"); v != 0 {
+		t.Errorf("vps_remediation_state_ok = %v, want 0", v)
+	}
+	time.Sleep(3 * time.Second) // room for a wrong action
+	if n := len(s.Actions()); n != 0 {
+		t.Errorf("%d provider calls for alerts answered 503", n)
+	}
+	// A small batch still fits in the file as it is: 200.
+	if code, body := e.postAlerts(rebootAlert("Small", "12005", "fp-small", started)); code != 200 {
+		t.Errorf("a batch that fits: %d %s, want 200", code, body)
+	}
+}

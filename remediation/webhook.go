@@ -261,6 +261,9 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		http.Error(rw, "cannot journal the alerts in the remediation state file; retry later", http.StatusServiceUnavailable)
 		return
 	}
+	if len(outs) > 0 {
+		e.m.stateOK.Set(1)
+	}
 	queued := 0
 	for _, o := range outs {
 		e.m.webhookAlerts.WithLabelValues(o).Inc()
