@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -116,14 +117,16 @@ func (s *State) Intake(adds []intakeEntry, resolved []intakeRef, capacity int, d
 		}
 		n := b.Stats().KeyN
 		unlisted := map[string]int{}
-		if err := b.ForEach(func(_, v []byte) error {
-			var en intakeEntry
-			if json.Unmarshal(v, &en) == nil && !en.Listed {
-				unlisted[en.Account]++
+		if slices.ContainsFunc(adds, func(en intakeEntry) bool { return !en.Listed }) {
+			if err := b.ForEach(func(_, v []byte) error {
+				var en intakeEntry
+				if json.Unmarshal(v, &en) == nil && !en.Listed {
+					unlisted[en.Account]++
+				}
+				return nil
+			}); err != nil {
+				return err
 			}
-			return nil
-		}); err != nil {
-			return err
 		}
 		seen := tx.Bucket(bucketSeen)
 		for i := range adds {
