@@ -1,0 +1,166 @@
+package remediation
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+)
+
+// testEntry is a journal entry for server id with alert fp, started at
+// minute m.
+func testEntry(account, id, fp string, m int, listed bool) intakeEntry {
+	return intakeEntry{Provider: "vpsorg", Account: account, ID: id, Action: "reboot", Alertname: "A", Fingerprint: fp,
+		StartsAt: time.Date(2026, 1, 1, 0, m, 0, 0, time.UTC), Accepted: time.Date(2026, 1, 1, 1, 0, 0, 0, time.UTC), Listed: listed}
+}
+
+func openTestState(t *testing.T) *State {
+	t.Helper()
+	st, err := OpenState(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+// journalKeys lists the journal as "id/fp@minute".
+func journalKeys(t *testing.T, st *State) []string {
+	t.Helper()
+	ents, err := st.intakeEntries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, en := range ents {
+		out = append(out, fmt.Sprintf("%s/%s@%d", en.ID, en.Fingerprint, en.StartsAt.Minute()))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// The journal's outcomes and bounds: one entry per server and alert, a
+// newer occurrence replacing an older, copies and acted-on occurrences
+// duplicates, a batch past a bound refused whole, resolutions ending
+// their own occurrence only.
+func TestIntakeJournal(t *testing.T) {
+	many := func(n int, listed bool, id func(i int) string) []intakeEntry {
+		var out []intakeEntry
+		for i := 0; i < n; i++ {
+			out = append(out, testEntry("vps", id(i), fmt.Sprintf("f%d", i), 1, listed))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name     string
+		before   []intakeEntry // journaled first
+		seen     []intakeEntry // acted on before
+		adds     []intakeEntry
+		resolved []intakeRef
+		capacity int
+		want     []string // outcomes
+		wantErr  error
+		journal  []string
+	}{
+		{name: "new", adds: []intakeEntry{testEntry("vps", "1", "a", 1, true)}, want: []string{intakeQueued}, journal: []string{"1/a@1"}},
+		{name: "copy in one batch", adds: []intakeEntry{testEntry("vps", "1", "a", 1, true), testEntry("vps", "1", "a", 1, true)},
+			want: []string{intakeQueued, intakeDuplicate}, journal: []string{"1/a@1"}},
+		{name: "copy of a pending one", before: []intakeEntry{testEntry("vps", "1", "a", 1, true)}, adds: []intakeEntry{testEntry("vps", "1", "a", 1, true)},
+			want: []string{intakeDuplicate}, journal: []string{"1/a@1"}},
+		{name: "copy of an acted-on one", seen: []intakeEntry{testEntry("vps", "1", "a", 1, true)}, adds: []intakeEntry{testEntry("vps", "1", "a", 1, true)},
+			want: []string{intakeDuplicate}},
+		{name: "newer occurrence replaces", before: []intakeEntry{testEntry("vps", "1", "a", 1, true)}, adds: []intakeEntry{testEntry("vps", "1", "a", 5, true)},
+			want: []string{intakeQueued}, journal: []string{"1/a@5"}},
+		{name: "older occurrence is stale", before: []intakeEntry{testEntry("vps", "1", "a", 5, true)}, adds: []intakeEntry{testEntry("vps", "1", "a", 1, true)},
+			want: []string{intakePending}, journal: []string{"1/a@5"}},
+		{name: "two alerts of a server", adds: []intakeEntry{testEntry("vps", "1", "a", 1, true), testEntry("vps", "1", "b", 1, true)},
+			want: []string{intakeQueued, intakeQueued}, journal: []string{"1/a@1", "1/b@1"}},
+		{name: "per-server bound", adds: many(maxPerServer+1, true, func(int) string { return "1" }), wantErr: errIntakeFull},
+		{name: "capacity", before: []intakeEntry{testEntry("vps", "9", "z", 1, true)}, adds: many(3, true, func(i int) string { return fmt.Sprint(i) }), capacity: 3,
+			wantErr: errIntakeFull, journal: []string{"9/z@1"}},
+		{name: "unlisted bound", adds: many(maxUnlisted+1, false, func(i int) string { return fmt.Sprint(i) }), wantErr: errIntakeFull},
+		{name: "unlisted bound is per account", before: many(maxUnlisted, false, func(i int) string { return fmt.Sprint(i) }),
+			adds: []intakeEntry{testEntry("other", "1", "a", 1, false)}, want: []string{intakeQueued}},
+		{name: "resolution ends its occurrence only", before: []intakeEntry{testEntry("vps", "1", "a", 5, true), testEntry("vps", "2", "a", 1, true)},
+			resolved: []intakeRef{{intakeKey(serverKey("vpsorg", "vps", "1"), "a"), "a@" + time.Date(2026, 1, 1, 0, 1, 0, 0, time.UTC).Format(time.RFC3339Nano)},
+				{intakeKey(serverKey("vpsorg", "vps", "2"), "a"), "a@" + time.Date(2026, 1, 1, 0, 1, 0, 0, time.UTC).Format(time.RFC3339Nano)}},
+			journal: []string{"1/a@5"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := openTestState(t)
+			capacity := tc.capacity
+			if capacity == 0 {
+				capacity = 1024
+			}
+			if _, _, err := st.Intake(tc.before, nil, 1024, false); err != nil {
+				t.Fatal(err)
+			}
+			for _, en := range tc.seen {
+				if err := st.MarkSeen(seenKey(false, en.occ()), time.Now(), "root"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, _, err := st.Intake(tc.adds, tc.resolved, capacity, false)
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("err %v, want %v", err, tc.wantErr)
+			}
+			if err == nil && !slices.Equal(got, tc.want) {
+				t.Errorf("outcomes %q, want %q", got, tc.want)
+			}
+			if tc.journal != nil || tc.wantErr != nil {
+				want := tc.journal
+				if tc.wantErr != nil && want == nil {
+					want = journalKeys(t, st)[:0]
+					for _, en := range tc.before {
+						want = append(want, fmt.Sprintf("%s/%s@%d", en.ID, en.Fingerprint, en.StartsAt.Minute()))
+					}
+					slices.Sort(want)
+				}
+				if j := journalKeys(t, st); !slices.Equal(j, want) {
+					t.Errorf("journal %q, want %q", j, want)
+				}
+			}
+		})
+	}
+}
+
+// The entry ends, and its occurrence is marked acted on, in the
+// transaction of the action's intent; taking the intent back (not sent)
+// puts both back.
+func TestIntakeEndsWithTheIntent(t *testing.T) {
+	st := openTestState(t)
+	en := testEntry("vps", "1", "a", 1, true)
+	if _, _, err := st.Intake([]intakeEntry{en}, nil, 1024, false); err != nil {
+		t.Fatal(err)
+	}
+	req := en.request(nil)
+	now := time.Now()
+	rec := &Record{Time: now, Provider: "vpsorg", Account: "vps", ID: "1", Action: "reboot", Source: "alert"}
+	if err := st.Begin(rec, "root", req.intakeTaken(false, "root", now)...); err != nil {
+		t.Fatal(err)
+	}
+	if j := journalKeys(t, st); len(j) != 0 {
+		t.Errorf("journal after the intent: %q, want empty", j)
+	}
+	if seen, _ := st.Seen(en.occ()); !seen {
+		t.Error("the occurrence is not marked acted on with the intent")
+	}
+	if err := st.Abort(rec, "root", time.Time{}, req.intakeBack()...); err != nil {
+		t.Fatal(err)
+	}
+	if j := journalKeys(t, st); !slices.Equal(j, []string{"1/a@1"}) {
+		t.Errorf("journal after the intent was taken back: %q, want the entry", j)
+	}
+	if seen, _ := st.Seen(en.occ()); seen {
+		t.Error("an occurrence whose action was not sent stays marked acted on")
+	}
+	// A failed intent transaction leaves the entry.
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Begin(rec, "root", req.intakeTaken(false, "root", now)...); err == nil {
+		t.Error("Begin on a closed file succeeded")
+	}
+}
