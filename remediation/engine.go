@@ -57,7 +57,7 @@ const (
 // reasons lists every suppression reason (the counters start at zero).
 var reasons = []string{ReasonCooldown, ReasonRateLimit, ReasonBlastRadius, ReasonStaleData, ReasonNotAllowed,
 	ReasonInFlight, ReasonConditionCleared, ReasonDuplicate, ReasonStateError, ReasonShutdown,
-	ReasonExcluded, ReasonPaused, ReasonOutsideWindow, ReasonPrecondition, ReasonExhausted, ReasonNotSent}
+	ReasonExcluded, ReasonPaused, ReasonOutsideWindow, ReasonPrecondition, ReasonExhausted, ReasonNotSent, ReasonHoldExpired}
 
 // RuleAlertmanager is the rule label of the actions alerts ask for: an
 // alert's name is a caller's string, so it is kept in the audit record

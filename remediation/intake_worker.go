@@ -159,8 +159,8 @@ func (w *Webhook) untake(key string) {
 	delete(w.handling, key)
 }
 
-// work handles the entries offered, until ctx ends.
-func (w *Webhook) work1(ctx context.Context) {
+// worker handles the entries offered, until ctx ends.
+func (w *Webhook) worker(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():

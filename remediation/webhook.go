@@ -98,7 +98,7 @@ func NewWebhook(ctx context.Context, e *Engine, capacity, workers int) *Webhook 
 		w.wg.Add(1)
 		go func() {
 			defer w.wg.Done()
-			w.work1(ctx)
+			w.worker(ctx)
 		}()
 	}
 	w.wg.Add(1)
@@ -447,13 +447,6 @@ func (e *Engine) alertEpisodesLocked() bool {
 		}
 	}
 	return len(e.pendingMarks) > 0
-}
-
-// rootOf is the lineage root key of a server.
-func (e *Engine) rootOf(provider, account, id string) string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.rootLocked(serverKey(provider, account, id))
 }
 
 // hasServer reports whether the servers (ordered by id as the store
