@@ -7,6 +7,10 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/vps-exporter/vps_exporter/providers/sim"
 )
 
 // testEntry is a journal entry for server id with alert fp, started at
@@ -162,5 +166,58 @@ func TestIntakeEndsWithTheIntent(t *testing.T) {
 	}
 	if err := st.Begin(rec, "root", req.intakeTaken(false, "root", now)...); err == nil {
 		t.Error("Begin on a closed file succeeded")
+	}
+}
+
+// A hold ends three ways: the alert is taken when its reason passes, a
+// resolved notification ends it (counted condition_cleared), or
+// webhook.hold runs out (counted hold_expired); only the first acts.
+func TestHoldEnds(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		end        func(h *harness, wh *Webhook, started time.Time)
+		wantReason string // the suppression the end counts ("": an action)
+	}{
+		{"taken when the data is fresh", func(h *harness, _ *Webhook, _ time.Time) { h.refresh("vps") }, ""},
+		{"resolved", func(h *harness, wh *Webhook, started time.Time) {
+			sendAlerts(t, h, wh, amItem{status: "resolved", name: "A", id: "12003", started: started})
+			h.refresh("vps")
+		}, ReasonConditionCleared},
+		{"expired", func(h *harness, _ *Webhook, _ time.Time) {
+			h.advance(2 * time.Hour) // past webhook.hold (1h)
+			h.refresh("vps")
+		}, ReasonHoldExpired},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, 10, baseConfig(t))
+			wh := h.webhook(t, 1)
+			h.refresh("vps")
+			h.advance(10 * time.Minute) // the account's data is old now
+			started := h.now().Add(-time.Minute)
+			sendAlerts(t, h, wh, amItem{status: "firing", name: "A", id: "12003", started: started})
+			waitFor(t, func() bool { return testutil.ToFloat64(h.engine.m.webhookHeld.WithLabelValues(ReasonStaleData)) == 1 })
+			tc.end(h, wh, started)
+			waitFor(t, func() bool { return wh.Pending() == 0 })
+			time.Sleep(2 * intakeTick) // room for a wrong action
+			calls := h.simActions(sim.VPSOrg, "12003")
+			if tc.wantReason == "" {
+				if len(calls) != 1 {
+					t.Errorf("calls %v, want one reboot", calls)
+				}
+				return
+			}
+			if len(calls) != 0 {
+				t.Errorf("calls %v after the hold ended without an action", calls)
+			}
+			if n := h.suppressed("vps", tc.wantReason); n != 1 {
+				t.Errorf("suppressed_total{reason=%q} = %v, want 1", tc.wantReason, n)
+			}
+			wh.mu.Lock()
+			left := len(wh.holds)
+			wh.mu.Unlock()
+			if left != 0 {
+				t.Errorf("%d hold notes left", left)
+			}
+		})
 	}
 }

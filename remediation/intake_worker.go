@@ -328,6 +328,16 @@ func (w *Webhook) end(en *intakeEntry, outcome string) {
 		st.unhold()
 		if err != nil {
 			level.Error(e.logger).Log("msg", "cannot remove a handled alert from the intake journal; it is handled again (through the whole gate)", "id", en.ID, "err", err)
+			// Not at once: after the backoff, as a hold the gate gave.
+			w.mu.Lock()
+			h := w.holds[en.key()]
+			if h == nil || h.occ != en.occ() {
+				h = &holdState{server: en.server(), occ: en.occ(), reason: ReasonStateError, since: e.now()}
+				w.holds[en.key()] = h
+			}
+			h.next = time.Now().Add(holdBackoff)
+			w.mu.Unlock()
+			return
 		}
 	}
 	w.ended(en, outcome)
