@@ -94,7 +94,7 @@ type Request struct {
 	// epSeq), which its own cooldown does not hold back; alert is the
 	// fingerprint of the alert that asked, alertStart its occurrence's
 	// startsAt, occ the webhook's note of its resolution while it is
-	// queued or handled.
+	// handled.
 	escalation bool
 	epSeq      uint64
 	alert      string

@@ -335,10 +335,12 @@ func (w *Webhook) journal(ents []intakeEntry, refs []resolvedRef) ([]string, err
 }
 
 // admitAlerts sorts a payload's alerts: the firing ones that ask a
-// configured account for an action it may take on a server it has become
-// jobs (none when firing is false: the webhook is off); a resolved one is
-// noted on its queued jobs and on the episode (or the request under way)
-// of its server, whose change is returned to store; every other is
+// configured account for an action it may take on a server it has (or,
+// before the account's first list, may have) become journal entries (none
+// when firing is false: the webhook is off); a resolved one becomes a
+// reference to its journal entry or the occurrence being handled, and is
+// noted on the episode (or the request under way) of its server, whose
+// change is returned to store; every other is
 // counted in vps_remediation_webhook_alerts_total by outcome and leaves
 // nothing else behind (no series, no memory, no history: a caller cannot
 // grow the exporter). One line is logged for the alerts that lack labels.
@@ -367,7 +369,7 @@ func (w *Webhook) admitAlerts(alerts []amAlert, now time.Time, firing bool) ([]i
 		if a.Status != "firing" {
 			e.m.webhookAlerts.WithLabelValues("resolved").Inc()
 			// The verdict of an alert-driven action: kept only for an
-			// alert a queued job, a request under way or a server's
+			// alert a journal entry, a request under way or a server's
 			// episode waits for.
 			if prov, acct, id := a.Labels["provider"], a.Labels["account"], a.Labels["id"]; id != "" {
 				at := a.EndsAt
