@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -188,12 +189,22 @@ func TestWebhookHoldsAlertWhileAccountDown(t *testing.T) {
 // that Alertmanager retries, and acts on none of them.
 func TestWebhookUnwritableStateAnswers503(t *testing.T) {
 	s, urls := startSimSettle(t, 24, time.Second)
-	cfg := writeIntakeConfig(t, t.TempDir(), urls, ", request_timeout: 1s", "")
+	dir := t.TempDir()
+	cfg := writeIntakeConfig(t, dir, urls, ", request_timeout: 1s", "")
+	// A first run makes the state file; the second may not grow it.
+	first := startExporter(t, "--config.file="+cfg)
+	first.listed(t)
+	_ = first.cmd.Process.Signal(syscall.SIGTERM)
+	_ = first.cmd.Wait()
+	fi, err := os.Stat(filepath.Join(dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	e := &exporter{t: t, addr: freePort(t), logs: &syncBuffer{}, seen: &syncBuffer{}}
-	// The state file starts at 32 KiB; it may not grow to 64 KiB (the
-	// Go runtime ignores SIGXFSZ: the write fails with EFBIG). ulimit -f
-	// counts 512-byte blocks in a POSIX sh: 96 is 48 KiB.
-	e.cmd = startCmd(t, e.logs, "exporter", "sh", "-c", `ulimit -f 96 && exec "$0" "$@"`,
+	// ulimit -f counts 512-byte blocks in a POSIX sh; the Go runtime
+	// ignores SIGXFSZ: a write past the limit fails with EFBIG.
+	limit := fi.Size()/512 + 8
+	e.cmd = startCmd(t, e.logs, "exporter", "sh", "-c", fmt.Sprintf(`ulimit -f %d && exec "$0" "$@"`, limit),
 		binPath, "--web.listen-address="+e.addr, "--log.level=debug", "--config.file="+cfg)
 	e.waitFor("ready", func() bool { code, _ := e.get("/-/ready"); return code == 200 })
 	e.listed(t)
@@ -207,7 +218,11 @@ func TestWebhookUnwritableStateAnswers503(t *testing.T) {
 	}
 	code, body := e.postAlerts(alerts...)
 	if code != 503 || !strings.Contains(body, "cannot journal") {
-		t.Fatalf("webhook with an unwritable state file: %d %s, want 503", code, body)
+		t.Fatalf("webhook with a state file of %d bytes that cannot grow: %d %s, want 503", fi.Size(), code, body)
+	}
+	t.Logf("state file %d bytes, limit %d blocks: %.200s", fi.Size(), limit, body)
+	if !strings.Contains(e.logs.String(), `msg="cannot journal webhook alerts; answering 503`) {
+		t.Error("the refusal is not logged")
 	}
 	m := e.metrics()
 	if v := metricValue(m, "vps_remediation_webhook_alerts_total", `outcome="rejected"`); v != float64(len(alerts)) {
