@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/vps-exporter/vps_exporter/config"
 	"github.com/vps-exporter/vps_exporter/providers/sim"
 )
 
@@ -187,6 +188,17 @@ func TestHoldEnds(t *testing.T) {
 			h.advance(2 * time.Hour) // past webhook.hold (1h)
 			h.refresh("vps")
 		}, ReasonHoldExpired},
+		{"its account removed", func(h *harness, _ *Webhook, _ time.Time) {
+			var keep []config.Provider
+			for _, p := range h.accounts() {
+				if p.Name != "vps" {
+					keep = append(keep, p)
+				}
+			}
+			if err := h.engine.Configure(h.cfg, time.Minute, keep); err != nil {
+				t.Fatal(err)
+			}
+		}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, 10, baseConfig(t))
@@ -200,6 +212,12 @@ func TestHoldEnds(t *testing.T) {
 			waitFor(t, func() bool { return wh.Pending() == 0 })
 			time.Sleep(2 * intakeTick) // room for a wrong action
 			calls := h.simActions(sim.VPSOrg, "12003")
+			if tc.name == "its account removed" {
+				if len(calls) != 0 {
+					t.Errorf("calls %v for a removed account", calls)
+				}
+				return
+			}
 			if tc.wantReason == "" {
 				if len(calls) != 1 {
 					t.Errorf("calls %v, want one reboot", calls)

@@ -200,7 +200,13 @@ func (w *Webhook) process(ctx context.Context, en intakeEntry) {
 	}
 	// The alert fires: an episode of its server waits for it too.
 	e.alertFiring(req)
-	if reason, detail := w.waiting(req); reason != "" {
+	reason, detail := w.waiting(req)
+	switch {
+	case reason == ReasonNotAllowed:
+		e.suppressed(req, Decision{Reason: reason, Detail: detail, unlisted: true})
+		w.end(&en, "suppressed")
+		return
+	case reason != "":
 		w.hold(&en, reason, detail, false)
 		return
 	}
@@ -242,15 +248,20 @@ func (e *Engine) webhookHold() time.Duration {
 // waiting is the passing reason, seen without the gate, that holds a
 // request back ("" when there is none): the exporter stopping, the
 // account not listed yet, down or stale, an action under way on the
-// server.
+// server; or not_allowed, which does not pass: the account is no longer
+// configured.
 func (w *Webhook) waiting(req Request) (reason, detail string) {
 	e := w.engine
 	e.mu.Lock()
-	closing, staleness := e.closing, e.staleness
+	closing, staleness, configured := e.closing, e.staleness, e.accounts[req.Account] == req.Provider
 	inFlight := e.inFlight[e.rootLocked(serverKey(req.Provider, req.Account, req.ID))]
 	e.mu.Unlock()
 	if closing {
 		return ReasonShutdown, "the exporter is stopping; the alert stays journaled for the next start"
+	}
+	if !configured {
+		// A reload removed the account: nothing will pass.
+		return ReasonNotAllowed, fmt.Sprintf("no %s account named %q", req.Provider, req.Account)
 	}
 	snap, ok := e.deps.Snapshot(req.Account)
 	if !ok || !snap.Refreshed || snap.LastSuccess.IsZero() {
