@@ -841,6 +841,9 @@ func outcome(err error) string {
 // counted in its rule's next summary line; an alert's is logged at info
 // when its reason changed.
 func (e *Engine) suppressed(req Request, d Decision) {
+	if req.intake != nil && d.Reason != ReasonStateError && isHoldReason(d.Reason) && !d.unlisted {
+		return // the webhook holds the alert: counted as a hold (intake_worker.go)
+	}
 	changed := e.count(req, d)
 	if req.Source == "rule" {
 		level.Debug(e.logger).Log("msg", "action suppressed", "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule, "reason", d.Reason, "detail", d.Detail)

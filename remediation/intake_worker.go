@@ -312,12 +312,10 @@ func (w *Webhook) hold(en *intakeEntry, reason, detail string, gate bool) {
 	}
 	w.mu.Unlock()
 	if changed {
+		// A hold is no suppression (Engine.suppressed leaves it to this
+		// count): the alert's end is counted once, as an action or a
+		// suppression.
 		e.m.webhookHeld.WithLabelValues(reason).Inc()
-		if !gate && reason != ReasonNotReady {
-			// The gate's reason, seen before the gate: counted as the
-			// gate counts it, once per hold.
-			e.suppressed(en.request(nil), Decision{Reason: reason, Detail: detail, unlisted: !en.Listed})
-		}
 	}
 	if !start && !changed {
 		return // logged when it started
