@@ -189,6 +189,18 @@ func (s *State) intakeEntries() ([]intakeEntry, error) {
 	return out, err
 }
 
+// hasIntake reports whether the journal has the entry (the same
+// occurrence).
+func (s *State) hasIntake(en *intakeEntry) (bool, error) {
+	ok := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		cur, found := getIntake(tx.Bucket(bucketIntake), en.key())
+		ok = found && cur.occ() == en.occ()
+		return nil
+	})
+	return ok, err
+}
+
 // endIntake removes an entry, if it is still the same occurrence.
 func (s *State) endIntake(en *intakeEntry) error {
 	return s.db.Update(endIntakeTx(en))

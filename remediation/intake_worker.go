@@ -178,8 +178,13 @@ func (w *Webhook) worker(ctx context.Context) {
 // hold ends.
 func (w *Webhook) process(ctx context.Context, en intakeEntry) {
 	e := w.engine
+	// Noted first, then checked: a resolution the webhook journals after
+	// the check is noted on it (it notes after its write).
 	o := w.noteOcc(en.occ())
 	defer w.dropOcc(en.occ())
+	if !w.stillPending(&en) {
+		return // handled, or resolved, since the journal was read for the offer
+	}
 	req := en.request(o)
 	if limit := e.webhookHold(); e.now().Sub(en.Accepted) >= limit {
 		w.mu.Lock()
@@ -397,6 +402,19 @@ func (w *Webhook) resolved(key string, at time.Time) {
 	if o := w.occs[key]; o != nil {
 		o.resolved.CompareAndSwap(0, at.UnixNano())
 	}
+}
+
+// stillPending reports whether the journal still has the entry (the
+// same occurrence): an offer reads the journal before it hands entries
+// out, and an entry may have ended meanwhile.
+func (w *Webhook) stillPending(en *intakeEntry) bool {
+	st := w.engine.heldState()
+	if st == nil {
+		return false
+	}
+	defer st.unhold()
+	ok, err := st.hasIntake(en)
+	return ok && err == nil
 }
 
 // pendingCount is how many accepted alerts the journal holds (-1: the

@@ -240,10 +240,12 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ents, invalid, resolved, refs := w.admitAlerts(p.Alerts, e.now(), firing)
+	outs, err := w.journal(ents, refs)
+	// After the journal's write: an entry a worker took before it is
+	// noted (see process).
 	for _, r := range refs {
 		w.resolved(r.occ, r.at)
 	}
-	outs, err := w.journal(ents, refs)
 	// The payload's resolutions, in one transaction, before the answer:
 	// Alertmanager does not send them again.
 	e.store(resolved...)
