@@ -177,8 +177,13 @@ func TestWebhookHoldsAlertWhileAccountDown(t *testing.T) {
 			if !strings.Contains(logs, "outcome=taken") {
 				t.Error("the hold's end was not logged as taken")
 			}
-			if v := metricValue(e.metrics(), "vps_remediation_webhook_held_total", `reason="stale_data"`); v != 1 {
+			m := e.metrics()
+			if v := metricValue(m, "vps_remediation_webhook_held_total", `reason="stale_data"`); v != 1 {
 				t.Errorf("held_total{stale_data} = %v, want 1", v)
+			}
+			// The alert's end is counted once: an action, no suppression.
+			if v := metricValue(m, "vps_remediation_suppressed_total"); v != 0 {
+				t.Errorf("suppressed_total = %v for an alert that was held, then acted on; want 0", v)
 			}
 		})
 	}
