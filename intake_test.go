@@ -63,51 +63,56 @@ func (e *exporter) listed(t *testing.T) {
 func callsFor(s *sim.Sim, id string) int { return len(callsTo(s, id)) }
 
 // An alert answered 200 whose handling is under way (the server's
-// re-read is slow) when the daemon is killed with SIGKILL is handled
-// after the restart, from the journal, with no resend: one reboot.
+// re-read is slow) when the daemon is killed with SIGKILL, or stopped
+// with SIGTERM, is handled after the restart, from the journal, with no
+// resend: one reboot.
 func TestWebhookIntakeSurvivesKill9(t *testing.T) {
-	s, urls := startSimSettle(t, 10, time.Second)
-	dir := t.TempDir()
-	cfg := writeIntakeConfig(t, dir, urls, ", request_timeout: 10s", "")
-	e := startExporter(t, "--config.file="+cfg)
-	e.listed(t)
-	// Every request of the account now takes 3 s: the re-read before
-	// the action is under way when the daemon dies.
-	s.SetLatency(sim.VPSOrg, 3*time.Second)
-	time.Sleep(1500 * time.Millisecond) // a refresh already on the wire finishes fresh
-	started := time.Now().Add(-time.Minute)
-	if code, body := e.postAlerts(rebootAlert("Hung", "12003", "fp-hung", started)); code != 200 || !strings.HasPrefix(body, "queued 1 alert(s)") {
-		t.Fatalf("webhook: %d %s", code, body)
-	}
-	time.Sleep(300 * time.Millisecond)
-	if err := e.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	_ = e.cmd.Wait()
-	if n := callsFor(s, "12003"); n != 0 {
-		t.Fatalf("%d calls before the kill: the test did not kill before the action", n)
-	}
-	s.SetLatency(sim.VPSOrg, 0)
-	e = startExporter(t, "--config.file="+cfg)
-	within(t, 60*time.Second, "the journaled alert acted on after the restart", func() bool { return callsFor(s, "12003") >= 1 })
-	// Room for a wrong second action: the journal is read every second.
-	time.Sleep(4 * time.Second)
-	if got := names(callsTo(s, "12003")); got != "reboot" {
-		t.Errorf("calls after the restart %q, want one reboot", got)
-	}
-	if v := metricValue(e.metrics(), "vps_remediation_actions_total", `action="reboot"`, `result="success"`); v != 1 {
-		t.Errorf("actions_total{reboot,success} = %v, want 1", v)
-	}
-	// Alertmanager's resend of the same occurrence now: a duplicate.
-	if code, body := e.postAlerts(rebootAlert("Hung", "12003", "fp-hung", started)); code != 200 {
-		t.Fatalf("resend: %d %s", code, body)
-	}
-	if v := metricValue(e.metrics(), "vps_remediation_webhook_alerts_total", `outcome="duplicate"`); v != 1 {
-		t.Errorf("webhook_alerts_total{duplicate} = %v, want 1", v)
-	}
-	time.Sleep(2 * time.Second)
-	if n := callsFor(s, "12003"); n != 1 {
-		t.Errorf("%d calls after the resend, want 1", n)
+	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			s, urls := startSimSettle(t, 10, time.Second)
+			dir := t.TempDir()
+			cfg := writeIntakeConfig(t, dir, urls, ", request_timeout: 10s", "")
+			e := startExporter(t, "--config.file="+cfg)
+			e.listed(t)
+			// Every request of the account now takes 3 s: the re-read
+			// before the action is under way when the daemon stops.
+			s.SetLatency(sim.VPSOrg, 3*time.Second)
+			time.Sleep(1500 * time.Millisecond) // a refresh already on the wire finishes fresh
+			started := time.Now().Add(-time.Minute)
+			if code, body := e.postAlerts(rebootAlert("Hung", "12003", "fp-hung", started)); code != 200 || !strings.HasPrefix(body, "queued 1 alert(s)") {
+				t.Fatalf("webhook: %d %s", code, body)
+			}
+			time.Sleep(300 * time.Millisecond)
+			if err := e.cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			_ = e.cmd.Wait()
+			if n := callsFor(s, "12003"); n != 0 {
+				t.Fatalf("%d calls before the stop: the test did not stop the daemon before the action", n)
+			}
+			s.SetLatency(sim.VPSOrg, 0)
+			e = startExporter(t, "--config.file="+cfg)
+			within(t, 60*time.Second, "the journaled alert acted on after the restart", func() bool { return callsFor(s, "12003") >= 1 })
+			// Room for a wrong second action: the journal is read every second.
+			time.Sleep(4 * time.Second)
+			if got := names(callsTo(s, "12003")); got != "reboot" {
+				t.Errorf("calls after the restart %q, want one reboot", got)
+			}
+			if v := metricValue(e.metrics(), "vps_remediation_actions_total", `action="reboot"`, `result="success"`); v != 1 {
+				t.Errorf("actions_total{reboot,success} = %v, want 1", v)
+			}
+			// Alertmanager's resend of the same occurrence now: a duplicate.
+			if code, body := e.postAlerts(rebootAlert("Hung", "12003", "fp-hung", started)); code != 200 {
+				t.Fatalf("resend: %d %s", code, body)
+			}
+			if v := metricValue(e.metrics(), "vps_remediation_webhook_alerts_total", `outcome="duplicate"`); v != 1 {
+				t.Errorf("webhook_alerts_total{duplicate} = %v, want 1", v)
+			}
+			time.Sleep(2 * time.Second)
+			if n := callsFor(s, "12003"); n != 1 {
+				t.Errorf("%d calls after the resend, want 1", n)
+			}
+		})
 	}
 }
 
