@@ -214,11 +214,18 @@ type Webhook struct {
 	// Escalate is the ladder of alert-driven actions: the actions to try,
 	// in order, after the keyed one did not recover the server.
 	Escalate map[string][]string `yaml:"escalate,omitempty"`
+	// Hold is how long an accepted alert held back for a passing reason
+	// (the account not listed yet, down or stale, an action under way,
+	// shutdown...) is kept and retried, from when it was accepted.
+	Hold model.Duration `yaml:"hold"`
 }
+
+// DefaultWebhookHold is webhook.hold when the file does not set it.
+const DefaultWebhookHold = time.Hour
 
 // DefaultWebhook returns the webhook defaults.
 func DefaultWebhook() Webhook {
-	return Webhook{AllowedActions: []string{"reboot", "redeploy"}, Verify: model.Duration(15 * time.Minute)}
+	return Webhook{AllowedActions: []string{"reboot", "redeploy"}, Verify: model.Duration(15 * time.Minute), Hold: model.Duration(DefaultWebhookHold)}
 }
 
 // UnmarshalYAML sets defaults before decoding.

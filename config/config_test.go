@@ -133,7 +133,8 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("remediation defaults: %+v", r)
 	}
 	if time.Duration(c.Global.StaleAfter) != 5*time.Minute || r.MaxAttempts != 3 || time.Duration(r.AttemptsWindow) != 24*time.Hour ||
-		time.Duration(r.Retention) != 30*24*time.Hour || time.Duration(r.Webhook.Verify) != 15*time.Minute || r.Webhook.Escalate != nil {
+		time.Duration(r.Retention) != 30*24*time.Hour || time.Duration(r.Webhook.Verify) != 15*time.Minute || r.Webhook.Escalate != nil ||
+		time.Duration(r.Webhook.Hold) != time.Hour {
 		t.Errorf("defaults of the new keys: global %+v, remediation %+v", c.Global, r)
 	}
 	// A partial remediation block keeps the other defaults: dry-run stays on.
@@ -291,6 +292,7 @@ func TestInvalid(t *testing.T) {
 		{"escalate redeploy without provider", ok + "remediation: {rules: [{name: r, state: [degraded], action: reboot, escalate: [redeploy]}]}",
 			"remediation.rules[0] (r).escalate[0]: redeploy is a vpnbingo action; set provider: vpnbingo"},
 		{"webhook verify", ok + "remediation: {webhook: {verify: 0s}}", "remediation.webhook.verify: must be positive"},
+		{"webhook hold", ok + "remediation: {webhook: {hold: 0s}}", "remediation.webhook.hold: must be positive"},
 		{"webhook escalate unknown key", ok + "remediation: {webhook: {escalate: {kick: [reboot]}}}", `remediation.webhook.escalate.kick: unknown action "kick" (want reboot, redeploy, start, stop or power_cycle)`},
 		{"webhook escalate key not allowed", ok + "remediation: {webhook: {escalate: {stop: [start]}}}",
 			"remediation.webhook.escalate.stop: stop is not in allowed_actions, so no alert can start this ladder; add it there or remove the ladder"},

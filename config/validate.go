@@ -300,6 +300,9 @@ func (w *Webhook) validate(baseDir string, errs *errorList) {
 	if w.Verify <= 0 {
 		errs.add(at+".verify", "must be positive")
 	}
+	if w.Hold <= 0 {
+		errs.add(at+".hold", "must be positive")
+	}
 	keys := make([]string, 0, len(w.Escalate))
 	for k := range w.Escalate {
 		keys = append(keys, k)

@@ -58,7 +58,7 @@ const (
 // reasons lists every suppression reason (the counters start at zero).
 var reasons = []string{ReasonCooldown, ReasonRateLimit, ReasonBlastRadius, ReasonStaleData, ReasonNotAllowed,
 	ReasonInFlight, ReasonConditionCleared, ReasonDuplicate, ReasonStateError, ReasonShutdown,
-	ReasonExcluded, ReasonPaused, ReasonOutsideWindow, ReasonPrecondition, ReasonExhausted, ReasonNotSent}
+	ReasonExcluded, ReasonPaused, ReasonOutsideWindow, ReasonPrecondition, ReasonExhausted, ReasonNotSent, ReasonHoldExpired}
 
 // RuleAlertmanager is the rule label of the actions alerts ask for: an
 // alert's name is a caller's string, so it is kept in the audit record
@@ -95,12 +95,15 @@ type Request struct {
 	// epSeq), which its own cooldown does not hold back; alert is the
 	// fingerprint of the alert that asked, alertStart its occurrence's
 	// startsAt, occ the webhook's note of its resolution while it is
-	// queued or handled.
+	// handled.
 	escalation bool
 	epSeq      uint64
 	alert      string
 	alertStart time.Time
 	occ        *occurrence
+	// intake is the webhook journal's entry of the alert (intake.go):
+	// it ends in the transaction that records the action.
+	intake *intakeEntry
 }
 
 // Decision is what the gate decided.
@@ -724,7 +727,7 @@ func (e *Engine) recordDryRun(g *gate) Decision {
 	rec := &Record{Time: e.now(), Provider: req.Provider, Account: req.Account, ID: req.ID, Action: string(req.Action), Source: req.Source, Rule: req.Rule, Result: ResultDryRun}
 	// One transaction: no intent is left behind for a crash to turn
 	// into a live record.
-	if err := g.st.RecordDryRun(rec, g.root, actionKey(req.Provider, req.Account, string(req.Action), ruleLabel(req.Source, req.Rule), ResultDryRun)); err != nil {
+	if err := g.st.RecordDryRun(rec, g.root, actionKey(req.Provider, req.Account, string(req.Action), ruleLabel(req.Source, req.Rule), ResultDryRun), req.intakeTaken(true, g.root, rec.Time)...); err != nil {
 		e.release(g)
 		d := Decision{Reason: ReasonStateError, Detail: err.Error(), dry: true}
 		e.suppressed(req, d)
@@ -768,7 +771,7 @@ func (e *Engine) execute(ctx context.Context, g *gate) Decision {
 	// hourly window run from it.
 	rec := &Record{Time: e.now(), Provider: req.Provider, Account: req.Account, ID: req.ID, Action: string(req.Action), Source: req.Source, Rule: req.Rule, Alert: req.alert, AlertStartsAt: req.alertStart}
 	rec.Watch = e.newLineageWatch(g) // a redeploy's: resolves a lost answer
-	if err := g.st.Begin(rec, g.root); err != nil {
+	if err := g.st.Begin(rec, g.root, req.intakeTaken(false, g.root, rec.Time)...); err != nil {
 		e.release(g)
 		d := Decision{Reason: ReasonStateError, Detail: "cannot record the intent, not acting: " + err.Error()}
 		e.suppressed(req, d)
@@ -788,7 +791,7 @@ func (e *Engine) execute(ctx context.Context, g *gate) Decision {
 		// Nothing went out (a refused dial, a wait for the account's
 		// rate limit cut by the deadline, the daemon stopping): take the
 		// intent back; the next run decides again.
-		if aerr := g.st.Abort(rec, g.root, g.prevCooldown); aerr != nil {
+		if aerr := g.st.Abort(rec, g.root, g.prevCooldown, req.intakeBack()...); aerr != nil {
 			level.Error(e.logger).Log("msg", "cannot take back an intent that was not sent; its cooldown stands", "id", req.ID, "err", aerr)
 		}
 		e.release(g)
@@ -854,6 +857,9 @@ func outcome(err error) string {
 // counted in its rule's next summary line; an alert's is logged at info
 // when its reason changed.
 func (e *Engine) suppressed(req Request, d Decision) {
+	if req.intake != nil && d.Reason != ReasonStateError && isHoldReason(d.Reason) && !d.unlisted {
+		return // the webhook holds the alert: counted as a hold (intake_worker.go)
+	}
 	changed := e.count(req, d)
 	if req.Source == "rule" {
 		level.Debug(e.logger).Log("msg", "action suppressed", "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule, "reason", d.Reason, "detail", d.Detail)

@@ -4,7 +4,7 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // webhookOutcomes are the outcome label values of the webhook counter,
 // created at zero.
-var webhookOutcomes = []string{"queued", "resolved", "no_remediation", "invalid", "unknown_account", "not_allowed", "unknown_server", "not_ready", "rejected"}
+var webhookOutcomes = []string{"queued", "duplicate", "pending", "resolved", "no_remediation", "invalid", "unknown_account", "not_allowed", "unknown_server", "rejected"}
 
 type metrics struct {
 	enabled, dryRun, stateOK prometheus.Gauge
@@ -12,6 +12,7 @@ type metrics struct {
 	actions                  *prometheus.CounterVec
 	suppressed               *prometheus.CounterVec
 	webhookAlerts            *prometheus.CounterVec
+	webhookHeld              *prometheus.CounterVec
 	verifications            *prometheus.CounterVec
 	recovery                 *prometheus.HistogramVec
 	exhausted                *prometheus.GaugeVec
@@ -33,8 +34,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"provider", "account", "action", "reason"}),
 		webhookAlerts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vps_remediation_webhook_alerts_total",
-			Help: "Alerts received on the Alertmanager webhook, by outcome (queued, resolved, no_remediation, invalid, unknown_account, not_allowed, unknown_server, not_ready, rejected).",
+			Help: "Alerts received on the Alertmanager webhook, by outcome (queued: journaled; duplicate: already journaled or acted on; pending: a newer occurrence of the alert is journaled; resolved, no_remediation, invalid, unknown_account, not_allowed, unknown_server, rejected).",
 		}, []string{"outcome"}),
+		webhookHeld: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vps_remediation_webhook_held_total",
+			Help: "Holds of accepted alerts kept in the intake journal and retried while a passing reason holds them back, by reason (not_ready, stale_data, in_flight, shutdown, not_sent, state_error, rate_limit, blast_radius): counted when a hold starts or its reason changes.",
+		}, []string{"reason"}),
 		verifications: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vps_remediation_verifications_total",
 			Help: "Verdicts on remediation actions when their verify window ended, by source (rule, alert) and result (recovered, not_recovered); kept across restarts.",
@@ -52,7 +57,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, o := range webhookOutcomes {
 		m.webhookAlerts.WithLabelValues(o)
 	}
-	reg.MustRegister(m.enabled, m.dryRun, m.stateOK, m.paused, m.actions, m.suppressed, m.webhookAlerts, m.verifications, m.recovery, m.exhausted)
+	for _, r := range holdReasons {
+		m.webhookHeld.WithLabelValues(r)
+	}
+	reg.MustRegister(m.enabled, m.dryRun, m.stateOK, m.paused, m.actions, m.suppressed, m.webhookAlerts, m.webhookHeld, m.verifications, m.recovery, m.exhausted)
 	return m
 }
 

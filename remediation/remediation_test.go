@@ -390,11 +390,10 @@ func TestWebhookActsOnceAndNeverOnResolved(t *testing.T) {
 			t.Fatalf("firing: %d %s", code, body)
 		}
 	}
-	// The resends are duplicates, or, while the first is under way, in
-	// flight: never a second action.
+	// The resends are duplicates of the journaled occurrence (pending,
+	// or acted on): never a second action.
 	waitFor(t, func() bool {
-		return h.suppressed("bingo", ReasonDuplicate)+h.suppressed("bingo", ReasonInFlight)+h.suppressed("bingo", ReasonCooldown) == 2 &&
-			len(h.actions(sim.VPNBingo)) == 1
+		return testutil.ToFloat64(h.engine.m.webhookAlerts.WithLabelValues("duplicate")) == 2 && len(h.actions(sim.VPNBingo)) == 1
 	})
 	acts := h.actions(sim.VPNBingo)
 	if len(acts) != 1 || acts[0].ID != "1003" {

@@ -157,22 +157,37 @@ func TestRuleSeriesFollowTheConfiguration(t *testing.T) {
 
 // Finding 2: before an account's first successful list, alerts with
 // made-up ids reached the gate (stale_data) and each left a last-reason
-// entry and a history event. Now they are counted as not_ready only.
+// entry and a history event. Now they are journaled (at most maxUnlisted
+// per account: a batch beyond it is refused whole, for Alertmanager to
+// retry), held as not_ready, and when the list comes, those for ids it
+// lacks are counted as unknown_server and leave nothing behind.
 func TestAlertsBeforeTheFirstListAreOnlyCounted(t *testing.T) {
 	cfg := baseConfig(t)
 	h := newHarness(t, 10, cfg) // no refresh yet
 	ctx, cancel := context.WithCancel(context.Background())
 	wh := NewWebhook(ctx, h.engine, 1024, 2)
 	defer func() { cancel(); wh.Wait() }()
-	var as []string
-	for i := 0; i < 500; i++ {
-		as = append(as, fmt.Sprintf(`{"status":"firing","labels":{"alertname":"A","provider":"vpsorg","account":"vps","id":"made-up-%d","remediation":"reboot"},"startsAt":%q,"fingerprint":"m%d"}`,
-			i, h.now().UTC().Format(time.RFC3339), i))
+	batch := func(n int) string {
+		var as []string
+		for i := 0; i < n; i++ {
+			as = append(as, fmt.Sprintf(`{"status":"firing","labels":{"alertname":"A","provider":"vpsorg","account":"vps","id":"made-up-%d","remediation":"reboot"},"startsAt":%q,"fingerprint":"m%d"}`,
+				i, h.now().UTC().Format(time.RFC3339), i))
+		}
+		return `{"version":"4","status":"firing","alerts":[` + strings.Join(as, ",") + `]}`
 	}
-	if code, body := post(t, wh, `{"version":"4","status":"firing","alerts":[`+strings.Join(as, ",")+`]}`); code != 200 {
+	if code, body := post(t, wh, batch(maxUnlisted+1)); code != 429 {
+		t.Fatalf("%d made-up ids before the first list: %d %s, want 429", maxUnlisted+1, code, body)
+	}
+	if n := wh.Pending(); n != 0 {
+		t.Fatalf("%d alerts journaled from a refused batch", n)
+	}
+	if code, body := post(t, wh, batch(100)); code != 200 {
 		t.Fatalf("%d %s", code, body)
 	}
-	for outcome, want := range map[string]float64{"queued": 0, "not_ready": 500} {
+	waitFor(t, func() bool { return testutil.ToFloat64(h.engine.m.webhookHeld.WithLabelValues(ReasonNotReady)) == 100 })
+	h.refresh("vps")
+	waitFor(t, func() bool { return wh.Pending() == 0 })
+	for outcome, want := range map[string]float64{"queued": 100, "rejected": float64(maxUnlisted + 1), "unknown_server": 100} {
 		if v := testutil.ToFloat64(h.engine.m.webhookAlerts.WithLabelValues(outcome)); v != want {
 			t.Errorf("webhook_alerts_total{outcome=%q} = %v, want %v", outcome, v, want)
 		}
@@ -180,6 +195,9 @@ func TestAlertsBeforeTheFirstListAreOnlyCounted(t *testing.T) {
 	h.engine.mu.Lock()
 	memory := len(h.engine.lastReason) + len(h.engine.events)
 	h.engine.mu.Unlock()
+	wh.mu.Lock()
+	memory += len(wh.holds) + len(wh.occs) + len(wh.handling)
+	wh.mu.Unlock()
 	if memory != 0 {
 		t.Errorf("%d per-alert memories kept for made-up ids", memory)
 	}
@@ -318,8 +336,10 @@ func TestHandledAlertsKeptForRetention(t *testing.T) {
 
 // Finding 6: two identical notifications (an HA Alertmanager pair)
 // handled at once could both act: the check for a handled occurrence and
-// its mark were not one step. The second is a duplicate while the first
-// is under way.
+// its mark were not one step. Now the intake journal holds one entry per
+// server, and the copy is a duplicate of it, whether it comes while the
+// first is pending, under way, or after it was acted on (its occurrence
+// is marked in the action's transaction).
 func TestConcurrentDuplicateNotificationsActOnce(t *testing.T) {
 	cfg := baseConfig(t)
 	cfg.DryRun = true
@@ -329,25 +349,22 @@ func TestConcurrentDuplicateNotificationsActOnce(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	wh := NewWebhook(ctx, h.engine, 16, 2)
 	defer func() { cancel(); wh.Wait() }()
-	release := make(chan struct{})
-	var once sync.Once
-	unblock := func() { once.Do(func() { close(release) }) }
-	defer unblock()
-	var calls atomic.Int32
-	wh.beforeMark = func() {
-		if calls.Add(1) == 1 {
-			<-release // the first is slow to mark its occurrence handled
-		}
-	}
 	body := namedAlert("A", "vpsorg", "vps", runningVPS(t, h, 1)[0], "reboot", h.now().Add(-time.Minute))
 	records := func() int { recs, _ := h.engine.Recent(10); return len(recs) }
-	post(t, wh, body)
-	waitFor(t, func() bool { return calls.Load() == 1 }) // acted, not marked yet
-	post(t, wh, body)                                    // the HA peer's copy
-	waitFor(t, func() bool { return h.suppressed("vps", ReasonDuplicate) == 1 || records() == 2 })
-	unblock()
+	var wg sync.WaitGroup
+	for i := 0; i < 2; i++ { // the HA peers' copies, at once
+		wg.Add(1)
+		go func() { defer wg.Done(); post(t, wh, body) }()
+	}
+	wg.Wait()
+	waitFor(t, func() bool { return records() >= 1 && wh.Pending() == 0 })
+	post(t, wh, body) // a copy after the action
+	if v := testutil.ToFloat64(h.engine.m.webhookAlerts.WithLabelValues("duplicate")); v != 2 {
+		t.Errorf("webhook_alerts_total{outcome=duplicate} = %v, want 2", v)
+	}
+	time.Sleep(3 * intakeTick) // room for a wrong second action
 	if n := records(); n != 1 {
-		t.Errorf("%d dry-run records for one alert occurrence sent twice", n)
+		t.Errorf("%d dry-run records for one alert occurrence sent three times", n)
 	}
 }
 

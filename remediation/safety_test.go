@@ -48,7 +48,8 @@ func (h *harness) webhook(t *testing.T, workers int) *Webhook {
 
 // Three alerts in one payload under max_actions_per_hour 1, handled by
 // three workers at once while the provider answers slowly: one provider
-// call (before, the gate counted only finished records: 2 calls, 4 of 4).
+// call (before, the gate counted only finished records: 2 calls, 4 of 4);
+// the other two are held in the journal until the budget has room.
 func TestBudgetCountsPendingIntents(t *testing.T) {
 	cfg := baseConfig(t)
 	cfg.MaxActionsPerHour = 1
@@ -63,8 +64,12 @@ func TestBudgetCountsPendingIntents(t *testing.T) {
 		alert{"vpsorg", "vps", "12002", "reboot", at, time.Time{}})); code != 200 {
 		t.Fatalf("%d %s", code, body)
 	}
-	waitFor(t, func() bool { return h.suppressed("vps", ReasonRateLimit) == 2 })
+	// The other two are held (rate_limit passes), not dropped.
+	waitFor(t, func() bool { return testutil.ToFloat64(h.engine.m.webhookHeld.WithLabelValues(ReasonRateLimit)) == 2 })
 	waitFor(t, func() bool { return len(h.actions(sim.VPSOrg)) == 1 })
+	if n := wh.Pending(); n != 2 {
+		t.Errorf("%d alerts journaled, want the 2 held", n)
+	}
 	time.Sleep(300 * time.Millisecond)
 	if n := len(h.actions(sim.VPSOrg)); n != 1 {
 		t.Fatalf("%d provider calls under max_actions_per_hour 1", n)
@@ -72,7 +77,9 @@ func TestBudgetCountsPendingIntents(t *testing.T) {
 }
 
 // A suppression that may pass later (stale data here) does not use up the
-// alert occurrence: Alertmanager's resend is evaluated again and acts.
+// alert occurrence: it is held in the intake journal and acted on once the
+// account's data is fresh again, with no resend; a resend after the
+// action is a duplicate.
 func TestTransientSuppressionKeepsTheAlert(t *testing.T) {
 	cfg := baseConfig(t)
 	h := newHarness(t, 10, cfg)
@@ -81,12 +88,19 @@ func TestTransientSuppressionKeepsTheAlert(t *testing.T) {
 	h.advance(10 * time.Minute) // the account's data is old now
 	a := alert{"vpnbingo", "bingo", "1003", "redeploy", h.now().Add(-time.Minute), time.Time{}}
 	post(t, wh, payload(a)) // stale_data
-	waitFor(t, func() bool { return h.suppressed("bingo", ReasonStaleData) == 1 })
+	waitFor(t, func() bool { return testutil.ToFloat64(h.engine.m.webhookHeld.WithLabelValues(ReasonStaleData)) == 1 })
+	if n := wh.Pending(); n != 1 {
+		t.Errorf("%d alerts in the intake journal while held, want 1", n)
+	}
 	h.refresh("bingo")
-	post(t, wh, payload(a)) // the resend of the same occurrence
-	waitFor(t, func() bool { return len(h.actions(sim.VPNBingo)) == 1 })
+	waitFor(t, func() bool { return len(h.actions(sim.VPNBingo)) == 1 && wh.Pending() == 0 })
 	post(t, wh, payload(a)) // acted on: now a duplicate
-	waitFor(t, func() bool { return h.suppressed("bingo", ReasonDuplicate) == 1 })
+	if v := testutil.ToFloat64(h.engine.m.webhookAlerts.WithLabelValues("duplicate")); v != 1 {
+		t.Errorf("webhook_alerts_total{outcome=duplicate} = %v, want 1", v)
+	}
+	if n := h.suppressed("bingo", ReasonStaleData); n != 0 {
+		t.Errorf("a hold counted %v times as a suppression; it ended in an action", n)
+	}
 }
 
 // A redeploy's replacement inherits the cooldown of the node it replaced
@@ -215,7 +229,8 @@ func TestDryRunDoesNotPoisonLive(t *testing.T) {
 	waitFor(t, func() bool {
 		return testutil.ToFloat64(h.engine.m.actions.WithLabelValues("vpsorg", "vps", "start", "start-stopped", ResultDryRun)) == 1
 	})
-	waitFor(t, func() bool { return h.suppressed("vps", ReasonRateLimit) == 1 }) // the dry-run budget is spent
+	// The dry-run budget is spent: the alert is held (rate_limit passes).
+	waitFor(t, func() bool { return testutil.ToFloat64(h.engine.m.webhookHeld.WithLabelValues(ReasonRateLimit)) == 1 })
 	h.cfg.DryRun = false
 	h.cfg.MaxActionsPerHour = 10
 	if err := h.engine.Configure(h.cfg, time.Minute, h.accounts()); err != nil {

@@ -148,7 +148,7 @@ func OpenState(path string) (*State, error) {
 		return nil, fmt.Errorf("open remediation state %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketAudit, bucketPending, bucketCooldown, bucketSeen, bucketCounts, bucketLineage, bucketEvents, bucketControl, bucketTracks, bucketEpisodes} {
+		for _, b := range [][]byte{bucketAudit, bucketPending, bucketCooldown, bucketSeen, bucketCounts, bucketLineage, bucketEvents, bucketControl, bucketTracks, bucketEpisodes, bucketIntake} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -193,8 +193,12 @@ func cooldownKey(dry bool, root string) []byte {
 // starts the cooldown of root (the server's lineage): if the daemon dies
 // during the call, the intent survives and the action is not repeated
 // blindly. A dry-run record starts the dry-run namespace's cooldown only.
-func (s *State) Begin(r *Record, root string) error {
+// also runs in the same transaction (an alert's intake entry ends).
+func (s *State) Begin(r *Record, root string, also ...func(*bolt.Tx) error) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := runAll(tx, also); err != nil {
+			return err
+		}
 		a := tx.Bucket(bucketAudit)
 		seq, err := a.NextSequence()
 		if err != nil {
@@ -214,8 +218,12 @@ func (s *State) Begin(r *Record, root string) error {
 
 // Abort takes back an intent whose request was never sent (the daemon
 // stopped first): no audit record, and the cooldown is what it was.
-func (s *State) Abort(r *Record, root string, prev time.Time) error {
+// also runs in the same transaction (an alert's intake entry is back).
+func (s *State) Abort(r *Record, root string, prev time.Time, also ...func(*bolt.Tx) error) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := runAll(tx, also); err != nil {
+			return err
+		}
 		if err := tx.Bucket(bucketPending).Delete(u64(r.Seq)); err != nil {
 			return err
 		}
@@ -442,8 +450,12 @@ func (s *State) Finish(r *Record, countKey string, loop ...*loopWrite) error {
 
 // RecordDryRun writes a dry run's audit record, its dry-run cooldown and
 // its count in one transaction: nothing pending is left for a crash.
-func (s *State) RecordDryRun(r *Record, root, countKey string) error {
+// also runs in the same transaction (an alert's intake entry ends).
+func (s *State) RecordDryRun(r *Record, root, countKey string, also ...func(*bolt.Tx) error) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := runAll(tx, also); err != nil {
+			return err
+		}
 		a := tx.Bucket(bucketAudit)
 		seq, err := a.NextSequence()
 		if err != nil {

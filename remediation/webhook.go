@@ -42,16 +42,8 @@ type amAlert struct {
 	Fingerprint string            `json:"fingerprint"`
 }
 
-// job is one firing alert waiting for the gate.
-type job struct {
-	req Request // req.occ: the webhook's note of this occurrence
-	key string  // fingerprint + startsAt: one occurrence of one alert
-}
-
-// occurrence is the webhook's note of one queued or handled firing
-// alert's resolution: a resolved notification that comes meanwhile is
-// kept here (before its request has a place in the gate, nothing else
-// could hold it).
+// occurrence is the webhook's note of one firing alert being handled:
+// a resolved notification that comes meanwhile is kept here.
 type occurrence struct {
 	resolved atomic.Int64 // unix nanoseconds; 0: not resolved
 }
@@ -68,56 +60,58 @@ func (o *occurrence) resolvedAt() time.Time {
 	return time.Time{}
 }
 
-// Webhook receives Alertmanager notifications and feeds firing alerts that
-// carry provider, account, id and remediation labels to the engine, in the
-// background, through a bounded queue.
+// Webhook receives Alertmanager notifications. Firing alerts that carry
+// provider, account, id and remediation labels are journaled in the state
+// file before the answer (intake.go) and handled from there by workers
+// in the background (intake_worker.go): across restarts, and held while
+// a passing reason holds them back.
 type Webhook struct {
 	engine *Engine
-	queue  chan job
-	wg     sync.WaitGroup
-	// enq makes a batch's room check and its enqueueing one step, so a
-	// batch is queued whole or refused whole; closed (under enq) is set
-	// when the workers stop: nothing is queued after it.
+	// capacity bounds the journal: a batch it cannot take is refused
+	// (429), so that Alertmanager retries it.
+	capacity int
+	work     chan intakeEntry
+	nudge    chan struct{}
+	wg       sync.WaitGroup
+	// closed (under enq) is set when the workers stop: nothing is
+	// taken after it.
 	enq    sync.Mutex
 	closed bool
-	// handling holds the occurrences (job keys) being processed, under
-	// mu: a copy of one (an HA Alertmanager pair sends two) is a
-	// duplicate while the first is under way. Bounded by the workers.
+	// Under mu, each bounded by the journal: handling holds the entries
+	// (by server) a worker has; occs the occurrences being handled, by
+	// key (a resolved notification is noted on one); holds the notes of
+	// held entries, by server.
 	mu       sync.Mutex
 	handling map[string]bool
-	// occs holds the occurrences of the jobs queued or being handled,
-	// under mu, by key: a resolved notification of one is noted on it.
-	// Bounded by the queue and the workers.
-	occs map[string][]*occurrence
-	// beforeMark, set by tests before the first alert, runs after an
-	// alert's action and before its occurrence is marked handled.
-	beforeMark func()
+	occs     map[string]*occurrence
+	holds    map[string]*holdState
 }
 
-// NewWebhook starts workers that drain a queue of the given size.
-func NewWebhook(ctx context.Context, e *Engine, queueSize, workers int) *Webhook {
-	w := &Webhook{engine: e, queue: make(chan job, queueSize), handling: map[string]bool{}, occs: map[string][]*occurrence{}}
+// NewWebhook starts workers that handle the alerts journaled in the
+// state file; capacity bounds the journal.
+func NewWebhook(ctx context.Context, e *Engine, capacity, workers int) *Webhook {
+	w := &Webhook{engine: e, capacity: capacity, work: make(chan intakeEntry), nudge: make(chan struct{}, 1),
+		handling: map[string]bool{}, occs: map[string]*occurrence{}, holds: map[string]*holdState{}}
 	for i := 0; i < workers; i++ {
 		w.wg.Add(1)
 		go func() {
 			defer w.wg.Done()
-			for {
-				select {
-				case <-ctx.Done():
-					w.stop()
-					w.drain()
-					return
-				case j := <-w.queue:
-					w.process(ctx, j)
-				}
-			}
+			w.worker(ctx)
 		}()
 	}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		w.dispatch(ctx)
+		w.stop()
+		if n := w.pendingCount(); n > 0 {
+			level.Info(e.logger).Log("msg", "accepted alerts stay in the intake journal; they are handled at the next start", "alerts", n)
+		}
+	}()
 	return w
 }
 
-// stop makes the webhook refuse new alerts (503): the queue is not
-// filled again once drained.
+// stop makes the webhook refuse new alerts (503).
 func (w *Webhook) stop() {
 	w.enq.Lock()
 	w.closed = true
@@ -131,136 +125,12 @@ func (w *Webhook) stopped() bool {
 	return w.closed
 }
 
-// drain records every alert still queued at shutdown as suppressed: it was
-// accepted, so it is accounted for, not dropped silently. Each is logged
-// at debug, the count in one line.
-func (w *Webhook) drain() {
-	e, n := w.engine, 0
-	defer func() {
-		if n > 0 {
-			level.Info(e.logger).Log("msg", "alerts still queued at shutdown suppressed", "alerts", n, "reason", ReasonShutdown)
-		}
-	}()
-	for {
-		select {
-		case j := <-w.queue:
-			w.forget(j)
-			d := Decision{Reason: ReasonShutdown, Detail: "the exporter stopped before this alert was handled"}
-			e.count(j.req, d)
-			level.Debug(e.logger).Log("msg", "action suppressed", "provider", j.req.Provider, "account", j.req.Account, "id", j.req.ID, "action", j.req.Action, "source", j.req.Source, "rule", j.req.Rule, "reason", d.Reason, "detail", d.Detail)
-			n++
-		default:
-			return
-		}
-	}
-}
-
 // Wait returns when the workers have stopped (their context ended).
 func (w *Webhook) Wait() { w.wg.Wait() }
 
-// Pending is how many alerts wait in the queue.
-func (w *Webhook) Pending() int { return len(w.queue) }
-
-// process takes one alert through the gate. Only an action actually sent
-// (or, in dry-run, recorded, in its own namespace) uses up the alert
-// occurrence: after a transient suppression (stale data, budget, cooldown
-// of another request...) Alertmanager's resend is evaluated again. A copy
-// of an occurrence being processed is a duplicate: checking whether it
-// was handled and marking it are one step.
-func (w *Webhook) process(ctx context.Context, j job) {
-	e := w.engine
-	defer w.forget(j)
-	if !j.req.occ.resolvedAt().IsZero() {
-		// Alertmanager resolved it while it was queued: nothing to do.
-		e.suppressed(j.req, Decision{Reason: ReasonConditionCleared, Detail: "Alertmanager resolved the alert before it was handled"})
-		return
-	}
-	if !w.reserve(j.key) {
-		e.suppressed(j.req, Decision{Reason: ReasonDuplicate, Detail: "the same alert occurrence is being handled (a copy from another Alertmanager)"})
-		return
-	}
-	defer w.unreserve(j.key)
-	e.mu.Lock()
-	st, dry := e.state, e.cfg.DryRun
-	if st != nil {
-		st.hold() // from the check to the mark, on one file
-		defer st.unhold()
-	}
-	e.mu.Unlock()
-	if st == nil {
-		e.suppressed(j.req, Decision{Reason: ReasonNotAllowed, Detail: "remediation is disabled"})
-		return
-	}
-	seen, err := st.Seen(seenKey(dry, j.key))
-	if err != nil {
-		e.suppressed(j.req, Decision{Reason: ReasonStateError, Detail: err.Error()})
-		return
-	}
-	if seen {
-		e.suppressed(j.req, Decision{Reason: ReasonDuplicate, Detail: "this alert occurrence was already acted on"})
-		return
-	}
-	e.alertFiring(j.req)
-	d := e.Submit(ctx, j.req)
-	if !d.Acted {
-		return
-	}
-	if w.beforeMark != nil {
-		w.beforeMark()
-	}
-	if err := st.MarkSeen(seenKey(d.Result == ResultDryRun, j.key), e.now(), e.rootOf(j.req.Provider, j.req.Account, j.req.ID)); err != nil {
-		level.Error(e.logger).Log("msg", "cannot mark the alert occurrence handled; its cooldown still holds a resend back", "err", err)
-	}
-}
-
-// noteJobs notes the occurrences of jobs about to be queued (the caller
-// holds w.enq).
-func (w *Webhook) noteJobs(jobs []job) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, j := range jobs {
-		w.occs[j.key] = append(w.occs[j.key], j.req.occ)
-	}
-}
-
-// forget drops a job's occurrence once it is handled.
-func (w *Webhook) forget(j job) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	os := slices.DeleteFunc(w.occs[j.key], func(o *occurrence) bool { return o == j.req.occ })
-	if len(os) == 0 {
-		delete(w.occs, j.key)
-	} else {
-		w.occs[j.key] = os
-	}
-}
-
-// resolved notes a resolved notification on the queued or handled jobs
-// of its occurrence.
-func (w *Webhook) resolved(key string, at time.Time) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, o := range w.occs[key] {
-		o.resolved.CompareAndSwap(0, at.UnixNano())
-	}
-}
-
-// reserve marks an occurrence as being processed; false if it already is.
-func (w *Webhook) reserve(key string) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.handling[key] {
-		return false
-	}
-	w.handling[key] = true
-	return true
-}
-
-func (w *Webhook) unreserve(key string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	delete(w.handling, key)
-}
+// Pending is how many accepted alerts the intake journal holds (0 when
+// it cannot be read).
+func (w *Webhook) Pending() int { return max(w.pendingCount(), 0) }
 
 // seenKey is an alert occurrence's key in the live or the dry-run
 // namespace.
@@ -271,13 +141,14 @@ func seenKey(dry bool, key string) string {
 	return key
 }
 
-// ServeHTTP implements http.Handler: 200 once the alerts are queued and
-// the resolved notifications recorded (in one transaction; an alert
-// asking for remediation without provider, account, id or startsAt is
-// skipped and counted as invalid), 400 for a malformed payload, 429 when
-// the queue cannot take them all, 503 when remediation is off, the
-// exporter is stopping, or the webhook is off (Alertmanager retries, here
-// or on a replacement). With the webhook off, resolved notifications are
+// ServeHTTP implements http.Handler: 200 once the alerts are journaled
+// in the state file (fsynced; intake.go) and the resolved notifications
+// recorded (an alert asking for remediation without provider, account,
+// id or startsAt is skipped and counted as invalid), 400 for a malformed
+// payload, 429 when the journal cannot take them all, 503 when they
+// cannot be journaled, remediation is off, the exporter is stopping, or
+// the webhook is off (Alertmanager retries, here or on a replacement).
+// With the webhook off, resolved notifications are
 // still taken while an alert-driven episode is active (their verdicts
 // and releases wait for them); firing alerts then start nothing
 // (not_allowed).
@@ -325,56 +196,114 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		http.Error(rw, fmt.Sprintf("unsupported payload version %q (want \"4\")", p.Version), http.StatusBadRequest)
 		return
 	}
-	jobs, invalid, resolved := w.admitAlerts(p.Alerts, e.now(), firing)
-	// All or nothing: a batch the queue cannot hold is refused, so that
-	// Alertmanager retries it, rather than half taken. Workers only take
-	// from the queue meanwhile, so room checked under enq stays room.
-	w.enq.Lock()
-	if w.closed {
-		// The workers stopped while the batch was read: nobody would
-		// handle it.
-		w.enq.Unlock()
-		e.store(resolved...)
-		e.m.webhookAlerts.WithLabelValues("rejected").Add(float64(len(jobs)))
-		http.Error(rw, "the exporter is stopping; retry later", http.StatusServiceUnavailable)
-		return
+	ents, invalid, resolved, refs := w.admitAlerts(p.Alerts, e.now(), firing)
+	outs, err := w.journal(ents, refs)
+	// After the journal's write: an entry a worker took before it is
+	// noted (see process).
+	for _, r := range refs {
+		w.resolved(r.occ, r.at)
 	}
-	if len(jobs) > cap(w.queue)-len(w.queue) {
-		queued := len(w.queue)
-		w.enq.Unlock()
-		e.store(resolved...)
-		e.m.webhookAlerts.WithLabelValues("rejected").Add(float64(len(jobs)))
-		level.Warn(e.logger).Log("msg", "webhook queue full; asking Alertmanager to retry", "alerts", len(jobs), "queued", queued)
-		rw.Header().Set("Retry-After", "10")
-		http.Error(rw, "remediation queue full, retry later", http.StatusTooManyRequests)
-		return
-	}
-	w.noteJobs(jobs)
-	for _, j := range jobs {
-		w.queue <- j
-	}
-	w.enq.Unlock()
-	e.m.webhookAlerts.WithLabelValues("queued").Add(float64(len(jobs)))
 	// The payload's resolutions, in one transaction, before the answer:
 	// Alertmanager does not send them again.
 	e.store(resolved...)
+	switch {
+	case errors.Is(err, errIntakeFull):
+		e.m.webhookAlerts.WithLabelValues("rejected").Add(float64(len(ents)))
+		level.Warn(e.logger).Log("msg", "webhook intake journal full; asking Alertmanager to retry", "alerts", len(ents), "capacity", w.capacity)
+		rw.Header().Set("Retry-After", "10")
+		http.Error(rw, "remediation queue full (the intake journal), retry later", http.StatusTooManyRequests)
+		return
+	case err != nil:
+		e.m.webhookAlerts.WithLabelValues("rejected").Add(float64(len(ents)))
+		e.m.stateOK.Set(0)
+		level.Error(e.logger).Log("msg", "cannot journal webhook alerts; answering 503 so that Alertmanager retries", "alerts", len(ents), "err", err)
+		http.Error(rw, "cannot journal the alerts in the remediation state file; retry later", http.StatusServiceUnavailable)
+		return
+	}
+	if len(outs) > 0 {
+		e.m.stateOK.Set(1)
+	}
+	queued := 0
+	for _, o := range outs {
+		e.m.webhookAlerts.WithLabelValues(o).Inc()
+		if o == intakeQueued {
+			queued++
+		}
+	}
+	if queued > 0 {
+		select {
+		case w.nudge <- struct{}{}:
+		default:
+		}
+	}
 	rw.WriteHeader(http.StatusOK)
-	_, _ = fmt.Fprintf(rw, "queued %d alert(s)", len(jobs))
+	_, _ = fmt.Fprintf(rw, "queued %d alert(s)", queued)
+	if n := len(outs) - queued; n > 0 {
+		_, _ = fmt.Fprintf(rw, "; %d already journaled or acted on", n)
+	}
 	if invalid > 0 {
 		_, _ = fmt.Fprintf(rw, "; ignored %d without provider, account, id or startsAt", invalid)
 	}
 	_, _ = fmt.Fprintln(rw)
 }
 
+// resolvedRef is a resolved notification's occurrence: its pending
+// entry ends, and one being handled is noted.
+type resolvedRef struct {
+	intakeRef
+	at time.Time
+}
+
+// journal writes the batch to the intake journal and ends the resolved
+// occurrences' entries, in one fsynced transaction. Its error is
+// errIntakeFull, or the state file's (the webhook is stopping, or
+// remediation is off: errNoState).
+func (w *Webhook) journal(ents []intakeEntry, refs []resolvedRef) ([]string, error) {
+	if len(ents) == 0 && len(refs) == 0 {
+		return nil, nil
+	}
+	e := w.engine
+	st := e.heldState()
+	if st == nil {
+		return nil, errNoState
+	}
+	defer st.unhold()
+	e.mu.Lock()
+	dry := e.cfg.DryRun
+	e.mu.Unlock()
+	ir := make([]intakeRef, len(refs))
+	for i, r := range refs {
+		ir[i] = r.intakeRef
+	}
+	outs, ended, err := st.Intake(ents, ir, w.capacity, dry)
+	if errors.Is(err, errIntakeFull) && len(ir) > 0 {
+		// The resolutions are taken even when the firing alerts are not.
+		var rerr error
+		if _, ended, rerr = st.Intake(nil, ir, w.capacity, dry); rerr != nil {
+			return nil, rerr
+		}
+	}
+	// An accepted alert that resolved before it was handled is accounted
+	// for as a suppression.
+	for i := range ended {
+		en := &ended[i]
+		e.suppressed(en.request(nil), Decision{Reason: ReasonConditionCleared, Detail: "Alertmanager resolved the alert before it was handled", unlisted: !en.Listed})
+		w.ended(en, "resolved")
+	}
+	return outs, err
+}
+
 // admitAlerts sorts a payload's alerts: the firing ones that ask a
-// configured account for an action it may take on a server it has become
-// jobs (none when firing is false: the webhook is off); a resolved one is
-// noted on its queued jobs and on the episode (or the request under way)
-// of its server, whose change is returned to store; every other is
+// configured account for an action it may take on a server it has (or,
+// before the account's first list, may have) become journal entries (none
+// when firing is false: the webhook is off); a resolved one becomes a
+// reference to its journal entry or the occurrence being handled, and is
+// noted on the episode (or the request under way) of its server, whose
+// change is returned to store; every other is
 // counted in vps_remediation_webhook_alerts_total by outcome and leaves
 // nothing else behind (no series, no memory, no history: a caller cannot
 // grow the exporter). One line is logged for the alerts that lack labels.
-func (w *Webhook) admitAlerts(alerts []amAlert, now time.Time, firing bool) ([]job, int, []*loopWrite) {
+func (w *Webhook) admitAlerts(alerts []amAlert, now time.Time, firing bool) ([]intakeEntry, int, []*loopWrite, []resolvedRef) {
 	e := w.engine
 	e.mu.Lock()
 	configured, allowed := e.accounts, e.cfg.Webhook.AllowedActions
@@ -391,21 +320,22 @@ func (w *Webhook) admitAlerts(alerts []amAlert, now time.Time, firing bool) ([]j
 		snaps[account] = sp
 		return sp
 	}
-	var jobs []job
+	var ents []intakeEntry
 	var resolved []*loopWrite
+	var refs []resolvedRef
 	invalid, firstInvalid := 0, ""
 	for _, a := range alerts {
 		if a.Status != "firing" {
 			e.m.webhookAlerts.WithLabelValues("resolved").Inc()
 			// The verdict of an alert-driven action: kept only for an
-			// alert a queued job, a request under way or a server's
+			// alert a journal entry, a request under way or a server's
 			// episode waits for.
 			if prov, acct, id := a.Labels["provider"], a.Labels["account"], a.Labels["id"]; id != "" {
 				at := a.EndsAt
 				if at.IsZero() || at.After(now) {
 					at = now
 				}
-				w.resolved(alertKey(a), at)
+				refs = append(refs, resolvedRef{intakeRef{intakeKey(serverKey(prov, acct, id), alertFingerprint(a)), alertKey(a)}, at})
 				if lw := e.alertResolved(prov, acct, id, alertFingerprint(a), a.StartsAt, at); lw != nil {
 					resolved = append(resolved, lw)
 				}
@@ -448,30 +378,24 @@ func (w *Webhook) admitAlerts(alerts []amAlert, now time.Time, firing bool) ([]j
 			continue
 		}
 		// Before the account's first successful list nothing says which
-		// ids are real: counted only (Alertmanager resends it). A server
-		// the last list does not have: counted only.
+		// ids are real: journaled unlisted (at most maxUnlisted per
+		// account), held until the list says. A server the last list
+		// does not have: counted only.
 		snap := snapshot(acct)
-		if snap == nil {
-			e.m.webhookAlerts.WithLabelValues("not_ready").Inc()
-			continue
-		}
-		if !hasServer(snap.Servers, id) {
+		if snap != nil && !hasServer(snap.Servers, id) {
 			e.m.webhookAlerts.WithLabelValues("unknown_server").Inc()
 			continue
 		}
-		jobs = append(jobs, job{
-			// The alertname goes to the audit record and the episode;
-			// the action counts under RuleAlertmanager.
-			req: Request{Provider: prov, Account: acct, ID: id, Action: providers.Action(action), Source: "alert", Rule: alertName(a),
-				alert: alertFingerprint(a), alertStart: a.StartsAt, occ: &occurrence{}},
-			key: alertKey(a),
-		})
+		// The alertname goes to the audit record and the episode; the
+		// action counts under RuleAlertmanager.
+		ents = append(ents, intakeEntry{Provider: prov, Account: acct, ID: id, Action: action, Alertname: alertName(a),
+			Fingerprint: alertFingerprint(a), StartsAt: a.StartsAt, Accepted: now, Listed: snap != nil})
 	}
 	if invalid > 0 {
 		level.Warn(e.logger).Log("msg", "webhook alerts ignored: a remediation label needs provider, account, id labels and startsAt",
 			"alerts", invalid, "first_alertname", firstInvalid)
 	}
-	return jobs, invalid, resolved
+	return ents, invalid, resolved, refs
 }
 
 // alertEpisodesLocked reports whether a configured account's server has
@@ -484,13 +408,6 @@ func (e *Engine) alertEpisodesLocked() bool {
 		}
 	}
 	return len(e.pendingMarks) > 0
-}
-
-// rootOf is the lineage root key of a server.
-func (e *Engine) rootOf(provider, account, id string) string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.rootLocked(serverKey(provider, account, id))
 }
 
 // hasServer reports whether the servers (ordered by id as the store
