@@ -52,7 +52,7 @@ func readSecret(s *commoncfg.Secret, file, at, name, baseDir string, errs *error
 		return
 	}
 	at += "." + name + "_file"
-	notShown := fmt.Sprintf("the value is not shown: if it is the secret itself, write it as %s instead", name)
+	notShown := notShownHint(name)
 	path, unset := expandEnv(file)
 	if unset != "" {
 		errs.secret(file)
@@ -100,4 +100,15 @@ func reason(err error) string {
 		return pe.Err.Error()
 	}
 	return err.Error()
+}
+
+// notShownHint says why a *_file value is not repeated, and what to do
+// if it is the secret itself: write it inline where the key has an
+// inline form; remediation.ha.etcd's password has none (it is read only
+// from a file).
+func notShownHint(name string) string {
+	if name == "password" {
+		return "the value is not shown: if it is the secret itself, put it in a file and name that file here"
+	}
+	return fmt.Sprintf("the value is not shown: if it is the secret itself, write it as %s instead", name)
 }

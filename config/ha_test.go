@@ -130,7 +130,7 @@ func TestHAInvalid(t *testing.T) {
 		{"password_file empty", "{" + adv + ", etcd: {endpoints: ['http://e:2379'], username: u, password_file: empty}}",
 			"remediation.ha.etcd.password_file: " + filepath.Join(dir, "empty") + " is empty"},
 		{"password_file missing", "{" + adv + ", etcd: {endpoints: ['http://e:2379'], username: u, password_file: none}}",
-			"remediation.ha.etcd.password_file: open " + filepath.Join(dir, "none") + ": no such file or directory"},
+			"remediation.ha.etcd.password_file: cannot read the file it names: no such file or directory (the value is not shown: if it is the secret itself, put it in a file and name that file here)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := config.Parse([]byte(haAccount+"remediation: {enabled: true, ha: "+tc.ha+"}\n"), dir)
