@@ -156,11 +156,14 @@ type Engine struct {
 	cfg       config.Remediation
 	accounts  map[string]string // configured account -> provider type
 	staleness time.Duration
-	state     *State
-	statePath string
-	stateErr  error
-	retrying  bool // waiting for another process's lock on the state file
-	closing   bool // Shutdown was called: nothing new starts
+	// staleAfter is global.stale_after: how long a verdict waits for a
+	// fresh view of its server.
+	staleAfter time.Duration
+	state      *State
+	statePath  string
+	stateErr   error
+	retrying   bool // waiting for another process's lock on the state file
+	closing    bool // Shutdown was called: nothing new starts
 	// known holds provider\x00account\x00action for the pairs the
 	// configuration gives series; nothing else is counted.
 	known map[string]bool
@@ -698,8 +701,8 @@ func (e *Engine) stillCalledForLocked(g *gate) *Decision {
 	if ep == nil || ep.Seq != req.epSeq || ep.Escalate != string(req.Action) || ep.exhausted() || e.nextStepLocked(ep) != string(req.Action) {
 		return supp(ReasonNotAllowed, "no longer the next step of the server's episode (a reload changed its ladder, or an operator reset it)")
 	}
-	if all, _ := ep.allResolved(); all && ep.Source == "alert" {
-		return supp(ReasonConditionCleared, "Alertmanager resolved the alert(s) before the next step")
+	if ep.Source == "alert" && e.alertsClearLocked(ep) {
+		return supp(ReasonConditionCleared, "Alertmanager resolved the alert(s) before the next step, and the server reads running")
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/vps-exporter/vps_exporter/collector"
 	"github.com/vps-exporter/vps_exporter/config"
 	"github.com/vps-exporter/vps_exporter/providers"
+	"github.com/vps-exporter/vps_exporter/remediation/episode"
 )
 
 // The closed loop (DESIGN.md "Closed loop"). An episode begins with the
@@ -43,12 +44,12 @@ const (
 )
 
 // ruleLadder is a rule's action and its escalation steps.
-func ruleLadder(r *config.Rule) []string { return append([]string{r.Action}, r.Escalate...) }
+func ruleLadder(r *config.Rule) []string { return episode.RuleLadder(r.Action, r.Escalate) }
 
 // alertLadder is an alert-driven action and the steps webhook.escalate
 // gives it.
 func alertLadder(w config.Webhook, first string) []string {
-	return append([]string{first}, w.Escalate[first]...)
+	return episode.AlertLadder(first, w.Escalate)
 }
 
 // ruleVerify is a rule's verify window.
@@ -166,131 +167,103 @@ func (e *Engine) store(ws ...*loopWrite) {
 
 // recordStepLocked adds an answered live action to its server's episode,
 // opening one for the first (with the alerts noted while it was under
-// way), and counts it as an attempt. A step the provider refused gets no
-// verdict: the same step is due again, after its cooldown (doubled by
-// each refusal). The next step of an episode that ended while it was
-// under way (an operator's reset) is no step: it is in the audit log and
-// counts as an attempt, and the server's next request starts its ladder
-// from the beginning.
+// way), and counts it as an attempt: the machine's step_accepted,
+// step_refused (no verdict: the same step is due again, after its
+// cooldown doubled by each refusal) or step_failed (not_recovered at
+// once). The next step of an episode that ended while it was under way
+// (an operator's reset) is no step: it is in the audit log and counts as
+// an attempt, and the server's next request starts its ladder from the
+// beginning.
 func (e *Engine) recordStepLocked(g *gate, rec *Record) *loopWrite {
 	req := g.req
 	t := e.trackLocked(g.root)
 	pending := e.pendingMarks[g.root]
 	delete(e.pendingMarks, g.root)
-	t.Attempts = append(t.Attempts, rec.Time)
 	ep := t.Episode
-	if req.escalation && (ep == nil || ep.Seq != req.epSeq || ep.Outcome != EpisodeOpen) {
+	from := stateOf(ep)
+	stray := req.escalation && (ep == nil || ep.Seq != req.epSeq || ep.Outcome != EpisodeOpen)
+	if !stray && from != episode.None && from != episode.EscalationDue {
+		stray = true // the gate lets no step through in another state
+	}
+	if stray {
+		t.Attempts = append(t.Attempts, rec.Time)
 		level.Info(e.logger).Log("msg", "the next step of an episode that ended while it was under way was carried out; it is in the audit log, in no episode",
 			"provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "episode", req.epSeq)
 		return e.captureLocked(t, nil)
 	}
-	if ep == nil || ep.Outcome != EpisodeOpen {
-		e.epSeq++
-		ep = &Episode{Seq: e.epSeq, Provider: req.Provider, Account: req.Account, ID: req.ID, Root: g.root,
-			Source: req.Source, Rule: req.Rule, Opened: rec.Time, Outcome: EpisodeOpen, Alerts: pending}
-		t.Episode = ep
+	kind := stepKind(rec)
+	c := change{
+		ev:      episode.Event{Kind: kind, Action: rec.Action, Detail: rec.Error},
+		step:    Step{Seq: rec.Seq, Action: rec.Action, ID: req.ID, Source: req.Source, Rule: req.Rule, Time: rec.Time, Finished: e.now(), Outcome: rec.Result, Refused: kind == episode.StepRefused, Alert: req.alert},
+		open:    &req,
+		pending: pending,
+		mark: func(ep *Episode) {
+			if rec.NewID != "" {
+				ep.ID = rec.NewID
+			}
+			ep.marks().mark(req.alert, req.Rule, req.alertStart)
+			if at := req.occ.resolvedAt(); !at.IsZero() {
+				ep.marks().resolve(req.alert, req.alertStart, at)
+			}
+		},
 	}
-	now := e.now()
-	refused := rec.Result == ResultFailed && !slices.ContainsFunc(rec.Calls, func(c Call) bool { return c.Result == ResultSuccess })
-	ep.Escalate, ep.EscalateSince = "", time.Time{}
-	ep.Steps = append(ep.Steps, Step{Seq: rec.Seq, Action: rec.Action, ID: req.ID, Source: req.Source, Rule: req.Rule,
-		Time: rec.Time, Finished: now, Outcome: rec.Result, Refused: refused, Alert: req.alert})
-	if rec.NewID != "" {
-		ep.ID = rec.NewID
+	if kind == episode.StepFailed {
+		// Not recovered at once: the ladder after this step.
+		c.ev.Detail = "the step failed after the provider accepted part of it: " + rec.Error
+		max, window := attemptsLimit(e.cfg)
+		probe := &Episode{Source: req.Source, Rule: req.Rule, Provider: req.Provider}
+		if ep != nil {
+			probe = ep.clone()
+		}
+		probe.Steps = append(probe.Steps, c.step)
+		c.ev.Next = e.nextStepLocked(probe)
+		c.ev.AtMax = t.attemptsSince(e.now().Add(-window))+1 >= max
 	}
-	ep.marks().mark(req.alert, req.Rule, req.alertStart)
-	if at := req.occ.resolvedAt(); !at.IsZero() {
-		ep.marks().resolve(req.alert, req.alertStart, at)
-	}
-	t.metricMisses = 0
-	if refused {
-		ep.Escalate, ep.EscalateSince = rec.Action, now
-		level.Info(e.episodeLogger(ep)).Log("msg", "the provider refused the action: no verdict; the same step is due again after its cooldown", "action", rec.Action, "err", rec.Error)
-	}
-	return e.captureLocked(t, nil)
+	return e.applyLocked(t, c)
 }
 
 // nextStepLocked is the episode's next action: its ladder as configured
 // now, at the episode's position, skipping actions its provider lacks;
 // "" when the ladder is used up.
 func (e *Engine) nextStepLocked(ep *Episode) string {
-	var ladder []string
+	var ladder episode.Ladder
 	switch {
 	case ep.Source == "rule":
 		r := e.ruleByNameLocked(ep.Rule)
 		if r == nil {
 			return ""
 		}
-		ladder = ruleLadder(r)
+		ladder = episode.RuleLadder(r.Action, r.Escalate)
 	case len(ep.Steps) > 0:
-		ladder = alertLadder(e.cfg.Webhook, ep.Steps[0].Action)
+		ladder = episode.AlertLadder(ep.Steps[0].Action, e.cfg.Webhook.Escalate)
 	}
-	for i := ep.position(); i < len(ladder); i++ {
-		if config.Supports(ep.Provider, ladder[i]) {
-			return ladder[i]
-		}
-	}
-	return ""
+	return ladder.Next(ep.position(), func(a string) bool { return config.Supports(ep.Provider, a) })
 }
 
-// verdictLocked takes the verdict of the episode's last step. recovered:
-// the episode ends; clear is when the condition was first seen clear.
-// not_recovered: the next step is due, or the server is exhausted.
-func (e *Engine) verdictLocked(t *track, verdict, detail string, clear time.Time) *loopWrite {
-	ep, now := t.Episode, e.now()
-	last := ep.last()
-	last.Verdict, last.VerdictTime, last.Detail = verdict, now, detail
-	counts := []string{verifyKey(ep.Provider, ep.Account, last.Action, last.Source, verdict)}
-	configured := e.accounts[ep.Account] == ep.Provider
-	if configured {
-		e.m.verifications.WithLabelValues(ep.Provider, ep.Account, last.Action, last.Source, verdict).Inc()
-	}
-	logger := e.episodeLogger(ep)
-	if verdict == VerdictRecovered {
-		if clear.IsZero() || clear.After(now) {
-			clear = now
+// verdictLocked gives the machine a verdict on the episode's last step:
+// window_ended in verifying, fresh_view in awaiting_view (view_timeout for
+// unknown), with the ladder's next step and max_attempts; pending at the
+// window's end makes the verdict wait for a fresh view. clear is when the
+// condition was first seen clear (recovered). An alert-driven next step
+// due with the webhook off ends the episode instead.
+func (e *Engine) verdictLocked(t *track, verdict episode.Verdict, detail string, clear time.Time) []*loopWrite {
+	ev := episode.Event{Kind: episode.WindowEnded, Verdict: verdict, Detail: detail}
+	if stateOf(t.Episode) == episode.AwaitingView {
+		switch verdict {
+		case episode.VerdictPending:
+			return nil // still waiting
+		case episode.VerdictUnknown:
+			ev.Kind = episode.ViewTimeout
+		default:
+			ev.Kind = episode.FreshView
 		}
-		if clear.Before(last.Finished) {
-			clear = last.Finished
-		}
-		if configured {
-			e.m.recovery.WithLabelValues(ep.Provider, ep.Account, last.Action).Observe(clear.Sub(last.Finished).Seconds())
-		}
-		ep.Outcome, ep.Ended = EpisodeRecovered, now
-		t.Episode = nil
-		level.Info(logger).Log("msg", "server recovered", "action", last.Action, "steps", len(ep.Steps), "detail", detail)
-		return e.captureLocked(t, ep, counts...)
 	}
-	max, window := attemptsLimit(e.cfg)
-	next := e.nextStepLocked(ep)
-	switch n := t.attemptsSince(now.Add(-window)); {
-	case ep.Source == "alert" && !e.cfg.Webhook.Enabled:
-		// Alert-driven steps are not taken with the webhook off.
-		ep.Outcome, ep.Ended, ep.Reason = EpisodeEnded, now, reasonWebhookOff
-		t.Episode = nil
-		level.Info(logger).Log("msg", "remediation episode ended", "reason", reasonWebhookOff, "action", last.Action, "detail", detail)
-		return e.captureLocked(t, ep, counts...)
-	case next == "":
-		e.exhaustLocked(t, fmt.Sprintf("the ladder is used up after %d step(s); the last, %s, did not recover it", len(ep.Steps), last.Action))
-	case n >= max:
-		e.exhaustLocked(t, fmt.Sprintf("max_attempts %d reached: %d actions in %s", max, n, window))
-	default:
-		ep.Escalate, ep.EscalateSince = next, now
-		level.Info(logger).Log("msg", "action did not recover the server; escalating", "action", last.Action, "next", next, "detail", detail)
+	ev = e.ladderLocked(t, ev)
+	ws := []*loopWrite{e.applyLocked(t, change{ev: ev, clear: clear})}
+	if ep := t.Episode; ep != nil && ep.Source == "alert" && !e.cfg.Webhook.Enabled && stateOf(ep) == episode.EscalationDue {
+		ws = append(ws, e.endLocked(t, episode.WebhookOff, reasonWebhookOff))
 	}
-	return e.captureLocked(t, nil, counts...)
-}
-
-// exhaustLocked hands the track's server to a person: every request for
-// it is suppressed (exhausted) until its condition has been clear for its
-// verify window or an operator resets it.
-func (e *Engine) exhaustLocked(t *track, reason string) {
-	ep := t.Episode
-	ep.Outcome, ep.Ended, ep.Reason, ep.Escalate, ep.EscalateSince, ep.ClearSince = EpisodeExhausted, e.now(), reason, "", time.Time{}, time.Time{}
-	if e.accounts[ep.Account] == ep.Provider {
-		e.m.exhausted.WithLabelValues(ep.Provider, ep.Account, ep.ID).Set(1)
-	}
-	level.Warn(e.episodeLogger(ep)).Log("msg", "remediation exhausted: no repair recovered this server; it needs a person (POST /api/v1/remediation/reset hands it back)", "reason", reason)
+	return ws
 }
 
 // exhaustRequestLocked exhausts a server a request asked for after
@@ -298,50 +271,37 @@ func (e *Engine) exhaustLocked(t *track, reason string) {
 // alert that asked is the episode's: its resolution hands the server
 // back.
 func (e *Engine) exhaustRequestLocked(t *track, req Request, reason string) *loopWrite {
-	if t.Episode == nil {
-		e.epSeq++
-		t.Episode = &Episode{Seq: e.epSeq, Provider: req.Provider, Account: req.Account, ID: req.ID, Root: t.Root,
-			Source: req.Source, Rule: req.Rule, Opened: e.now(), Outcome: EpisodeOpen}
-	}
-	t.Episode.marks().mark(req.alert, req.Rule, req.alertStart)
-	e.exhaustLocked(t, reason)
-	return e.captureLocked(t, nil)
+	return e.applyLocked(t, change{ev: episode.Event{Kind: episode.MaxAttempts, Detail: reason}, open: &req,
+		mark: func(ep *Episode) { ep.marks().mark(req.alert, req.Rule, req.alertStart) }})
 }
 
-// releaseLocked hands an exhausted server back to the loop.
-func (e *Engine) releaseLocked(t *track, by string) *loopWrite {
-	ep := t.Episode
-	ep.Released, ep.ReleasedBy = e.now(), by
-	e.m.exhausted.DeleteLabelValues(ep.Provider, ep.Account, ep.ID)
-	t.Episode = nil
-	level.Info(e.episodeLogger(ep)).Log("msg", "exhausted server handed back to remediation", "by", by)
-	return e.captureLocked(t, ep)
+// exhaustLocked hands the track's server to a person (kind:
+// next_step_impossible, ladder_changed with no step left): every request
+// for it is suppressed (exhausted) until its condition has been clear for
+// its verify window or an operator resets it.
+func (e *Engine) exhaustLocked(t *track, kind episode.Kind, reason string) *loopWrite {
+	return e.applyLocked(t, change{ev: episode.Event{Kind: kind, Detail: reason}})
+}
+
+// releaseLocked hands an exhausted server back to the loop: its condition
+// has been clear for its verify window.
+func (e *Engine) releaseLocked(t *track) *loopWrite {
+	return e.applyLocked(t, change{ev: episode.Event{Kind: episode.ConditionClear, Detail: releasedClear}, by: releasedClear})
 }
 
 // endLocked ends an active episode that can neither recover nor exhaust
-// (its server left, its rule was removed, an operator reset it).
-func (e *Engine) endLocked(t *track, reason string) *loopWrite {
-	ep := t.Episode
-	if ep.exhausted() {
-		ep.Released, ep.ReleasedBy = e.now(), reason
-		e.m.exhausted.DeleteLabelValues(ep.Provider, ep.Account, ep.ID)
-	} else {
-		ep.Outcome, ep.Ended, ep.Reason, ep.Escalate, ep.EscalateSince = EpisodeEnded, e.now(), reason, "", time.Time{}
-	}
-	t.Episode = nil
-	level.Info(e.episodeLogger(ep)).Log("msg", "remediation episode ended", "reason", reason)
-	return e.captureLocked(t, ep)
+// (kind: server_gone, rule_removed, excluded, webhook_off). An exhausted
+// server is released only when it is gone: its rule's removal keeps it
+// exhausted.
+func (e *Engine) endLocked(t *track, kind episode.Kind, reason string) *loopWrite {
+	return e.applyLocked(t, change{ev: episode.Event{Kind: kind, Detail: reason}, by: reason})
 }
 
 // recoveredEarlyLocked ends an open episode whose server recovered with
 // no verdict due (before its next step): recovered, late, no verdict
 // counted.
 func (e *Engine) recoveredEarlyLocked(t *track, why string) *loopWrite {
-	ep := t.Episode
-	ep.Outcome, ep.Ended, ep.Escalate, ep.EscalateSince, ep.Reason = EpisodeRecovered, e.now(), "", time.Time{}, "recovered before its next step ("+why+")"
-	t.Episode = nil
-	level.Info(e.episodeLogger(ep)).Log("msg", "server recovered before its next step", "detail", why)
-	return e.captureLocked(t, ep)
+	return e.applyLocked(t, change{ev: episode.Event{Kind: episode.ConditionClear, Detail: "recovered before its next step (" + why + ")"}})
 }
 
 // reasonWebhookOff ends the alert-driven episodes that would take a next
@@ -379,6 +339,29 @@ func clearOn(r *config.Rule, s providers.Server, found bool) (clear, known bool)
 	return !conditionHolds(r, s) && s.State == providers.StateRunning, true
 }
 
+// exhaustedClearLocked says whether an exhausted server's condition is
+// clear on a list, and whether the list can say: its rule's (r), or with
+// the rule gone (removed or renamed by a reload), every configured rule's
+// that covers the server: none holds, and it runs.
+func (e *Engine) exhaustedClearLocked(ep *Episode, r *config.Rule, s providers.Server, found bool) (clear, known bool) {
+	if r != nil {
+		return clearOn(r, s, found)
+	}
+	if !found {
+		return false, false
+	}
+	for i := range e.cfg.Rules {
+		o := &e.cfg.Rules[i]
+		if !ruleMatchesAccount(o, ep.Provider, ep.Account) {
+			continue
+		}
+		if c, k := clearOn(o, s, found); !k || !c {
+			return c, k
+		}
+	}
+	return s.State == providers.StateRunning, true
+}
+
 func (e *Engine) episodeLogger(ep *Episode) log.Logger {
 	return log.With(e.logger, "provider", ep.Provider, "account", ep.Account, "id", ep.ID, "episode", ep.Seq, "source", ep.Source, "rule", ep.Rule)
 }
@@ -404,7 +387,7 @@ func (e *Engine) loopRefresh(snap *collector.Snapshot, roots map[string]bool) []
 		if !roots[root] {
 			t.missing++
 			if t.missing >= goneAfter && !e.inFlight[root] {
-				ws = append(ws, e.endLocked(t, fmt.Sprintf("the server left its account (missing from %d successive lists)", t.missing)))
+				ws = append(ws, e.endLocked(t, episode.ServerGone, fmt.Sprintf("the server left its account (missing from %d successive lists)", t.missing)))
 			}
 			continue
 		}
@@ -412,14 +395,16 @@ func (e *Engine) loopRefresh(snap *collector.Snapshot, roots map[string]bool) []
 		s, found := lookupServer(snap.Servers, ep.ID)
 		if ep.Source == "rule" {
 			r := e.ruleByNameLocked(ep.Rule)
-			if r == nil {
-				if !e.inFlight[root] {
-					ws = append(ws, e.endLocked(t, fmt.Sprintf("rule %q is no longer configured", ep.Rule)))
-				}
-				continue
-			}
-			clear, known := clearOn(r, s, found)
 			if ep.exhausted() {
+				// Exhaustion belongs to the server: a rule removed or
+				// renamed by a reload does not release it; with its rule
+				// gone, its condition is clear when no configured rule's
+				// holds on it.
+				clear, known := e.exhaustedClearLocked(ep, r, s, found)
+				verify := config.DefaultVerify
+				if r != nil {
+					verify = ruleVerify(r)
+				}
 				switch {
 				case !known:
 					// No reading says either way: the clock neither
@@ -428,11 +413,18 @@ func (e *Engine) loopRefresh(snap *collector.Snapshot, roots map[string]bool) []
 					ep.ClearSince = time.Time{}
 				case ep.ClearSince.IsZero():
 					ep.ClearSince = now
-				case now.Sub(ep.ClearSince) >= ruleVerify(r):
-					ws = append(ws, e.releaseLocked(t, releasedClear))
+				case now.Sub(ep.ClearSince) >= verify:
+					ws = append(ws, e.releaseLocked(t))
 				}
 				continue
 			}
+			if r == nil {
+				if !e.inFlight[root] {
+					ws = append(ws, e.endLocked(t, episode.RuleRemoved, fmt.Sprintf("rule %q is no longer configured", ep.Rule)))
+				}
+				continue
+			}
+			clear, known := clearOn(r, s, found)
 			if ep.verifying() {
 				last := ep.last()
 				if snap.LastSuccess.After(last.Finished) && known {
@@ -465,8 +457,8 @@ func (e *Engine) loopRefresh(snap *collector.Snapshot, roots map[string]bool) []
 		if ep.EscalateSince.IsZero() {
 			ep.EscalateSince = now // a record from an older version
 		}
-		if changed, due := e.followLadderLocked(t); changed {
-			ws = append(ws, e.captureLocked(t, nil))
+		if w, due := e.followLadderLocked(t); w != nil {
+			ws = append(ws, w)
 			if !due {
 				continue
 			}
@@ -493,20 +485,16 @@ func (e *Engine) loopRefresh(snap *collector.Snapshot, roots map[string]bool) []
 
 // followLadderLocked points the episode's due step at the ladder as
 // configured now (a reload may have shortened or changed it since the
-// verdict): exhausted when it has no step left. changed: the episode
-// changed (to be written); due: a step is still due.
-func (e *Engine) followLadderLocked(t *track) (changed, due bool) {
+// verdict): the machine's ladder_changed, exhausted when it has no step
+// left. w: the change to write (nil: none); due: a step is still due.
+func (e *Engine) followLadderLocked(t *track) (w *loopWrite, due bool) {
 	ep := t.Episode
 	next := e.nextStepLocked(ep)
 	if next == ep.Escalate {
-		return false, true
+		return nil, true
 	}
-	if next == "" {
-		e.exhaustLocked(t, fmt.Sprintf("the ladder, as reloaded, has no step after %d", ep.position()))
-		return true, false
-	}
-	ep.Escalate = next
-	return true, true
+	return e.applyLocked(t, change{ev: episode.Event{Kind: episode.LadderChanged, Next: next,
+		Detail: fmt.Sprintf("the ladder, as reloaded, has no step after %d", ep.position())}}), next != ""
 }
 
 // endWithoutStepLocked ends an episode whose next step is due but no
@@ -521,26 +509,28 @@ func (e *Engine) endWithoutStepLocked(t *track) (*loopWrite, bool) {
 	}
 	if ep.Source == "rule" {
 		if e.ruleByNameLocked(ep.Rule) == nil {
-			return e.endLocked(t, fmt.Sprintf("rule %q is no longer configured", ep.Rule)), true
+			return e.endLocked(t, episode.RuleRemoved, fmt.Sprintf("rule %q is no longer configured", ep.Rule)), true
 		}
 		return nil, false
 	}
-	if all, _ := ep.allResolved(); all {
-		return e.recoveredEarlyLocked(t, "Alertmanager resolved the alert(s)"), true
+	if e.alertsClearLocked(ep) {
+		return e.recoveredEarlyLocked(t, "Alertmanager resolved the alert(s), and the server reads running"), true
 	}
 	if !e.cfg.Webhook.Enabled {
-		return e.endLocked(t, reasonWebhookOff), true
+		return e.endLocked(t, episode.WebhookOff, reasonWebhookOff), true
 	}
 	return nil, false
 }
 
 // ruleVerdict re-reads a server whose rule action's verify window ended
-// and takes the verdict on the provider's answer: recovered when the
-// rule's condition does not hold and the server is running. A read that
-// fails leaves the verdict to the next refresh; so does a running server
-// whose answer lacks the rule's metric (no reading is no recovery), at
-// most maxMetricMisses times or until twice the verify window has passed:
-// then not_recovered.
+// and takes the verdict (episode.Judge) on the provider's answer, the
+// exporter's fresh view: recovered when the server is running, its
+// account refreshed within stale_after and the rule's condition does not
+// hold. A read that fails is no view: the verdict waits for the next
+// refresh, at most stale_after after the window (then unknown: tick); so
+// does a running server whose answer lacks the rule's metric (no reading
+// is no recovery), at most maxMetricMisses times or until twice the
+// verify window has passed: then not_recovered.
 func (e *Engine) ruleVerdict(root string, seq uint64, provider, account, id string, r *config.Rule) {
 	var srv providers.Server
 	var err error
@@ -577,28 +567,53 @@ func (e *Engine) ruleVerdict(root string, seq uint64, provider, account, id stri
 		e.mu.Unlock()
 		return // the episode moved on meanwhile (reset, reload, a late read)
 	}
-	var w *loopWrite
+	var ws []*loopWrite
+	now, last := e.now(), ep.last()
 	absent := err == nil && srv.State == providers.StateRunning && r.Metric != "" && !srv.Reading(r.Metric).OK
 	if absent {
 		t.metricMisses++
 	}
+	in := episode.Inputs{Source: episode.FromRule, Now: now, Finished: last.Finished, Window: ruleVerify(r), StaleAfter: e.staleAfter}
+	detail := ""
 	switch {
 	case errors.Is(err, providers.ErrNotFound):
-		w = e.endLocked(t, "the provider no longer has the server")
+		ws = append(ws, e.endLocked(t, episode.ServerGone, "the provider no longer has the server"))
+		e.mu.Unlock()
+		e.store(ws...)
+		return
 	case err != nil:
 		level.Debug(e.episodeLogger(ep)).Log("msg", "cannot re-read the server for its verdict; trying at the next refresh", "err", err)
-	case absent && t.metricMisses < maxMetricMisses && e.now().Sub(ep.last().Finished) < 2*ruleVerify(r):
-		level.Debug(e.episodeLogger(ep)).Log("msg", "the re-read lacks the rule's metric; its verdict waits for the next refresh", "metric", r.Metric, "misses", t.metricMisses)
-	case absent:
-		w = e.verdictLocked(t, VerdictNotRecovered, fmt.Sprintf("%d re-read(s) up to %s after the action lacked the rule's metric %s: no sign of recovery",
-			t.metricMisses, e.now().Sub(ep.last().Finished).Round(time.Second), r.Metric), time.Time{})
-	case !conditionHolds(r, srv) && srv.State == providers.StateRunning:
-		w = e.verdictLocked(t, VerdictRecovered, fmt.Sprintf("re-read after %s: running, rule condition clear", ruleVerify(r)), ep.last().ClearAt)
 	default:
-		w = e.verdictLocked(t, VerdictNotRecovered, fmt.Sprintf("re-read after %s: state %s (%s), rule condition %s", ruleVerify(r), srv.State, srv.RawStatus, holdsText(conditionHolds(r, srv))), time.Time{})
+		in.View = episode.View{At: now, AccountRefreshed: e.accountRefreshedLocked(provider, account), Listed: true, State: string(srv.State)}
+		switch {
+		case absent && t.metricMisses < maxMetricMisses && now.Sub(last.Finished) < 2*ruleVerify(r):
+			in.Condition = episode.CondUnread
+			level.Debug(e.episodeLogger(ep)).Log("msg", "the re-read lacks the rule's metric; its verdict waits for the next refresh", "metric", r.Metric, "misses", t.metricMisses)
+		case absent:
+			in.Condition = episode.CondHolds
+			detail = fmt.Sprintf("%d re-read(s) up to %s after the action lacked the rule's metric %s: no sign of recovery",
+				t.metricMisses, now.Sub(last.Finished).Round(time.Second), r.Metric)
+		case conditionHolds(r, srv):
+			in.Condition = episode.CondHolds
+		default:
+			in.Condition = episode.CondClear
+		}
+	}
+	v, why := episode.Judge(in)
+	switch {
+	case v == episode.VerdictPending && err == nil && in.Condition == episode.CondUnread:
+		// The metric's reading may come with the next refresh.
+	case detail != "" && v == episode.VerdictNotRecovered:
+		ws = e.verdictLocked(t, v, detail, time.Time{})
+	case v == episode.VerdictRecovered:
+		ws = e.verdictLocked(t, v, fmt.Sprintf("re-read after %s: %s", ruleVerify(r), why), last.ClearAt)
+	case v == episode.VerdictNotRecovered:
+		ws = e.verdictLocked(t, v, fmt.Sprintf("re-read after %s: state %s (%s), rule condition %s", ruleVerify(r), srv.State, srv.RawStatus, holdsText(conditionHolds(r, srv))), time.Time{})
+	default:
+		ws = e.verdictLocked(t, v, why, time.Time{})
 	}
 	e.mu.Unlock()
-	e.store(w)
+	e.store(ws...)
 }
 
 // maxMetricMisses bounds the verdict re-reads of a step that may lack the
@@ -612,25 +627,38 @@ func holdsText(holds bool) string {
 	return "clear"
 }
 
-// tick takes the alert verdicts whose window ended (no resolved
-// notification for every alert of the episode: not_recovered), ends the
-// alert-driven episodes whose next step is no longer called for, and
-// releases exhausted alert-driven servers whose alerts have all been
-// resolved for webhook.verify. The flusher calls it every few seconds.
-// Only the configured accounts' servers are ticked.
+// tick takes the alert verdicts that are due (episode.Judge on the
+// resolved notifications and the exporter's own view: not_recovered only
+// after webhook.resolve_grace past the window), ends the alert-driven
+// episodes whose next step is no longer called for, releases exhausted
+// alert-driven servers whose alerts have all been resolved for
+// webhook.verify on a fresh view, and makes unknown the verdicts (rules
+// too) that waited stale_after for a fresh view. The flusher calls it
+// every few seconds. Only the configured accounts' servers are ticked.
 func (e *Engine) tick() {
+	e.mu.Lock()
+	accounts := make([]string, 0, len(e.accounts))
+	for a := range e.accounts {
+		accounts = append(accounts, a)
+	}
+	e.mu.Unlock()
+	snaps := e.snapshots(accounts)
 	var ws []*loopWrite
 	e.mu.Lock()
 	now, verify := e.now(), alertVerify(e.cfg.Webhook)
 	for root, t := range e.tracks {
 		ep := t.Episode
-		if ep == nil || ep.Source != "alert" || e.accounts[ep.Account] != ep.Provider {
+		if ep == nil || e.accounts[ep.Account] != ep.Provider {
 			continue
 		}
-		all, at := ep.allResolved()
+		if ep.Source != "alert" {
+			ws = append(ws, e.ruleTimeoutLocked(t, now)...)
+			continue
+		}
+		view := viewOf(snaps[ep.Account], ep.ID)
 		if ep.exhausted() {
-			if all && !ep.ClearSince.IsZero() && now.Sub(ep.ClearSince) >= verify {
-				ws = append(ws, e.releaseLocked(t, releasedClear))
+			if e.alertsClearOn(ep, view) && !ep.ClearSince.IsZero() && now.Sub(ep.ClearSince) >= verify {
+				ws = append(ws, e.releaseLocked(t))
 			}
 			continue
 		}
@@ -640,30 +668,128 @@ func (e *Engine) tick() {
 				continue
 			}
 		}
-		last := ep.last()
-		if !ep.verifying() || last.Finished.IsZero() {
-			continue
-		}
-		switch {
-		case all:
-			ws = append(ws, e.verdictLocked(t, VerdictRecovered, "Alertmanager resolved the alert(s)", at))
-		case now.Sub(last.Finished) >= verify:
-			ws = append(ws, e.verdictLocked(t, VerdictNotRecovered, fmt.Sprintf("no resolved notification within webhook.verify %s", verify), time.Time{}))
-		}
+		ws = append(ws, e.alertVerdictLocked(t, view)...)
 	}
 	e.mu.Unlock()
 	e.store(ws...)
+}
+
+// ruleTimeoutLocked makes unknown the verdict of a rule's step that had
+// no fresh view stale_after past its window (no re-read could be made:
+// the account down, the server not read); it never escalates.
+func (e *Engine) ruleTimeoutLocked(t *track, now time.Time) []*loopWrite {
+	ep := t.Episode
+	if t.verifying || !ep.verifying() || ep.last().Finished.IsZero() {
+		return nil
+	}
+	in := episode.Inputs{Source: episode.FromRule, Now: now, Finished: ep.last().Finished, Window: e.episodeVerifyLocked(ep), StaleAfter: e.staleAfter}
+	if v, why := episode.Judge(in); v == episode.VerdictUnknown {
+		return e.verdictLocked(t, v, why, time.Time{})
+	}
+	return nil
+}
+
+// alertVerdictLocked takes the verdict of an alert-driven episode's last
+// step on its alerts and view, if one is due: recovered as soon as every
+// alert resolved with endsAt inside the window and the view agrees;
+// otherwise none before the grace after the window.
+func (e *Engine) alertVerdictLocked(t *track, view episode.View) []*loopWrite {
+	ep := t.Episode
+	last := ep.last()
+	if !ep.verifying() || last.Finished.IsZero() {
+		return nil
+	}
+	all, at := ep.allResolved()
+	in := episode.Inputs{Source: episode.FromAlert, Now: e.now(), Finished: last.Finished, Window: alertVerify(e.cfg.Webhook),
+		Grace: resolveGrace(e.cfg.Webhook), StaleAfter: e.staleAfter, View: view, Resolved: all, EndsAt: at}
+	v, why := episode.Judge(in)
+	if v == episode.VerdictPending && in.Now.Before(last.Finished.Add(in.Window+in.Grace)) {
+		return nil
+	}
+	return e.verdictLocked(t, v, why, at)
+}
+
+// alertsClearOn reports whether an alert-driven episode's condition is
+// clear: every alert resolved, and the exporter's fresh view has the
+// server running.
+func (e *Engine) alertsClearOn(ep *Episode, v episode.View) bool {
+	all, _ := ep.allResolved()
+	return all && v.Listed && v.State == string(providers.StateRunning) && !v.AccountRefreshed.IsZero() &&
+		e.now().Sub(v.AccountRefreshed) <= e.staleAfter
+}
+
+// alertsClearLocked is alertsClearOn on the account's snapshot now (the
+// collector's store is memory: no call).
+func (e *Engine) alertsClearLocked(ep *Episode) bool {
+	snap, ok := e.deps.Snapshot(ep.Account)
+	if !ok {
+		return false
+	}
+	return e.alertsClearOn(ep, viewOf(&snap, ep.ID))
+}
+
+// snapshots are the accounts' snapshots, read without the engine's lock.
+func (e *Engine) snapshots(accounts []string) map[string]*collector.Snapshot {
+	out := make(map[string]*collector.Snapshot, len(accounts))
+	for _, a := range accounts {
+		if s, ok := e.deps.Snapshot(a); ok {
+			out[a] = &s
+		}
+	}
+	return out
+}
+
+// viewOf is the exporter's own view of server id in its account's
+// snapshot (nil: none): as of the last successful list; the account's
+// refresh counts only while it is up.
+func viewOf(snap *collector.Snapshot, id string) episode.View {
+	if snap == nil || !snap.Refreshed || snap.LastSuccess.IsZero() {
+		return episode.View{}
+	}
+	v := episode.View{At: snap.LastSuccess}
+	if snap.Up {
+		v.AccountRefreshed = snap.LastSuccess
+	}
+	if s, found := lookupServer(snap.Servers, id); found {
+		v.Listed, v.State = true, string(s.State)
+	}
+	return v
+}
+
+// accountRefreshedLocked is the account's last successful list while it
+// is up (zero: down, or never listed).
+func (e *Engine) accountRefreshedLocked(provider, account string) time.Time {
+	h, ok := e.health[account]
+	if !ok || h.provider != provider || !h.up {
+		return time.Time{}
+	}
+	return h.lastSuccess
+}
+
+// resolveGrace is webhook.resolve_grace: how long after an alert's verify
+// window a resolved notification may still arrive (Alertmanager sends it
+// at the group's next flush).
+func resolveGrace(w config.Webhook) time.Duration {
+	if w.ResolveGrace > 0 {
+		return time.Duration(w.ResolveGrace)
+	}
+	return config.DefaultResolveGrace
 }
 
 // alertResolved records Alertmanager's resolved notification of an
 // occurrence of an alert (startsAt) for a server: on its active episode
 // if the episode knows the alert, or on the pending marks of a request of
 // the server under way (its episode takes them). When every alert of an
-// episode resolved, its last step is recovered, an exhausted server's
-// condition is clear from now, and a next step due is no longer called
-// for. Any other notification is only counted. It returns the change to
-// store (the caller batches a payload's in one transaction).
+// episode resolved, its last step's verdict is taken (recovered when the
+// exporter's view agrees), an exhausted server's condition is clear from
+// now, and a next step due is no longer called for. Any other
+// notification is only counted. It returns the change to store (the
+// caller batches a payload's in one transaction).
 func (e *Engine) alertResolved(provider, account, id, fingerprint string, startsAt, at time.Time) *loopWrite {
+	var snap *collector.Snapshot
+	if s, ok := e.deps.Snapshot(account); ok {
+		snap = &s
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := e.now()
@@ -686,20 +812,51 @@ func (e *Engine) alertResolved(provider, account, id, fingerprint string, starts
 	if !ep.marks().resolve(fingerprint, startsAt, at) {
 		return nil
 	}
-	all, last := ep.allResolved()
+	all, _ := ep.allResolved()
 	switch {
 	case all && ep.exhausted():
 		if ep.ClearSince.IsZero() {
 			ep.ClearSince = now
 		}
 	case all && ep.Source == "alert" && ep.verifying() && !ep.last().Finished.IsZero():
-		return e.verdictLocked(t, VerdictRecovered, "Alertmanager resolved the alert(s)", last)
+		if w := mergeWrites(e.alertVerdictLocked(t, viewOf(snap, ep.ID))); w != nil {
+			return w
+		}
 	case all && !e.inFlight[root]:
 		if w, ended := e.endWithoutStepLocked(t); ended {
 			return w
 		}
 	}
 	return e.captureLocked(t, nil)
+}
+
+// mergeWrites is one track's successive changes as one write: the newest
+// track, every episode at its newest version, every counter.
+func mergeWrites(ws []*loopWrite) *loopWrite {
+	var out *loopWrite
+	for _, w := range ws {
+		if w == nil {
+			continue
+		}
+		if out == nil {
+			c := *w
+			out = &c
+			continue
+		}
+		counts := append(append([]string(nil), out.counts...), w.counts...)
+		eps := append([]*Episode(nil), out.eps...)
+		for _, ep := range w.eps {
+			if i := slices.IndexFunc(eps, func(x *Episode) bool { return x.Seq == ep.Seq }); i >= 0 {
+				eps[i] = ep
+			} else {
+				eps = append(eps, ep)
+			}
+		}
+		c := *w
+		c.counts, c.eps = counts, eps
+		out = &c
+	}
+	return out
 }
 
 // alertFiring notes that an occurrence of an alert fires for a server
@@ -758,8 +915,8 @@ func (e *Engine) escalationRefused(req Request, d Decision) {
 		w = ww
 		return
 	}
-	if changed, _ := e.followLadderLocked(t); changed {
-		w = e.captureLocked(t, nil)
+	if ww, _ := e.followLadderLocked(t); ww != nil {
+		w = ww
 		return
 	}
 	if ep.Escalate != string(req.Action) {
@@ -767,14 +924,12 @@ func (e *Engine) escalationRefused(req Request, d Decision) {
 	}
 	switch {
 	case d.Reason == ReasonNotAllowed && d.permanent:
-		e.exhaustLocked(t, fmt.Sprintf("the next step, %s, cannot be taken: %s", req.Action, d.Detail))
-		w = e.captureLocked(t, nil)
+		w = e.exhaustLocked(t, episode.NextStepImpossible, fmt.Sprintf("the next step, %s, cannot be taken: %s", req.Action, d.Detail))
 	case d.Reason == ReasonExcluded:
-		w = e.endLocked(t, "excluded: "+d.Detail)
+		w = e.endLocked(t, episode.Excluded, "excluded: "+d.Detail)
 	case d.Reason == ReasonPrecondition:
 		if verify := e.episodeVerifyLocked(ep); !ep.EscalateSince.IsZero() && e.now().Sub(ep.EscalateSince) >= verify {
-			e.exhaustLocked(t, fmt.Sprintf("the next step, %s, could not be taken for %s (its verify window): %s", req.Action, e.now().Sub(ep.EscalateSince).Round(time.Second), d.Detail))
-			w = e.captureLocked(t, nil)
+			w = e.exhaustLocked(t, episode.NextStepImpossible, fmt.Sprintf("the next step, %s, could not be taken for %s (its verify window): %s", req.Action, e.now().Sub(ep.EscalateSince).Round(time.Second), d.Detail))
 		}
 	case d.Reason == ReasonConditionCleared:
 		w = e.recoveredEarlyLocked(t, d.Detail)

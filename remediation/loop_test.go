@@ -252,6 +252,10 @@ func TestAlertVerdicts(t *testing.T) {
 			}
 			for i, st := range tc.steps {
 				h.advance(st.advance)
+				if st.advance > 0 {
+					h.settle()
+					h.refresh("vps") // the fresh view a verdict needs (issue 22)
+				}
 				for _, a := range st.fire {
 					n := len(h.sim.Actions())
 					send("firing", a)
@@ -645,6 +649,7 @@ func TestAlertResolvedWhileItsRepairIsUnderWay(t *testing.T) {
 		sendAlerts(t, h, wh, amItem{status: "firing", name: "A", id: "12003", started: started})
 		waitFor(t, func() bool { return len(h.episodes("12003")) == 1 })
 		h.advance(6 * time.Minute)
+		h.refresh("vps") // the fresh view a verdict needs (issue 22)
 		h.engine.tick() // not_recovered: the power cycle is due
 		sendAlerts(t, h, wh, amItem{status: "resolved", name: "A", id: "12003", started: started})
 		h.engine.tick()
@@ -665,6 +670,7 @@ func TestAlertResolvedWhileItsRepairIsUnderWay(t *testing.T) {
 		sendAlerts(t, h, wh, amItem{status: "firing", name: "A", id: "12003", started: started})
 		waitFor(t, func() bool { return len(h.episodes("12003")) == 1 })
 		h.advance(6 * time.Minute)
+		h.refresh("vps") // the fresh view a verdict needs (issue 22)
 		h.engine.tick() // not_recovered: the power cycle is due
 		h.settle()
 		w := h.watch("vps", 300*time.Millisecond)
@@ -742,11 +748,13 @@ func TestAlertExhaustedAtRequestIsHandedBackByItsAlert(t *testing.T) {
 	sendAlerts(t, h, wh, amItem{status: "resolved", name: "A", id: "12003", started: s2})
 	h.engine.tick()
 	h.advance(4 * time.Minute)
+	h.refresh("vps") // a fresh view: the release needs one (issue 22)
 	h.engine.tick()
 	if len(h.engine.Exhausted()) != 1 {
 		t.Fatal("handed back before its alert had been resolved for webhook.verify")
 	}
 	h.advance(2 * time.Minute)
+	h.refresh("vps")
 	h.engine.tick()
 	if x := h.engine.Exhausted(); len(x) != 0 {
 		t.Errorf("its alert resolved 6m ago (webhook.verify 5m) and it is still exhausted: %+v; episodes %q", x, summaries(h.episodes("12003")))
@@ -787,6 +795,7 @@ func TestWebhookOffEndsAlertLadders(t *testing.T) {
 				wantEpisode(t, h, "12003", "reboot:recovered", EpisodeRecovered)
 			} else {
 				h.advance(6 * time.Minute)
+				h.refresh("vps") // the fresh view a verdict needs (issue 22)
 				h.engine.tick()
 				h.settle()
 				h.refresh("vps")
@@ -1171,6 +1180,7 @@ func TestResetRestartsAStillFiringAlert(t *testing.T) {
 	sendAlerts(t, h, wh, amItem{status: "firing", name: "A", id: "12003", started: s1})
 	waitFor(t, func() bool { return len(h.episodes("12003")) == 1 })
 	h.advance(6 * time.Minute)
+	h.refresh("vps") // the fresh view a verdict needs (issue 22)
 	h.engine.tick()
 	if len(h.engine.Exhausted()) != 1 {
 		t.Fatal("not exhausted")

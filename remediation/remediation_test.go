@@ -60,6 +60,9 @@ func baseConfig(t testing.TB) config.Remediation {
 	c.Enabled, c.DryRun = true, false
 	c.StateFile = filepath.Join(t.TempDir(), "state.db")
 	c.Webhook.Enabled = true
+	// Alert verdicts right after webhook.verify, as before issue 22's
+	// resolve_grace (TestResolveGrace* pins the grace).
+	c.Webhook.ResolveGrace = model.Duration(time.Second)
 	c.MaxActionsPerHour = 100
 	c.MaxFleetFraction = 1
 	return c
