@@ -650,7 +650,7 @@ func TestAlertResolvedWhileItsRepairIsUnderWay(t *testing.T) {
 		waitFor(t, func() bool { return len(h.episodes("12003")) == 1 })
 		h.advance(6 * time.Minute)
 		h.refresh("vps") // the fresh view a verdict needs (issue 22)
-		h.engine.tick() // not_recovered: the power cycle is due
+		h.engine.tick()  // not_recovered: the power cycle is due
 		sendAlerts(t, h, wh, amItem{status: "resolved", name: "A", id: "12003", started: started})
 		h.engine.tick()
 		h.settle()
@@ -671,7 +671,7 @@ func TestAlertResolvedWhileItsRepairIsUnderWay(t *testing.T) {
 		waitFor(t, func() bool { return len(h.episodes("12003")) == 1 })
 		h.advance(6 * time.Minute)
 		h.refresh("vps") // the fresh view a verdict needs (issue 22)
-		h.engine.tick() // not_recovered: the power cycle is due
+		h.engine.tick()  // not_recovered: the power cycle is due
 		h.settle()
 		w := h.watch("vps", 300*time.Millisecond)
 		done := make(chan struct{})
