@@ -342,7 +342,8 @@ func clearOn(r *config.Rule, s providers.Server, found bool) (clear, known bool)
 // exhaustedClearLocked says whether an exhausted server's condition is
 // clear on a list, and whether the list can say: its rule's (r), or with
 // the rule gone (removed or renamed by a reload), every configured rule's
-// that covers the server: none holds, and it runs.
+// that covers the server: none holds, and it runs (no rule covers it: the
+// list cannot say, and it stays exhausted until a reset).
 func (e *Engine) exhaustedClearLocked(ep *Episode, r *config.Rule, s providers.Server, found bool) (clear, known bool) {
 	if r != nil {
 		return clearOn(r, s, found)
@@ -350,16 +351,20 @@ func (e *Engine) exhaustedClearLocked(ep *Episode, r *config.Rule, s providers.S
 	if !found {
 		return false, false
 	}
+	covered := false
 	for i := range e.cfg.Rules {
 		o := &e.cfg.Rules[i]
 		if !ruleMatchesAccount(o, ep.Provider, ep.Account) {
 			continue
 		}
+		covered = true
 		if c, k := clearOn(o, s, found); !k || !c {
 			return c, k
 		}
 	}
-	return s.State == providers.StateRunning, true
+	// No rule covers it any more: nothing says its condition cleared;
+	// it waits for a person (a reset).
+	return covered && s.State == providers.StateRunning, covered
 }
 
 func (e *Engine) episodeLogger(ep *Episode) log.Logger {
