@@ -719,6 +719,8 @@ func TestStaleAlertNotificationsAreNoVerdict(t *testing.T) {
 	h.engine.tick()
 	wantEpisode(t, h, "12003", "reboot:verifying", EpisodeOpen)
 	sendAlerts(t, h, wh, amItem{status: "resolved", name: "A", id: "12003", started: current})
+	h.settle()
+	h.refresh("vps") // a view read after the resolution (issue 22)
 	h.engine.tick()
 	wantEpisode(t, h, "12003", "reboot:recovered", EpisodeRecovered)
 }
@@ -791,6 +793,8 @@ func TestWebhookOffEndsAlertLadders(t *testing.T) {
 			if resolves {
 				h.advance(2 * time.Minute)
 				sendAlerts(t, h, wh, amItem{status: "resolved", name: "A", id: "12003", started: started})
+				h.settle()
+				h.refresh("vps") // a view read after the resolution (issue 22)
 				h.engine.tick()
 				wantEpisode(t, h, "12003", "reboot:recovered", EpisodeRecovered)
 			} else {

@@ -85,8 +85,9 @@ func (v View) fresh(finished, now time.Time, staleAfter time.Duration) bool {
 // the exporter's own fresh view agrees: the server is listed, its
 // normalized state running, its account refreshed within stale_after,
 // AND the condition is clear (rules, after the window) or every alert
-// resolved with endsAt inside the window (alerts: at once; a late
-// notification counts until the grace after the window). not_recovered
+// resolved with endsAt inside the window (alerts: at once, on a view read
+// after endsAt; a late notification counts until the grace after the
+// window). not_recovered
 // on a fresh view that disagrees, once the window (alerts: and the grace)
 // ended. Without a fresh view the verdict is Pending until stale_after
 // past the window's end (alerts: and the grace), then Unknown. detail
@@ -101,8 +102,10 @@ func Judge(in Inputs) (Verdict, string) {
 	switch in.Source {
 	case FromAlert:
 		resolvedInside := in.Resolved && !in.EndsAt.After(end)
+		// The view that agrees is one read after the alert resolved.
+		seenSince := !in.View.At.Before(in.EndsAt)
 		switch {
-		case resolvedInside && fresh && in.View.Listed && in.View.State == "running":
+		case resolvedInside && fresh && seenSince && in.View.Listed && in.View.State == "running":
 			return VerdictRecovered, "Alertmanager resolved the alert(s) inside webhook.verify, and the server reads running"
 		case in.Now.Before(due):
 			return VerdictPending, ""

@@ -21,6 +21,9 @@ func TestJudge(t *testing.T) {
 	// A view from before the step finished shows the server as it was.
 	old := running
 	old.At = t0.Add(-time.Second)
+	// A list read 30 s after the step.
+	early := running
+	early.At, early.AccountRefreshed = t0.Add(30*time.Second), t0.Add(30*time.Second)
 	for _, tc := range []struct {
 		name string
 		in   Inputs
@@ -46,6 +49,8 @@ func TestJudge(t *testing.T) {
 		{"alert resolved, account down past stale_after", Inputs{Source: FromAlert, Now: end.Add(grace + stale), View: accountDown, Resolved: true, EndsAt: t0.Add(time.Minute)}, VerdictUnknown},
 		{"alert unresolved in grace (fault 4)", Inputs{Source: FromAlert, Now: end.Add(grace - time.Second), View: running}, VerdictPending},
 		{"alert unresolved after grace", Inputs{Source: FromAlert, Now: end.Add(grace), View: running}, VerdictNotRecovered},
+		{"alert resolved, view read before the resolution", Inputs{Source: FromAlert, Now: t0.Add(2 * time.Minute), View: early, Resolved: true, EndsAt: t0.Add(time.Minute)}, VerdictPending},
+		{"alert resolved, view read after the resolution", Inputs{Source: FromAlert, Now: t0.Add(2 * time.Minute), View: early, Resolved: true, EndsAt: t0.Add(20 * time.Second)}, VerdictRecovered},
 		{"alert resolved after the window", Inputs{Source: FromAlert, Now: end.Add(grace), View: running, Resolved: true, EndsAt: end.Add(time.Second)}, VerdictNotRecovered},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
