@@ -106,23 +106,20 @@ func (e *Engine) applyLocked(t *track, c change) *loopWrite {
 			}
 			ep.Escalate = eff.Action
 		case episode.MarkExhausted:
-			ep.Outcome, ep.Ended, ep.Reason, ep.Escalate, ep.EscalateSince, ep.ClearSince = EpisodeExhausted, now, c.ev.Detail, "", time.Time{}, time.Time{}
-			ep.AwaitingView = time.Time{}
+			settleFields(ep, episode.Exhausted, c.ev.Detail, "", now)
 			if e.accounts[ep.Account] == ep.Provider {
 				e.m.exhausted.WithLabelValues(ep.Provider, ep.Account, ep.ID).Set(1)
 			}
 		case episode.UnmarkExhausted:
-			ep.Released, ep.ReleasedBy = now, c.by
+			settleFields(ep, episode.Released, "", c.by, now)
 			e.m.exhausted.DeleteLabelValues(ep.Provider, ep.Account, ep.ID)
 			t.Episode, ended = nil, ep
 		case episode.Close:
-			ep.Outcome, ep.Ended, ep.Escalate, ep.EscalateSince, ep.AwaitingView = EpisodeEnded, now, "", time.Time{}, time.Time{}
-			if to == episode.Recovered {
-				ep.Outcome = EpisodeRecovered
+			reason := c.ev.Detail
+			if c.ev.Kind == episode.WindowEnded || c.ev.Kind == episode.FreshView {
+				reason = "" // the verdict's detail is the step's
 			}
-			if c.ev.Kind != episode.WindowEnded && c.ev.Kind != episode.FreshView {
-				ep.Reason = c.ev.Detail
-			}
+			settleFields(ep, to, reason, "", now)
 			t.Episode, ended = nil, ep
 		case episode.Log:
 			l := level.Info(e.episodeLogger(ep))
@@ -151,6 +148,28 @@ func (e *Engine) applyLocked(t *track, c change) *loopWrite {
 		}
 	}
 	return nil
+}
+
+// settleFields sets an episode's fields for the state the machine took
+// it to: exhausted (why), released (by), recovered or ended (why, when
+// given). Reset uses it on its copy too.
+func settleFields(ep *Episode, to episode.State, why, by string, now time.Time) {
+	switch to {
+	case episode.Exhausted:
+		ep.Outcome, ep.Ended, ep.Reason = EpisodeExhausted, now, why
+		ep.Escalate, ep.EscalateSince, ep.ClearSince, ep.AwaitingView = "", time.Time{}, time.Time{}, time.Time{}
+	case episode.Released:
+		ep.Released, ep.ReleasedBy = now, by
+	case episode.Recovered, episode.Ended:
+		ep.Outcome, ep.Ended = EpisodeEnded, now
+		if to == episode.Recovered {
+			ep.Outcome = EpisodeRecovered
+		}
+		ep.Escalate, ep.EscalateSince, ep.AwaitingView = "", time.Time{}, time.Time{}
+		if why != "" {
+			ep.Reason = why
+		}
+	}
 }
 
 // setVerdictLocked records a verdict on the episode's last step and counts

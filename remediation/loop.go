@@ -1163,12 +1163,10 @@ func (e *Engine) Reset(provider, account, id string) (ResetResult, error) {
 			if ep := t.Episode; ep != nil {
 				ended = ep.clone()
 				ended.Version = ver
-				if ep.exhausted() {
-					res.Exhausted = true
-					ended.Released, ended.ReleasedBy = e.now(), releasedReset
-				} else {
-					res.Episode = true
-					ended.Outcome, ended.Ended, ended.Reason, ended.Escalate, ended.EscalateSince = EpisodeEnded, e.now(), "reset by an operator", "", time.Time{}
+				res.Exhausted, res.Episode = ep.exhausted(), !ep.exhausted()
+				// The machine's reset, on the copy the file gets first.
+				if to, _, err := episode.Transition(stateOf(ended), episode.Event{Kind: episode.Reset}, e.now()); err == nil {
+					settleFields(ended, to, "reset by an operator", releasedReset, e.now())
 				}
 			}
 		}
