@@ -6,6 +6,7 @@ import (
 
 	"github.com/go-kit/log/level"
 
+	"github.com/vps-exporter/vps_exporter/config"
 	"github.com/vps-exporter/vps_exporter/remediation/episode"
 )
 
@@ -222,3 +223,146 @@ func stepKind(rec *Record) episode.Kind {
 	}
 	return episode.StepAccepted
 }
+
+// recordStepLocked adds an answered live action to its server's episode,
+// opening one for the first (with the alerts noted while it was under
+// way), and counts it as an attempt: the machine's step_accepted,
+// step_refused (no verdict: the same step is due again, after its
+// cooldown doubled by each refusal) or step_failed (not_recovered at
+// once). The next step of an episode that ended while it was under way
+// (an operator's reset) is no step: it is in the audit log and counts as
+// an attempt, and the server's next request starts its ladder from the
+// beginning.
+func (e *Engine) recordStepLocked(g *gate, rec *Record) *loopWrite {
+	req := g.req
+	t := e.trackLocked(g.root)
+	pending := e.pendingMarks[g.root]
+	delete(e.pendingMarks, g.root)
+	ep := t.Episode
+	from := stateOf(ep)
+	stray := req.escalation && (ep == nil || ep.Seq != req.epSeq || ep.Outcome != EpisodeOpen)
+	if !stray && from != episode.None && from != episode.EscalationDue {
+		stray = true // the gate lets no step through in another state
+	}
+	if stray {
+		t.Attempts = append(t.Attempts, rec.Time)
+		level.Info(e.logger).Log("msg", "the next step of an episode that ended while it was under way was carried out; it is in the audit log, in no episode",
+			"provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "episode", req.epSeq)
+		return e.captureLocked(t, nil)
+	}
+	kind := stepKind(rec)
+	c := change{
+		ev:      episode.Event{Kind: kind, Action: rec.Action, Detail: rec.Error},
+		step:    Step{Seq: rec.Seq, Action: rec.Action, ID: req.ID, Source: req.Source, Rule: req.Rule, Time: rec.Time, Finished: e.now(), Outcome: rec.Result, Refused: kind == episode.StepRefused, Alert: req.alert},
+		open:    &req,
+		pending: pending,
+		mark: func(ep *Episode) {
+			if rec.NewID != "" {
+				ep.ID = rec.NewID
+			}
+			ep.marks().mark(req.alert, req.Rule, req.alertStart)
+			if at := req.occ.resolvedAt(); !at.IsZero() {
+				ep.marks().resolve(req.alert, req.alertStart, at)
+			}
+		},
+	}
+	if kind == episode.StepFailed {
+		// Not recovered at once: the ladder after this step.
+		c.ev.Detail = "the step failed after the provider accepted part of it: " + rec.Error
+		max, window := attemptsLimit(e.cfg)
+		probe := &Episode{Source: req.Source, Rule: req.Rule, Provider: req.Provider}
+		if ep != nil {
+			probe = ep.clone()
+		}
+		probe.Steps = append(probe.Steps, c.step)
+		c.ev.Next = e.nextStepLocked(probe)
+		c.ev.AtMax = t.attemptsSince(e.now().Add(-window))+1 >= max
+	}
+	return e.applyLocked(t, c)
+}
+
+// nextStepLocked is the episode's next action: its ladder as configured
+// now, at the episode's position, skipping actions its provider lacks;
+// "" when the ladder is used up.
+func (e *Engine) nextStepLocked(ep *Episode) string {
+	var ladder episode.Ladder
+	switch {
+	case ep.Source == "rule":
+		r := e.ruleByNameLocked(ep.Rule)
+		if r == nil {
+			return ""
+		}
+		ladder = episode.RuleLadder(r.Action, r.Escalate)
+	case len(ep.Steps) > 0:
+		ladder = episode.AlertLadder(ep.Steps[0].Action, e.cfg.Webhook.Escalate)
+	}
+	return ladder.Next(ep.position(), func(a string) bool { return config.Supports(ep.Provider, a) })
+}
+
+// verdictLocked gives the machine a verdict on the episode's last step:
+// window_ended in verifying, fresh_view in awaiting_view (view_timeout for
+// unknown), with the ladder's next step and max_attempts; pending at the
+// window's end makes the verdict wait for a fresh view. clear is when the
+// condition was first seen clear (recovered). An alert-driven next step
+// due with the webhook off ends the episode instead.
+func (e *Engine) verdictLocked(t *track, verdict episode.Verdict, detail string, clear time.Time) []*loopWrite {
+	ev := episode.Event{Kind: episode.WindowEnded, Verdict: verdict, Detail: detail}
+	if stateOf(t.Episode) == episode.AwaitingView {
+		switch verdict {
+		case episode.VerdictPending:
+			return nil // still waiting
+		case episode.VerdictUnknown:
+			ev.Kind = episode.ViewTimeout
+		default:
+			ev.Kind = episode.FreshView
+		}
+	}
+	ev = e.ladderLocked(t, ev)
+	ws := []*loopWrite{e.applyLocked(t, change{ev: ev, clear: clear})}
+	if ep := t.Episode; ep != nil && ep.Source == "alert" && !e.cfg.Webhook.Enabled && stateOf(ep) == episode.EscalationDue {
+		ws = append(ws, e.endLocked(t, episode.WebhookOff, reasonWebhookOff))
+	}
+	return ws
+}
+
+// exhaustRequestLocked exhausts a server a request asked for after
+// max_attempts: its active episode, or a new one without steps. The
+// alert that asked is the episode's: its resolution hands the server
+// back.
+func (e *Engine) exhaustRequestLocked(t *track, req Request, reason string) *loopWrite {
+	return e.applyLocked(t, change{ev: episode.Event{Kind: episode.MaxAttempts, Detail: reason}, open: &req,
+		mark: func(ep *Episode) { ep.marks().mark(req.alert, req.Rule, req.alertStart) }})
+}
+
+// exhaustLocked hands the track's server to a person (kind:
+// next_step_impossible, ladder_changed with no step left): every request
+// for it is suppressed (exhausted) until its condition has been clear for
+// its verify window or an operator resets it.
+func (e *Engine) exhaustLocked(t *track, kind episode.Kind, reason string) *loopWrite {
+	return e.applyLocked(t, change{ev: episode.Event{Kind: kind, Detail: reason}})
+}
+
+// releaseLocked hands an exhausted server back to the loop: its condition
+// has been clear for its verify window.
+func (e *Engine) releaseLocked(t *track) *loopWrite {
+	return e.applyLocked(t, change{ev: episode.Event{Kind: episode.ConditionClear, Detail: releasedClear}, by: releasedClear})
+}
+
+// endLocked ends an active episode that can neither recover nor exhaust
+// (kind: server_gone, rule_removed, excluded, webhook_off). An exhausted
+// server is released only when it is gone: its rule's removal keeps it
+// exhausted.
+func (e *Engine) endLocked(t *track, kind episode.Kind, reason string) *loopWrite {
+	return e.applyLocked(t, change{ev: episode.Event{Kind: kind, Detail: reason}, by: reason})
+}
+
+// recoveredEarlyLocked ends an open episode whose server recovered with
+// no verdict due (before its next step): recovered, late, no verdict
+// counted.
+func (e *Engine) recoveredEarlyLocked(t *track, why string) *loopWrite {
+	return e.applyLocked(t, change{ev: episode.Event{Kind: episode.ConditionClear, Detail: "recovered before its next step (" + why + ")"}})
+}
+
+// reasonWebhookOff ends the alert-driven episodes that would take a next
+// step while remediation.webhook.enabled is false.
+const reasonWebhookOff = "webhook disabled: remediation.webhook.enabled is false, alert-driven steps are not taken"
