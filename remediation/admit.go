@@ -74,11 +74,10 @@ func (e *Engine) carryOut(ctx context.Context, g *gate) Decision {
 	req := g.req
 	// One request at a time talks to the account (turn.go); none while
 	// the account is down.
-	release, d := e.takeTurn(ctx, req.Provider, req.Account, e.turnWait())
+	release, d := e.enterTurn(ctx, req.Provider, req.Account, e.turnWait())
 	if d == nil {
 		g.turn = release
 		defer g.leaveTurn()
-		d = e.accountStale(req.Provider, req.Account)
 	}
 	if d == nil {
 		d = g.confirm(ctx)
@@ -179,7 +178,7 @@ func (e *Engine) stillCalledForLocked(g *gate) *Decision {
 	if t := e.tracks[g.root]; t != nil {
 		ep = t.Episode
 	}
-	if ep == nil || ep.Seq != req.epSeq || ep.Escalate != string(req.Action) || ep.exhausted() || e.nextStepLocked(ep) != string(req.Action) {
+	if !ep.isDueStep(req) || e.nextStepLocked(ep) != string(req.Action) {
 		return supp(ReasonNotAllowed, "no longer the next step of the server's episode (a reload changed its ladder, or an operator reset it)")
 	}
 	if ep.Source == "alert" && e.alertsClearLocked(ep) {

@@ -408,7 +408,7 @@ func (e *Engine) startRule(ctx context.Context, req Request, snap *collector.Sna
 	}
 	if d != nil {
 		t.add(d.Reason, e.count(req, *d))
-		level.Debug(e.logger).Log("msg", "action suppressed", "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule, "reason", d.Reason, "detail", d.Detail)
+		e.logSuppressed(level.Debug, req, *d)
 		return d.Reason != ReasonShutdown
 	}
 	// admit added it to e.wg under the lock that Shutdown sets closing

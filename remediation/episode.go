@@ -222,6 +222,13 @@ func (ep *Episode) verifying() bool {
 	return last != nil && last.Verdict == "" && !last.Refused
 }
 
+// isDueStep reports whether req is the episode's due next step: an
+// escalation of this episode, for the step due (the one question every
+// check of "is this step still wanted?" asks first).
+func (ep *Episode) isDueStep(req Request) bool {
+	return ep != nil && req.escalation && req.epSeq == ep.Seq && ep.Escalate != "" && ep.Escalate == string(req.Action) && !ep.exhausted()
+}
+
 // exhausted reports whether the episode holds its server back.
 func (ep *Episode) exhausted() bool { return ep.Outcome == EpisodeExhausted && ep.Released.IsZero() }
 

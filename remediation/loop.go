@@ -184,14 +184,7 @@ func (e *Engine) recoverStep(lineage map[string]string, loop *loopState) func(*b
 		if r.Result == ResultDryRun {
 			return nil
 		}
-		root := serverKey(r.Provider, r.Account, r.ID)
-		for i := 0; i < 64; i++ {
-			p, ok := lineage[root]
-			if !ok || p == root {
-				break
-			}
-			root = p
-		}
+		root := lineageRoot(lineage, serverKey(r.Provider, r.Account, r.ID))
 		t := loop.tracks[root]
 		if t == nil {
 			t = &track{Root: root}

@@ -1,7 +1,6 @@
 package remediation
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -249,20 +248,12 @@ func (e *Engine) ruleVerdict(root string, seq uint64, provider, account, id stri
 	var err error
 	// The re-read takes the account's turn, and is not sent while the
 	// account is down (turn.go).
-	release, d := e.takeTurn(e.base, provider, account, e.turnWait())
-	if d == nil {
-		d = e.accountStale(provider, account)
-		if d != nil {
-			release()
-		}
-	}
+	release, d := e.enterTurn(e.base, provider, account, e.turnWait())
 	switch prov, ok := e.deps.Provider(account); {
 	case d != nil:
 		err = errors.New(d.Detail)
 	case ok && prov.Type() == provider:
-		ctx, cancel := context.WithTimeout(e.base, 30*time.Second)
-		srv, err = prov.Get(ctx, id)
-		cancel()
+		srv, err = reRead(e.base, prov, id)
 		release()
 	default:
 		release()

@@ -201,7 +201,7 @@ func TestDegradedNodeRedeployedExactlyOnce(t *testing.T) {
 	}
 	// The new node is in the next refresh.
 	snap := h.refresh("bingo")
-	if _, ok := findServer(snap.Servers, acts[0].NewID); !ok {
+	if _, ok := lookupServer(snap.Servers, acts[0].NewID); !ok {
 		t.Error("the redeployed node's replacement is not in the inventory")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 )
 
@@ -67,6 +68,12 @@ func (e *Engine) logBackground() {
 	}
 }
 
+// logSuppressed is the one log line of a suppressed request, at lvl.
+func (e *Engine) logSuppressed(lvl func(log.Logger) log.Logger, req Request, d Decision) {
+	lvl(e.logger).Log("msg", "action suppressed", "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action,
+		"source", req.Source, "rule", req.Rule, "reason", d.Reason, "detail", d.Detail)
+}
+
 // suppressed counts a suppression at once and persists it in the next
 // batch; it is kept in the history when the reason for that server,
 // action and source changed. A rule's (decided in the background: the
@@ -76,7 +83,7 @@ func (e *Engine) logBackground() {
 func (e *Engine) suppressed(req Request, d Decision) {
 	changed := e.count(req, d)
 	if req.Source == "rule" {
-		level.Debug(e.logger).Log("msg", "action suppressed", "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule, "reason", d.Reason, "detail", d.Detail)
+		e.logSuppressed(level.Debug, req, d)
 		e.mu.Lock()
 		k := backgroundKey(req.Provider, req.Account, req.Rule)
 		t := e.background[k]
@@ -92,7 +99,7 @@ func (e *Engine) suppressed(req Request, d Decision) {
 	if changed {
 		lvl = level.Info
 	}
-	lvl(e.logger).Log("msg", "action suppressed", "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule, "reason", d.Reason, "detail", d.Detail)
+	e.logSuppressed(lvl, req, d)
 }
 
 // count counts a suppression and reports whether its reason for that
