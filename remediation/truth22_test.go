@@ -237,3 +237,35 @@ func TestFailedPowerCycleIsNotRecoveredAtOnce(t *testing.T) {
 		t.Error("a power cycle whose stop was accepted is no refusal: it acted")
 	}
 }
+
+// A rule's verdict without a fresh view: the account down when the
+// verify window ends, the re-read cannot be made; the verdict waits
+// stale_after (5 x the 1m refresh interval), then it is unknown: counted,
+// the episode ends, nothing escalates.
+func TestRuleVerdictUnknownWithoutAView(t *testing.T) {
+	cfg := baseConfig(t)
+	cfg.Rules = []config.Rule{hotCPU("power_cycle")}
+	h := newHarness(t, 12, cfg)
+	coolAllBut(h, 12001)
+	h.sim.SetSick(sim.VPSOrg, 12001, sim.Sickness{Cure: sim.CureNone})
+	h.refresh("vps")
+	h.settle()
+	h.sim.SetFault(sim.VPSOrg, sim.Fault{Kind: sim.FaultStatus, Status: 503})
+	h.advance(6 * time.Minute) // the window is over
+	h.refresh("vps")           // fails: the account is down
+	h.engine.tick()
+	wantEpisode(t, h, "12001", "reboot:verifying", EpisodeOpen)
+	h.advance(4 * time.Minute) // 5m past the window's end: stale_after
+	h.refresh("vps")
+	h.engine.tick()
+	ep := wantEpisode(t, h, "12001", "reboot:unknown", EpisodeEnded)
+	if n := testutil.ToFloat64(h.engine.m.verifications.WithLabelValues("vpsorg", "vps", "reboot", "rule", VerdictUnknown)); n != 1 {
+		t.Errorf("verifications{unknown} = %v, want 1 (%s)", n, ep.Steps[0].Detail)
+	}
+	h.sim.ClearFaults()
+	h.advance(time.Minute)
+	h.refresh("vps")
+	if got := h.simActions(sim.VPSOrg, "12001"); !slices.Equal(got, []string{"reboot"}) {
+		t.Errorf("calls %v: an unknown verdict escalated", got)
+	}
+}
