@@ -117,7 +117,7 @@ func (e *Engine) applyLocked(t *track, c change) *loopWrite {
 			t.Episode, ended = nil, ep
 		case episode.Close:
 			reason := c.ev.Detail
-			if c.ev.Kind == episode.WindowEnded || c.ev.Kind == episode.FreshView {
+			if to == episode.Recovered && (c.ev.Kind == episode.WindowEnded || c.ev.Kind == episode.FreshView) {
 				reason = "" // the verdict's detail is the step's
 			}
 			settleFields(ep, to, reason, "", now)
