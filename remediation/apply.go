@@ -1,6 +1,7 @@
 package remediation
 
 import (
+	"fmt"
 	"slices"
 	"time"
 
@@ -57,6 +58,9 @@ type change struct {
 	clear time.Time
 	// by is how an exhausted server is handed back (released_by).
 	by string
+	// why, when set, is an exhaustion's reason (else the event's
+	// detail).
+	why string
 	// mark, when set, notes the request's alert on the episode before
 	// it is journaled.
 	mark func(ep *Episode)
@@ -107,7 +111,11 @@ func (e *Engine) applyLocked(t *track, c change) *loopWrite {
 			}
 			ep.Escalate = eff.Action
 		case episode.MarkExhausted:
-			settleFields(ep, episode.Exhausted, c.ev.Detail, "", now)
+			why := c.why
+			if why == "" {
+				why = c.ev.Detail
+			}
+			settleFields(ep, episode.Exhausted, why, "", now)
 			if e.accounts[ep.Account] == ep.Provider {
 				e.m.exhausted.WithLabelValues(ep.Provider, ep.Account, ep.ID).Set(1)
 			}
@@ -197,13 +205,22 @@ func (e *Engine) setVerdictLocked(ep *Episode, verdict, detail string, clear tim
 }
 
 // ladderLocked fills a verdict's event with what the machine chooses on:
-// the episode's next step as configured now, and whether max_attempts is
-// reached in attempts_window.
-func (e *Engine) ladderLocked(t *track, ev episode.Event) episode.Event {
+// the episode's next step as configured now (of ep, the track's episode
+// with the step being recorded), and whether max_attempts is reached in
+// attempts_window (counting extra attempts not on the track yet). why is
+// the exhaustion's reason, should the machine exhaust the server.
+func (e *Engine) ladderLocked(t *track, ep *Episode, extra int, ev episode.Event) (_ episode.Event, why string) {
 	max, window := attemptsLimit(e.cfg)
-	ev.Next = e.nextStepLocked(t.Episode)
-	ev.AtMax = t.attemptsSince(e.now().Add(-window)) >= max
-	return ev
+	ev.Next = e.nextStepLocked(ep)
+	n := t.attemptsSince(e.now().Add(-window)) + extra
+	ev.AtMax = n >= max
+	switch {
+	case ev.Next == "" && len(ep.Steps) > 0:
+		why = fmt.Sprintf("the ladder is used up after %d step(s); the last, %s, did not recover it", len(ep.Steps), ep.Steps[len(ep.Steps)-1].Action)
+	case ev.AtMax:
+		why = fmt.Sprintf("max_attempts %d reached: %d actions in %s", max, n, window)
+	}
+	return ev, why
 }
 
 // stepKind is the machine's event for an answered step: refused (none of
@@ -269,14 +286,12 @@ func (e *Engine) recordStepLocked(g *gate, rec *Record) *loopWrite {
 	if kind == episode.StepFailed {
 		// Not recovered at once: the ladder after this step.
 		c.ev.Detail = "the step failed after the provider accepted part of it: " + rec.Error
-		max, window := attemptsLimit(e.cfg)
 		probe := &Episode{Source: req.Source, Rule: req.Rule, Provider: req.Provider}
 		if ep != nil {
 			probe = ep.clone()
 		}
 		probe.Steps = append(probe.Steps, c.step)
-		c.ev.Next = e.nextStepLocked(probe)
-		c.ev.AtMax = t.attemptsSince(e.now().Add(-window))+1 >= max
+		c.ev, c.why = e.ladderLocked(t, probe, 1, c.ev)
 	}
 	return e.applyLocked(t, c)
 }
@@ -317,8 +332,8 @@ func (e *Engine) verdictLocked(t *track, verdict episode.Verdict, detail string,
 			ev.Kind = episode.FreshView
 		}
 	}
-	ev = e.ladderLocked(t, ev)
-	ws := []*loopWrite{e.applyLocked(t, change{ev: ev, clear: clear})}
+	ev, why := e.ladderLocked(t, t.Episode, 0, ev)
+	ws := []*loopWrite{e.applyLocked(t, change{ev: ev, clear: clear, why: why})}
 	if ep := t.Episode; ep != nil && ep.Source == "alert" && !e.cfg.Webhook.Enabled && stateOf(ep) == episode.EscalationDue {
 		ws = append(ws, e.endLocked(t, episode.WebhookOff, reasonWebhookOff))
 	}

@@ -61,8 +61,8 @@ func TestExhaustionSurvivesItsRulesRemoval(t *testing.T) {
 				t.Errorf("calls %v: the exhausted server was acted on after its rule was %s", got, tc.name)
 			}
 			eps := h.episodes("12001")
-			if len(eps) != 1 || eps[0].Outcome != EpisodeExhausted || !eps[0].Released.IsZero() {
-				t.Errorf("episodes %q, want one exhausted, not released", summaries(eps))
+			if len(eps) != 1 || eps[0].Outcome != EpisodeExhausted || !eps[0].Released.IsZero() || !strings.Contains(eps[0].Reason, "ladder is used up") {
+				t.Errorf("episodes %q, want one exhausted (its ladder used up), not released", summaries(eps))
 			}
 		})
 	}
