@@ -255,6 +255,7 @@ func TestClosedLoopAlertVerdicts(t *testing.T) {
     allowed_actions: [reboot]
     bearer_token: %s
     verify: 5s
+    resolve_grace: 1s
     escalate: {reboot: [power_cycle]}
 `, loopToken))
 	e := startExporter(t, "--config.file="+cfg)

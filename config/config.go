@@ -131,6 +131,9 @@ type Remediation struct {
 	// HA, when set, runs remediation on etcd across replicas (see HA);
 	// StateFile is then optional. Nil: one process on StateFile.
 	HA *HA `yaml:"ha,omitempty"`
+	// StaleAfter is global.stale_after, copied here by validation: a
+	// verdict waits at most this long for a fresh view of its server.
+	StaleAfter model.Duration `yaml:"-"`
 }
 
 // Exclude matches servers remediation must never touch: every field that
@@ -211,6 +214,11 @@ type Webhook struct {
 	// Verify is how long Alertmanager has to resolve an alert after its
 	// action for the action to count as recovered.
 	Verify model.Duration `yaml:"verify"`
+	// ResolveGrace is how long after Verify a resolved notification
+	// whose endsAt is inside the window may still arrive (Alertmanager
+	// sends it at the group's next flush, group_interval): no alert
+	// verdict is not_recovered, and no escalation happens, before it.
+	ResolveGrace model.Duration `yaml:"resolve_grace"`
 	// Escalate is the ladder of alert-driven actions: the actions to try,
 	// in order, after the keyed one did not recover the server.
 	Escalate map[string][]string `yaml:"escalate,omitempty"`
@@ -225,7 +233,7 @@ const DefaultWebhookHold = time.Hour
 
 // DefaultWebhook returns the webhook defaults.
 func DefaultWebhook() Webhook {
-	return Webhook{AllowedActions: []string{"reboot", "redeploy"}, Verify: model.Duration(15 * time.Minute), Hold: model.Duration(DefaultWebhookHold)}
+	return Webhook{AllowedActions: []string{"reboot", "redeploy"}, Verify: model.Duration(15 * time.Minute), Hold: model.Duration(DefaultWebhookHold), ResolveGrace: model.Duration(DefaultResolveGrace)}
 }
 
 // UnmarshalYAML sets defaults before decoding.
@@ -258,6 +266,10 @@ type Rule struct {
 
 // DefaultVerify is a rule's verify window when the file does not set one.
 const DefaultVerify = 10 * time.Minute
+
+// DefaultResolveGrace is remediation.webhook.resolve_grace when the file
+// does not set it: Alertmanager's default group_interval.
+const DefaultResolveGrace = 5 * time.Minute
 
 // RuleParams are the action's parameters.
 type RuleParams struct {

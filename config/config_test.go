@@ -137,6 +137,9 @@ func TestDefaults(t *testing.T) {
 		time.Duration(r.Webhook.Hold) != time.Hour {
 		t.Errorf("defaults of the new keys: global %+v, remediation %+v", c.Global, r)
 	}
+	if time.Duration(r.Webhook.ResolveGrace) != 5*time.Minute || r.StaleAfter != c.Global.StaleAfter {
+		t.Errorf("webhook.resolve_grace %v (want 5m), remediation's stale_after %v (want global's %v)", r.Webhook.ResolveGrace, r.StaleAfter, c.Global.StaleAfter)
+	}
 	// A partial remediation block keeps the other defaults: dry-run stays on.
 	c, err = config.Parse([]byte("providers: [{type: vpsorg, name: a, token: t}]\nremediation: {enabled: true, state_file: /tmp/x}\n"), ".")
 	if err != nil {
@@ -293,6 +296,7 @@ func TestInvalid(t *testing.T) {
 			"remediation.rules[0] (r).escalate[0]: redeploy is a vpnbingo action; set provider: vpnbingo"},
 		{"webhook verify", ok + "remediation: {webhook: {verify: 0s}}", "remediation.webhook.verify: must be positive"},
 		{"webhook hold", ok + "remediation: {webhook: {hold: 0s}}", "remediation.webhook.hold: must be positive"},
+		{"webhook resolve_grace", ok + "remediation: {webhook: {resolve_grace: 0s}}", "remediation.webhook.resolve_grace: must be positive (Alertmanager's group_interval, e.g. 5m)"},
 		{"webhook escalate unknown key", ok + "remediation: {webhook: {escalate: {kick: [reboot]}}}", `remediation.webhook.escalate.kick: unknown action "kick" (want reboot, redeploy, start, stop or power_cycle)`},
 		{"webhook escalate key not allowed", ok + "remediation: {webhook: {escalate: {stop: [start]}}}",
 			"remediation.webhook.escalate.stop: stop is not in allowed_actions, so no alert can start this ladder; add it there or remove the ladder"},

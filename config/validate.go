@@ -229,6 +229,7 @@ const actionNames = "reboot, redeploy, start, stop or power_cycle"
 const ReservedRuleName = "alertmanager"
 
 func (r *Remediation) validate(c *Config, baseDir string, errs *errorList) {
+	r.StaleAfter = c.Global.StaleAfter
 	if r.Cooldown < 0 {
 		errs.add("remediation.cooldown", "must not be negative")
 	}
@@ -302,6 +303,9 @@ func (w *Webhook) validate(baseDir string, errs *errorList) {
 	}
 	if w.Hold <= 0 {
 		errs.add(at+".hold", "must be positive")
+	}
+	if w.ResolveGrace <= 0 {
+		errs.add(at+".resolve_grace", "must be positive (Alertmanager's group_interval, e.g. 5m)")
 	}
 	keys := make([]string, 0, len(w.Escalate))
 	for k := range w.Escalate {

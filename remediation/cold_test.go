@@ -184,7 +184,7 @@ func TestFinalRefusesAnOldReRead(t *testing.T) {
 	cfg := baseConfig(t)
 	h := newHarness(t, 10, cfg)
 	snap := h.refresh("vps")
-	srv, _ := findServer(snap.Servers, "12001")
+	srv, _ := lookupServer(snap.Servers, "12001")
 	g, d := h.engine.admit(Request{Provider: "vpsorg", Account: "vps", ID: "12001", Action: providers.ActionReboot, Source: "alert", Rule: "x"}, &snap, &srv, false)
 	if d != nil {
 		t.Fatalf("admit: %+v", d)

@@ -160,11 +160,14 @@ type Engine struct {
 	cfg       config.Remediation
 	accounts  map[string]string // configured account -> provider type
 	staleness time.Duration
-	state     *State
-	statePath string
-	stateErr  error
-	retrying  bool // waiting for another process's lock on the state file
-	closing   bool // Shutdown was called: nothing new starts
+	// staleAfter is global.stale_after: how long a verdict waits for a
+	// fresh view of its server.
+	staleAfter time.Duration
+	state      *State
+	statePath  string
+	stateErr   error
+	retrying   bool // waiting for another process's lock on the state file
+	closing    bool // Shutdown was called: nothing new starts
 	// known holds provider\x00account\x00action for the pairs the
 	// configuration gives series; nothing else is counted.
 	known map[string]bool
@@ -415,7 +418,7 @@ func (e *Engine) startRule(ctx context.Context, req Request, snap *collector.Sna
 	}
 	if d != nil {
 		t.add(d.Reason, e.count(req, *d))
-		level.Debug(e.logger).Log("msg", "action suppressed", "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule, "reason", d.Reason, "detail", d.Detail)
+		e.logSuppressed(level.Debug, req, *d)
 		return d.Reason != ReasonShutdown
 	}
 	// admit added it to e.wg under the lock that Shutdown sets closing
@@ -425,12 +428,6 @@ func (e *Engine) startRule(ctx context.Context, req Request, snap *collector.Sna
 		e.carryOut(e.base, g)
 	}()
 	return true
-}
-
-// tally is one rule's suppressions on one account since its last line.
-type tally struct {
-	byReason map[string]int
-	changed  int
 }
 
 func (t *tally) add(reason string, changed bool) {
@@ -464,56 +461,6 @@ func (t *tally) log(logger log.Logger, provider, account, rule string) {
 		"servers", total, "changed", t.changed, "reasons", strings.Join(names, " "))
 }
 
-// logTallies writes one line per rule of an account, in rule order.
-func (e *Engine) logTallies(provider, account string, tallies map[string]*tally) {
-	rules := make([]string, 0, len(tallies))
-	for r := range tallies {
-		rules = append(rules, r)
-	}
-	slices.Sort(rules)
-	for _, r := range rules {
-		tallies[r].log(e.logger, provider, account, r)
-	}
-}
-
-// backgroundKey is the key of a rule's background suppressions.
-func backgroundKey(provider, account, rule string) string {
-	return provider + "\x00" + account + "\x00" + rule
-}
-
-// takeBackground takes an account's background suppressions, by rule.
-func (e *Engine) takeBackground(provider, account string) map[string]*tally {
-	out := map[string]*tally{}
-	prefix := backgroundKey(provider, account, "")
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for k, t := range e.background {
-		if rule, ok := strings.CutPrefix(k, prefix); ok {
-			out[rule] = t
-			delete(e.background, k)
-		}
-	}
-	return out
-}
-
-// logBackground writes the background suppressions no refresh has
-// written yet (at Close: those of the shutdown among them).
-func (e *Engine) logBackground() {
-	e.mu.Lock()
-	pending := e.background
-	e.background = map[string]*tally{}
-	e.mu.Unlock()
-	keys := make([]string, 0, len(pending))
-	for k := range pending {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		parts := strings.SplitN(k, "\x00", 3)
-		pending[k].log(e.logger, parts[0], parts[1], parts[2])
-	}
-}
-
 func ruleMatchesAccount(r *config.Rule, provider, account string) bool {
 	return (r.Provider == "" || r.Provider == provider) && (r.Account == "" || r.Account == account)
 }
@@ -539,205 +486,6 @@ func conditionHolds(r *config.Rule, s providers.Server) bool {
 		}
 	}
 	return true
-}
-
-// Submit takes one request through the gate and, if it passes, acts (or
-// records a dry run). It blocks until the decision is made and carried out.
-func (e *Engine) Submit(ctx context.Context, req Request) Decision {
-	g, d := e.admit(req, nil, nil, false)
-	if d != nil {
-		e.suppressed(req, *d)
-		return *d
-	}
-	return e.carryOut(ctx, g)
-}
-
-// admit runs the checks on the inventory and, under one lock, the counting
-// checks and the reservation. snap and srv, when given, are the snapshot a
-// rule was evaluated on and the server in it. A request that passes and
-// will be carried out in the background is added to e.wg under that lock,
-// after the closing check: the caller's goroutine must call e.wg.Done.
-func (e *Engine) admit(req Request, snap *collector.Snapshot, srv *providers.Server, background bool) (*gate, *Decision) {
-	e.mu.Lock()
-	st := e.state
-	g := &gate{e: e, req: req, cfg: e.cfg, now: e.now(), stateOK: st != nil, staleness: e.staleness, pause: e.pausedLocked(e.now()), dryRun: e.cfg.DryRun}
-	e.mu.Unlock()
-	if snap == nil {
-		s, ok := e.deps.Snapshot(req.Account)
-		if ok {
-			snap = &s
-		}
-	}
-	g.snap = snap
-	if srv != nil {
-		g.srv, g.found, g.located = *srv, true, true
-	}
-	if d := g.run(inventoryChecks); d != nil {
-		return nil, d
-	}
-	e.mu.Lock()
-	d := g.run(countingChecks)
-	if d == nil {
-		g.reserveLocked()
-		if background {
-			e.wg.Add(1)
-		}
-	}
-	e.mu.Unlock()
-	if d == nil && e.reserved != nil {
-		e.reserved()
-	}
-	e.store(g.writes...)
-	if d != nil {
-		return nil, d
-	}
-	return g, nil
-}
-
-// carryOut re-reads the server, checks again, and acts on a reserved
-// request.
-func (e *Engine) carryOut(ctx context.Context, g *gate) Decision {
-	req := g.req
-	// One request at a time talks to the account (turn.go); none while
-	// the account is down.
-	release, d := e.takeTurn(ctx, req.Provider, req.Account, e.turnWait())
-	if d == nil {
-		g.turn = release
-		defer g.leaveTurn()
-		d = e.accountStale(req.Provider, req.Account)
-	}
-	if d == nil {
-		d = g.confirm(ctx)
-	}
-	if d == nil {
-		d = e.final(g)
-	}
-	if d != nil {
-		d.dry = g.dryRun
-		e.release(g)
-		e.suppressed(req, *d)
-		return *d
-	}
-	defer g.st.unhold()
-	if g.dryRun {
-		return e.recordDryRun(g)
-	}
-	return e.execute(ctx, g)
-}
-
-// final reads enabled, dry-run and the pause again immediately before the
-// call: a reload or a pause that came during the re-read wins. The
-// account's latest refresh must be good and fresh, and the re-read the
-// action is decided on recent.
-func (e *Engine) final(g *gate) *Decision {
-	stale := e.accountStale(g.req.Provider, g.req.Account)
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	now := e.now()
-	switch {
-	case e.closing:
-		return &Decision{Reason: ReasonShutdown, Detail: "the exporter is stopping"}
-	case !e.cfg.Enabled || e.state == nil:
-		return &Decision{Reason: ReasonNotAllowed, Detail: "remediation was turned off"}
-	case e.pausedLocked(now) != "":
-		return &Decision{Reason: ReasonPaused, Detail: e.pausedLocked(now)}
-	case e.cfg.DryRun && !g.dryRun:
-		return &Decision{Reason: ReasonNotAllowed, Detail: "remediation was switched to dry-run"}
-	case !e.cfg.DryRun && g.dryRun:
-		// Dry-run ended meanwhile: record nothing and let the next
-		// request go through the live namespace.
-		return &Decision{Reason: ReasonNotAllowed, Detail: "dry-run was switched off during the decision"}
-	}
-	if !insideWindow(e.cfg.Windows, now) {
-		return &Decision{Reason: ReasonOutsideWindow, Detail: "the action window closed"}
-	}
-	if d := e.stillCalledForLocked(g); d != nil {
-		return d
-	}
-	if stale != nil {
-		return stale
-	}
-	if age := now.Sub(g.readAt); age > maxReadAge || age < -time.Minute {
-		return supp(ReasonStaleData, "the re-read of the server is %s old (at most %s)", age.Round(time.Second), maxReadAge)
-	}
-	// Held until the action is recorded: a reload switching state files
-	// waits for it before closing this one (lifecycle.go).
-	g.st = e.state
-	g.st.hold()
-	return nil
-}
-
-// stillCalledForLocked checks that the request is still what the
-// configuration and the closed loop ask for, a reload, a reset or
-// Alertmanager having had their say during the wait for the account's
-// turn and the re-read: a rule's request is still its rule's; an
-// alert's, the webhook is still on and its occurrence has not resolved;
-// an escalation is still its episode's next step, on the ladder as
-// configured now, and (alerts) its alerts have not all resolved.
-func (e *Engine) stillCalledForLocked(g *gate) *Decision {
-	req := g.req
-	if req.Source == "rule" && !req.escalation {
-		if r := e.ruleByNameLocked(req.Rule); r == nil || r.Action != string(req.Action) {
-			return supp(ReasonNotAllowed, "rule %q was removed or changed by a reload", req.Rule)
-		}
-	}
-	if req.Source == "alert" && !e.cfg.Webhook.Enabled {
-		return supp(ReasonNotAllowed, "remediation.webhook.enabled was turned off")
-	}
-	if g.dryRun {
-		return nil // dry runs read the live episodes, never wait on them
-	}
-	if !req.escalation {
-		if req.Source == "alert" {
-			resolved := !req.occ.resolvedAt().IsZero()
-			if pm, ok := e.pendingMarks[g.root]; ok && !resolved {
-				for _, m := range pm {
-					resolved = resolved || (m.Fingerprint == req.alert && !m.Resolved.IsZero())
-				}
-			}
-			if resolved {
-				return supp(ReasonConditionCleared, "Alertmanager resolved the alert before the call")
-			}
-		}
-		return nil
-	}
-	var ep *Episode
-	if t := e.tracks[g.root]; t != nil {
-		ep = t.Episode
-	}
-	if ep == nil || ep.Seq != req.epSeq || ep.Escalate != string(req.Action) || ep.exhausted() || e.nextStepLocked(ep) != string(req.Action) {
-		return supp(ReasonNotAllowed, "no longer the next step of the server's episode (a reload changed its ladder, or an operator reset it)")
-	}
-	if all, _ := ep.allResolved(); all && ep.Source == "alert" {
-		return supp(ReasonConditionCleared, "Alertmanager resolved the alert(s) before the next step")
-	}
-	return nil
-}
-
-// release takes back a reservation that did not become an action.
-func (e *Engine) release(g *gate) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	g.releaseLocked()
-}
-
-func (e *Engine) recordDryRun(g *gate) Decision {
-	req := g.req
-	// The time it was recorded: its dry-run cooldown runs from it.
-	rec := &Record{Time: e.now(), Provider: req.Provider, Account: req.Account, ID: req.ID, Action: string(req.Action), Source: req.Source, Rule: req.Rule, Result: ResultDryRun}
-	// One transaction: no intent is left behind for a crash to turn
-	// into a live record.
-	if err := g.st.RecordDryRun(rec, g.root, actionKey(req.Provider, req.Account, string(req.Action), ruleLabel(req.Source, req.Rule), ResultDryRun), req.intakeTaken(true, g.root, rec.Time)...); err != nil {
-		e.release(g)
-		d := Decision{Reason: ReasonStateError, Detail: err.Error(), dry: true}
-		e.suppressed(req, d)
-		return d
-	}
-	e.settle(g, rec)
-	e.m.stateOK.Set(1)
-	e.countAction(req, ResultDryRun)
-	level.Info(e.logger).Log("msg", "dry run: would act", "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule)
-	return Decision{Acted: true, Result: ResultDryRun}
 }
 
 // settle turns a reservation into a recorded action: the cooldown starts
@@ -850,162 +598,11 @@ func outcome(err error) string {
 	return ResultUnknown
 }
 
-// suppressed counts a suppression at once and persists it in the next
-// batch; it is kept in the history when the reason for that server,
-// action and source changed. A rule's (decided in the background: the
-// re-read, the final check, the call, shutdown) is logged at debug and
-// counted in its rule's next summary line; an alert's is logged at info
-// when its reason changed.
-func (e *Engine) suppressed(req Request, d Decision) {
-	if req.intake != nil && d.Reason != ReasonStateError && isHoldReason(d.Reason) && !d.unlisted {
-		return // the webhook holds the alert: counted as a hold (intake_worker.go)
-	}
-	changed := e.count(req, d)
-	if req.Source == "rule" {
-		level.Debug(e.logger).Log("msg", "action suppressed", "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule, "reason", d.Reason, "detail", d.Detail)
-		e.mu.Lock()
-		k := backgroundKey(req.Provider, req.Account, req.Rule)
-		t := e.background[k]
-		if t == nil {
-			t = &tally{}
-			e.background[k] = t
-		}
-		t.add(d.Reason, changed)
-		e.mu.Unlock()
-		return
-	}
-	lvl := level.Debug
-	if changed {
-		lvl = level.Info
-	}
-	lvl(e.logger).Log("msg", "action suppressed", "provider", req.Provider, "account", req.Account, "id", req.ID, "action", req.Action, "source", req.Source, "rule", req.Rule, "reason", d.Reason, "detail", d.Detail)
-}
-
-// count counts a suppression and reports whether its reason for that
-// server, action and source changed (then it is kept in the history).
-// Only the series the configuration made are counted: a request for an
-// account or action it does not have creates no series and no memory.
-func (e *Engine) count(req Request, d Decision) bool {
-	changed := e.countOnly(req, d)
-	if req.escalation && !d.dry {
-		e.escalationRefused(req, d)
-	}
-	return changed
-}
-
-func (e *Engine) countOnly(req Request, d Decision) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if d.Reason == ReasonStateError {
-		e.m.stateOK.Set(0) // alerts: the state file stopped taking writes
-	}
-	if !e.known[knownKey(req.Provider, req.Account, string(req.Action))] || e.accounts[req.Account] != req.Provider {
-		return false
-	}
-	e.m.suppressed.WithLabelValues(req.Provider, req.Account, string(req.Action), d.Reason).Inc()
-	e.unflushed[suppressKey(req.Provider, req.Account, string(req.Action), d.Reason)]++
-	if d.unlisted && req.Source != "rule" {
-		// An id the account's last list does not have: no memory, no
-		// history (rules and escalations only ask for listed servers).
-		return false
-	}
-	key := serverKey(req.Provider, req.Account, req.ID) + "\x01" + string(req.Action) + "\x01" + req.Source
-	changed := e.lastReason[key] != d.Reason
-	e.lastReason[key] = d.Reason
-	if changed && len(e.events) < maxEvents {
-		e.events = append(e.events, Event{Time: e.now(), Provider: req.Provider, Account: req.Account, ID: req.ID,
-			Action: string(req.Action), Source: req.Source, Rule: req.Rule, Reason: d.Reason, Detail: d.Detail})
-	}
-	return changed
-}
-
-// countAction counts an action's result on /metrics, for a configured
-// account and a rule whose series are there (its durable count is written
-// with the audit record: a rule removed meanwhile shows it when it comes
-// back).
-func (e *Engine) countAction(req Request, result string) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	rule := ruleLabel(req.Source, req.Rule)
-	if e.accounts[req.Account] == req.Provider && (rule == RuleAlertmanager || e.restoredRules[rule]) {
-		e.m.actions.WithLabelValues(req.Provider, req.Account, string(req.Action), rule, result).Inc()
-	}
-}
-
 // isClosing reports whether Shutdown was called.
 func (e *Engine) isClosing() bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.closing
-}
-
-// flusher persists suppression counts and history every few seconds,
-// ends the paused gauge of a pause that ran out, and every ten minutes
-// prunes what is older than its retention.
-func (e *Engine) flusher() {
-	prune := time.Time{}
-	e.every(2*time.Second, func() bool {
-		e.flush()
-		e.tick()
-		e.mu.Lock()
-		e.m.paused.Set(b2f(e.pausedLocked(e.now()) != ""))
-		e.mu.Unlock()
-		if time.Since(prune) > 10*time.Minute {
-			prune = time.Now()
-			if err := e.pruneRetention(); err != nil {
-				level.Warn(e.logger).Log("msg", "cannot prune old remediation records", "err", err)
-			}
-		}
-		return true
-	})
-}
-
-// flush writes the unflushed suppressions to the state file. Only the
-// flusher, a reload and Close flush: reads (History, the status page)
-// never write.
-func (e *Engine) flush() {
-	e.stateMu.Lock()
-	defer e.stateMu.Unlock()
-	e.mu.Lock()
-	st := e.state
-	e.mu.Unlock()
-	if st != nil {
-		e.flushTo(st)
-	}
-}
-
-// flushTo writes the unflushed suppressions to st in one transaction,
-// outside the engine's lock (an fsync must not hold up decisions); on
-// failure they are kept for the next try. The caller holds e.stateMu.
-func (e *Engine) flushTo(st *State) {
-	e.mu.Lock()
-	counts, events := e.unflushed, e.events
-	if len(counts) == 0 && len(events) == 0 {
-		e.mu.Unlock()
-		return
-	}
-	e.unflushed, e.events = map[string]uint64{}, nil
-	e.flushing = events
-	e.mu.Unlock()
-	seq, err := st.flush(counts, events)
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.flushing = nil
-	if err == nil {
-		if st == e.state {
-			e.eventSeq = seq
-		}
-		return
-	}
-	level.Error(e.logger).Log("msg", "cannot persist suppression counts; kept for the next try", "err", err)
-	e.m.stateOK.Set(0)
-	for k, n := range counts {
-		e.unflushed[k] += n
-	}
-	e.events = append(events, e.events...)
-	if len(e.events) > maxEvents {
-		e.events = e.events[len(e.events)-maxEvents:]
-	}
 }
 
 func b2f(b bool) float64 {

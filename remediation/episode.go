@@ -15,6 +15,9 @@ import (
 const (
 	VerdictRecovered    = "recovered"
 	VerdictNotRecovered = "not_recovered"
+	// VerdictUnknown: no fresh view of the server within stale_after
+	// after the window; counted, never escalates.
+	VerdictUnknown = "unknown"
 	// VerdictVerifying is what the history shows for a step whose verify
 	// window has not ended (no verdict yet); it is never stored.
 	VerdictVerifying = "verifying"
@@ -177,6 +180,10 @@ type Episode struct {
 	// has not passed the gate yet; EscalateSince is since when.
 	Escalate      string    `json:"escalate,omitempty"`
 	EscalateSince time.Time `json:"escalate_since,omitempty"`
+	// AwaitingView is since when the last step's verify window is over
+	// with no fresh view of the server: its verdict waits for one, at
+	// most stale_after (then it is unknown).
+	AwaitingView time.Time `json:"awaiting_view,omitempty"`
 	// ClearSince is, for an exhausted server, since when its condition
 	// has been clear (zero: it is not).
 	ClearSince time.Time `json:"clear_since,omitempty"`
@@ -213,6 +220,13 @@ func (ep *Episode) position() int {
 func (ep *Episode) verifying() bool {
 	last := ep.last()
 	return last != nil && last.Verdict == "" && !last.Refused
+}
+
+// isDueStep reports whether req is the episode's due next step: an
+// escalation of this episode, for the step due (the one question every
+// check of "is this step still wanted?" asks first).
+func (ep *Episode) isDueStep(req Request) bool {
+	return ep != nil && req.escalation && req.epSeq == ep.Seq && ep.Escalate != "" && ep.Escalate == string(req.Action) && !ep.exhausted()
 }
 
 // exhausted reports whether the episode holds its server back.

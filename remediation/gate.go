@@ -139,7 +139,7 @@ func (g *gate) checkAllowed() *Decision {
 	}
 	g.prov = prov
 	if g.snap != nil && !g.located {
-		g.srv, g.found = findServer(g.snap.Servers, req.ID)
+		g.srv, g.found = lookupServer(g.snap.Servers, req.ID)
 	}
 	return nil
 }
@@ -290,7 +290,7 @@ func (g *gate) checkEpisode() *Decision {
 			return supp(ReasonExhausted, "no repair recovered this server (%s; since %s); it waits for its condition to be clear for its verify window, or POST /api/v1/remediation/reset",
 				ep.Reason, ep.Ended.UTC().Format(time.RFC3339))
 		case ep.Escalate != "":
-			if !g.req.escalation || string(g.req.Action) != ep.Escalate || g.req.epSeq != ep.Seq {
+			if !ep.isDueStep(g.req) {
 				return supp(ReasonCooldown, "the next step of this server's episode, %s, is due", ep.Escalate)
 			}
 			// A dry run's step waits for its dry-run cooldown.
@@ -415,9 +415,7 @@ func (g *gate) releaseLocked() {
 // confirm re-reads the server from the provider (outside every lock and
 // the detail budget) and runs the checks again on its answer.
 func (g *gate) confirm(ctx context.Context) *Decision {
-	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	fresh, err := g.prov.Get(rctx, g.req.ID)
-	cancel()
+	fresh, err := reRead(ctx, g.prov, g.req.ID)
 	switch {
 	case errors.Is(err, providers.ErrNotFound):
 		return supp(ReasonConditionCleared, "the provider no longer has this server")
@@ -464,24 +462,19 @@ func (l *ledger) prune(now time.Time) {
 }
 
 // rootLocked follows a redeploy's replacements back to the first node.
-func (e *Engine) rootLocked(key string) string {
+func (e *Engine) rootLocked(key string) string { return lineageRoot(e.lineage, key) }
+
+// lineageRoot follows a redeploy's replacements (lineage: replacement key
+// -> the key it replaced) back to the first node.
+func lineageRoot(lineage map[string]string, key string) string {
 	for i := 0; i < 64; i++ {
-		r, ok := e.lineage[key]
+		r, ok := lineage[key]
 		if !ok || r == key {
 			break
 		}
 		key = r
 	}
 	return key
-}
-
-func findServer(list []providers.Server, id string) (providers.Server, bool) {
-	for _, s := range list {
-		if s.ID == id {
-			return s, true
-		}
-	}
-	return providers.Server{}, false
 }
 
 func isLockTimeout(err error) bool { return errors.Is(err, bolt.ErrTimeout) }

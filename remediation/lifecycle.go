@@ -76,6 +76,11 @@ func (e *Engine) Configure(c config.Remediation, refresh time.Duration, accounts
 	}
 	// Data older than two refreshes and a margin is stale.
 	e.staleness = 2*refresh + 30*time.Second
+	// A verdict waits at most global.stale_after for a fresh view.
+	e.staleAfter = time.Duration(c.StaleAfter)
+	if e.staleAfter <= 0 {
+		e.staleAfter = 5 * refresh
+	}
 	e.m.enabled.Set(b2f(c.Enabled))
 	e.m.dryRun.Set(b2f(c.DryRun))
 	if !c.Enabled {
@@ -305,7 +310,7 @@ func (e *Engine) initSeries(c config.Remediation, accounts []config.Provider) {
 					e.m.actions.WithLabelValues(a.Type, a.Name, act, r.Name, res)
 				}
 				if !c.DryRun {
-					for _, v := range []string{VerdictRecovered, VerdictNotRecovered} {
+					for _, v := range []string{VerdictRecovered, VerdictNotRecovered, VerdictUnknown} {
 						e.m.verifications.WithLabelValues(a.Type, a.Name, act, "rule", v)
 					}
 					e.m.recovery.WithLabelValues(a.Type, a.Name, act)
@@ -326,7 +331,7 @@ func (e *Engine) initSeries(c config.Remediation, accounts []config.Provider) {
 						e.m.actions.WithLabelValues(a.Type, a.Name, act, RuleAlertmanager, res)
 					}
 					if !c.DryRun {
-						for _, v := range []string{VerdictRecovered, VerdictNotRecovered} {
+						for _, v := range []string{VerdictRecovered, VerdictNotRecovered, VerdictUnknown} {
 							e.m.verifications.WithLabelValues(a.Type, a.Name, act, "alert", v)
 						}
 						e.m.recovery.WithLabelValues(a.Type, a.Name, act)

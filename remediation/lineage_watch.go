@@ -10,6 +10,7 @@ import (
 
 	"github.com/vps-exporter/vps_exporter/collector"
 	"github.com/vps-exporter/vps_exporter/providers"
+	"github.com/vps-exporter/vps_exporter/remediation/episode"
 )
 
 // A redeploy makes a new server id (VPN.bingo: a new node, the original
@@ -195,10 +196,14 @@ func (e *Engine) watchLocked(t *track, snap *collector.Snapshot) (w *loopWrite, 
 	// Nothing can be told apart: a person decides; the candidates are
 	// held with the exhausted episode.
 	wt.Held = true
+	var lw *loopWrite
 	if !ep.exhausted() {
-		e.exhaustLocked(t, "the redeploy's answer was lost and its replacement cannot be told apart: "+why)
+		lw = e.exhaustLocked(t, episode.LineageLost, "the redeploy's answer was lost and its replacement cannot be told apart: "+why)
 	}
-	return e.captureLocked(t, nil), e.linkLocked(t, snap, cands), true
+	if lw == nil {
+		lw = e.captureLocked(t, nil)
+	}
+	return lw, e.linkLocked(t, snap, cands), true
 }
 
 // linkLocked puts servers of the account in t's lineage, in memory; the

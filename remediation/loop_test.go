@@ -253,6 +253,10 @@ func TestAlertVerdicts(t *testing.T) {
 			}
 			for i, st := range tc.steps {
 				h.advance(st.advance)
+				if st.advance > 0 {
+					h.settle()
+					h.refresh("vps") // the fresh view a verdict needs (issue 22)
+				}
 				for _, a := range st.fire {
 					n := len(h.sim.Actions())
 					send("firing", a)
@@ -699,7 +703,8 @@ func TestAlertResolvedWhileItsRepairIsUnderWay(t *testing.T) {
 		sendAlerts(t, h, wh, amItem{status: "firing", name: "A", id: "12003", started: started})
 		waitFor(t, func() bool { return len(h.episodes("12003")) == 1 })
 		h.advance(6 * time.Minute)
-		h.engine.tick() // not_recovered: the power cycle is due
+		h.refresh("vps") // the fresh view a verdict needs (issue 22)
+		h.engine.tick()  // not_recovered: the power cycle is due
 		sendAlerts(t, h, wh, amItem{status: "resolved", name: "A", id: "12003", started: started})
 		h.engine.tick()
 		h.settle()
@@ -719,7 +724,8 @@ func TestAlertResolvedWhileItsRepairIsUnderWay(t *testing.T) {
 		sendAlerts(t, h, wh, amItem{status: "firing", name: "A", id: "12003", started: started})
 		waitFor(t, func() bool { return len(h.episodes("12003")) == 1 })
 		h.advance(6 * time.Minute)
-		h.engine.tick() // not_recovered: the power cycle is due
+		h.refresh("vps") // the fresh view a verdict needs (issue 22)
+		h.engine.tick()  // not_recovered: the power cycle is due
 		h.settle()
 		w := h.watch("vps", 300*time.Millisecond)
 		done := make(chan struct{})
@@ -768,6 +774,8 @@ func TestStaleAlertNotificationsAreNoVerdict(t *testing.T) {
 	h.engine.tick()
 	wantEpisode(t, h, "12003", "reboot:verifying", EpisodeOpen)
 	sendAlerts(t, h, wh, amItem{status: "resolved", name: "A", id: "12003", started: current})
+	h.settle()
+	h.refresh("vps") // a view read after the resolution (issue 22)
 	h.engine.tick()
 	wantEpisode(t, h, "12003", "reboot:recovered", EpisodeRecovered)
 }
@@ -797,11 +805,13 @@ func TestAlertExhaustedAtRequestIsHandedBackByItsAlert(t *testing.T) {
 	sendAlerts(t, h, wh, amItem{status: "resolved", name: "A", id: "12003", started: s2})
 	h.engine.tick()
 	h.advance(4 * time.Minute)
+	h.refresh("vps") // a fresh view: the release needs one (issue 22)
 	h.engine.tick()
 	if len(h.engine.Exhausted()) != 1 {
 		t.Fatal("handed back before its alert had been resolved for webhook.verify")
 	}
 	h.advance(2 * time.Minute)
+	h.refresh("vps")
 	h.engine.tick()
 	if x := h.engine.Exhausted(); len(x) != 0 {
 		t.Errorf("its alert resolved 6m ago (webhook.verify 5m) and it is still exhausted: %+v; episodes %q", x, summaries(h.episodes("12003")))
@@ -838,10 +848,13 @@ func TestWebhookOffEndsAlertLadders(t *testing.T) {
 			if resolves {
 				h.advance(2 * time.Minute)
 				sendAlerts(t, h, wh, amItem{status: "resolved", name: "A", id: "12003", started: started})
+				h.settle()
+				h.refresh("vps") // a view read after the resolution (issue 22)
 				h.engine.tick()
 				wantEpisode(t, h, "12003", "reboot:recovered", EpisodeRecovered)
 			} else {
 				h.advance(6 * time.Minute)
+				h.refresh("vps") // the fresh view a verdict needs (issue 22)
 				h.engine.tick()
 				h.settle()
 				h.refresh("vps")
@@ -1226,6 +1239,7 @@ func TestResetRestartsAStillFiringAlert(t *testing.T) {
 	sendAlerts(t, h, wh, amItem{status: "firing", name: "A", id: "12003", started: s1})
 	waitFor(t, func() bool { return len(h.episodes("12003")) == 1 })
 	h.advance(6 * time.Minute)
+	h.refresh("vps") // the fresh view a verdict needs (issue 22)
 	h.engine.tick()
 	if len(h.engine.Exhausted()) != 1 {
 		t.Fatal("not exhausted")

@@ -42,7 +42,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"reason"}),
 		verifications: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vps_remediation_verifications_total",
-			Help: "Verdicts on remediation actions when their verify window ended, by source (rule, alert) and result (recovered, not_recovered); kept across restarts.",
+			Help: "Verdicts on remediation actions when their verify window ended, by source (rule, alert) and result (recovered, not_recovered, unknown: no fresh view of the server within stale_after); kept across restarts.",
 		}, []string{"provider", "account", "action", "source", "result"}),
 		recovery: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "vps_remediation_recovery_seconds",

@@ -94,7 +94,8 @@ func (e *Engine) journalPhase(g *gate, rec *Record, phase, what string) {
 // not go out because of it, it returns errCycleUnfinished and the intent
 // stays pending at its phase, for the next start to finish. A start the
 // provider refused, or one that could not be sent, fails the cycle: the
-// server is left stopped (failedCycleLocked gives its verdict at once).
+// server is left stopped (the machine's step_failed: not_recovered at once;
+// stepKind in apply.go).
 func (e *Engine) finishCycle(ctx context.Context, g *gate, rec *Record) (providers.ActionResult, string, error) {
 	fctx, done := finishing(ctx, func() {
 		level.Warn(e.logger).Log("msg", "stopping with a power cycle between its stop and its start: finishing it first", "provider", g.req.Provider, "account", g.req.Account, "id", g.req.ID, "budget", cycleFinishBudget)
@@ -230,19 +231,4 @@ func (e *Engine) waitStopped(ctx context.Context, g *gate, seenStopped bool) err
 		}
 		release()
 	}
-}
-
-// failedCycleLocked gives a failed power cycle its verdict at once: its
-// stop was accepted but the server was not started again (the provider
-// refused the start, the start could not be sent, or the server never
-// read stopped). Whatever its condition reads meanwhile (a CPU alert
-// resolves while the server is off), the cycle did not recover it:
-// not_recovered, then the next step of its ladder or exhaustion (a person
-// is told). A refused stop is a refused step (no verdict), as before.
-func (e *Engine) failedCycleLocked(t *track, rec *Record) *loopWrite {
-	ep := t.Episode
-	if rec.Action != string(providers.ActionPowerCycle) || rec.Result != ResultFailed || ep == nil || !ep.verifying() {
-		return nil
-	}
-	return e.verdictLocked(t, VerdictNotRecovered, "the power cycle failed, the server was not started again: "+rec.Error, time.Time{})
 }

@@ -60,6 +60,9 @@ func baseConfig(t testing.TB) config.Remediation {
 	c.Enabled, c.DryRun = true, false
 	c.StateFile = filepath.Join(t.TempDir(), "state.db")
 	c.Webhook.Enabled = true
+	// Alert verdicts right after webhook.verify, as before issue 22's
+	// resolve_grace (TestResolveGrace* pins the grace).
+	c.Webhook.ResolveGrace = model.Duration(time.Second)
 	c.MaxActionsPerHour = 100
 	c.MaxFleetFraction = 1
 	return c
@@ -198,7 +201,7 @@ func TestDegradedNodeRedeployedExactlyOnce(t *testing.T) {
 	}
 	// The new node is in the next refresh.
 	snap := h.refresh("bingo")
-	if _, ok := findServer(snap.Servers, acts[0].NewID); !ok {
+	if _, ok := lookupServer(snap.Servers, acts[0].NewID); !ok {
 		t.Error("the redeployed node's replacement is not in the inventory")
 	}
 }

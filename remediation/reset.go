@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/go-kit/log/level"
+
+	"github.com/vps-exporter/vps_exporter/remediation/episode"
 )
 
 // ResetResult says what a reset cleared.
@@ -83,7 +85,14 @@ func (e *Engine) Reset(provider, account, id string) (ResetResult, error) {
 		now := e.now()
 		ended := t.Episode.clone()
 		ended.Version = ver
-		ended.Released, ended.ReleasedBy = now, releasedReset
+		// The machine's reset (exhausted -> released), on the copy the
+		// file gets first.
+		to, _, err := episode.Transition(stateOf(ended), episode.Event{Kind: episode.Reset}, now)
+		if err != nil {
+			e.mu.Unlock()
+			return res, fmt.Errorf("%s account %q, server %q: %w", provider, account, id, err)
+		}
+		settleFields(ended, to, "reset by an operator", releasedReset, now)
 		e.mu.Unlock()
 		// The tombstone holds the reset's version over any older change
 		// still on its way to the file.

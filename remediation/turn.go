@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/vps-exporter/vps_exporter/collector"
+	"github.com/vps-exporter/vps_exporter/providers"
 )
 
 // An account's rate limit is shared by its list, its detail reads and
@@ -77,6 +78,31 @@ func (e *Engine) takeTurn(ctx context.Context, provider, account string, wait ti
 	case <-t.C:
 		return nil, supp(ReasonNotSent, "not sent: the account's remediation requests, one at a time, were busy for %s; the next refresh asks again", wait.Round(time.Second))
 	}
+}
+
+// enterTurn is a re-read's way to its account: the account's turn (at
+// most wait, until ctx ends), then the account up and fresh. d says why
+// not (the turn is then not held); release gives the turn back.
+func (e *Engine) enterTurn(ctx context.Context, provider, account string, wait time.Duration) (release func(), d *Decision) {
+	release, d = e.takeTurn(ctx, provider, account, wait)
+	if d != nil {
+		return func() {}, d
+	}
+	if d = e.accountStale(provider, account); d != nil {
+		release()
+		return func() {}, d
+	}
+	return release, nil
+}
+
+// reReadTimeout bounds one re-read of a server.
+const reReadTimeout = 30 * time.Second
+
+// reRead reads one server from its provider, bounded by reReadTimeout.
+func reRead(ctx context.Context, prov providers.Provider, id string) (providers.Server, error) {
+	rctx, cancel := context.WithTimeout(ctx, reReadTimeout)
+	defer cancel()
+	return prov.Get(rctx, id)
 }
 
 // accountStale says why no call may go to an account now: its latest

@@ -230,7 +230,7 @@ func (e *Engine) OpenEpisodes() []EpisodeView {
 	var eps []open
 	for _, t := range e.tracks {
 		if ep := t.Episode; ep != nil && ep.Outcome == EpisodeOpen && e.accounts[ep.Account] == ep.Provider {
-			eps = append(eps, open{ep.clone(), activeView{ladder: e.ladderLocked(ep), attempts: t.attemptsSince(from), maxAttempts: e.cfg.MaxAttempts}})
+			eps = append(eps, open{ep.clone(), activeView{ladder: e.configuredLadderLocked(ep), attempts: t.attemptsSince(from), maxAttempts: e.cfg.MaxAttempts}})
 		}
 	}
 	e.mu.Unlock()
@@ -283,7 +283,7 @@ func (e *Engine) activeViews() (map[uint64]activeView, map[uint64]string) {
 		if ep == nil {
 			continue
 		}
-		out[ep.Seq] = activeView{ladder: e.ladderLocked(ep), attempts: t.attemptsSince(from), maxAttempts: e.cfg.MaxAttempts}
+		out[ep.Seq] = activeView{ladder: e.configuredLadderLocked(ep), attempts: t.attemptsSince(from), maxAttempts: e.cfg.MaxAttempts}
 		for i, s := range ep.Steps {
 			switch {
 			case s.Verdict != "":
@@ -296,10 +296,10 @@ func (e *Engine) activeViews() (map[uint64]activeView, map[uint64]string) {
 	return out, verdicts
 }
 
-// ladderLocked is an episode's ladder as configured now: its rule's
+// configuredLadderLocked is an episode's ladder as configured now: its rule's
 // action and escalate list, or the alert's action and webhook.escalate's
 // steps for it (nil: its rule is gone). Its step counts in it.
-func (e *Engine) ladderLocked(ep *Episode) []string {
+func (e *Engine) configuredLadderLocked(ep *Episode) []string {
 	switch {
 	case ep.Source == "rule":
 		if r := e.ruleByNameLocked(ep.Rule); r != nil {
