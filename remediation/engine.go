@@ -225,6 +225,10 @@ type Engine struct {
 	// webBasicGone: that basic auth has left the web configuration (as
 	// the last request found it; logged when it changes).
 	webBasicGone bool
+	// role and leaderURL are this replica's part in remediation.ha and
+	// the leader's advertise URL (role.go).
+	role      Role
+	leaderURL string
 	// background holds the suppressions of rule requests decided away
 	// from a refresh (the re-read, the final check, the call, shutdown)
 	// until their rule's next summary line: provider \x00 account \x00
