@@ -335,9 +335,9 @@ func TestClosedLoopCrashBetweenStopAndStart(t *testing.T) {
 		h = e.history(t, "?id=12001")
 		return len(h.Episodes) > 0 && h.Episodes[0].Outcome == "recovered"
 	})
-	if len(h.Actions) != 1 || h.Actions[0].Action != "power_cycle" || h.Actions[0].Result != "success" ||
-		len(h.Actions[0].Calls) != 2 || h.Actions[0].Calls[0].Action != "stop" || h.Actions[0].Calls[1].Action != "start" || h.Actions[0].Calls[1].Result != "success" {
-		t.Errorf("history %+v, want one power_cycle, success, with its stop and its start", h.Actions)
+	if len(h.Actions) != 1 || h.Actions[0].Action != "power_cycle" || h.Actions[0].Result != "accepted" ||
+		len(h.Actions[0].Calls) != 2 || h.Actions[0].Calls[0].Action != "stop" || h.Actions[0].Calls[1].Action != "start" || h.Actions[0].Calls[1].Result != "accepted" {
+		t.Errorf("history %+v, want one power_cycle, accepted, with its stop and its start", h.Actions)
 	}
 	if len(h.Episodes) != 1 || ladder(h.Episodes[0].Steps) != "power_cycle:recovered" {
 		t.Errorf("episodes %+v, want power_cycle:recovered", h.Episodes)

@@ -67,8 +67,8 @@ func TestPowerCycleFinishedAtShutdown(t *testing.T) {
 	within(t, 20*time.Second, "the server running again", func() bool { return machineStatus(s, 12001) == "active" })
 	e = startExporter(t, "--config.file="+cfg)
 	h := e.history(t, "?id=12001")
-	if len(h.Actions) != 1 || h.Actions[0].Action != "power_cycle" || h.Actions[0].Result != "success" || len(h.Actions[0].Calls) != 2 {
-		t.Errorf("history after the restart %+v, want one power_cycle, success, with its stop and its start", h.Actions)
+	if len(h.Actions) != 1 || h.Actions[0].Action != "power_cycle" || h.Actions[0].Result != "accepted" || len(h.Actions[0].Calls) != 2 {
+		t.Errorf("history after the restart %+v, want one power_cycle, accepted, with its stop and its start", h.Actions)
 	}
 	if !hasLine(e.metrics(), `vps_remediation_actions_total{account="vps-main",action="power_cycle",provider="vpsorg",result="success",rule="hot-cpu"} 1`) {
 		t.Error("the power cycle is not counted success")
@@ -121,12 +121,12 @@ func TestPowerCycleStartRefused(t *testing.T) {
 			var cycle bool
 			for _, a := range h.Actions {
 				if a.Action == "power_cycle" {
-					cycle = a.Result == "failed" && len(a.Calls) == 2 && a.Calls[0].Result == "success" && a.Calls[1].Action == "start" && a.Calls[1].Result == "failed" &&
+					cycle = a.Result == "failed" && len(a.Calls) == 2 && a.Calls[0].Result == "accepted" && a.Calls[1].Action == "start" && a.Calls[1].Result == "failed" &&
 						strings.Contains(a.Error, "refused its start")
 				}
 			}
 			if !cycle {
-				t.Errorf("history %+v, want the power_cycle failed: stop success, start failed", h.Actions)
+				t.Errorf("history %+v, want the power_cycle failed: stop accepted, start failed", h.Actions)
 			}
 			m := e.metrics()
 			for _, want := range []string{
@@ -193,7 +193,7 @@ func TestPowerCycleUnfinishedAtShutdownIsFinishedByTheRestart(t *testing.T) {
 	}
 	within(t, 10*time.Second, "the power cycle recorded", func() bool {
 		h := e.history(t, "?id=12001")
-		return len(h.Actions) == 1 && h.Actions[0].Result == "success" && len(h.Actions[0].Calls) == 2
+		return len(h.Actions) == 1 && h.Actions[0].Result == "accepted" && len(h.Actions[0].Calls) == 2
 	})
 	time.Sleep(3 * time.Second)
 	if got := names(callsTo(s, "12001")); got != "stop start" {
