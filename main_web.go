@@ -75,7 +75,7 @@ func (v remediationView) RemediationStatus(ctx context.Context, limit int) (webu
 		out.Episodes = append(out.Episodes, w)
 	}
 	for _, x := range v.engine.Exhausted() {
-		s := webui.ExhaustedServer{Provider: x.Provider, Account: x.Account, ID: x.ID, Since: x.Since, Attempts: len(x.Actions), Detail: x.Reason}
+		s := webui.ExhaustedServer{Provider: x.Provider, Account: x.Account, ID: x.ID, Name: x.Name, Since: x.Since, Attempts: len(x.Actions), Detail: x.Reason}
 		if len(x.Actions) > 0 {
 			s.LastAction = x.Actions[len(x.Actions)-1]
 		}
