@@ -231,8 +231,10 @@ func serve(parent context.Context, f *flags, logger log.Logger, toolkit *slog.Lo
 			level.Error(logger).Log("msg", "cannot start demo", "err", err)
 			return 1
 		}
+		d.engine.SetDemoToken(DemoToken)
+		// The demo's token is fixed and public (README, the page's banner).
 		level.Info(logger).Log("msg", "demo mode: monitoring simulated providers on loopback; remediation acts only on the simulated servers",
-			"servers", f.demoServers, "remediation", remediationMode(demoCfg.Remediation), "config_file", demoFile)
+			"servers", f.demoServers, "remediation", remediationMode(demoCfg.Remediation), "webhook_token", DemoToken, "config_file", demoFile)
 		d.loadConfig = func() (*config.Config, error) { return demoCfg, nil }
 	} else {
 		d.loadConfig = func() (*config.Config, error) { return loadChecked(f) }

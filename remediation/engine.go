@@ -225,6 +225,9 @@ type Engine struct {
 	// webBasicGone: that basic auth has left the web configuration (as
 	// the last request found it; logged when it changes).
 	webBasicGone bool
+	// demoToken is --demo's fixed, public token (SetDemoToken): a 401
+	// states it. Empty outside the demo.
+	demoToken string
 	// role and leaderURL are this replica's part in remediation.ha and
 	// the leader's advertise URL (role.go).
 	role      Role
