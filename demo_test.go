@@ -31,7 +31,9 @@ func demoField(line, key string) string {
 }
 
 // In --demo the webhook and the controls take the fixed token "demo", and
-// only it.
+// only it, whatever the case of the scheme's name (RFC 7235); a refusal
+// says which token to send (it is public), not a setting the demo has no
+// file for.
 func TestDemoToken(t *testing.T) {
 	e := startExporter(t, "--demo", "--demo.servers=12")
 	// An empty notification: accepted as a batch with nothing to do, so
@@ -42,6 +44,8 @@ func TestDemoToken(t *testing.T) {
 		want                           int
 	}{
 		{"webhook, the demo token", "POST", "/webhook/alertmanager", notification, "Bearer demo", 200},
+		{"webhook, the demo token, scheme in lower case", "POST", "/webhook/alertmanager", notification, "bearer demo", 200},
+		{"pause, the demo token, scheme in upper case", "POST", "/api/v1/remediation/pause", `{"duration":"1h","reason":"demo test upper"}`, "BEARER demo", 200},
 		{"webhook, no credential", "POST", "/webhook/alertmanager", notification, "", 401},
 		{"webhook, another token", "POST", "/webhook/alertmanager", notification, "Bearer demo2", 401},
 		{"webhook, basic auth demo:demo", "POST", "/webhook/alertmanager", notification, "Basic ZGVtbzpkZW1v", 401},
@@ -59,6 +63,9 @@ func TestDemoToken(t *testing.T) {
 			code, body := e.sendHeader(tc.method, tc.path, tc.body, tc.auth)
 			if tc.want == 0 && (code == 401 || code == 403 || code == 0) || tc.want != 0 && code != tc.want {
 				t.Errorf("%s %s with %q: %d %.200s, want %d", tc.method, tc.path, tc.auth, code, body, tc.want)
+			}
+			if code == 401 && (!strings.Contains(body, "Authorization: Bearer demo") || strings.Contains(body, "remediation.webhook.bearer_token")) {
+				t.Errorf("%s %s with %q: the 401 says %q; want the demo's token, not a setting", tc.method, tc.path, tc.auth, strings.TrimSpace(body))
 			}
 		})
 	}
@@ -79,6 +86,10 @@ func TestDemoSaysWhatItDoes(t *testing.T) {
 		t.Fatalf("no demo start-up line in the log:\n%s", e.logs.String())
 	}
 	logMode := demoField(line, "remediation")
+	// The token, as README says: the log line and the banner say the same.
+	if tok := demoField(line, "webhook_token"); tok != DemoToken {
+		t.Errorf("the log line's webhook_token %q, want the demo's %q: %s", tok, DemoToken, line)
+	}
 	if logMode != "live" {
 		t.Errorf("the log line says remediation %q, want live (the README's closed loop needs live actions on the simulated servers): %s", logMode, line)
 	}

@@ -231,8 +231,10 @@ func serve(parent context.Context, f *flags, logger log.Logger, toolkit *slog.Lo
 			level.Error(logger).Log("msg", "cannot start demo", "err", err)
 			return 1
 		}
+		d.engine.SetDemoToken(DemoToken)
+		// The demo's token is fixed and public (README, the page's banner).
 		level.Info(logger).Log("msg", "demo mode: monitoring simulated providers on loopback; remediation acts only on the simulated servers",
-			"servers", f.demoServers, "remediation", remediationMode(demoCfg.Remediation), "config_file", demoFile)
+			"servers", f.demoServers, "remediation", remediationMode(demoCfg.Remediation), "webhook_token", DemoToken, "config_file", demoFile)
 		d.loadConfig = func() (*config.Config, error) { return demoCfg, nil }
 	} else {
 		d.loadConfig = func() (*config.Config, error) { return loadChecked(f) }
@@ -474,16 +476,16 @@ func (d *daemon) apply(c *config.Config, first bool) error {
 func (d *daemon) routes(reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(d.flags.metricsPath, metricsOnly(collector.NewHandler(d.store, reg, d.logger)))
-	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) {
+	mux.Handle("/-/healthy", readOnly("/-/healthy", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("Healthy\n"))
-	})
-	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) {
+	})))
+	mux.Handle("/-/ready", readOnly("/-/ready", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		if !d.manager.Ready() {
 			http.Error(w, "Not ready: waiting for the first refresh of every account", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("Ready\n"))
-	})
+	})))
 	mux.HandleFunc("/-/reload", func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost && r.Method != http.MethodPut {
 			w.Header().Set("Allow", "POST, PUT")
@@ -503,7 +505,7 @@ func (d *daemon) routes(reg *prometheus.Registry) http.Handler {
 		_, _ = w.Write([]byte("Reloaded\n"))
 	})
 	mux.Handle("/sd", webui.NewSDHandler(d.store))
-	mux.Handle("/api/v1/accounts", webui.NewAccountsHandler(d.store, d.logger))
+	mux.Handle("/api/v1/accounts", readOnly("/api/v1/accounts", webui.NewAccountsHandler(d.store, d.logger)))
 	control := remediation.NewControlHandler(d.engine)
 	mux.Handle("/api/v1/remediation", control)
 	mux.Handle("/api/v1/remediation/", control)

@@ -75,7 +75,7 @@ func (v remediationView) RemediationStatus(ctx context.Context, limit int) (webu
 		out.Episodes = append(out.Episodes, w)
 	}
 	for _, x := range v.engine.Exhausted() {
-		s := webui.ExhaustedServer{Provider: x.Provider, Account: x.Account, ID: x.ID, Since: x.Since, Attempts: len(x.Actions), Detail: x.Reason}
+		s := webui.ExhaustedServer{Provider: x.Provider, Account: x.Account, ID: x.ID, Name: x.Name, Since: x.Since, Attempts: len(x.Actions), Detail: x.Reason}
 		if len(x.Actions) > 0 {
 			s.LastAction = x.Actions[len(x.Actions)-1]
 		}
@@ -86,11 +86,16 @@ func (v remediationView) RemediationStatus(ctx context.Context, limit int) (webu
 
 // metricsOnly answers GET and HEAD with h, any other method with 405 and
 // an Allow header: a scrape is a read.
-func metricsOnly(h http.Handler) http.Handler {
+func metricsOnly(h http.Handler) http.Handler { return readOnly("the metrics endpoint", h) }
+
+// readOnly answers GET and HEAD with h, any other method with 405 and an
+// Allow header naming them: what (e.g. "/-/healthy") only reads.
+func readOnly(what string, h http.Handler) http.Handler {
+	msg := fmt.Sprintf("Method not allowed: %s answers GET and HEAD.", what)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
-			http.Error(w, "Method not allowed: the metrics endpoint answers GET and HEAD.", http.StatusMethodNotAllowed)
+			http.Error(w, msg, http.StatusMethodNotAllowed)
 			return
 		}
 		h.ServeHTTP(w, r)

@@ -297,27 +297,53 @@ func TestForClockRestartsAfterAnOutage(t *testing.T) {
 	}
 }
 
-// At start a state file that is no bbolt database fails the start; the
-// engine's line says only what is true in both cases (start, reload):
-// remediation is off. (Before: "the exporter goes on", then exit 1.)
-func TestUnusableStateFileAtStartSaysRemediationOff(t *testing.T) {
-	_, urls := startSim(t, 3)
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "vps_exporter.yml")
-	writeConfig(t, cfgPath, urls, false)
-	appendRemediation(t, cfgPath, "  dry_run: true\n")
-	if err := os.WriteFile(filepath.Join(dir, "state.db"), []byte(strings.Repeat("not a database\n", 512)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	code, logs, _ := runToExit(t, 20*time.Second, "--config.file="+cfgPath, "--web.listen-address="+freePort(t))
-	if code != 1 {
-		t.Fatalf("exit %d, want 1:\n%s", code, logs)
-	}
-	if !strings.Contains(logs, `msg="remediation state file unusable; remediation is off"`) || strings.Contains(logs, "goes on") {
-		t.Errorf("the engine's line is not the neutral one:\n%s", logs)
-	}
-	if !strings.Contains(logs, "cannot start") || !strings.Contains(logs, "remediation.state_file") {
-		t.Errorf("the start's failure is not said:\n%s", logs)
+// At start a state file that cannot be used (no bbolt database, or in a
+// directory that does not exist) fails the start: exit 1, and no line says
+// "remediation is off" as if the exporter went on (issue 24); the
+// engine's line says it cannot start, as main's does.
+func TestUnusableStateFileAtStartSaysItCannotStart(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		missing bool
+	}{
+		{"not a database", false},
+		{"in a missing directory", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, urls := startSim(t, 3)
+			dir := t.TempDir()
+			cfgPath := filepath.Join(dir, "vps_exporter.yml")
+			writeConfig(t, cfgPath, urls, false)
+			appendRemediation(t, cfgPath, "  dry_run: true\n")
+			if tc.missing {
+				b, err := os.ReadFile(cfgPath)
+				if err != nil {
+					t.Fatal(err)
+				}
+				moved := strings.Replace(string(b), filepath.Join(dir, "state.db"), filepath.Join(dir, "missing", "state.db"), 1)
+				if moved == string(b) {
+					t.Fatal("the config names no state.db to move")
+				}
+				if err := os.WriteFile(cfgPath, []byte(moved), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := os.WriteFile(filepath.Join(dir, "state.db"), []byte(strings.Repeat("not a database\n", 512)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			code, logs, _ := runToExit(t, 20*time.Second, "--config.file="+cfgPath, "--web.listen-address="+freePort(t))
+			if code != 1 {
+				t.Fatalf("exit %d, want 1:\n%s", code, logs)
+			}
+			if strings.Contains(logs, "remediation is off") || strings.Contains(logs, "goes on") {
+				t.Errorf("a line says the exporter goes on without remediation, and it exits:\n%s", logs)
+			}
+			if !strings.Contains(logs, `msg="remediation state file unusable; the exporter cannot start with remediation on"`) {
+				t.Errorf("the engine's line does not say it cannot start:\n%s", logs)
+			}
+			if !strings.Contains(logs, "cannot start") || !strings.Contains(logs, "remediation.state_file") {
+				t.Errorf("the start's failure is not said:\n%s", logs)
+			}
+		})
 	}
 }
 

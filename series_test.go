@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -32,7 +35,9 @@ func seriesByFamily(m string) (map[string]int, int) {
 // TestDemoSeriesPerServer: the demo's default fleet costs at most 15
 // series per server once every VPS.org server has its detail data, each
 // server's state-set holds exactly the states its provider reports, and
-// the families the shipped dashboards and alerts read are there.
+// the families the shipped dashboards and alerts read are there; and
+// docs/simulator.md's "about N KB and M series a server" is what it
+// measures (issue 24: it said 2 KB and 21 after the cut to 15).
 func TestDemoSeriesPerServer(t *testing.T) {
 	e := startExporter(t, "--demo")
 	var m string
@@ -51,6 +56,7 @@ func TestDemoSeriesPerServer(t *testing.T) {
 		t.Errorf("%d series for %d servers (%.2f a server), want at most 15 a server: %v", total, servers, float64(total)/float64(max(servers, 1)), fams)
 	}
 	t.Logf("%d per-server series for %d servers: %.2f a server", total, servers, float64(total)/float64(servers))
+	checkSimulatorDocCost(t, m, total, servers)
 	for _, tc := range []struct {
 		provider string
 		states   []providers.State
@@ -162,5 +168,37 @@ func TestExcludeMetrics(t *testing.T) {
 	}
 	if m := e.metrics(); !has(m, "vps_server_up") || !has(m, "vps_server_vcpus") {
 		t.Error("a refused reload changed the families on /metrics")
+	}
+}
+
+// simulatorCost is docs/simulator.md's statement of what a server costs on
+// /metrics.
+var simulatorCost = regexp.MustCompile(`about ([0-9.]+) KB and ([0-9.]+) series a server`)
+
+// checkSimulatorDocCost holds docs/simulator.md's per-server cost to the
+// measured one: series within 0.5, bytes (of the per-server lines) within
+// 15%.
+func checkSimulatorDocCost(t *testing.T, m string, series, servers int) {
+	t.Helper()
+	doc, err := os.ReadFile("docs/simulator.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := simulatorCost.FindStringSubmatch(strings.Join(strings.Fields(string(doc)), " "))
+	if got == nil {
+		t.Fatal(`docs/simulator.md does not say "about N KB and M series a server"`)
+	}
+	kb, _ := strconv.ParseFloat(got[1], 64)
+	perServer, _ := strconv.ParseFloat(got[2], 64)
+	bytes := 0
+	for _, line := range strings.Split(m, "\n") {
+		if strings.HasPrefix(line, "vps_server_") {
+			bytes += len(line) + 1
+		}
+	}
+	measuredSeries, measuredKB := float64(series)/float64(servers), float64(bytes)/float64(servers)/1000
+	t.Logf("per server: %.2f series, %.3f KB of per-server lines; docs/simulator.md says %s", measuredSeries, measuredKB, got[0])
+	if math.Abs(perServer-measuredSeries) > 0.5 || math.Abs(kb-measuredKB) > 0.15*measuredKB {
+		t.Errorf("docs/simulator.md says %q; measured %.1f series and %.2f KB a server", got[0], measuredSeries, measuredKB)
 	}
 }

@@ -23,10 +23,9 @@ import (
 // the server's last detail values until they are older than the keep limit
 // (maxAgeLocked); the time of its last successful read stays. Credentials
 // refused on a list (401/403) stop the reads until a list succeeds again.
-// A detail read refused so marks its server: it is retried with a backoff
-// (retryAfterLocked) while the others are read as before; only refusals of
-// several servers in a row (refusing) hold the reads until the next list,
-// which says whether the account's credentials are refused.
+// A detail read refused so marks its server only, however many others are
+// refused too: it is retried with a backoff (retryAfterLocked) while the
+// others are read as before. A revoked key shows as the next refused list.
 type details struct {
 	p        providers.Detailer
 	interval time.Duration
@@ -46,19 +45,11 @@ type details struct {
 	active      time.Duration
 	lastOK      time.Time
 	// stopped: nothing is read until the next successful list: the list
-	// was refused, or detail reads of several servers in a row were.
+	// was refused (401/403).
 	stopped bool
 	// accountDown: the account's last list failed. Detail failures are
 	// then the account's, logged with it, not server by server.
 	accountDown bool
-	// streak are the servers refused in a row since the last accepted
-	// read, each refused for the first time: two are refusing.
-	streak []string
-	// refusing: detail reads of several servers were refused in a row (a
-	// key without the detail scope?), logged once; it ends, logged once,
-	// at the next accepted read (or with the account's outage, silently).
-	// The servers refused then are quiet.
-	refusing bool
 	// recovered are the servers whose logged failure ended since the last
 	// report.
 	recovered []string
@@ -151,7 +142,7 @@ func (d *details) listed(list []providers.Server, err error, started time.Time) 
 		if errors.Is(err, providers.ErrUnauthorized) {
 			d.stopped, d.lastOK = true, time.Time{}
 		}
-		d.accountDown, d.streak = true, nil
+		d.accountDown = true
 		for _, r := range d.servers {
 			if r.failing && !r.reported {
 				r.reported, r.quiet = true, true
@@ -163,7 +154,7 @@ func (d *details) listed(list []providers.Server, err error, started time.Time) 
 		// The outage is over: its failures are forgotten (the refused
 		// servers are read again at once), and a server that fails from
 		// now on is logged.
-		d.accountDown, d.refusing = false, false
+		d.accountDown = false
 		for _, r := range d.servers {
 			if r.quiet {
 				r.failing, r.reported, r.quiet, r.refusals = false, false, false, 0
@@ -396,9 +387,8 @@ func (d *details) next(now time.Time) (string, time.Duration) {
 
 // done records the outcome of one read. Failures are logged by
 // reportLocked once the next list shows whether they are the account's;
-// a refused read backs its server off, and refusals of several servers in
-// a row stop the reads until the next list, logged at once (and their end
-// once, at the next accepted read).
+// a refused read backs its server off, whatever the other servers' reads
+// did: only a refused list stops the account's reads.
 func (d *details) done(id string, srv providers.Server, err error, now time.Time) {
 	var lines logLines
 	defer lines.write(d.logger) // after the unlock
@@ -421,7 +411,7 @@ func (d *details) done(id string, srv providers.Server, err error, now time.Time
 			return // gone from the list meanwhile
 		}
 		if errors.Is(err, providers.ErrUnauthorized) {
-			d.refusedLocked(id, r, err, now, &lines)
+			d.refusedLocked(r, err, now)
 			return
 		}
 		r.failing, r.failedAt, r.err = true, now, err
@@ -429,11 +419,6 @@ func (d *details) done(id string, srv providers.Server, err error, now time.Time
 			r.reported, r.quiet = true, true
 		}
 		return
-	}
-	d.streak = nil
-	if d.refusing {
-		lines.add(level.Info, "msg", "detail reads accepted again")
-		d.refusing = false
 	}
 	if !d.lastOK.IsZero() {
 		d.active += now.Sub(d.lastOK)
@@ -451,42 +436,16 @@ func (d *details) done(id string, srv providers.Server, err error, now time.Time
 }
 
 // refusedLocked records a read of server id refused for its credentials:
-// the server is backed off. A refusal is the server's own (logged by
-// reportLocked at the next list) unless the reads of several servers
-// refused for the first time come in a row: then they are the account's
-// until a read is accepted (refusing, logged now), and nothing is read
-// until the next list, which says whether the key itself is refused.
-func (d *details) refusedLocked(id string, r *detailRec, err error, now time.Time, lines *logLines) {
-	first := r.refusals == 0
+// the server alone is backed off, and its refusal is logged by
+// reportLocked at the next list, unless the account is down (then it is
+// the outage's, quiet). It never stops the other servers' reads: only a
+// refused list says the account's key is refused.
+func (d *details) refusedLocked(r *detailRec, err error, now time.Time) {
 	r.refusals++
 	r.failing, r.failedAt, r.err = true, now, err
-	if d.accountDown || d.refusing {
-		// Refusals already taken for the account's: quiet, and any holds
-		// the reads until the next list.
-		if !r.reported {
-			r.reported, r.quiet = true, true
-		}
-		d.stopped = true
-		return
+	if d.accountDown && !r.reported {
+		r.reported, r.quiet = true, true
 	}
-	if !first {
-		return // a server refused before: its own, whatever the others do
-	}
-	if !slices.Contains(d.streak, id) {
-		d.streak = append(d.streak, id)
-	}
-	if len(d.streak) < 2 {
-		return
-	}
-	d.refusing, d.stopped = true, true
-	for _, sid := range d.streak {
-		if sr := d.servers[sid]; sr != nil && !sr.reported {
-			sr.reported, sr.quiet = true, true
-		}
-	}
-	lines.add(level.Warn, "msg", "detail reads of several servers refused in a row: credentials not accepted for details? No detail reads until the next successful list; the refused servers are retried with a backoff",
-		"servers", len(d.streak), "err", err)
-	d.streak = nil
 }
 
 // throttled is whether err is the provider's 429.

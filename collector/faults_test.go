@@ -284,8 +284,9 @@ func TestDetailFailureLoggedOncePerServer(t *testing.T) {
 }
 
 // 401/403 on a list: the account is down and no detail is read until a
-// list succeeds again. Detail reads of several servers refused the same
-// way in a row stop the detail reads too, until the next successful list.
+// list succeeds again. Detail reads refused the same way (a key without
+// the detail scope) back each server off, and only it: they never stop the
+// account's reads (issue 24), and the account stays up.
 func TestUnauthorizedStopsDetailReads(t *testing.T) {
 	refused := fmt.Errorf(`vpsorg account "acct": GET /api/v1/servers/: HTTP 401: Invalid or missing API token: %w`, providers.ErrUnauthorized)
 	f := &flakyAccount{name: "acct", ids: ids(40)}
@@ -323,18 +324,37 @@ func TestUnauthorizedStopsDetailReads(t *testing.T) {
 	f.set(nil, nil)
 	waitUntil(t, "detail reads again", 5*time.Second, func() bool { _, d := f.counts(); return d >= details1+40 })
 
-	// Only the detail endpoint refuses (a key without that scope): two
-	// servers refused in a row stop the details until the next list,
-	// which starts them again; not a read per server.
+	// Only the detail endpoint refuses (a key without that scope): each
+	// server is backed off on its own (tried after 1, 2, 4, 8, 16
+	// intervals), not read every interval, and logged in one line for
+	// them all, once.
+	warns0 := len(linesAt(logs, "warn"))
 	f.set(nil, refused)
-	time.Sleep(interval)
 	_, d0 := f.counts()
 	lists0, _ = f.counts()
 	time.Sleep(20 * interval)
 	lists1, d1 := f.counts()
 	refreshes := lists1 - lists0
-	if n := d1 - d0; n > (refreshes+1)*5 {
-		t.Errorf("%d refused detail reads over %d lists; want at most those in flight (max_concurrency 4, and one handed out) per list", n, refreshes)
+	if n := d1 - d0; n > 40*6 {
+		t.Errorf("%d refused detail reads of 40 servers over %d lists; want each server backed off (at most 6 tries in 20 intervals)", n, refreshes)
+	}
+	// Each server is logged once, in a line of its own or in one line
+	// for many (those refused before the same list).
+	warns := linesAt(logs, "warn")[warns0:]
+	logged := 0
+	for _, w := range warns {
+		var n int
+		if _, err := fmt.Sscanf(w[strings.Index(w, " servers=")+1:], "servers=%d", &n); strings.Contains(w, " servers=") && err == nil {
+			logged += n
+		} else if strings.Contains(w, " id=") {
+			logged++
+		}
+		if !strings.Contains(w, "refused for th") {
+			t.Errorf("a refused detail read logged as %s", w)
+		}
+	}
+	if logged != 40 || len(warns) > 8 {
+		t.Errorf("40 servers' refused detail reads logged as %d servers in %d lines; want each once:\n%s", logged, len(warns), strings.Join(warns, "\n"))
 	}
 	if sn, _ := st.Snapshot("acct"); !sn.Up {
 		t.Error("refused detail reads took the account down; only its list does")

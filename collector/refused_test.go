@@ -35,12 +35,13 @@ func (f *refusingDetailer) Detail(ctx context.Context, id string) (providers.Ser
 	return f.fakeDetailer.Detail(ctx, id)
 }
 
-// A detail read refused (401/403) for one server, or for a few servers
-// refused before, marks those servers: backed off (tried after 2, 4, 8,
-// 16, 16, ... intervals), their detail time aging, while every other
-// server is read each interval; one line when each starts (at the next
-// list) and one when it ends. Only several servers refused for the first
-// time in a row hold the account's reads, until the next list.
+// A detail read refused (401/403) marks its server, and only it, however
+// many others are refused and in whatever order (issue 24): backed off
+// (tried after 2, 4, 8, 16, 16, ... intervals), its detail time aging,
+// while every other server is read each interval; one line when it starts
+// (at the next list) and one when it ends, or one line for many. Servers
+// refused one after the other, with no accepted read between, do not stop
+// the account's reads: only a refused list does.
 func TestDetailRefusedServerBacksOff(t *testing.T) {
 	all := ids(30)
 	for _, tc := range []struct {
@@ -49,6 +50,9 @@ func TestDetailRefusedServerBacksOff(t *testing.T) {
 	}{
 		{"one server", []string{"105"}},
 		{"three servers, refused apart", []string{"103", "117", "128"}},
+		{"two servers refused one after the other", []string{"104", "105"}},
+		{"three servers refused one after the other", []string{"110", "111", "112"}},
+		{"every server (a key without the detail scope)", ids(30)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := &refusingDetailer{fakeDetailer: &fakeDetailer{cpu: map[string]float64{}}, refuse: map[string]bool{}}
@@ -120,13 +124,20 @@ func TestDetailRefusedServerBacksOff(t *testing.T) {
 					t.Errorf("server %s tried at minutes %v; want the backoff's %v", id, tries[id], want)
 				}
 			}
+			many := len(tc.refused) > maxLoggedServers
 			warns := linesAt(logs, "warn")
-			if len(warns) != len(tc.refused) {
-				t.Fatalf("%d refused servers logged as:\n%s", len(tc.refused), strings.Join(warns, "\n"))
+			if want := len(tc.refused); (!many && len(warns) != want) || (many && len(warns) != 1) {
+				t.Fatalf("%d refused servers logged as:\n%s", want, strings.Join(warns, "\n"))
 			}
-			for k, id := range tc.refused {
-				if !strings.Contains(warns[k], "id="+id) || !strings.Contains(warns[k], "refused for this server") || !strings.Contains(warns[k], "HTTP 403") {
-					t.Errorf("refusal logged as %s", warns[k])
+			if many {
+				if w := warns[0]; !strings.Contains(w, fmt.Sprintf("servers=%d", len(tc.refused))) || !strings.Contains(w, "refused for these servers") || !strings.Contains(w, "HTTP 403") {
+					t.Errorf("refusals logged as %s", w)
+				}
+			} else {
+				for k, id := range tc.refused {
+					if !strings.Contains(warns[k], "id="+id) || !strings.Contains(warns[k], "refused for this server") || !strings.Contains(warns[k], "HTTP 403") {
+						t.Errorf("refusal logged as %s", warns[k])
+					}
 				}
 			}
 			// Accepted again: read at its next try, one line each, and
@@ -140,12 +151,13 @@ func TestDetailRefusedServerBacksOff(t *testing.T) {
 				d.listed(servers(all...), nil, now)
 			}
 			infos := linesAt(logs, "info")
-			if len(infos) != len(tc.refused) {
+			if want := len(tc.refused); (!many && len(infos) != want) || (many && len(infos) != 1) {
 				t.Fatalf("recoveries logged as:\n%s", strings.Join(infos, "\n"))
 			}
-			for k, id := range tc.refused {
-				if !strings.Contains(infos[k], "id="+id) || !strings.Contains(infos[k], "recovered") {
-					t.Errorf("recovery logged as %s", infos[k])
+			for k, line := range infos {
+				if !strings.Contains(line, "recovered") || (!many && !strings.Contains(line, "id="+tc.refused[k])) ||
+					(many && !strings.Contains(line, fmt.Sprintf("servers=%d", len(tc.refused)))) {
+					t.Errorf("recovery logged as %s", line)
 				}
 			}
 			now := t0.Add(65 * time.Minute)
@@ -153,52 +165,5 @@ func TestDetailRefusedServerBacksOff(t *testing.T) {
 				t.Errorf("after the recoveries %d servers read in an interval; want all %d", len(seen), len(all))
 			}
 		})
-	}
-}
-
-// Servers refused for the first time in a row (a key without the detail
-// scope) hold the reads until the next list, logged once; the next
-// accepted read ends it, logged once.
-func TestDetailRefusalsInARowHoldTheReads(t *testing.T) {
-	all := ids(30)
-	f := &refusingDetailer{fakeDetailer: &fakeDetailer{cpu: map[string]float64{}}, refuse: map[string]bool{}}
-	for _, id := range all {
-		f.cpu[id] = 0.5
-		f.refuse[id] = true
-	}
-	logs := &syncbuf.Buffer{}
-	d := newDetails(f, time.Minute, log.NewLogfmtLogger(logs))
-	t0 := time.Unix(1.7e9, 0)
-	d.setList(servers(all...))
-	read := func(now time.Time) int {
-		n := 0
-		for {
-			id, _ := d.next(now)
-			if id == "" {
-				return n
-			}
-			n++
-			srv, err := f.Detail(context.Background(), id)
-			d.done(id, srv, err, now)
-		}
-	}
-	for i := 0; i < 5; i++ {
-		now := t0.Add(time.Duration(i) * time.Minute)
-		if n := read(now); n > 2 {
-			t.Fatalf("list %d: %d reads before the refusals held the reads; want 2", i, n)
-		}
-		d.listed(servers(all...), nil, now)
-	}
-	if warns := linesAt(logs, "warn"); len(warns) != 1 || !strings.Contains(warns[0], "several servers refused in a row") {
-		t.Fatalf("refusals in a row logged as:\n%s", strings.Join(warns, "\n"))
-	}
-	f.mu.Lock()
-	clear(f.refuse)
-	f.mu.Unlock()
-	now := t0.Add(5 * time.Minute)
-	read(now)
-	d.listed(servers(all...), nil, now)
-	if infos := linesAt(logs, "info"); len(infos) != 1 || !strings.Contains(infos[0], "accepted again") {
-		t.Fatalf("the end of the refusals logged as:\n%s", strings.Join(infos, "\n"))
 	}
 }

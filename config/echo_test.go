@@ -23,6 +23,15 @@ const (
 		"or basic_auth_users in --web.config.file; the credential guards the webhook and pause, resume and reset, which act on servers"
 )
 
+const notShownTLS = " (the value is not shown: if it is a key, a certificate or a password itself, put it in a file and name that file here)"
+
+// haTLS is a valid configuration with remediation.ha whose etcd.tls block
+// holds tls.
+func haTLS(tls string) string {
+	return "providers: [{type: vpsorg, name: a, token: t}]\nremediation:\n  ha:\n    advertise_url: http://r:9877\n" +
+		"    etcd: {endpoints: [https://e:2379], tls: {" + tls + "}}\n"
+}
+
 func lineN(format string, n int) string { return strings.Replace(format, "%d", string(rune('0'+n)), 1) }
 
 // A secret in the wrong place is never repeated: a token pasted into a
@@ -55,6 +64,14 @@ func TestMisplacedSecretsNeverEcho(t *testing.T) {
 			"providers[0].name: " + badAccount + "\nproviders[0].rate_limit: must not be negative, got -1"},
 		{"mis-indented token joins the name, long", "providers:\n  - type: vpsorg\n    token: t\n    name: a\n      " + canary + strings.Repeat("x", 80) + "\n",
 			"providers[0].name: " + badAccount},
+		{"secret in etcd tls ca_file", haTLS("ca_file: " + canary),
+			"remediation.ha.etcd.tls.ca_file: cannot read the file it names: no such file or directory" + notShownTLS},
+		{"secret in etcd tls cert_file", haTLS("cert_file: " + canary + ", key_file: /dev/null"),
+			"remediation.ha.etcd.tls.cert_file: cannot read the file it names: no such file or directory" + notShownTLS},
+		{"secret in etcd tls key_file", haTLS("cert_file: /dev/null, key_file: " + canary),
+			"remediation.ha.etcd.tls.key_file: cannot read the file it names: no such file or directory" + notShownTLS},
+		{"secret in etcd tls key_file, absolute", haTLS("cert_file: /dev/null, key_file: /" + canary),
+			"remediation.ha.etcd.tls.key_file: cannot read the file it names: no such file or directory" + notShownTLS},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := config.Parse([]byte(tc.yaml), t.TempDir())

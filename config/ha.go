@@ -181,6 +181,9 @@ func checkHTTPURL(at, raw string, errs *errorList) (*url.URL, bool) {
 	return nil, false
 }
 
+// notShownTLS says why a TLS file's name is not repeated in an error.
+const notShownTLS = "the value is not shown: if it is a key, a certificate or a password itself, put it in a file and name that file here"
+
 func (t *EtcdTLS) validate(at, baseDir string, errs *errorList) {
 	if (t.CertFile == "") != (t.KeyFile == "") {
 		missing := "key_file"
@@ -196,11 +199,16 @@ func (t *EtcdTLS) validate(at, baseDir string, errs *errorList) {
 		if *f.path == "" {
 			continue
 		}
+		value := *f.path
 		if !filepath.IsAbs(*f.path) {
 			*f.path = filepath.Join(baseDir, *f.path)
 		}
 		if _, err := os.Stat(*f.path); err != nil {
-			errs.add(at+"."+f.name, "%s", err)
+			// Named by its key only, as readSecret does: what was
+			// written there may be a key or a password pasted into the
+			// wrong place.
+			errs.secret(value)
+			errs.fail(at+"."+f.name, 0, fmt.Sprintf("cannot read the file it names: %s (%s)", reason(err), notShownTLS))
 		}
 	}
 }

@@ -122,7 +122,8 @@ func TestHAInvalid(t *testing.T) {
 		{"key without cert", "{" + adv + ", etcd: {endpoints: ['https://e:2379'], tls: {key_file: key.pem}}}",
 			"remediation.ha.etcd.tls.cert_file: cert_file and key_file go together"},
 		{"ca file missing", "{" + adv + ", etcd: {endpoints: ['https://e:2379'], tls: {ca_file: nope.pem}}}",
-			"remediation.ha.etcd.tls.ca_file: stat " + filepath.Join(dir, "nope.pem") + ": no such file or directory"},
+			"remediation.ha.etcd.tls.ca_file: cannot read the file it names: no such file or directory " +
+				"(the value is not shown: if it is a key, a certificate or a password itself, put it in a file and name that file here)"},
 		{"password_file without username", "{" + adv + ", etcd: {endpoints: ['http://e:2379'], password_file: pw}}",
 			"remediation.ha.etcd.username: required with password_file"},
 		{"username without password_file", "{" + adv + ", etcd: {endpoints: ['http://e:2379'], username: u}}",

@@ -133,3 +133,30 @@ func TestSystemdCredentials(t *testing.T) {
 		t.Error("webhook token not read from the credentials directory")
 	}
 }
+
+// The example configuration's header says what a reload does with secrets
+// under the shipped unit: LoadCredential= copies them at start, so a
+// reload re-reads copies that do not change and a changed secret needs a
+// restart (issue 24: it said only "read again on every reload").
+func TestExampleSaysSecretsNeedARestart(t *testing.T) {
+	if creds := unitSettings(t, "systemd/vps_exporter.service")["LoadCredential"]; len(creds) == 0 {
+		t.Skip("the unit hands over no credentials: nothing is copied at start")
+	}
+	b, err := os.ReadFile("vps_exporter.example.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var header []string // the leading comment, one string
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "#") {
+			break
+		}
+		header = append(header, strings.TrimSpace(strings.TrimPrefix(line, "#")))
+	}
+	text := strings.Join(header, " ")
+	for _, want := range []string{"LoadCredential=", "when the service starts", "systemctl restart vps_exporter", "a reload does not pick it up"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the example's header does not say %q:\n%s", want, strings.Join(header, "\n"))
+		}
+	}
+}

@@ -347,26 +347,53 @@ func TestRecordTimeIsWhenSent(t *testing.T) {
 	}
 }
 
-// An unusable state file: the engine says so without saying what the
-// exporter does next (at start it exits, on a reload it goes on).
+// An unusable state file: the engine says what is true. At start (its
+// first Configure) the exporter exits, so the line says it cannot start,
+// never "remediation is off" (issue 24); on a reload the exporter goes on
+// with remediation off, and the line says that.
 func TestUnusableStateFileMessage(t *testing.T) {
-	var buf syncbuf.Buffer
-	e := NewEngine(Deps{
-		Snapshot: func(string) (collector.Snapshot, bool) { return collector.Snapshot{}, false },
-		Provider: func(string) (providers.Provider, bool) { return nil, false },
-	}, prometheus.NewRegistry(), log.NewLogfmtLogger(&buf), nil)
-	defer e.Close()
-	cfg := baseConfig(t)
-	cfg.StateFile = filepath.Join(t.TempDir(), "corrupt.db")
-	if err := os.WriteFile(cfg.StateFile, []byte("not a bbolt file, not at all, not even close to one"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Configure(cfg, time.Minute, nil); err == nil {
-		t.Fatal("a corrupt state file was accepted")
-	}
-	out := buf.String()
-	if !strings.Contains(out, `msg="remediation state file unusable; remediation is off"`) || strings.Contains(out, "goes on") {
-		t.Errorf("log %q: want the neutral message", out)
+	const atStart = `msg="remediation state file unusable; the exporter cannot start with remediation on"`
+	const off = `msg="remediation state file unusable; remediation is off"`
+	for _, tc := range []struct {
+		name      string
+		reload    bool // a good Configure first
+		missing   bool // the state file's directory is missing (else: not a database)
+		want, not string
+	}{
+		{"at start, not a database", false, false, atStart, "remediation is off"},
+		{"at start, in a missing directory", false, true, atStart, "remediation is off"},
+		{"on a reload, not a database", true, false, off, "cannot start"},
+		{"on a reload, in a missing directory", true, true, off, "cannot start"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf syncbuf.Buffer
+			e := NewEngine(Deps{
+				Snapshot: func(string) (collector.Snapshot, bool) { return collector.Snapshot{}, false },
+				Provider: func(string) (providers.Provider, bool) { return nil, false },
+			}, prometheus.NewRegistry(), log.NewLogfmtLogger(&buf), nil)
+			defer e.Close()
+			dir := t.TempDir()
+			cfg := baseConfig(t)
+			if tc.reload {
+				cfg.StateFile = filepath.Join(dir, "good.db")
+				if err := e.Configure(cfg, time.Minute, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cfg.StateFile = filepath.Join(dir, "corrupt.db")
+			if tc.missing {
+				cfg.StateFile = filepath.Join(dir, "missing", "state.db")
+			} else if err := os.WriteFile(cfg.StateFile, []byte("not a bbolt file, not at all, not even close to one"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.Configure(cfg, time.Minute, nil); err == nil {
+				t.Fatal("an unusable state file was accepted")
+			}
+			out := buf.String()
+			if !strings.Contains(out, tc.want) || strings.Contains(out, tc.not) || strings.Contains(out, "goes on") {
+				t.Errorf("log %q: want %s, nothing of %q", out, tc.want, tc.not)
+			}
+		})
 	}
 }
 

@@ -33,13 +33,18 @@ type refusal struct {
 // It returns nil when the request is taken.
 func (e *Engine) credential(r *http.Request, clears bool) *refusal {
 	e.mu.Lock()
-	want, basic, atLoad := string(e.cfg.Webhook.BearerToken), e.webBasicAuth, e.webBasicAtLoad
+	want, basic, atLoad, demo := string(e.cfg.Webhook.BearerToken), e.webBasicAuth, e.webBasicAtLoad, e.demoToken
 	e.mu.Unlock()
 	if want != "" {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		got, ok := bearerToken(r.Header.Get("Authorization"))
 		a, b := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
 		if ok && subtle.ConstantTimeCompare(a[:], b[:]) == 1 {
 			return nil
+		}
+		if demo != "" {
+			// The demo's token is public (documented, on the page):
+			// saying it here tells nobody anything new.
+			return &refusal{http.StatusUnauthorized, "Unauthorized: in --demo the webhook and the remediation controls take the demo's fixed token: send Authorization: Bearer " + demo}
 		}
 		return &refusal{http.StatusUnauthorized, "Unauthorized: the webhook and the remediation controls need remediation.webhook.bearer_token"}
 	}
@@ -59,6 +64,26 @@ func (e *Engine) credential(r *http.Request, clears bool) *refusal {
 		return &refusal{http.StatusForbidden, "Forbidden: reset needs a credential: set remediation.webhook.bearer_token (or basic_auth_users in --web.config.file)"}
 	}
 	return nil
+}
+
+// bearerToken is the token of an Authorization header of the Bearer
+// scheme, whose name is case-insensitive (RFC 7235: "bearer", "BEARER"),
+// followed by one or more spaces; ok is false for any other scheme.
+func bearerToken(header string) (token string, ok bool) {
+	scheme, rest, found := strings.Cut(header, " ")
+	if !found || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimLeft(rest, " "), true
+}
+
+// SetDemoToken tells the engine it runs --demo with token, the demo's
+// fixed and documented credential: a refused request is told to send it.
+// Outside the demo it is never called.
+func (e *Engine) SetDemoToken(token string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.demoToken = token
 }
 
 // refuse answers a refused request; a 401 names the scheme wanted.

@@ -20,6 +20,7 @@ func TestOneCredentialRule(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
 		token, send string
+		header      string // the Authorization header as sent (default "Bearer "+send)
 		basicAtLoad bool
 		basicNow    bool
 		wantAllSame string // every endpoint: taken, 401 or 403
@@ -28,6 +29,14 @@ func TestOneCredentialRule(t *testing.T) {
 		{name: "token sent", token: "ctl-SECRET", send: "ctl-SECRET", wantAllSame: taken},
 		{name: "token missing", token: "ctl-SECRET", wantAllSame: unauth},
 		{name: "token wrong", token: "ctl-SECRET", send: "ctl-SECRE", wantAllSame: unauth},
+		// The scheme's name is case-insensitive (RFC 7235), the token not.
+		{name: "scheme in lower case", token: "ctl-SECRET", header: "bearer ctl-SECRET", wantAllSame: taken},
+		{name: "scheme in upper case", token: "ctl-SECRET", header: "BEARER ctl-SECRET", wantAllSame: taken},
+		{name: "scheme and token apart by two spaces", token: "ctl-SECRET", header: "Bearer  ctl-SECRET", wantAllSame: taken},
+		{name: "token in another case", token: "ctl-SECRET", header: "Bearer CTL-SECRET", wantAllSame: unauth},
+		{name: "another scheme", token: "ctl-SECRET", header: "Basic ctl-SECRET", wantAllSame: unauth},
+		{name: "no space after the scheme", token: "ctl-SECRET", header: "Bearerctl-SECRET", wantAllSame: unauth},
+		{name: "the scheme alone", token: "ctl-SECRET", header: "bearer", wantAllSame: unauth},
 		{name: "basic auth in force", basicAtLoad: true, basicNow: true, wantAllSame: taken},
 		{name: "basic auth removed without a reload", basicAtLoad: true, basicNow: false, wantAllSame: forbidden},
 		{name: "basic auth added without a reload", basicAtLoad: false, basicNow: true, wantAllSame: taken},
@@ -59,7 +68,10 @@ func TestOneCredentialRule(t *testing.T) {
 					body = `{"provider":"vpsorg","account":"vps","id":"12003"}`
 				}
 				r := httptest.NewRequest("POST", path, strings.NewReader(body))
-				if tc.send != "" {
+				switch {
+				case tc.header != "":
+					r.Header.Set("Authorization", tc.header)
+				case tc.send != "":
 					r.Header.Set("Authorization", "Bearer "+tc.send)
 				}
 				rec := httptest.NewRecorder()
@@ -86,6 +98,40 @@ func TestOneCredentialRule(t *testing.T) {
 				}
 				if strings.Contains(rec.Body.String(), "ctl-SECRET") {
 					t.Errorf("%s: the answer shows the token", ep)
+				}
+			}
+		})
+	}
+}
+
+// In --demo a 401 says which token to send: the demo's is fixed and
+// public. Outside the demo it names the setting, never the token.
+func TestUnauthorizedSaysTheDemoToken(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		demo      bool
+		want, not string
+	}{
+		{"demo", true, "in --demo the webhook and the remediation controls take the demo's fixed token: send Authorization: Bearer demo", "need remediation.webhook.bearer_token"},
+		{"not the demo", false, "the webhook and the remediation controls need remediation.webhook.bearer_token", "demo"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := baseConfig(t)
+			cfg.Webhook.BearerToken = "demo"
+			h := newHarness(t, 10, cfg)
+			if tc.demo {
+				h.engine.SetDemoToken("demo")
+			}
+			for _, auth := range []string{"", "Bearer not-demo", "Basic ZGVtbzpkZW1v"} {
+				r := httptest.NewRequest("POST", "/api/v1/remediation/pause", strings.NewReader(`{"reason":"x"}`))
+				if auth != "" {
+					r.Header.Set("Authorization", auth)
+				}
+				rec := httptest.NewRecorder()
+				NewControlHandler(h.engine).ServeHTTP(rec, r)
+				body := rec.Body.String()
+				if rec.Code != 401 || !strings.Contains(body, tc.want) || strings.Contains(body, tc.not) {
+					t.Errorf("%q: %d %q; want 401 saying %q, not %q", auth, rec.Code, strings.TrimSpace(body), tc.want, tc.not)
 				}
 			}
 		})

@@ -225,6 +225,13 @@ type Engine struct {
 	// webBasicGone: that basic auth has left the web configuration (as
 	// the last request found it; logged when it changes).
 	webBasicGone bool
+	// configured: Configure has run. A state file unusable at the first
+	// run is the start's: the exporter does not start (it exits), so the
+	// engine's line says it cannot start, not that remediation is off.
+	configured bool
+	// demoToken is --demo's fixed, public token (SetDemoToken): a 401
+	// states it. Empty outside the demo.
+	demoToken string
 	// role and leaderURL are this replica's part in remediation.ha and
 	// the leader's advertise URL (role.go).
 	role      Role

@@ -64,6 +64,8 @@ func (e *Engine) Configure(c config.Remediation, refresh time.Duration, accounts
 	}
 	e.mu.Lock()
 	prevRules := e.cfg.Rules
+	atStart := !e.configured
+	e.configured = true
 	e.cfg = c
 	e.accounts = next
 	e.forgetAccountsLocked(prev)
@@ -101,7 +103,7 @@ func (e *Engine) Configure(c config.Remediation, refresh time.Duration, accounts
 	e.statePath = c.StateFile
 	e.mu.Unlock()
 	st, err := OpenState(c.StateFile)
-	err = e.install(c.StateFile, st, err)
+	err = e.install(c.StateFile, st, err, atStart)
 	e.stateMu.Unlock()
 	// The old file is closed once the actions under way have been
 	// recorded in it, without e.stateMu: pause, resume and reset go on
@@ -198,8 +200,10 @@ func (e *Engine) forgetRulesLocked(prev []config.Rule) {
 
 // install loads a state file that was opened (or says why it could not
 // be) and makes it the engine's. If another process holds it, it is tried
-// again in the background until it is free. The caller holds e.stateMu.
-func (e *Engine) install(path string, st *State, err error) error {
+// again in the background until it is free. atStart: this is the first
+// Configure, whose failure (but a lock's) fails the exporter's start. The
+// caller holds e.stateMu.
+func (e *Engine) install(path string, st *State, err error, atStart bool) error {
 	var l *loaded
 	if err == nil {
 		l, err = e.readState(st)
@@ -213,11 +217,15 @@ func (e *Engine) install(path string, st *State, err error) error {
 		e.stateErr = err
 		e.m.stateOK.Set(0)
 		e.m.enabled.Set(0)
-		// What follows is the caller's to say: at start the exporter
-		// exits, on a reload it goes on without remediation.
+		// At start the exporter exits (the caller says so too): the
+		// line must not say it goes on without remediation. On a reload,
+		// or a retry, it does go on, with remediation off.
 		msg := "remediation state file unusable; remediation is off"
-		if isLockTimeout(err) {
+		switch {
+		case isLockTimeout(err):
 			msg = "remediation state file locked by another process; remediation is off until it is free (tried again every 5s)"
+		case atStart:
+			msg = "remediation state file unusable; the exporter cannot start with remediation on"
 		}
 		level.Error(e.logger).Log("msg", msg, "state_file", path, "err", err)
 		if isLockTimeout(err) && !e.retrying {
@@ -262,7 +270,7 @@ func (e *Engine) retryOpen(path string) {
 			_ = st.Close()
 			return false
 		}
-		if e.install(path, st, nil) == nil {
+		if e.install(path, st, nil, false) == nil {
 			level.Info(e.logger).Log("msg", "remediation state file is free again; remediation is on", "state_file", path)
 		}
 		return false

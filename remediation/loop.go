@@ -273,6 +273,9 @@ func (e *Engine) adoptTracksLocked(l *loopState) {
 // ExhaustedServer is one server no repair recovered, for the status page.
 type ExhaustedServer struct {
 	Provider, Account, ID string
+	// Name is the server's name in its account's last list ("" when it
+	// is not listed).
+	Name string
 	// Since is when it was exhausted; Reason says why.
 	Since  time.Time
 	Reason string
@@ -283,8 +286,17 @@ type ExhaustedServer struct {
 }
 
 // Exhausted lists the servers remediation has handed to a person, oldest
-// first.
+// first, named as View names them.
 func (e *Engine) Exhausted() []ExhaustedServer {
+	out := e.exhaustedServers()
+	names := e.namer()
+	for i := range out {
+		out[i].Name = names(out[i].Provider, out[i].Account, out[i].ID)
+	}
+	return out
+}
+
+func (e *Engine) exhaustedServers() []ExhaustedServer {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var out []ExhaustedServer

@@ -313,8 +313,16 @@ func TestExhaustionDurableResetAndRelease(t *testing.T) {
 	h.settle()
 	h.advance(6 * time.Minute)
 	h.refresh("vps")
-	if x := h.engine.Exhausted(); len(x) != 1 || x[0].ID != "12001" || !slices.Equal(x[0].Actions, []string{"reboot"}) {
-		t.Fatalf("exhausted %+v", x)
+	var name string
+	for _, m := range h.sim.Machines(sim.VPSOrg) {
+		if m.ID == 12001 {
+			name = m.Name
+		}
+	}
+	// Named as View names servers (the page shows this name: web looks
+	// up none of its own).
+	if x := h.engine.Exhausted(); len(x) != 1 || x[0].ID != "12001" || !slices.Equal(x[0].Actions, []string{"reboot"}) || x[0].Name != name || name == "" {
+		t.Fatalf("exhausted %+v; want 12001, named %q", x, name)
 	}
 	h.engine.Close()
 	h.start()

@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/vps-exporter/vps_exporter/collector"
+	"github.com/vps-exporter/vps_exporter/internal/httpq"
 	"github.com/vps-exporter/vps_exporter/providers"
 )
 
@@ -47,9 +48,15 @@ func (q sdQuery) key() string {
 	return fmt.Sprintf("%s|%s|%q|%q|%q", q.port, q.address, p, a, st)
 }
 
-// parseSDQuery validates the query; an error names the parameter.
+// parseSDQuery validates the query; an error names the parameter. An
+// unknown parameter is answered as every /api endpoint answers it
+// (internal/httpq): the first in name order, named only when it reads as
+// an identifier.
 func parseSDQuery(v url.Values) (sdQuery, error) {
 	q := sdQuery{port: "9100", address: AddrPublicIPv4}
+	if err := httpq.Unknown(v, "port", "address", "provider", "account", "state"); err != nil {
+		return q, err
+	}
 	for k, vals := range v {
 		switch k {
 		case "port":
@@ -90,8 +97,6 @@ func parseSDQuery(v url.Values) (sdQuery, error) {
 				}
 				q.states = append(q.states, st)
 			}
-		default:
-			return q, fmt.Errorf("%s: unknown query parameter (want port, address, provider, account, state)", k)
 		}
 	}
 	return q, nil

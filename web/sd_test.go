@@ -112,6 +112,11 @@ func TestSD(t *testing.T) {
 		{"bad state", "?state=on", 400, nil, `bad query: state: unknown state "on"`},
 		{"bad provider", "?provider=aws", 400, nil, `bad query: provider: want vpnbingo, vpsorg or e2e, got "aws"`},
 		{"unknown parameter", "?adress=hostname", 400, nil, "bad query: adress: unknown query parameter (want port, address, provider, account, state)"},
+		// As every /api endpoint (internal/httpq): the first unknown name in
+		// name order, repeated only when it reads as an identifier.
+		{"unknown parameters, the first by name", "?zone=1&adress=hostname", 400, nil, "bad query: adress: unknown query parameter (want port, address, provider, account, state)"},
+		{"a value pasted as a name", "?sk-SECRET-token=1", 400, nil, "bad query: an unknown query parameter (want port, address, provider, account, state)"},
+		{"a name that is no identifier", "?Port=9100", 400, nil, "bad query: an unknown query parameter (want port, address, provider, account, state)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := httptest.NewRecorder()

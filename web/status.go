@@ -71,8 +71,8 @@ type Action struct {
 	Action                string
 	// Source is "rule" or "alert"; Rule names the rule or the alert.
 	Source, Rule string
-	// Name is the server's name (empty: the page reads it from the
-	// account's snapshot).
+	// Name is the server's name as the source has it (the remediation
+	// engine, from its account's last list; empty: not listed).
 	Name string
 	// Result is accepted (the provider accepted the call), failed,
 	// dry_run or unknown.
@@ -333,49 +333,9 @@ func (p *StatusPage) render(ctx context.Context, buf *bytes.Buffer) error {
 		st.Actions = st.Actions[:min(len(st.Actions), StatusLimit)]
 		st.Suppressions = st.Suppressions[:min(len(st.Suppressions), StatusLimit)]
 		st.Episodes = st.Episodes[:min(len(st.Episodes), StatusLimit)]
-		nameServers(&st, v.snaps)
 		v.Remediation = st
 	}
 	return p.tmpl.Execute(buf, v)
-}
-
-// nameServers gives every server the page lists without a name the name
-// its account's snapshot has for it: one pass over the snapshots, for
-// the few servers listed.
-func nameServers(st *RemediationStatus, snaps []collector.Snapshot) {
-	rows := map[[3]string][]*string{} // server -> the names of its rows
-	note := func(provider, account, id string, name *string) {
-		if *name == "" {
-			k := [3]string{provider, account, id}
-			rows[k] = append(rows[k], name)
-		}
-	}
-	for i := range st.Actions {
-		a := &st.Actions[i]
-		note(a.Provider, a.Account, a.ID, &a.Name)
-	}
-	for i := range st.Suppressions {
-		s := &st.Suppressions[i]
-		note(s.Provider, s.Account, s.ID, &s.Name)
-	}
-	for i := range st.Exhausted {
-		x := &st.Exhausted[i]
-		note(x.Provider, x.Account, x.ID, &x.Name)
-	}
-	for i := range st.Episodes {
-		ep := &st.Episodes[i]
-		note(ep.Provider, ep.Account, ep.ID, &ep.Name)
-	}
-	if len(rows) == 0 {
-		return
-	}
-	for _, s := range snaps {
-		for j := range s.Servers {
-			for _, name := range rows[[3]string{s.Provider, s.Account, s.Servers[j].ID}] {
-				*name = s.Servers[j].Name
-			}
-		}
-	}
 }
 
 // ago is a duration as the page shows an age: "12s ago", "3m ago",

@@ -30,29 +30,30 @@ func (r *remSource) RemediationStatus(_ context.Context, limit int) (Remediation
 }
 
 // history is a dry-run remediation, paused, with actions, suppressions
-// and an exhausted server.
+// and an exhausted server, its servers named as namedFleet names them
+// (the source names them: the page does not look them up).
 func history() RemediationStatus {
 	return RemediationStatus{
 		Enabled: true, DryRun: true,
 		Paused:          &Pause{Since: now.Add(-10 * time.Minute), Until: now.Add(110 * time.Minute), Reason: "provider maintenance window, ticket OPS-1234"},
 		ActionsThisHour: 3, MaxActionsPerHour: 10,
 		Actions: []Action{
-			{Time: now.Add(-5 * time.Minute), Provider: "vpnbingo", Account: "bingo-prod", ID: "1003", Action: "redeploy", Source: "rule", Rule: "redeploy-heartbeat-abnormal", Result: "dry_run"},
-			{Time: now.Add(-8 * time.Minute), Provider: "vpnbingo", Account: "bingo-prod", ID: "1012", Action: "redeploy", Source: "alert", Rule: "VPNNodeHeartbeatAbnormal", Result: "accepted", Verdict: "verifying"},
-			{Time: now.Add(-20 * time.Minute), Provider: "vpsorg", Account: "vps-main", ID: "1005", Action: "reboot", Source: "rule", Rule: "reboot-hot-cpu", Result: "accepted", Verdict: "not_recovered"},
-			{Time: now.Add(-50 * time.Minute), Provider: "vpnbingo", Account: "bingo-prod", ID: "1007", Action: "redeploy", Source: "alert", Rule: "VPNNodeHeartbeatAbnormal", Result: "accepted", NewID: "1031", Verdict: "recovered"},
-			{Time: now.Add(-3 * time.Hour), Provider: "vpsorg", Account: "vps-main", ID: "1002", Action: "reboot", Source: "rule", Rule: "reboot-hot-cpu", Result: "failed", Error: "HTTP 402 Payment Required"},
+			{Time: now.Add(-5 * time.Minute), Provider: "vpnbingo", Account: "bingo-prod", ID: "1003", Name: "vpn-1003", Action: "redeploy", Source: "rule", Rule: "redeploy-heartbeat-abnormal", Result: "dry_run"},
+			{Time: now.Add(-8 * time.Minute), Provider: "vpnbingo", Account: "bingo-prod", ID: "1012", Name: "vpn-1012", Action: "redeploy", Source: "alert", Rule: "VPNNodeHeartbeatAbnormal", Result: "accepted", Verdict: "verifying"},
+			{Time: now.Add(-20 * time.Minute), Provider: "vpsorg", Account: "vps-main", ID: "1005", Name: "web-1005", Action: "reboot", Source: "rule", Rule: "reboot-hot-cpu", Result: "accepted", Verdict: "not_recovered"},
+			{Time: now.Add(-50 * time.Minute), Provider: "vpnbingo", Account: "bingo-prod", ID: "1007", Name: "vpn-1007", Action: "redeploy", Source: "alert", Rule: "VPNNodeHeartbeatAbnormal", Result: "accepted", NewID: "1031", Verdict: "recovered"},
+			{Time: now.Add(-3 * time.Hour), Provider: "vpsorg", Account: "vps-main", ID: "1002", Name: "web-1002", Action: "reboot", Source: "rule", Rule: "reboot-hot-cpu", Result: "failed", Error: "HTTP 402 Payment Required"},
 		},
 		Suppressions: []Suppression{
-			{Time: now.Add(-time.Minute), Provider: "vpsorg", Account: "vps-main", ID: "1004", Action: "start", Source: "rule", Rule: "start-stopped-vps", Reason: "paused", Detail: `paused by an operator: "provider maintenance window, ticket OPS-1234"`},
+			{Time: now.Add(-time.Minute), Provider: "vpsorg", Account: "vps-main", ID: "1004", Name: "web-1004", Action: "start", Source: "rule", Rule: "start-stopped-vps", Reason: "paused", Detail: `paused by an operator: "provider maintenance window, ticket OPS-1234"`},
 		},
 		Exhausted: []ExhaustedServer{
-			{Provider: "vpsorg", Account: "vps-main", ID: "1009", Since: now.Add(-20 * time.Minute), Attempts: 3, LastAction: "power_cycle", Detail: "reboot, power_cycle: not recovered"},
+			{Provider: "vpsorg", Account: "vps-main", ID: "1009", Name: "web-1009", Since: now.Add(-20 * time.Minute), Attempts: 3, LastAction: "power_cycle", Detail: "reboot, power_cycle: not recovered"},
 		},
 		Episodes: []Episode{
-			{Provider: "vpsorg", Account: "vps-main", ID: "1005", Source: "rule", Rule: "reboot-hot-cpu", Opened: now.Add(-20 * time.Minute),
+			{Provider: "vpsorg", Account: "vps-main", ID: "1005", Name: "web-1005", Source: "rule", Rule: "reboot-hot-cpu", Opened: now.Add(-20 * time.Minute),
 				Step: 1, Ladder: []string{"reboot", "power_cycle"}, Current: "reboot", Verdict: "not_recovered", Next: "power_cycle", NextSince: now.Add(-2 * time.Minute), Attempts: 1, MaxAttempts: 3},
-			{Provider: "vpnbingo", Account: "bingo-prod", ID: "1012", Source: "alert", Rule: "VPNNodeHeartbeatAbnormal", Opened: now.Add(-8 * time.Minute),
+			{Provider: "vpnbingo", Account: "bingo-prod", ID: "1012", Name: "vpn-1012", Source: "alert", Rule: "VPNNodeHeartbeatAbnormal", Opened: now.Add(-8 * time.Minute),
 				Step: 1, Ladder: []string{"redeploy"}, Current: "redeploy", Verdict: "verifying", Attempts: 2, MaxAttempts: 3},
 		},
 	}

@@ -8,7 +8,7 @@ import (
 
 // The page shows the closed loop: each action's verdict, "accepted" for
 // what the provider accepted (never "success"), server names beside ids
-// (from the snapshots), and each open episode's step, ladder, attempts
+// (as the source names them), and each open episode's step, ladder, attempts
 // and next step.
 func TestStatusPageShowsTheLoop(t *testing.T) {
 	body, doc := page(t, namedFleet(), &remSource{st: history()}, StatusOptions{})

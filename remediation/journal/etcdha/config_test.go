@@ -99,7 +99,8 @@ func writeCert(t *testing.T, dir string) (certFile, keyFile string) {
 }
 
 // FromConfig carries the file's settings over and reads the TLS files;
-// errors name the file, never a key's or the password's content.
+// errors name the key, never its value (a secret pasted in place of a file
+// name), a key's or the password's content.
 func TestFromConfig(t *testing.T) {
 	dir := t.TempDir()
 	cert, key := writeCert(t, dir)
@@ -121,9 +122,13 @@ func TestFromConfig(t *testing.T) {
 		{"no tls", config.EtcdTLS{}, "", 0, false},
 		{"ca only", config.EtcdTLS{CAFile: cert}, "", 0, true},
 		{"client cert", config.EtcdTLS{CAFile: cert, CertFile: cert, KeyFile: key}, "", 1, true},
-		{"ca not pem", config.EtcdTLS{CAFile: notPEM}, "etcdha: remediation.ha.etcd.tls.ca_file: no PEM certificate in " + notPEM, 0, false},
-		{"ca missing", config.EtcdTLS{CAFile: filepath.Join(dir, "none")}, "etcdha: remediation.ha.etcd.tls.ca_file: open " + filepath.Join(dir, "none") + ": no such file or directory", 0, false},
-		{"key not pem", config.EtcdTLS{CertFile: cert, KeyFile: notPEM}, "etcdha: remediation.ha.etcd.tls: cannot load the key pair " + cert + " and " + notPEM, 0, false},
+		{"ca not pem", config.EtcdTLS{CAFile: notPEM}, "etcdha: remediation.ha.etcd.tls.ca_file: no PEM certificate in the file it names", 0, false},
+		{"ca missing", config.EtcdTLS{CAFile: filepath.Join(dir, "none")}, "etcdha: remediation.ha.etcd.tls.ca_file: cannot read the file it names: no such file or directory", 0, false},
+		{"key not pem", config.EtcdTLS{CertFile: cert, KeyFile: notPEM}, "etcdha: remediation.ha.etcd.tls: cannot load the key pair named by cert_file and key_file", 0, false},
+		// A secret pasted in place of a file name is not repeated.
+		{"secret as ca_file", config.EtcdTLS{CAFile: filepath.Join(dir, "tok-SECRET-ca")}, "etcdha: remediation.ha.etcd.tls.ca_file: cannot read the file it names: no such file or directory", 0, false},
+		{"secret as cert_file", config.EtcdTLS{CertFile: "tok-SECRET-cert", KeyFile: key}, "etcdha: remediation.ha.etcd.tls: cannot load the key pair named by cert_file and key_file", 0, false},
+		{"secret as key_file", config.EtcdTLS{CertFile: cert, KeyFile: "tok-SECRET-key"}, "etcdha: remediation.ha.etcd.tls: cannot load the key pair named by cert_file and key_file", 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := FromConfig(base(tc.tls))

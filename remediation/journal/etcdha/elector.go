@@ -27,6 +27,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 	"sync"
@@ -67,7 +68,9 @@ type Config struct {
 }
 
 // FromConfig returns the Config of a validated remediation.ha block: its
-// TLS files are read here (errors name the file, never its content).
+// TLS files are read here. Errors name the key, never its value (which may
+// be a key or password pasted in place of a file name) nor the file's
+// content.
 func FromConfig(h *config.HA) (Config, error) {
 	c := Config{
 		Endpoints:    append([]string(nil), h.Etcd.Endpoints...),
@@ -85,23 +88,33 @@ func FromConfig(h *config.HA) (Config, error) {
 	if t.CAFile != "" {
 		pem, err := os.ReadFile(t.CAFile)
 		if err != nil {
-			return Config{}, fmt.Errorf("etcdha: remediation.ha.etcd.tls.ca_file: %w", err)
+			return Config{}, fmt.Errorf("etcdha: remediation.ha.etcd.tls.ca_file: cannot read the file it names: %w", withoutPath(err))
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return Config{}, fmt.Errorf("etcdha: remediation.ha.etcd.tls.ca_file: no PEM certificate in %s", t.CAFile)
+			return Config{}, errors.New("etcdha: remediation.ha.etcd.tls.ca_file: no PEM certificate in the file it names")
 		}
 		c.TLS.RootCAs = pool
 	}
 	if t.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
 		if err != nil {
-			// Not err's text: it may quote the key file.
-			return Config{}, fmt.Errorf("etcdha: remediation.ha.etcd.tls: cannot load the key pair %s and %s", t.CertFile, t.KeyFile)
+			// Not err's text: it may quote the key file, or name it.
+			return Config{}, errors.New("etcdha: remediation.ha.etcd.tls: cannot load the key pair named by cert_file and key_file")
 		}
 		c.TLS.Certificates = []tls.Certificate{cert}
 	}
 	return c, nil
+}
+
+// withoutPath is err without the file name a *fs.PathError carries: the
+// name may be a secret pasted in place of it.
+func withoutPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return errors.New("unreadable")
 }
 
 func (c Config) check() error {
