@@ -301,17 +301,7 @@ func (e *Engine) recordStepLocked(g *gate, rec *Record) *loopWrite {
 // now, at the episode's position, skipping actions its provider lacks;
 // "" when the ladder is used up.
 func (e *Engine) nextStepLocked(ep *Episode) string {
-	var ladder episode.Ladder
-	switch {
-	case ep.Source == "rule":
-		r := e.ruleByNameLocked(ep.Rule)
-		if r == nil {
-			return ""
-		}
-		ladder = episode.RuleLadder(r.Action, r.Escalate)
-	case len(ep.Steps) > 0:
-		ladder = episode.AlertLadder(ep.Steps[0].Action, e.cfg.Webhook.Escalate)
-	}
+	ladder := episode.Ladder(e.configuredLadderLocked(ep))
 	return ladder.Next(ep.position(), func(a string) bool { return config.Supports(ep.Provider, a) })
 }
 
