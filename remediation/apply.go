@@ -268,6 +268,9 @@ func (e *Engine) recordStepLocked(g *gate, rec *Record) *loopWrite {
 		return e.captureLocked(t, nil)
 	}
 	kind := stepKind(rec)
+	if g.abandoned {
+		kind = episode.StepAbandoned // a power cycle whose start is not sent: a person
+	}
 	c := change{
 		ev:      episode.Event{Kind: kind, Action: rec.Action, Detail: rec.Error},
 		step:    Step{Seq: rec.Seq, Action: rec.Action, ID: req.ID, Source: req.Source, Rule: req.Rule, Time: rec.Time, Finished: e.now(), Outcome: rec.Result, Refused: kind == episode.StepRefused, Alert: req.alert},

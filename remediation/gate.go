@@ -49,6 +49,11 @@ type gate struct {
 	// none); readAt is when the provider re-read the server.
 	turn   func()
 	readAt time.Time
+
+	// resumed: the request is a power cycle left between its stop and
+	// its start, finished after a restart (cycle_resume.go); abandoned:
+	// its start was not sent and will not be (the step is abandoned).
+	resumed, abandoned bool
 }
 
 // leaveTurn ends the request's turn on its account, if it has one.
