@@ -261,6 +261,9 @@ func (e *Engine) recordStepLocked(g *gate, rec *Record) *loopWrite {
 	if !stray && from != episode.None && from != episode.EscalationDue {
 		stray = true // the gate lets no step through in another state
 	}
+	if stray && g.abandoned && (from == episode.None || from == episode.EscalationDue) {
+		stray = false // an abandoned step still hands its server to a person
+	}
 	if stray {
 		t.Attempts = append(t.Attempts, rec.Time)
 		level.Info(e.logger).Log("msg", "the next step of an episode that ended while it was under way was carried out; it is in the audit log, in no episode",
