@@ -261,6 +261,9 @@ func (e *Engine) recordStepLocked(g *gate, rec *Record) *loopWrite {
 	if !stray && from != episode.None && from != episode.EscalationDue {
 		stray = true // the gate lets no step through in another state
 	}
+	if stray && g.abandoned && (from == episode.None || from == episode.EscalationDue) {
+		stray = false // an abandoned step still hands its server to a person
+	}
 	if stray {
 		t.Attempts = append(t.Attempts, rec.Time)
 		level.Info(e.logger).Log("msg", "the next step of an episode that ended while it was under way was carried out; it is in the audit log, in no episode",
@@ -268,6 +271,9 @@ func (e *Engine) recordStepLocked(g *gate, rec *Record) *loopWrite {
 		return e.captureLocked(t, nil)
 	}
 	kind := stepKind(rec)
+	if g.abandoned {
+		kind = episode.StepAbandoned // a power cycle whose start is not sent: a person
+	}
 	c := change{
 		ev:      episode.Event{Kind: kind, Action: rec.Action, Detail: rec.Error},
 		step:    Step{Seq: rec.Seq, Action: rec.Action, ID: req.ID, Source: req.Source, Rule: req.Rule, Time: rec.Time, Finished: e.now(), Outcome: rec.Result, Refused: kind == episode.StepRefused, Alert: req.alert},
@@ -301,17 +307,7 @@ func (e *Engine) recordStepLocked(g *gate, rec *Record) *loopWrite {
 // now, at the episode's position, skipping actions its provider lacks;
 // "" when the ladder is used up.
 func (e *Engine) nextStepLocked(ep *Episode) string {
-	var ladder episode.Ladder
-	switch {
-	case ep.Source == "rule":
-		r := e.ruleByNameLocked(ep.Rule)
-		if r == nil {
-			return ""
-		}
-		ladder = episode.RuleLadder(r.Action, r.Escalate)
-	case len(ep.Steps) > 0:
-		ladder = episode.AlertLadder(ep.Steps[0].Action, e.cfg.Webhook.Escalate)
-	}
+	ladder := episode.Ladder(e.configuredLadderLocked(ep))
 	return ladder.Next(ep.position(), func(a string) bool { return config.Supports(ep.Provider, a) })
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strconv"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -50,6 +49,11 @@ type gate struct {
 	// none); readAt is when the provider re-read the server.
 	turn   func()
 	readAt time.Time
+
+	// resumed: the request is a power cycle left between its stop and
+	// its start, finished after a restart (cycle_resume.go); abandoned:
+	// its start was not sent and will not be (the step is abandoned).
+	resumed, abandoned bool
 }
 
 // leaveTurn ends the request's turn on its account, if it has one.
@@ -478,185 +482,3 @@ func lineageRoot(lineage map[string]string, key string) string {
 }
 
 func isLockTimeout(err error) bool { return errors.Is(err, bolt.ErrTimeout) }
-
-// pausedLocked says why remediation is paused now, or "".
-func (e *Engine) pausedLocked(now time.Time) string {
-	p := e.pause
-	if p == nil || (!p.Until.IsZero() && !now.Before(p.Until)) {
-		return ""
-	}
-	until := "until resumed"
-	if !p.Until.IsZero() {
-		until = "until " + p.Until.UTC().Format(time.RFC3339)
-	}
-	return fmt.Sprintf("paused by an operator since %s %s: %s", p.Since.UTC().Format(time.RFC3339), until, strconv.Quote(p.Reason))
-}
-
-// Pause stops every action (rules and alerts) for d (0: until Resume),
-// durably: a restart keeps it. The pause is written first and published
-// after, both under e.stateMu; the engine's lock is never held while the
-// file is written.
-func (e *Engine) Pause(d time.Duration, reason string) (Pause, error) {
-	e.stateMu.Lock()
-	defer e.stateMu.Unlock()
-	e.mu.Lock()
-	st, now := e.state, e.now()
-	e.mu.Unlock()
-	if st == nil {
-		return Pause{}, fmt.Errorf("remediation has no usable state file: %w", errNoState)
-	}
-	p := &Pause{Since: now, Reason: reason}
-	if d > 0 {
-		p.Until = now.Add(d)
-	}
-	if err := st.SetPause(p); err != nil {
-		return Pause{}, fmt.Errorf("store the pause: %w", err)
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.pause = p
-	e.m.paused.Set(1)
-	return *p, nil
-}
-
-// Resume ends a pause (written first, published after, as Pause).
-func (e *Engine) Resume() error {
-	e.stateMu.Lock()
-	defer e.stateMu.Unlock()
-	e.mu.Lock()
-	st := e.state
-	e.mu.Unlock()
-	if st == nil {
-		return fmt.Errorf("remediation has no usable state file: %w", errNoState)
-	}
-	if err := st.SetPause(nil); err != nil {
-		return fmt.Errorf("clear the pause: %w", err)
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.pause = nil
-	e.m.paused.Set(0)
-	return nil
-}
-
-// Filter selects records and suppressions for History.
-type Filter struct {
-	Provider, Account, ID string
-	Since                 time.Time
-	Limit                 int
-}
-
-func (f Filter) keep(provider, account, id string, at time.Time) bool {
-	return (f.Provider == "" || f.Provider == provider) && (f.Account == "" || f.Account == account) &&
-		(f.ID == "" || f.ID == id) && !at.Before(f.Since)
-}
-
-// keepEpisode: an episode of the server (id: the server now, or one its
-// steps acted on) active at or after Since.
-func (f Filter) keepEpisode(ep *Episode) bool {
-	if (f.Provider != "" && f.Provider != ep.Provider) || (f.Account != "" && f.Account != ep.Account) {
-		return false
-	}
-	if f.ID != "" && f.ID != ep.ID && !slices.ContainsFunc(ep.Steps, func(s Step) bool { return s.ID == f.ID }) {
-		return false
-	}
-	latest := ep.Opened
-	for _, t := range []time.Time{ep.Ended, ep.Released} {
-		if t.After(latest) {
-			latest = t
-		}
-	}
-	if s := ep.last(); s != nil && s.Finished.After(latest) {
-		latest = s.Finished
-	}
-	return ep.Outcome == EpisodeOpen || ep.exhausted() || !latest.Before(f.Since)
-}
-
-// History is the audit log and the suppression history, newest first.
-type History struct {
-	Enabled      bool     `json:"enabled"`
-	DryRun       bool     `json:"dry_run"`
-	Paused       *Pause   `json:"paused,omitempty"`
-	Actions      []Record `json:"actions"`
-	Suppressions []Event  `json:"suppressions"`
-	// Episodes are the closed loop's, newest first: each server's
-	// actions since the first, their verdicts and its outcome.
-	Episodes []Episode `json:"episodes"`
-}
-
-// History returns the actions, suppressions and episodes f selects. It
-// writes nothing: the suppressions not flushed yet come from memory. It
-// stops when ctx ends.
-func (e *Engine) History(ctx context.Context, f Filter) (History, error) {
-	if f.Limit <= 0 {
-		f.Limit = 100
-	}
-	e.mu.Lock()
-	st, err := e.state, e.stateErr
-	h := History{Enabled: e.cfg.Enabled && st != nil, DryRun: e.cfg.DryRun, Actions: []Record{}, Suppressions: []Event{}, Episodes: []Episode{}}
-	if e.pausedLocked(e.now()) != "" {
-		p := *e.pause
-		h.Paused = &p
-	}
-	// The events not in the file yet, oldest first: those a flush is
-	// writing, then the rest (the order flushes write them in).
-	seq := e.eventSeq
-	mem := make([]Event, 0, len(e.flushing)+len(e.events))
-	mem = append(append(mem, e.flushing...), e.events...)
-	if st != nil {
-		st.hold() // a reload switching files closes this one after
-		defer st.unhold()
-	}
-	e.mu.Unlock()
-	if cerr := ctx.Err(); cerr != nil {
-		return h, cerr
-	}
-	if st == nil {
-		return h, err
-	}
-	recs, err := st.Matching(ctx, f.Since, func(r Record) bool { return f.keep(r.Provider, r.Account, r.ID, r.Time) }, f.Limit)
-	if err != nil {
-		return h, err
-	}
-	h.Actions = append(h.Actions, recs...)
-	keep := func(ev Event) bool { return f.keep(ev.Provider, ev.Account, ev.ID, ev.Time) }
-	evs, fileSeq, err := st.events(ctx, keep, f.Limit)
-	if err != nil {
-		return h, err
-	}
-	// A flush that ended meanwhile wrote the oldest of mem: the file
-	// has them now.
-	if fileSeq > seq {
-		mem = mem[min(fileSeq-seq, uint64(len(mem))):]
-	}
-	for i := len(mem) - 1; i >= 0 && len(h.Suppressions) < f.Limit; i-- {
-		if keep(mem[i]) {
-			h.Suppressions = append(h.Suppressions, mem[i])
-		}
-	}
-	h.Suppressions = append(h.Suppressions, evs[:min(len(evs), f.Limit-len(h.Suppressions))]...)
-	eps, err := st.episodes(ctx, f.keepEpisode, f.Limit)
-	if err != nil {
-		return h, err
-	}
-	for i := range eps {
-		showVerifying(&eps[i])
-	}
-	h.Episodes = append(h.Episodes, eps...)
-	return h, nil
-}
-
-// showVerifying marks, for the history, the last step of an open episode
-// whose verdict is not taken yet as verifying (never stored; a refused
-// step gets none).
-func showVerifying(ep *Episode) {
-	if ep.Outcome == EpisodeOpen && ep.verifying() {
-		ep.last().Verdict = VerdictVerifying
-	}
-}
-
-// Recent returns the newest audit records.
-func (e *Engine) Recent(n int) ([]Record, error) {
-	h, err := e.History(context.Background(), Filter{Limit: n})
-	return h.Actions, err
-}

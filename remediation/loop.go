@@ -43,6 +43,21 @@ const (
 // ruleLadder is a rule's action and its escalation steps.
 func ruleLadder(r *config.Rule) []string { return episode.RuleLadder(r.Action, r.Escalate) }
 
+// configuredLadderLocked is an episode's ladder as configured now: its rule's
+// action and escalate list, or the alert's action and webhook.escalate's
+// steps for it (nil: its rule is gone). Its step counts in it.
+func (e *Engine) configuredLadderLocked(ep *Episode) []string {
+	switch {
+	case ep.Source == "rule":
+		if r := e.ruleByNameLocked(ep.Rule); r != nil {
+			return ruleLadder(r)
+		}
+	case len(ep.Steps) > 0:
+		return alertLadder(e.cfg.Webhook, ep.Steps[0].Action)
+	}
+	return nil
+}
+
 // alertLadder is an alert-driven action and the steps webhook.escalate
 // gives it.
 func alertLadder(w config.Webhook, first string) []string {

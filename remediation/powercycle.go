@@ -52,7 +52,7 @@ func (e *Engine) powerCycle(ctx context.Context, g *gate, rec *Record) (provider
 	if !sent || result != ResultSuccess {
 		return res, sent, result, err
 	}
-	e.journalPhase(g, rec, phaseStopAnswered, "the power cycle's stop was answered")
+	_ = e.journalPhase(g, rec, phaseStopAnswered, "the power cycle's stop was answered") // logged; the start's own record is required
 	// The account's other requests go on while this one waits; each
 	// re-read takes a turn, and the start goes out in the turn of the
 	// re-read that saw the server stopped.
@@ -79,12 +79,16 @@ func (e *Engine) cycleCall(ctx context.Context, g *gate, rec *Record, a provider
 	return res, true, c.Result, err
 }
 
-// journalPhase rewrites the pending intent with the cycle's phase.
-func (e *Engine) journalPhase(g *gate, rec *Record, phase, what string) {
+// journalPhase rewrites the pending intent with the cycle's phase; a
+// failure is logged and returned (the start is never sent without its
+// record: finishCycle).
+func (e *Engine) journalPhase(g *gate, rec *Record, phase, what string) error {
 	rec.Phase = phase
 	if err := g.st.Progress(rec); err != nil {
 		level.Error(e.logger).Log("msg", "cannot journal the power cycle's phase; a crash now would not know it", "phase", phase, "detail", what, "id", g.req.ID, "err", err)
+		return fmt.Errorf("journal the power cycle's phase %s: %w", phase, err)
 	}
+	return nil
 }
 
 // finishCycle is a power cycle after its stop was accepted (rec holds
@@ -95,7 +99,13 @@ func (e *Engine) journalPhase(g *gate, rec *Record, phase, what string) {
 // stays pending at its phase, for the next start to finish. A start the
 // provider refused, or one that could not be sent, fails the cycle: the
 // server is left stopped (the machine's step_failed: not_recovered at once;
-// stepKind in apply.go).
+// stepKind in apply.go). A server that never read stopped and reads
+// running at the end of the wait (started by someone else, or the stop
+// did not take) gets no start: the outcome is unknown and the verdict
+// rule judges the step like any other. The start is never sent without
+// its record (phase start_sending journaled first), nor, for a resumed
+// cycle, unless it is still safe (resumeBlockedLocked): else the cycle is
+// abandoned (g.abandoned: exhausted, a person decides).
 func (e *Engine) finishCycle(ctx context.Context, g *gate, rec *Record) (providers.ActionResult, string, error) {
 	fctx, done := finishing(ctx, func() {
 		level.Warn(e.logger).Log("msg", "stopping with a power cycle between its stop and its start: finishing it first", "provider", g.req.Provider, "account", g.req.Account, "id", g.req.ID, "budget", cycleFinishBudget)
@@ -108,23 +118,35 @@ func (e *Engine) finishCycle(ctx context.Context, g *gate, rec *Record) (provide
 		switch {
 		case fctx.Err() != nil:
 			return res, ResultUnknown, fmt.Errorf("%w: %w", errCycleUnfinished, werr)
-		case errors.Is(werr, errStartedElsewhere):
+		case errors.Is(werr, errStartedElsewhere), errors.Is(werr, errReadsRunning):
 			return res, ResultUnknown, werr
+		case g.resumed && errors.Is(werr, errNoFreshRead):
+			return res, ResultFailed, e.abandonCycle(g, werr)
 		}
 		return res, ResultFailed, werr
 	}
-	e.journalPhase(g, rec, phaseStopped, "the server read stopped")
+	if g.resumed {
+		if why := e.resumeBlocked(g.req, rec, true); why != "" {
+			g.leaveTurn()
+			return res, ResultFailed, e.abandonCycle(g, errors.New(why))
+		}
+	}
+	_ = e.journalPhase(g, rec, phaseStopped, "the server read stopped") // logged; the start's own record is required
 	// The start is written as being sent before it goes: a crash during
 	// it is recovered with both calls, its end unknown, and never sent
-	// again.
+	// again. Without that record it is not sent at all.
 	rec.Calls = append(rec.Calls, Call{Action: string(providers.ActionStart), Time: e.now(), Result: callSending})
-	e.journalPhase(g, rec, phaseStartSending, "the start is being sent")
+	jerr := e.journalPhase(g, rec, phaseStartSending, "the start is being sent")
 	rec.Calls = rec.Calls[:len(rec.Calls)-1]
+	if jerr != nil {
+		g.leaveTurn()
+		return res, ResultFailed, e.abandonCycle(g, fmt.Errorf("the start's record could not be written, and a start is never sent without it: %w", jerr))
+	}
 	res, sent, result, err := e.cycleCall(fctx, g, rec, providers.ActionStart)
 	if !sent {
 		// Provably not sent: the intent goes back to its phase, so that
 		// the next start may send it.
-		e.journalPhase(g, rec, phaseStopped, "the start was not sent")
+		_ = e.journalPhase(g, rec, phaseStopped, "the start was not sent")
 		if fctx.Err() != nil {
 			return res, ResultUnknown, fmt.Errorf("%w: the start was not sent: %w", errCycleUnfinished, err)
 		}
@@ -182,10 +204,23 @@ var errNotStopped = errors.New("the server did not read stopped")
 // start is sent.
 var errStartedElsewhere = errors.New("the server, seen stopped before the exporter stopped, was started meanwhile by someone else; the start was not sent")
 
+// errReadsRunning: the server never read stopped after its stop was
+// answered and reads running at the end of the wait: someone else started
+// it, or the stop did not take. No start is sent; the outcome is unknown
+// (not failed: the server may be healthy) and the verdict rule judges it.
+var errReadsRunning = errors.New("the server never read stopped after its stop was answered and reads running: started by someone else, or the stop did not take; the start was not sent")
+
+// errNoFreshRead: no re-read of the server succeeded on fresh account
+// data during the whole wait (the account down or stale): nothing is
+// known of the server.
+var errNoFreshRead = errors.New("no fresh read of the server")
+
 // waitStopped re-reads the server until it reads stopped, at most
 // powerCycleWait; it gives up when ctx ends (shutdown), and, when the
 // server was seen stopped before (a resumed cycle), when it reads running
-// or starting (errStartedElsewhere). Each re-read
+// or starting (errStartedElsewhere). At the end of the wait it says
+// errReadsRunning when the last read said running or starting, and
+// errNoFreshRead when no read was made (else errNotStopped). Each re-read
 // takes the account's turn and none is sent while the account is down;
 // it returns nil holding the turn of the re-read that saw the server
 // stopped (g.turn), for the start.
@@ -197,11 +232,18 @@ func (e *Engine) waitStopped(ctx context.Context, g *gate, seenStopped bool) err
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	last := "not read"
+	var read, running bool // a fresh read was made; the last one said running or starting
 	for {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("stopped while waiting for the server to read stopped (last read: %s): %w", last, ctx.Err())
 		case <-deadline.C:
+			switch {
+			case running:
+				return fmt.Errorf("%w (within %s, last read: %s)", errReadsRunning, wait, last)
+			case !read:
+				return fmt.Errorf("%w: %w within %s (last read: %s); the start was not sent", errNotStopped, errNoFreshRead, wait, last)
+			}
 			return fmt.Errorf("%w within %s (last read: %s); the start was not sent", errNotStopped, wait, last)
 		case <-tick.C:
 		}
@@ -217,6 +259,9 @@ func (e *Engine) waitStopped(ctx context.Context, g *gate, seenStopped bool) err
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		s, err := g.prov.Get(rctx, g.req.ID)
 		cancel()
+		if err == nil {
+			read, running = true, s.State == providers.StateRunning || s.State == providers.StateStarting
+		}
 		switch {
 		case err != nil:
 			last = "error: " + err.Error()

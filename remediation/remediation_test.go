@@ -41,6 +41,9 @@ type harness struct {
 	mu     sync.Mutex
 	clock  time.Time
 	cfg    config.Remediation
+	// cycleWait, when set, is the engines' power cycle wait (set before
+	// Configure, which may resume a cycle).
+	cycleWait time.Duration
 }
 
 func (h *harness) now() time.Time {
@@ -111,6 +114,9 @@ func (h *harness) startWith(accounts []config.Provider) {
 		Provider: func(a string) (providers.Provider, bool) { p, ok := h.provs[a]; return p, ok },
 	}, h.reg, log.NewNopLogger(), h.now)
 	h.engine.cyclePoll = 5 * time.Millisecond
+	if h.cycleWait > 0 {
+		h.engine.cycleWait = h.cycleWait
+	}
 	if err := h.engine.Configure(h.cfg, time.Minute, accounts); err != nil {
 		h.t.Fatal(err)
 	}

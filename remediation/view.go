@@ -296,21 +296,6 @@ func (e *Engine) activeViews() (map[uint64]activeView, map[uint64]string) {
 	return out, verdicts
 }
 
-// configuredLadderLocked is an episode's ladder as configured now: its rule's
-// action and escalate list, or the alert's action and webhook.escalate's
-// steps for it (nil: its rule is gone). Its step counts in it.
-func (e *Engine) configuredLadderLocked(ep *Episode) []string {
-	switch {
-	case ep.Source == "rule":
-		if r := e.ruleByNameLocked(ep.Rule); r != nil {
-			return ruleLadder(r)
-		}
-	case len(ep.Steps) > 0:
-		return alertLadder(e.cfg.Webhook, ep.Steps[0].Action)
-	}
-	return nil
-}
-
 // namer returns the names of servers in their accounts' last lists,
 // reading each account's snapshot once.
 func (e *Engine) namer() func(provider, account, id string) string {

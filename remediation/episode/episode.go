@@ -108,11 +108,17 @@ const (
 	// lists): no verdict can be taken on it, and no fresh ladder may
 	// start; a person decides.
 	LineageLost Kind = "lineage_lost"
+	// StepAbandoned: a step the engine will not finish and must not
+	// verify (a power cycle whose start is not sent: resumed after a
+	// restart with its server excluded, its account gone or stale, too
+	// old, in dry run or paused; or its start could not be journaled):
+	// its verdict is unknown and a person decides.
+	StepAbandoned Kind = "step_abandoned"
 )
 
 // Kinds lists every event kind, in the order of the table.
 var Kinds = []Kind{StepAccepted, StepRefused, StepFailed, WindowEnded, FreshView, ViewTimeout, LadderChanged,
-	NextStepImpossible, MaxAttempts, ConditionClear, Reset, ServerGone, RuleRemoved, Excluded, WebhookOff, LineageLost}
+	NextStepImpossible, MaxAttempts, ConditionClear, Reset, ServerGone, RuleRemoved, Excluded, WebhookOff, LineageLost, StepAbandoned}
 
 // Event is something that happened to an episode, with what the
 // transition needs to choose among its rows.
@@ -207,7 +213,7 @@ func Transition(from State, ev Event, now time.Time) (State, []Effect, error) {
 				if ev.Kind == StepFailed {
 					eff.Verdict = VerdictNotRecovered
 				}
-				if ev.Kind == ViewTimeout {
+				if ev.Kind == ViewTimeout || ev.Kind == StepAbandoned {
 					eff.Verdict = VerdictUnknown
 				}
 			}

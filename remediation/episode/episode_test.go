@@ -35,6 +35,9 @@ var want = map[pair]map[string]State{
 	// A failed step is not_recovered whatever verdict the event carries.
 	{None, StepFailed}:  {"plain": Exhausted, "recovered": EscalationDue, "next": EscalationDue, "used_up": Exhausted, "at_max": Exhausted, "pending": EscalationDue, "unknown": EscalationDue},
 	{None, MaxAttempts}: {"*": Exhausted},
+	// A step left unfinished that the engine will not finish (a power
+	// cycle whose start is not sent): a person, whatever the event says.
+	{None, StepAbandoned}: {"*": Exhausted},
 
 	{Verifying, WindowEnded}: {"recovered": Recovered, "next": EscalationDue, "used_up": Exhausted, "at_max": Exhausted, "pending": AwaitingView, "unknown": Ended, "plain": AwaitingView},
 	{Verifying, ServerGone}:  {"*": Ended},
@@ -56,6 +59,7 @@ var want = map[pair]map[string]State{
 	{EscalationDue, LadderChanged}:      {"plain": Exhausted, "used_up": Exhausted, "recovered": EscalationDue, "next": EscalationDue, "at_max": EscalationDue, "pending": EscalationDue, "unknown": EscalationDue},
 	{EscalationDue, NextStepImpossible}: {"*": Exhausted},
 	{EscalationDue, MaxAttempts}:        {"*": Exhausted},
+	{EscalationDue, StepAbandoned}:      {"*": Exhausted},
 	{EscalationDue, ConditionClear}:     {"*": Recovered},
 	{EscalationDue, ServerGone}:         {"*": Ended},
 	{EscalationDue, RuleRemoved}:        {"*": Ended},
@@ -149,9 +153,9 @@ func checkEffects(t *testing.T, from State, ev Event, to State, effects []Effect
 		if v == nil || v.Verdict != VerdictNotRecovered {
 			t.Fatalf("a failed step must score not_recovered: %v", effects)
 		}
-	case ev.Kind == ViewTimeout:
+	case ev.Kind == ViewTimeout, ev.Kind == StepAbandoned:
 		if v == nil || v.Verdict != VerdictUnknown {
-			t.Fatalf("a view timeout must score unknown: %v", effects)
+			t.Fatalf("a view timeout or an abandoned step must score unknown: %v", effects)
 		}
 	case ev.Kind == WindowEnded && ev.Verdict == VerdictPending, ev.Kind == StepAccepted, ev.Kind == StepRefused:
 		if v != nil {
@@ -162,7 +166,7 @@ func checkEffects(t *testing.T, from State, ev Event, to State, effects []Effect
 			t.Fatalf("verdict %v, want %s", v, ev.Verdict)
 		}
 	}
-	if (ev.Kind == StepAccepted || ev.Kind == StepRefused || ev.Kind == StepFailed) && (has(AddStep) == nil || has(CountAttempt) == nil) {
+	if (ev.Kind == StepAccepted || ev.Kind == StepRefused || ev.Kind == StepFailed || ev.Kind == StepAbandoned) && (has(AddStep) == nil || has(CountAttempt) == nil) {
 		t.Fatalf("a step is added and counted: %v", effects)
 	}
 	if (ev.Kind == WindowEnded || ev.Kind == FreshView || ev.Kind == ViewTimeout) && ev.Verdict == VerdictUnknown && to == EscalationDue {

@@ -90,6 +90,8 @@ var table = []Row{
 	{From: None, On: StepFailed, Guard: NoNext, To: Exhausted, Effects: []Op{Open, AddStep, CountAttempt, SetVerdict, MarkExhausted},
 		Level: "warn", Msg: exhaustedMsg},
 	{From: None, On: MaxAttempts, To: Exhausted, Effects: []Op{Open, MarkExhausted}, Level: "warn", Msg: exhaustedMsg},
+	{From: None, On: StepAbandoned, To: Exhausted, Effects: []Op{Open, AddStep, CountAttempt, SetVerdict, MarkExhausted},
+		Level: "warn", Msg: abandonedMsg},
 
 	{From: Verifying, On: WindowEnded, Guard: IsRecovered, To: Recovered, Effects: []Op{SetVerdict, Close},
 		Level: "info", Msg: "server recovered"},
@@ -125,6 +127,8 @@ var table = []Row{
 		Level: "info", Msg: "the step failed; escalating"},
 	{From: EscalationDue, On: StepFailed, Guard: NoNext, To: Exhausted, Effects: []Op{AddStep, CountAttempt, SetVerdict, MarkExhausted},
 		Level: "warn", Msg: exhaustedMsg},
+	{From: EscalationDue, On: StepAbandoned, To: Exhausted, Effects: []Op{AddStep, CountAttempt, SetVerdict, MarkExhausted},
+		Level: "warn", Msg: abandonedMsg},
 	{From: EscalationDue, On: LadderChanged, Guard: HasNext, To: EscalationDue, Effects: []Op{RequestStep}},
 	{From: EscalationDue, On: LadderChanged, Guard: UsedUp, To: Exhausted, Effects: []Op{MarkExhausted}, Level: "warn", Msg: exhaustedMsg},
 	{From: EscalationDue, On: NextStepImpossible, To: Exhausted, Effects: []Op{MarkExhausted}, Level: "warn", Msg: exhaustedMsg},
@@ -151,6 +155,7 @@ const (
 	exhaustedMsg      = "remediation exhausted: no repair recovered this server; it needs a person (POST /api/v1/remediation/reset hands it back)"
 	verdictUnknownMsg = "no fresh view of the server within stale_after after the verify window: the verdict is unknown; nothing more is done, a person should look"
 	endedMsg          = "remediation episode ended"
+	abandonedMsg      = "the step was not finished and is not verified: its outcome is unknown; remediation exhausted: the server needs a person (POST /api/v1/remediation/reset hands it back)"
 )
 
 // Markdown renders the table as docs/remediation.md carries it: one row
