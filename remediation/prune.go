@@ -180,6 +180,11 @@ func (s *State) Prune(c pruneCutoffs, batch, batches int) error {
 		}, false},
 	}
 	passes = append(passes, loopPrunes(c)...)
+	// A store that takes at most so many writes in one transaction (etcd)
+	// gets smaller batches.
+	if l, ok := s.db.(journal.Limited); ok && l.MaxWrites() < batch {
+		batch = l.MaxWrites()
+	}
 	left := batches
 	for _, p := range passes {
 		for left > 0 {

@@ -70,3 +70,9 @@ type Cursor interface {
 	// Delete removes the key under the cursor.
 	Delete() error
 }
+
+// Limited is a Store whose Update may change at most MaxWrites keys; a
+// caller that batches its writes (pruning) keeps its batches under it.
+type Limited interface {
+	MaxWrites() int
+}
