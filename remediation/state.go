@@ -149,6 +149,12 @@ var lockWait = 2 * time.Second
 // Close closes the file.
 func (s *State) Close() error { return s.db.Close() }
 
+// CheckSend is called right before every provider request, after the
+// intent (or the power cycle's phase) was written: nil when the request
+// may leave; under remediation.ha, the term's send deadline (a leader
+// deposed, or frozen past its lease, sends nothing).
+func (s *State) CheckSend() error { return s.db.CheckSend() }
+
 func serverKey(provider, account, id string) string {
 	return provider + "\x00" + account + "\x00" + id
 }
