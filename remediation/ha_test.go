@@ -3,6 +3,7 @@ package remediation
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -268,5 +269,45 @@ func TestHADeposedLeaderStopsActing(t *testing.T) {
 	h.refresh("bingo")
 	if acts := h.actions(sim.VPNBingo); len(acts) != 1 || !strings.HasPrefix(acts[0].ID, "1003") {
 		t.Errorf("leading again: %+v, want one redeploy of 1003", acts)
+	}
+}
+
+// The first takeover imports the state file when etcd holds no state:
+// the action a single replica recorded there is in etcd, its cooldown
+// stands (no second redeploy of its lineage).
+func TestHAImportsStateFile(t *testing.T) {
+	ep := etcdtest.Start(t)
+	single := baseConfig(t)
+	single.Rules = []config.Rule{redeployDegraded()}
+	h := newHarness(t, 10, single)
+	h.refresh("bingo")
+	if n := len(h.actions(sim.VPNBingo)); n != 1 {
+		t.Fatalf("the single replica made %d actions, want 1", n)
+	}
+	h.engine.Close() // the file's lock is released
+
+	cfg := haConfig(t, ep)
+	cfg.StateFile = single.StateFile
+	h.cfg = cfg
+	h.start()
+	h.runHA(t, ep)
+	h.waitRole(t, RoleLeader, 20*time.Second)
+	audit := etcdRecords(t, ep, "audit")
+	if len(audit) != 1 || audit[0].ID != "1003" || audit[0].Result != ResultSuccess {
+		t.Fatalf("etcd's audit after the import %+v, want the file's redeploy of 1003", audit)
+	}
+	// Its replacement degraded at once: the lineage and the cooldown
+	// came with the import.
+	var newID int
+	fmt.Sscan(audit[0].NewID, &newID)
+	h.settle()
+	h.sim.Update(sim.VPNBingo, newID, func(m *sim.Machine) { m.Code, m.Display, m.CanRedepl = 18, "Heartbeat Abnormal", true })
+	h.advance(5 * time.Second)
+	h.refresh("bingo")
+	if n := len(h.actions(sim.VPNBingo)); n != 1 {
+		t.Errorf("%d actions after the import, want still 1: the imported cooldown stands", n)
+	}
+	if n := h.suppressed("bingo", ReasonCooldown) + h.suppressed("bingo", ReasonInFlight); n < 1 {
+		t.Errorf("no suppression of the replacement; want the imported cooldown or episode to hold it")
 	}
 }
