@@ -149,6 +149,14 @@ var lockWait = 2 * time.Second
 // Close closes the file.
 func (s *State) Close() error { return s.db.Close() }
 
+// maxWrites is how many keys one transaction may change (0: no limit).
+func (s *State) maxWrites() int {
+	if l, ok := s.db.(journal.Limited); ok {
+		return l.MaxWrites()
+	}
+	return 0
+}
+
 // CheckSend is called right before every provider request, after the
 // intent (or the power cycle's phase) was written: nil when the request
 // may leave; under remediation.ha, the term's send deadline (a leader
