@@ -146,56 +146,84 @@ func TestHALeaderActsOnceOnEtcd(t *testing.T) {
 	}
 }
 
-// A takeover finds an intent the old leader left pending: it is recorded
-// unknown and counted, its cooldown stands, and it is not sent again.
+// A takeover finds the intents the old leader left pending: they are
+// recorded unknown and counted, their cooldowns stand, and none is sent
+// again; more of them than one etcd transaction takes are recovered in
+// several.
 func TestHATakeoverPendingIntentUnknown(t *testing.T) {
-	ep := etcdtest.Start(t)
-	// The old leader writes its intent to redeploy 1003, then dies.
-	old, _ := newTestElector(t, ep, "old", prometheus.NewRegistry())
-	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	term, err := old.Campaign(cctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	j, err := etcdha.NewJournal(term, allBuckets...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := j.Initialize(cctx, nil); err != nil {
-		t.Fatal(err)
-	}
-	st := &State{db: j}
-	rec := &Record{Time: time.Now(), Provider: "vpnbingo", Account: "bingo", ID: "1003", Action: "redeploy", Source: "rule", Rule: "redeploy-degraded"}
-	if err := st.Begin(rec, serverKey("vpnbingo", "bingo", "1003")); err != nil {
-		t.Fatal(err)
-	}
-	if err := term.Resign(cctx); err != nil {
-		t.Fatal(err)
-	}
+	for _, tc := range []struct {
+		name    string
+		intents int
+	}{
+		{"one intent", 1},
+		{"more than one transaction takes", 70},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ep := etcdtest.Start(t)
+			// The old leader writes its intents (the first: redeploy
+			// 1003), then dies.
+			old, _ := newTestElector(t, ep, "old", prometheus.NewRegistry())
+			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			term, err := old.Campaign(cctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			j, err := etcdha.NewJournal(term, allBuckets...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := j.Initialize(cctx, nil); err != nil {
+				t.Fatal(err)
+			}
+			st := &State{db: j}
+			var first *Record
+			for i := range tc.intents {
+				id := "1003"
+				if i > 0 {
+					id = fmt.Sprint(9000 + i)
+				}
+				rec := &Record{Time: time.Now(), Provider: "vpnbingo", Account: "bingo", ID: id, Action: "redeploy", Source: "rule", Rule: "redeploy-degraded"}
+				if err := st.Begin(rec, serverKey("vpnbingo", "bingo", id)); err != nil {
+					t.Fatal(err)
+				}
+				if i == 0 {
+					first = rec
+				}
+			}
+			if err := term.Resign(cctx); err != nil {
+				t.Fatal(err)
+			}
 
-	h := newHarness(t, 10, haConfig(t, ep))
-	m := h.runHA(t, ep)
-	h.waitRole(t, RoleLeader, 20*time.Second)
-	if v := testutil.ToFloat64(m.TakeoverUnknown); v != 1 {
-		t.Errorf("takeover_unknown_total %v, want 1", v)
-	}
-	for range 3 {
-		h.refresh("bingo")
-		h.advance(time.Minute)
-	}
-	if acts := h.actions(sim.VPNBingo); len(acts) != 0 {
-		t.Errorf("the new leader sent %+v; the pending intent must not be sent again", acts)
-	}
-	if n := h.suppressed("bingo", ReasonCooldown); n < 1 {
-		t.Errorf("cooldown suppressions %v, want the intent's cooldown to stand", n)
-	}
-	audit := etcdRecords(t, ep, "audit")
-	if len(audit) != 1 || audit[0].Result != ResultUnknown || audit[0].Seq != rec.Seq {
-		t.Errorf("etcd's audit %+v, want the intent recorded unknown", audit)
-	}
-	if p := etcdRecords(t, ep, "pending"); len(p) != 0 {
-		t.Errorf("etcd's pending intents %+v, want none", p)
+			h := newHarness(t, 10, haConfig(t, ep))
+			m := h.runHA(t, ep)
+			h.waitRole(t, RoleLeader, 20*time.Second)
+			if v := testutil.ToFloat64(m.TakeoverUnknown); v != float64(tc.intents) {
+				t.Errorf("takeover_unknown_total %v, want %d", v, tc.intents)
+			}
+			for range 3 {
+				h.refresh("bingo")
+				h.advance(time.Minute)
+			}
+			if acts := h.actions(sim.VPNBingo); len(acts) != 0 {
+				t.Errorf("the new leader sent %+v; the pending intent must not be sent again", acts)
+			}
+			if n := h.suppressed("bingo", ReasonCooldown); n < 1 {
+				t.Errorf("cooldown suppressions %v, want the intent's cooldown to stand", n)
+			}
+			audit := etcdRecords(t, ep, "audit")
+			if len(audit) != tc.intents || audit[0].Result != ResultUnknown || audit[0].Seq != first.Seq {
+				t.Errorf("etcd's audit %d records (first %+v), want %d, all unknown", len(audit), audit[0], tc.intents)
+			}
+			for _, r := range audit {
+				if r.Result != ResultUnknown {
+					t.Errorf("record %d: %s, want unknown", r.Seq, r.Result)
+				}
+			}
+			if p := etcdRecords(t, ep, "pending"); len(p) != 0 {
+				t.Errorf("etcd's pending intents %+v, want none", p)
+			}
+		})
 	}
 }
 
