@@ -432,3 +432,44 @@ func TestSplitFlush(t *testing.T) {
 		})
 	}
 }
+
+// A webhook payload of more alerts than one etcd transaction takes is
+// journaled whole (in several), and its resend is all duplicates.
+func TestHAWebhookPayloadLargerThanOneTransaction(t *testing.T) {
+	ep := etcdtest.Start(t)
+	h := newHarness(t, 10, haConfig(t, ep))
+	h.runHA(t, ep)
+	h.waitRole(t, RoleLeader, 20*time.Second)
+	wctx, wcancel := context.WithCancel(context.Background())
+	wh := NewWebhook(wctx, h.engine, 1024, 1)
+	t.Cleanup(func() { wcancel(); wh.Wait() })
+	const n = 200 // no list yet: each may be the account's, held until it is
+	var alerts []string
+	starts := time.Now().UTC().Add(-time.Minute).Format(time.RFC3339)
+	for i := range n {
+		alerts = append(alerts, fmt.Sprintf(`{"status":"firing","labels":{"alertname":"X","provider":"vpnbingo","account":"bingo","id":"%d","remediation":"redeploy"},"startsAt":%q,"endsAt":"0001-01-01T00:00:00Z","fingerprint":"fp-%d"}`, 50000+i, starts, i))
+	}
+	body := `{"version":"4","status":"firing","alerts":[` + strings.Join(alerts, ",") + `]}`
+	code, resp := post(t, wh, body)
+	if code != 200 || !strings.Contains(resp, fmt.Sprintf("queued %d alert(s)", n)) {
+		t.Fatalf("webhook: %d %s, want all %d queued", code, resp, n)
+	}
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got, err := c.Get(ctx, haPrefix+"/state/b/intake/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Count != n {
+		t.Errorf("%d intake entries in etcd, want %d", got.Count, n)
+	}
+	code, resp = post(t, wh, body)
+	if code != 200 || !strings.Contains(resp, "queued 0 alert(s)") {
+		t.Errorf("the resend: %d %s, want none queued again", code, resp)
+	}
+}
