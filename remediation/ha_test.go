@@ -473,3 +473,40 @@ func TestHAWebhookPayloadLargerThanOneTransaction(t *testing.T) {
 		t.Errorf("the resend: %d %s, want none queued again", code, resp)
 	}
 }
+
+// Closed-loop changes of more keys than one etcd transaction takes (a
+// payload's resolutions noted on as many episodes) are all written.
+func TestHAPutLoopLargerThanOneTransaction(t *testing.T) {
+	ep := etcdtest.Start(t)
+	el, _ := newTestElector(t, ep, "a", prometheus.NewRegistry())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	term, err := el.Campaign(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := etcdha.NewJournal(term, allBuckets...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Initialize(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	st := &State{db: j}
+	const n = 100 // 2 writes each: 200
+	var ws []*loopWrite
+	for i := range n {
+		root := serverKey("vpnbingo", "bingo", fmt.Sprint(i))
+		ws = append(ws, &loopWrite{root: root, ver: 1, track: mustJSON(&track{Root: root, Version: 1}), eps: []*Episode{{Seq: uint64(i + 1), Version: 1}}})
+	}
+	if err := st.PutLoop(ws...); err != nil {
+		t.Fatalf("PutLoop of %d changes: %v", n, err)
+	}
+	l, err := st.loadLoop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.tracks) != n {
+		t.Errorf("%d tracks read back, want %d", len(l.tracks), n)
+	}
+}
