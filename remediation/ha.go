@@ -40,7 +40,6 @@ const leaderPoll = 250 * time.Millisecond
 // returns once its goroutines have ended.
 func (e *Engine) RunHA(ctx context.Context, h HA) {
 	e.mu.Lock()
-	e.ha = true
 	e.role, e.leaderURL = RoleUnavailable, ""
 	e.mu.Unlock()
 	var wg sync.WaitGroup
