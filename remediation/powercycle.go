@@ -27,6 +27,9 @@ const (
 func (e *Engine) call(ctx context.Context, g *gate, rec *Record) (res providers.ActionResult, sent bool, result string, err error) {
 	req := g.req
 	if req.Action != providers.ActionPowerCycle {
+		if err := g.st.CheckSend(); err != nil {
+			return res, false, "", fmt.Errorf("not sent: %w", err)
+		}
 		actx, cancel := context.WithTimeout(ctx, actionTimeout)
 		res, err = g.prov.Do(actx, req.ID, req.Action, req.Params)
 		cancel()
@@ -65,6 +68,9 @@ func (e *Engine) powerCycle(ctx context.Context, g *gate, rec *Record) (provider
 // when it was sent.
 func (e *Engine) cycleCall(ctx context.Context, g *gate, rec *Record, a providers.Action) (providers.ActionResult, bool, string, error) {
 	at := e.now()
+	if err := g.st.CheckSend(); err != nil {
+		return providers.ActionResult{}, false, "", fmt.Errorf("not sent: %w", err)
+	}
 	actx, cancel := context.WithTimeout(ctx, actionTimeout)
 	res, err := g.prov.Do(actx, g.req.ID, a, g.req.Params)
 	cancel()
@@ -84,7 +90,8 @@ func (e *Engine) cycleCall(ctx context.Context, g *gate, rec *Record, a provider
 // record: finishCycle).
 func (e *Engine) journalPhase(g *gate, rec *Record, phase, what string) error {
 	rec.Phase = phase
-	if err := g.st.Progress(rec); err != nil {
+	err := g.st.Progress(rec)
+	if err != nil {
 		level.Error(e.logger).Log("msg", "cannot journal the power cycle's phase; a crash now would not know it", "phase", phase, "detail", what, "id", g.req.ID, "err", err)
 		return fmt.Errorf("journal the power cycle's phase %s: %w", phase, err)
 	}
