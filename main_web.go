@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/vps-exporter/vps_exporter/remediation"
 	webui "github.com/vps-exporter/vps_exporter/web"
 )
@@ -25,6 +27,17 @@ func (d *daemon) statusPage() http.Handler {
 		MetricsPath: d.flags.metricsPath,
 		Logger:      d.logger,
 	})
+}
+
+// forwarder sends the webhook and the controls a standby receives to the
+// leader (remediation.ha); its counter is registered on reg. Without ha
+// the engine's role is RoleSingle and the handlers answer as before.
+func (d *daemon) forwarder(reg prometheus.Registerer) *remediation.Forwarder {
+	f, err := remediation.NewForwarder(d.engine.Leadership, remediation.ForwardOptions{Registerer: reg, Logger: d.logger})
+	if err != nil {
+		panic(err) // registered once per registry, at start
+	}
+	return f
 }
 
 // demoToken is the remediation credential the page's demo banner states:
