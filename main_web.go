@@ -58,7 +58,7 @@ type remediationView struct {
 }
 
 // RemediationStatus implements web.RemediationSource. It reads the
-// engine's memory and state file, writes nothing and stops when ctx ends;
+// engine's memory and state file, and its role with remediation.ha; it writes nothing and stops when ctx ends;
 // it calls no provider.
 func (v remediationView) RemediationStatus(ctx context.Context, limit int) (webui.RemediationStatus, error) {
 	if err := ctx.Err(); err != nil {
@@ -68,6 +68,13 @@ func (v remediationView) RemediationStatus(ctx context.Context, limit int) (webu
 	h, err := v.engine.View(ctx, remediation.Filter{Limit: max(limit, 1)})
 	used, max := v.engine.ActionsThisHour()
 	out := webui.RemediationStatus{Enabled: h.Enabled, DryRun: h.DryRun, ActionsThisHour: used, MaxActionsPerHour: max}
+	role, leader := v.engine.Leadership()
+	out.Role, out.LeaderURL = string(role), leader
+	if role == remediation.RoleStandby || role == remediation.RoleUnavailable {
+		// Not an error: the state is the leader's (in etcd), and its
+		// page shows it; this page says who leads.
+		err = nil
+	}
 	if p := h.Paused; p != nil {
 		out.Paused = &webui.Pause{Since: p.Since, Until: p.Until, Reason: p.Reason}
 	}
