@@ -27,6 +27,9 @@ const (
 func (e *Engine) call(ctx context.Context, g *gate, rec *Record) (res providers.ActionResult, sent bool, result string, err error) {
 	req := g.req
 	if req.Action != providers.ActionPowerCycle {
+		if err := g.st.CheckSend(); err != nil {
+			return res, false, "", fmt.Errorf("not sent: %w", err)
+		}
 		actx, cancel := context.WithTimeout(ctx, actionTimeout)
 		res, err = g.prov.Do(actx, req.ID, req.Action, req.Params)
 		cancel()
@@ -65,6 +68,9 @@ func (e *Engine) powerCycle(ctx context.Context, g *gate, rec *Record) (provider
 // when it was sent.
 func (e *Engine) cycleCall(ctx context.Context, g *gate, rec *Record, a providers.Action) (providers.ActionResult, bool, string, error) {
 	at := e.now()
+	if err := g.st.CheckSend(); err != nil {
+		return providers.ActionResult{}, false, "", fmt.Errorf("not sent: %w", err)
+	}
 	actx, cancel := context.WithTimeout(ctx, actionTimeout)
 	res, err := g.prov.Do(actx, g.req.ID, a, g.req.Params)
 	cancel()
