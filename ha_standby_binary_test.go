@@ -53,7 +53,8 @@ func post(t *testing.T, e *exporter, path, body, auth string) (*http.Response, s
 // posted to the standby is forwarded to it, answered by it, and acted on
 // once, a resend through the standby not again; the standby's page says
 // "standby" and links the leader; its history is the leader's; a wrong
-// credential is refused by the leader through the standby.
+// credential is refused by the leader through the standby. When the
+// leader is killed, the standby leads and answers itself.
 func TestHAStandbyForwardsToLeader(t *testing.T) {
 	bin := debianEtcd(t)
 	ep := startEtcdMember(t, bin)
@@ -132,9 +133,62 @@ func TestHAStandbyForwardsToLeader(t *testing.T) {
 	if !hasLine(ma, `vps_remediation_forwarded_requests_total{outcome="relayed"} 0`) {
 		t.Error("the leader counts forwarded requests")
 	}
+
+	// The leader dies: the standby takes over within its lease and a
+	// few seconds, and answers the webhook itself.
+	killed := time.Now()
+	if err := a.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	within(t, 15*time.Second, "replica b leading", func() bool { return hasLine(b.metrics(), "vps_remediation_leader 1") })
+	t.Logf("failover after %s (lease_ttl 2s)", time.Since(killed).Round(100*time.Millisecond))
+	alert2 := strings.ReplaceAll(alert, "12002", "12003")
+	resp, body = post(t, b, "/webhook/alertmanager", alert2, "Bearer "+loopToken)
+	if resp.StatusCode != 200 || resp.Header.Get(remediation.LeaderHeader) != "" {
+		t.Fatalf("webhook on the new leader: %d %q (relayed from %q), want its own 200", resp.StatusCode, body, resp.Header.Get(remediation.LeaderHeader))
+	}
+	within(t, 20*time.Second, "the new leader's reboot", func() bool { return len(callsTo(s, "12003")) == 1 })
+	if got := names(callsTo(s, "12002")); got != "reboot" {
+		t.Errorf("calls to 12002 after the failover: %q, want still one reboot", got)
+	}
+	if _, bpage := b.get("/"); !strings.Contains(bpage, "this replica acts for every replica") {
+		t.Error("the new leader's page does not say it leads")
+	}
 	assertNoSecrets(t, "standby logs", b.logs.String())
 	assertNoSecrets(t, "leader logs", a.logs.String())
 	if strings.Contains(b.logs.String(), "wrong-token") {
 		t.Error("the standby logged a credential")
 	}
+}
+
+// A replica whose etcd cannot be reached knows no leader: nobody acts, it
+// keeps exporting, its page says "unavailable" (not an error), and it
+// answers the webhook with 503 and Retry-After so that Alertmanager
+// retries.
+func TestHAReplicaWithoutEtcd(t *testing.T) {
+	skipShort(t)
+	_, urls := startSimSettle(t, 10, 200*time.Millisecond)
+	nowhere := "http://" + freePort(t) // nothing listens there
+	e := startReplica(t, "replica-alone", nowhere, urls)
+	within(t, 20*time.Second, "the role unavailable", func() bool {
+		_, page := e.get("/")
+		return strings.Contains(page, "nobody acts until one is elected")
+	})
+	_, page := e.get("/")
+	if strings.Contains(page, `id="remediation-error"`) {
+		t.Error("the page shows the role as an error")
+	}
+	m := e.metrics()
+	if !hasLine(m, "vps_remediation_leader 0") || !strings.Contains(m, "\nvps_server_up{") {
+		t.Errorf("without etcd the replica should export its fleet and report no leadership")
+	}
+	alert := `{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"Broken","provider":"vpsorg","account":"vps-main","id":"12002","remediation":"reboot"},"startsAt":"2026-01-01T00:00:00Z","endsAt":"0001-01-01T00:00:00Z","fingerprint":"fp-1"}]}`
+	resp, body := post(t, e, "/webhook/alertmanager", alert, "Bearer "+loopToken)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("webhook without a leader: %d (Retry-After %q) %q, want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	if !hasLine(e.metrics(), `vps_remediation_forwarded_requests_total{outcome="no_leader"} 1`) {
+		t.Error("the 503 is not counted as no_leader")
+	}
+	assertNoSecrets(t, "logs", e.logs.String())
 }
