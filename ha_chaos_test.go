@@ -257,32 +257,49 @@ type chaosTimes struct {
 // checkActionsLog asserts the provider's own record against the chaos.
 func checkActionsLog(t *testing.T, lines []sim.ActionLine, c chaosTimes) {
 	t.Helper()
-	per := map[string][]sim.ActionLine{}
-	for _, l := range lines {
-		per[string(l.API)+"/"+l.ID] = append(per[string(l.API)+"/"+l.ID], l)
+	problems, late := actionsLogProblems(lines, c)
+	for _, p := range problems {
+		t.Error(p)
 	}
-	for k, ls := range per {
-		if len(ls) > 1 {
-			t.Errorf("server %s acted on %d times: %+v", k, len(ls), ls)
+	if len(late) == 1 {
+		t.Logf("one call of the frozen replica arrived after its SIGCONT (on its way when it froze): %+v", late[0])
+	}
+}
+
+// actionsLogProblems is what the provider's record says went wrong: a
+// server acted on twice, a call from the killed replica after its kill,
+// more than one call (the one on its way when it froze) from the frozen
+// replica after it froze and before its next term, a call while etcd had
+// no quorum past the lease. late are the frozen replica's calls counted.
+func actionsLogProblems(lines []sim.ActionLine, c chaosTimes) (problems []string, late []sim.ActionLine) {
+	per := map[string][]sim.ActionLine{}
+	var keys []string
+	for _, l := range lines {
+		k := string(l.API) + "/" + l.ID
+		if per[k] == nil {
+			keys = append(keys, k)
+		}
+		per[k] = append(per[k], l)
+	}
+	for _, k := range keys {
+		if ls := per[k]; len(ls) > 1 {
+			problems = append(problems, fmt.Sprintf("server %s acted on %d times: %+v", k, len(ls), ls))
 		}
 	}
-	var late []sim.ActionLine
 	for _, l := range lines {
 		switch {
 		case l.Client == c.killed && l.Time.After(c.tKill.Add(time.Second)):
-			t.Errorf("the killed replica %s sent a call after its kill: %+v", c.killed, l)
+			problems = append(problems, fmt.Sprintf("the killed replica %s sent a call after its kill: %+v", c.killed, l))
 		case l.Client == c.frozen && l.Time.After(c.tStop.Add(500*time.Millisecond)) && (c.reelected.IsZero() || l.Time.Before(c.reelected)):
 			late = append(late, l)
 		case l.Time.After(c.tFreeze.Add(c.ttl)) && !l.Time.After(c.tThaw):
-			t.Errorf("a call while etcd had no quorum (%s after the freeze): %+v", l.Time.Sub(c.tFreeze), l)
+			problems = append(problems, fmt.Sprintf("a call while etcd had no quorum (%s after the freeze): %+v", l.Time.Sub(c.tFreeze), l))
 		}
 	}
-	// The one call that may have been on its way when the leader froze.
 	if len(late) > 1 {
-		t.Errorf("the frozen replica %s sent %d calls after it was deposed, want at most the one on its way: %+v", c.frozen, len(late), late)
-	} else if len(late) == 1 {
-		t.Logf("one call of the frozen replica arrived after its SIGCONT (on its way when it froze): %+v", late[0])
+		problems = append(problems, fmt.Sprintf("the frozen replica %s sent %d calls after it was deposed, want at most the one on its way: %+v", c.frozen, len(late), late))
 	}
+	return problems, late
 }
 
 // runningServers are the ids of an account's servers that /metrics says
