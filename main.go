@@ -504,10 +504,13 @@ func (d *daemon) routes(reg *prometheus.Registry) http.Handler {
 	})
 	mux.Handle("/sd", webui.NewSDHandler(d.store))
 	mux.Handle("/api/v1/accounts", webui.NewAccountsHandler(d.store, d.logger))
-	control := remediation.NewControlHandler(d.engine)
+	// On a standby (remediation.ha) the leader answers these, through
+	// this replica; without ha they answer here as before.
+	fwd := d.forwarder(reg)
+	control := fwd.Wrap(remediation.NewControlHandler(d.engine))
 	mux.Handle("/api/v1/remediation", control)
 	mux.Handle("/api/v1/remediation/", control)
-	mux.Handle("/webhook/alertmanager", d.webhook)
+	mux.Handle("/webhook/alertmanager", fwd.Wrap(d.webhook))
 	if d.flags.enablePprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/vps-exporter/vps_exporter/remediation"
 	webui "github.com/vps-exporter/vps_exporter/web"
 )
@@ -25,6 +27,17 @@ func (d *daemon) statusPage() http.Handler {
 		MetricsPath: d.flags.metricsPath,
 		Logger:      d.logger,
 	})
+}
+
+// forwarder sends the webhook and the controls a standby receives to the
+// leader (remediation.ha); its counter is registered on reg. Without ha
+// the engine's role is RoleSingle and the handlers answer as before.
+func (d *daemon) forwarder(reg prometheus.Registerer) *remediation.Forwarder {
+	f, err := remediation.NewForwarder(d.engine.Leadership, remediation.ForwardOptions{Registerer: reg, Logger: d.logger})
+	if err != nil {
+		panic(err) // registered once per registry, at start
+	}
+	return f
 }
 
 // demoToken is the remediation credential the page's demo banner states:
@@ -45,7 +58,7 @@ type remediationView struct {
 }
 
 // RemediationStatus implements web.RemediationSource. It reads the
-// engine's memory and state file, writes nothing and stops when ctx ends;
+// engine's memory and state file, and its role with remediation.ha; it writes nothing and stops when ctx ends;
 // it calls no provider.
 func (v remediationView) RemediationStatus(ctx context.Context, limit int) (webui.RemediationStatus, error) {
 	if err := ctx.Err(); err != nil {
@@ -55,6 +68,13 @@ func (v remediationView) RemediationStatus(ctx context.Context, limit int) (webu
 	h, err := v.engine.View(ctx, remediation.Filter{Limit: max(limit, 1)})
 	used, max := v.engine.ActionsThisHour()
 	out := webui.RemediationStatus{Enabled: h.Enabled, DryRun: h.DryRun, ActionsThisHour: used, MaxActionsPerHour: max}
+	role, leader := v.engine.Leadership()
+	out.Role, out.LeaderURL = string(role), leader
+	if role == remediation.RoleStandby || role == remediation.RoleUnavailable {
+		// Not an error: the state is the leader's (in etcd), and its
+		// page shows it; this page says who leads.
+		err = nil
+	}
 	if p := h.Paused; p != nil {
 		out.Paused = &webui.Pause{Since: p.Since, Until: p.Until, Reason: p.Reason}
 	}

@@ -34,6 +34,12 @@ type HistoryView struct {
 	Actions      []ActionView      `json:"actions"`
 	Suppressions []SuppressionView `json:"suppressions"`
 	Episodes     []EpisodeView     `json:"episodes"`
+	// Role is this replica's part with remediation.ha (leader, standby,
+	// unavailable) and LeaderURL the leader's advertise URL; both absent
+	// without ha. A standby forwards GET /api/v1/remediation to the
+	// leader, so the API shows it answered by the leader.
+	Role      Role   `json:"role,omitempty"`
+	LeaderURL string `json:"leader_url,omitempty"`
 	// Error says what could not be read (the rest is what could).
 	Error string `json:"error,omitempty"`
 }
@@ -179,6 +185,7 @@ type activeView struct {
 func (e *Engine) View(ctx context.Context, f Filter) (HistoryView, error) {
 	h, err := e.History(ctx, f)
 	out := HistoryView{Enabled: h.Enabled, DryRun: h.DryRun, Actions: []ActionView{}, Suppressions: []SuppressionView{}, Episodes: []EpisodeView{}}
+	out.Role, out.LeaderURL = e.Leadership()
 	if p := h.Paused; p != nil {
 		out.Paused = &PauseView{Since: p.Since, Until: p.Until, Reason: p.Reason}
 	}

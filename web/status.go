@@ -54,6 +54,11 @@ type RemediationStatus struct {
 	// Episodes are the closed loop's open episodes, oldest first: a
 	// server whose action is being verified or whose next step is due.
 	Episodes []Episode
+	// Role is this replica's part with remediation.ha: "leader",
+	// "standby" (the leader at LeaderURL acts), "unavailable" (no leader:
+	// nobody acts); empty without ha. A standby is not an error.
+	Role      string
+	LeaderURL string
 }
 
 // Pause is an operator's pause of remediation.
