@@ -123,6 +123,11 @@ type daemon struct {
 	engine  *remediation.Engine
 	webhook *remediation.Webhook
 
+	// ha is remediation.ha as the exporter started with it (main_ha.go);
+	// haStateFile the state_file to import into etcd.
+	ha          haMode
+	haStateFile string
+
 	reloadMu      sync.Mutex
 	reloadOK      prometheus.Gauge
 	reloadTime    prometheus.Gauge
@@ -245,6 +250,15 @@ func serve(parent context.Context, f *flags, logger log.Logger, toolkit *slog.Lo
 		return 1
 	}
 
+	if d.ha.ha != nil && d.ha.enabled {
+		stopHA, err := d.startHA(ctx, reg)
+		if err != nil {
+			level.Error(logger).Log("msg", "cannot start highly available remediation", "err", err)
+			return 1
+		}
+		cleanups = append(cleanups, stopHA)
+	}
+
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	cleanups = append(cleanups, func() { signal.Stop(hup) })
@@ -285,8 +299,7 @@ func serve(parent context.Context, f *flags, logger log.Logger, toolkit *slog.Lo
 }
 
 // loadChecked loads the configuration and checks it against the web
-// config: live remediation needs a credential (config's CheckCredential);
-// and refuses remediation.ha, which this build does not run (CheckHA).
+// config: live remediation needs a credential (config's CheckCredential).
 // A file with mistakes gives them all, one per line.
 func loadChecked(f *flags) (*config.Config, error) {
 	// The web config first: the credential rule needs it, and its
@@ -298,11 +311,6 @@ func loadChecked(f *flags) (*config.Config, error) {
 	}
 	if err != nil || werr != nil {
 		return nil, errors.Join(err, werr)
-	}
-	// remediation.ha is validated but not run yet: refused rather than
-	// run unfenced (docs/ha.md).
-	if err := c.Remediation.CheckHA(); err != nil {
-		return nil, err
 	}
 	return c, nil
 }
@@ -437,6 +445,11 @@ func checkStateDir(r config.Remediation) error {
 }
 
 func (d *daemon) apply(c *config.Config, first bool) error {
+	if first {
+		d.ha, d.haStateFile = haModeOf(c.Remediation), c.Remediation.StateFile
+	} else if err := d.checkHAReload(c); err != nil {
+		return err
+	}
 	accounts, err := buildAccounts(c, d.api)
 	if err != nil {
 		return err

@@ -99,22 +99,6 @@ func (e *Etcd) UnmarshalYAML(unmarshal func(any) error) error {
 	return unmarshal((*plain)(e))
 }
 
-// ErrHANotSupported is the message of CheckHA: the remediation engine does
-// not use etcd yet, and a configuration that asks for HA must not run
-// unfenced.
-const ErrHANotSupported = "not supported yet in this build: the remediation engine does not run on etcd yet, " +
-	"and two replicas on their own state files would both act on the same alert; remove ha and run one replica with state_file (docs/ha.md)"
-
-// CheckHA refuses a configuration that asks for highly available
-// remediation, which this build validates but does not run: it would
-// otherwise run unfenced. The engine's wiring removes this check.
-func (r *Remediation) CheckHA() error {
-	if r.HA == nil {
-		return nil
-	}
-	return Errors{{Path: "remediation.ha", Msg: ErrHANotSupported}}
-}
-
 func (h *HA) validate(baseDir string, errs *errorList) {
 	const at = "remediation.ha"
 	if h.AdvertiseURL == "" {

@@ -1,7 +1,6 @@
 package config_test
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -40,9 +39,6 @@ func TestHADefaults(t *testing.T) {
 				t.Fatalf("ha %+v, want set %v", h, tc.wantHA)
 			}
 			if h == nil {
-				if err := c.Remediation.CheckHA(); err != nil {
-					t.Errorf("CheckHA without ha: %v", err)
-				}
 				return
 			}
 			if h.Etcd.Prefix != tc.prefix || time.Duration(h.Etcd.LeaseTTL) != tc.ttl {
@@ -50,17 +46,6 @@ func TestHADefaults(t *testing.T) {
 			}
 			if h.Advertise == nil || h.Advertise.String() != h.AdvertiseURL {
 				t.Errorf("advertise %v, want %s parsed", h.Advertise, h.AdvertiseURL)
-			}
-			// Until the engine runs on etcd, a file with ha is refused at
-			// load rather than run unfenced.
-			err = c.Remediation.CheckHA()
-			want := "remediation.ha: " + config.ErrHANotSupported
-			if err == nil || err.Error() != want {
-				t.Errorf("CheckHA: %v, want %s", err, want)
-			}
-			var errs config.Errors
-			if !errors.As(err, &errs) {
-				t.Errorf("CheckHA: %T, want config.Errors", err)
 			}
 		})
 	}

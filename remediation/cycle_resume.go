@@ -8,9 +8,9 @@ import (
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/vps-exporter/vps_exporter/providers"
+	"github.com/vps-exporter/vps_exporter/remediation/journal"
 )
 
 // A power cycle is one durable action (powercycle.go). One that a crash
@@ -34,7 +34,7 @@ func resumable(r Record) bool {
 // their stop and their start.
 func (s *State) pendingCycles() ([]Record, error) {
 	var out []Record
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx journal.Tx) error {
 		return tx.Bucket(bucketPending).ForEach(func(k, v []byte) error {
 			var r Record
 			if err := json.Unmarshal(v, &r); err != nil {

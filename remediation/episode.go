@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/vps-exporter/vps_exporter/remediation/journal"
 )
 
 // Verdicts of an action: did it recover the server within its verify
@@ -312,7 +312,7 @@ var (
 // putLoop writes w in tx. A track or an episode older than the stored one
 // (a slower writer of an earlier change) is not written: a deleted
 // track's tombstone holds its version.
-func putLoop(tx *bolt.Tx, w *loopWrite) error {
+func putLoop(tx journal.Tx, w *loopWrite) error {
 	if w == nil {
 		return nil
 	}
@@ -353,7 +353,7 @@ func storedVersion(b []byte) uint64 {
 
 // PutLoop writes changes of the closed loop in one transaction.
 func (s *State) PutLoop(ws ...*loopWrite) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx journal.Tx) error {
 		for _, w := range ws {
 			if err := putLoop(tx, w); err != nil {
 				return err
@@ -373,7 +373,7 @@ type loopState struct {
 // loadLoop reads every track and the newest episode number.
 func (s *State) loadLoop() (*loopState, error) {
 	l := &loopState{tracks: map[string]*track{}}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx journal.Tx) error {
 		if err := readTracks(tx, nil, l); err != nil {
 			return err
 		}
@@ -392,13 +392,13 @@ func (s *State) loadLoop() (*loopState, error) {
 // (accounts added back by a reload).
 func (s *State) loadTracks(prefixes []string) (*loopState, error) {
 	l := &loopState{tracks: map[string]*track{}}
-	err := s.db.View(func(tx *bolt.Tx) error { return readTracks(tx, prefixes, l) })
+	err := s.db.View(func(tx journal.Tx) error { return readTracks(tx, prefixes, l) })
 	return l, err
 }
 
 // readTracks reads into l the tracks under the prefixes (nil: all); a
 // tombstone is no track, but its version counts.
-func readTracks(tx *bolt.Tx, prefixes []string, l *loopState) error {
+func readTracks(tx journal.Tx, prefixes []string, l *loopState) error {
 	read := func(k, v []byte) error {
 		t := &track{}
 		if err := json.Unmarshal(v, t); err != nil {
@@ -438,7 +438,7 @@ func (s *State) Episodes(keep func(*Episode) bool, max int) ([]Episode, error) {
 // episodes is Episodes, stopping when ctx ends.
 func (s *State) episodes(ctx context.Context, keep func(*Episode) bool, max int) ([]Episode, error) {
 	var out []Episode
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx journal.Tx) error {
 		c := tx.Bucket(bucketEpisodes).Cursor()
 		for k, v := c.Last(); k != nil && len(out) < max; k, v = c.Prev() {
 			if err := ctx.Err(); err != nil {
@@ -459,7 +459,7 @@ func (s *State) episodes(ctx context.Context, keep func(*Episode) bool, max int)
 // action since it.
 func loopPrunes(c pruneCutoffs) []prunePass {
 	return []prunePass{
-		{bucket: bucketEpisodes, old: func(_ *bolt.Tx, _, v []byte) bool {
+		{bucket: bucketEpisodes, old: func(_ journal.Tx, _, v []byte) bool {
 			var ep Episode
 			if json.Unmarshal(v, &ep) != nil || ep.Outcome == EpisodeOpen || ep.exhausted() {
 				return false
@@ -470,7 +470,7 @@ func loopPrunes(c pruneCutoffs) []prunePass {
 			}
 			return !end.IsZero() && end.Before(c.records)
 		}},
-		{bucket: bucketTracks, old: func(_ *bolt.Tx, _, v []byte) bool {
+		{bucket: bucketTracks, old: func(_ journal.Tx, _, v []byte) bool {
 			var t track
 			if json.Unmarshal(v, &t) != nil {
 				return false
@@ -488,7 +488,7 @@ func loopPrunes(c pruneCutoffs) []prunePass {
 // starts its ladder again), and writes its reset track (w: its
 // tombstone, the episode that ended) in one transaction.
 func (s *State) ResetServer(root string, w *loopWrite) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx journal.Tx) error {
 		if err := tx.Bucket(bucketCooldown).Delete([]byte(root)); err != nil {
 			return err
 		}

@@ -9,11 +9,10 @@ import (
 	"strconv"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/vps-exporter/vps_exporter/collector"
 	"github.com/vps-exporter/vps_exporter/config"
 	"github.com/vps-exporter/vps_exporter/providers"
+	"github.com/vps-exporter/vps_exporter/remediation/journal"
 )
 
 // gate is one request on its way through the checks.
@@ -477,7 +476,7 @@ func lineageRoot(lineage map[string]string, key string) string {
 	return key
 }
 
-func isLockTimeout(err error) bool { return errors.Is(err, bolt.ErrTimeout) }
+func isLockTimeout(err error) bool { return journal.IsLocked(err) }
 
 // pausedLocked says why remediation is paused now, or "".
 func (e *Engine) pausedLocked(now time.Time) string {

@@ -8,9 +8,8 @@ import (
 	"slices"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/vps-exporter/vps_exporter/providers"
+	"github.com/vps-exporter/vps_exporter/remediation/journal"
 )
 
 // The intake journal: every alert the webhook answers 200 for is first
@@ -104,7 +103,7 @@ const (
 func (s *State) Intake(adds []intakeEntry, resolved []intakeRef, capacity int, dry bool) ([]string, []intakeEntry, error) {
 	out := make([]string, len(adds))
 	var ended []intakeEntry
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx journal.Tx) error {
 		ended = nil
 		b := tx.Bucket(bucketIntake)
 		for _, r := range resolved {
@@ -115,7 +114,7 @@ func (s *State) Intake(adds []intakeEntry, resolved []intakeRef, capacity int, d
 				ended = append(ended, cur)
 			}
 		}
-		n := b.Stats().KeyN
+		n := b.KeyN()
 		unlisted := map[string]int{}
 		if slices.ContainsFunc(adds, func(en intakeEntry) bool { return !en.Listed }) {
 			if err := b.ForEach(func(_, v []byte) error {
@@ -176,7 +175,7 @@ func (s *State) Intake(adds []intakeEntry, resolved []intakeRef, capacity int, d
 // intakeEntries returns the pending entries.
 func (s *State) intakeEntries() ([]intakeEntry, error) {
 	var out []intakeEntry
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx journal.Tx) error {
 		return tx.Bucket(bucketIntake).ForEach(func(k, v []byte) error {
 			var en intakeEntry
 			if err := json.Unmarshal(v, &en); err != nil {
@@ -193,7 +192,7 @@ func (s *State) intakeEntries() ([]intakeEntry, error) {
 // occurrence).
 func (s *State) hasIntake(en *intakeEntry) (bool, error) {
 	ok := false
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx journal.Tx) error {
 		cur, found := getIntake(tx.Bucket(bucketIntake), en.key())
 		ok = found && cur.occ() == en.occ()
 		return nil
@@ -208,8 +207,8 @@ func (s *State) endIntake(en *intakeEntry) error {
 
 // endIntakeTx removes an entry, if it is still the same occurrence, in a
 // transaction.
-func endIntakeTx(en *intakeEntry) func(*bolt.Tx) error {
-	return func(tx *bolt.Tx) error {
+func endIntakeTx(en *intakeEntry) func(journal.Tx) error {
+	return func(tx journal.Tx) error {
 		b := tx.Bucket(bucketIntake)
 		if cur, ok := getIntake(b, en.key()); ok && cur.occ() == en.occ() {
 			return b.Delete([]byte(en.key()))
@@ -222,12 +221,12 @@ func endIntakeTx(en *intakeEntry) func(*bolt.Tx) error {
 // also does: the entry ends and its occurrence is marked seen (in the
 // action's namespace, on the server's lineage root). Nothing for a
 // request that did not come from the journal.
-func (r Request) intakeTaken(dry bool, root string, at time.Time) []func(*bolt.Tx) error {
+func (r Request) intakeTaken(dry bool, root string, at time.Time) []func(journal.Tx) error {
 	en := r.intake
 	if en == nil {
 		return nil
 	}
-	return []func(*bolt.Tx) error{endIntakeTx(en), func(tx *bolt.Tx) error {
+	return []func(journal.Tx) error{endIntakeTx(en), func(tx journal.Tx) error {
 		return tx.Bucket(bucketSeen).Put([]byte(seenKey(dry, en.occ())), append(u64(uint64(at.UnixNano())), root...))
 	}}
 }
@@ -235,12 +234,12 @@ func (r Request) intakeTaken(dry bool, root string, at time.Time) []func(*bolt.T
 // intakeBack undoes intakeTaken for an action that was not sent: the
 // entry is pending again (unless a newer occurrence of its alert is) and its
 // occurrence not seen.
-func (r Request) intakeBack() []func(*bolt.Tx) error {
+func (r Request) intakeBack() []func(journal.Tx) error {
 	en := r.intake
 	if en == nil {
 		return nil
 	}
-	return []func(*bolt.Tx) error{func(tx *bolt.Tx) error {
+	return []func(journal.Tx) error{func(tx journal.Tx) error {
 		if err := tx.Bucket(bucketSeen).Delete([]byte(seenKey(false, en.occ()))); err != nil {
 			return err
 		}
@@ -253,7 +252,7 @@ func (r Request) intakeBack() []func(*bolt.Tx) error {
 }
 
 // perServer counts the entries of a server.
-func perServer(b *bolt.Bucket, server string) int {
+func perServer(b journal.Bucket, server string) int {
 	prefix := []byte(server + "\x01")
 	n := 0
 	c := b.Cursor()
@@ -263,7 +262,7 @@ func perServer(b *bolt.Bucket, server string) int {
 	return n
 }
 
-func getIntake(b *bolt.Bucket, key string) (intakeEntry, bool) {
+func getIntake(b journal.Bucket, key string) (intakeEntry, bool) {
 	var en intakeEntry
 	v := b.Get([]byte(key))
 	if v == nil || json.Unmarshal(v, &en) != nil {
@@ -272,7 +271,7 @@ func getIntake(b *bolt.Bucket, key string) (intakeEntry, bool) {
 	return en, true
 }
 
-func putIntake(b *bolt.Bucket, en *intakeEntry) error {
+func putIntake(b journal.Bucket, en *intakeEntry) error {
 	v, err := json.Marshal(en)
 	if err != nil {
 		return err
@@ -281,7 +280,7 @@ func putIntake(b *bolt.Bucket, en *intakeEntry) error {
 }
 
 // runAll runs fs in tx, stopping at the first error.
-func runAll(tx *bolt.Tx, fs []func(*bolt.Tx) error) error {
+func runAll(tx journal.Tx, fs []func(journal.Tx) error) error {
 	for _, f := range fs {
 		if err := f(tx); err != nil {
 			return err

@@ -89,6 +89,20 @@ func (e *Engine) Configure(c config.Remediation, refresh time.Duration, accounts
 		e.stateMu.Unlock()
 		return nil
 	}
+	if c.HA != nil {
+		// Under remediation.ha the state is the elected term's (ha.go):
+		// a standby has none, and that is no state error.
+		cur := e.state
+		if cur == nil {
+			e.m.stateOK.Set(1)
+		}
+		e.mu.Unlock()
+		if cur != nil {
+			e.restoreCounters(cur)
+		}
+		e.stateMu.Unlock()
+		return nil
+	}
 	old := e.state
 	if old != nil && e.statePath == c.StateFile {
 		e.mu.Unlock()

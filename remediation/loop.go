@@ -10,11 +10,11 @@ import (
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/vps-exporter/vps_exporter/config"
 	"github.com/vps-exporter/vps_exporter/providers"
 	"github.com/vps-exporter/vps_exporter/remediation/episode"
+	"github.com/vps-exporter/vps_exporter/remediation/journal"
 )
 
 // The closed loop (DESIGN.md "Closed loop"). An episode begins with the
@@ -178,8 +178,8 @@ func lookupServer(list []providers.Server, id string) (providers.Server, bool) {
 // recovers (in the recovery's transaction): a live one becomes a step of
 // its server's episode, outcome unknown, verified from now on; it counts
 // as an attempt.
-func (e *Engine) recoverStep(lineage map[string]string, loop *loopState) func(*bolt.Tx, Record) error {
-	return func(tx *bolt.Tx, r Record) error {
+func (e *Engine) recoverStep(lineage map[string]string, loop *loopState) func(journal.Tx, Record) error {
+	return func(tx journal.Tx, r Record) error {
 		if r.Result == ResultDryRun {
 			return nil
 		}

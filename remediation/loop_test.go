@@ -15,12 +15,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/common/model"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/vps-exporter/vps_exporter/config"
 	"github.com/vps-exporter/vps_exporter/providers"
 	"github.com/vps-exporter/vps_exporter/providers/apiclient"
 	"github.com/vps-exporter/vps_exporter/providers/sim"
+	"github.com/vps-exporter/vps_exporter/remediation/journal"
 )
 
 // hotCPU is a VPS.org rule: CPU over 95% on a running server, reboot, then
@@ -1295,7 +1295,7 @@ func TestResetLeavesATombstone(t *testing.T) {
 	}
 	stored := func() []byte {
 		var v []byte
-		_ = h.engine.state.db.View(func(tx *bolt.Tx) error {
+		_ = h.engine.state.db.View(func(tx journal.Tx) error {
 			v = append([]byte(nil), tx.Bucket(bucketTracks).Get([]byte(root))...)
 			return nil
 		})
@@ -1382,7 +1382,7 @@ func TestPowerCycleRecordsItsStartBeforeSendingIt(t *testing.T) {
 	p := &gatedStart{Provider: h.provs["vps"], seen: make(chan []Call, 1)}
 	p.pending = func() []Call {
 		var calls []Call
-		_ = h.engine.state.db.View(func(tx *bolt.Tx) error {
+		_ = h.engine.state.db.View(func(tx journal.Tx) error {
 			return tx.Bucket(bucketPending).ForEach(func(_, v []byte) error {
 				var r Record
 				_ = json.Unmarshal(v, &r)

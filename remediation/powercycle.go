@@ -27,6 +27,9 @@ const (
 func (e *Engine) call(ctx context.Context, g *gate, rec *Record) (res providers.ActionResult, sent bool, result string, err error) {
 	req := g.req
 	if req.Action != providers.ActionPowerCycle {
+		if err := g.st.CheckSend(); err != nil {
+			return res, false, "", fmt.Errorf("not sent: %w", err)
+		}
 		actx, cancel := context.WithTimeout(ctx, actionTimeout)
 		res, err = g.prov.Do(actx, req.ID, req.Action, req.Params)
 		cancel()
@@ -65,6 +68,9 @@ func (e *Engine) powerCycle(ctx context.Context, g *gate, rec *Record) (provider
 // when it was sent.
 func (e *Engine) cycleCall(ctx context.Context, g *gate, rec *Record, a providers.Action) (providers.ActionResult, bool, string, error) {
 	at := e.now()
+	if err := g.st.CheckSend(); err != nil {
+		return providers.ActionResult{}, false, "", fmt.Errorf("not sent: %w", err)
+	}
 	actx, cancel := context.WithTimeout(ctx, actionTimeout)
 	res, err := g.prov.Do(actx, g.req.ID, a, g.req.Params)
 	cancel()
@@ -79,12 +85,15 @@ func (e *Engine) cycleCall(ctx context.Context, g *gate, rec *Record, a provider
 	return res, true, c.Result, err
 }
 
-// journalPhase rewrites the pending intent with the cycle's phase.
-func (e *Engine) journalPhase(g *gate, rec *Record, phase, what string) {
+// journalPhase rewrites the pending intent with the cycle's phase; the
+// error is logged and returned.
+func (e *Engine) journalPhase(g *gate, rec *Record, phase, what string) error {
 	rec.Phase = phase
-	if err := g.st.Progress(rec); err != nil {
+	err := g.st.Progress(rec)
+	if err != nil {
 		level.Error(e.logger).Log("msg", "cannot journal the power cycle's phase; a crash now would not know it", "phase", phase, "detail", what, "id", g.req.ID, "err", err)
 	}
+	return err
 }
 
 // finishCycle is a power cycle after its stop was accepted (rec holds
@@ -118,8 +127,15 @@ func (e *Engine) finishCycle(ctx context.Context, g *gate, rec *Record) (provide
 	// it is recovered with both calls, its end unknown, and never sent
 	// again.
 	rec.Calls = append(rec.Calls, Call{Action: string(providers.ActionStart), Time: e.now(), Result: callSending})
-	e.journalPhase(g, rec, phaseStartSending, "the start is being sent")
+	serr := e.journalPhase(g, rec, phaseStartSending, "the start is being sent")
 	rec.Calls = rec.Calls[:len(rec.Calls)-1]
+	if serr != nil {
+		// Its "sending" record is not written: no start goes out (another
+		// leader, or the next start, could send one from the phase
+		// before). The server is left stopped; a person is told.
+		rec.Phase = phaseStopped
+		return res, ResultFailed, fmt.Errorf("the server was stopped but its start was not sent: its sending record could not be written: %w", serr)
+	}
 	res, sent, result, err := e.cycleCall(fctx, g, rec, providers.ActionStart)
 	if !sent {
 		// Provably not sent: the intent goes back to its phase, so that

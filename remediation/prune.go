@@ -6,9 +6,8 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/vps-exporter/vps_exporter/collector"
+	"github.com/vps-exporter/vps_exporter/remediation/journal"
 )
 
 // forgetGone drops the memory keyed by servers no longer in the account,
@@ -150,7 +149,7 @@ type pruneCutoffs struct {
 // stays.
 type prunePass struct {
 	bucket  []byte
-	old     func(tx *bolt.Tx, k, v []byte) bool
+	old     func(tx journal.Tx, k, v []byte) bool
 	ordered bool
 }
 
@@ -163,7 +162,7 @@ func (s *State) Prune(c pruneCutoffs, batch, batches int) error {
 		}
 		return time.Unix(0, int64(binary.BigEndian.Uint64(v[:8]))), true
 	}
-	recordOld := func(_ *bolt.Tx, _, v []byte) bool {
+	recordOld := func(_ journal.Tx, _, v []byte) bool {
 		var r struct {
 			Time time.Time `json:"time"`
 		}
@@ -172,21 +171,26 @@ func (s *State) Prune(c pruneCutoffs, batch, batches int) error {
 	passes := []prunePass{
 		{bucketAudit, recordOld, true},
 		{bucketEvents, recordOld, true},
-		{bucketCooldown, func(_ *bolt.Tx, _, v []byte) bool { t, ok := timeOf(v); return ok && t.Before(c.cooldown) }, false},
-		{bucketSeen, func(_ *bolt.Tx, _, v []byte) bool { t, ok := timeOf(v); return ok && t.Before(c.seen) }, false},
+		{bucketCooldown, func(_ journal.Tx, _, v []byte) bool { t, ok := timeOf(v); return ok && t.Before(c.cooldown) }, false},
+		{bucketSeen, func(_ journal.Tx, _, v []byte) bool { t, ok := timeOf(v); return ok && t.Before(c.seen) }, false},
 		// A replacement's lineage matters while its root has a cooldown.
-		{bucketLineage, func(tx *bolt.Tx, _, v []byte) bool {
+		{bucketLineage, func(tx journal.Tx, _, v []byte) bool {
 			cd := tx.Bucket(bucketCooldown)
 			return cd.Get(v) == nil && cd.Get(cooldownKey(true, string(v))) == nil
 		}, false},
 	}
 	passes = append(passes, loopPrunes(c)...)
+	// A store that takes at most so many writes in one transaction (etcd)
+	// gets smaller batches.
+	if l, ok := s.db.(journal.Limited); ok && l.MaxWrites() < batch {
+		batch = l.MaxWrites()
+	}
 	left := batches
 	for _, p := range passes {
 		for left > 0 {
 			left--
 			n := 0
-			err := s.db.Update(func(tx *bolt.Tx) error {
+			err := s.db.Update(func(tx journal.Tx) error {
 				b := tx.Bucket(p.bucket)
 				var keys [][]byte
 				cur := b.Cursor()

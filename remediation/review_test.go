@@ -13,13 +13,13 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/vps-exporter/vps_exporter/config"
 	"github.com/vps-exporter/vps_exporter/providers"
 	"github.com/vps-exporter/vps_exporter/providers/apiclient"
 	"github.com/vps-exporter/vps_exporter/providers/sim"
 	"github.com/vps-exporter/vps_exporter/providers/vpsorg"
+	"github.com/vps-exporter/vps_exporter/remediation/journal"
 )
 
 // Tests of the findings of a hostile review of the closed loop.
@@ -123,7 +123,7 @@ func TestRuleSeriesFollowTheConfiguration(t *testing.T) {
 	if n := len(h.actions(sim.VPSOrg)); n != 1 {
 		t.Fatalf("%d starts", n)
 	}
-	if err := h.engine.state.db.Update(func(tx *bolt.Tx) error {
+	if err := h.engine.state.db.Update(func(tx journal.Tx) error {
 		return add(tx, "a|vpsorg|vps|reboot|OldAlertName|success", 2)
 	}); err != nil {
 		t.Fatal(err)
@@ -405,7 +405,7 @@ func TestStateFileSwitchWaitsForActionsUnderWay(t *testing.T) {
 	// Until the old file is closed, or long enough for a switch that
 	// does not wait to have closed it.
 	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if old.db.View(func(*bolt.Tx) error { return nil }) != nil {
+		if old.db.View(func(journal.Tx) error { return nil }) != nil {
 			break
 		}
 	}
@@ -439,7 +439,7 @@ func TestStateFileSwitchWaitsForActionsUnderWay(t *testing.T) {
 	}
 	defer st.Close()
 	pending := 0
-	_ = st.db.View(func(tx *bolt.Tx) error { pending = tx.Bucket(bucketPending).Stats().KeyN; return nil })
+	_ = st.db.View(func(tx journal.Tx) error { pending = tx.Bucket(bucketPending).KeyN(); return nil })
 	recs, _ := st.Since(time.Time{}, 10)
 	if pending != 0 || len(recs) != 1 || recs[0].Result != ResultSuccess {
 		t.Errorf("old state file: %d intents left, records %+v; want the action recorded success", pending, recs)

@@ -4,14 +4,12 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"strings"
 	"sync"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/vps-exporter/vps_exporter/remediation/journal"
 )
 
 // Record is one audit entry: an action taken (or, in dry-run, one that
@@ -76,7 +74,7 @@ const maxEvents = 10000
 // State is the durable part of remediation: audit log, intents, cooldowns,
 // seen alerts and counters, in one bbolt file.
 type State struct {
-	db *bolt.DB
+	db journal.Store
 	// Holders are what writes the file in several transactions (an
 	// action: its intent, then its record): closeAfter waits for them.
 	mu      sync.Mutex
@@ -135,38 +133,27 @@ func (s *State) waitIdle(ctx context.Context) (left int) {
 // OpenState opens (or creates) the state file. A file that is not a valid
 // store, or is locked by another process, is an error.
 func OpenState(path string) (*State, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockWait})
+	db, err := journal.OpenBolt("remediation state", path, lockWait, allBuckets...)
 	if err != nil {
-		// The path once: bolt's *fs.PathError names it too.
-		var pe *fs.PathError
-		switch {
-		case errors.As(err, &pe) && pe.Path == path && pe.Op == "open":
-			err = pe.Err
-		case errors.As(err, &pe) && pe.Path == path:
-			err = fmt.Errorf("%s: %w", pe.Op, pe.Err)
-		}
-		return nil, fmt.Errorf("open remediation state %s: %w", path, err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketAudit, bucketPending, bucketCooldown, bucketSeen, bucketCounts, bucketLineage, bucketEvents, bucketControl, bucketTracks, bucketEpisodes, bucketIntake} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("initialize remediation state %s: %w", path, err)
+		return nil, err
 	}
 	return &State{db: db}, nil
 }
+
+// allBuckets are the state's buckets.
+var allBuckets = [][]byte{bucketAudit, bucketPending, bucketCooldown, bucketSeen, bucketCounts, bucketLineage, bucketEvents, bucketControl, bucketTracks, bucketEpisodes, bucketIntake}
 
 // lockWait is how long opening waits for another process's lock.
 var lockWait = 2 * time.Second
 
 // Close closes the file.
 func (s *State) Close() error { return s.db.Close() }
+
+// CheckSend is called right before every provider request, after the
+// intent (or the power cycle's phase) was written: nil when the request
+// may leave; under remediation.ha, the term's send deadline (a leader
+// deposed, or frozen past its lease, sends nothing).
+func (s *State) CheckSend() error { return s.db.CheckSend() }
 
 func serverKey(provider, account, id string) string {
 	return provider + "\x00" + account + "\x00" + id
@@ -194,8 +181,8 @@ func cooldownKey(dry bool, root string) []byte {
 // during the call, the intent survives and the action is not repeated
 // blindly. A dry-run record starts the dry-run namespace's cooldown only.
 // also runs in the same transaction (an alert's intake entry ends).
-func (s *State) Begin(r *Record, root string, also ...func(*bolt.Tx) error) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+func (s *State) Begin(r *Record, root string, also ...func(journal.Tx) error) error {
+	return s.db.Update(func(tx journal.Tx) error {
 		if err := runAll(tx, also); err != nil {
 			return err
 		}
@@ -219,8 +206,8 @@ func (s *State) Begin(r *Record, root string, also ...func(*bolt.Tx) error) erro
 // Abort takes back an intent whose request was never sent (the daemon
 // stopped first): no audit record, and the cooldown is what it was.
 // also runs in the same transaction (an alert's intake entry is back).
-func (s *State) Abort(r *Record, root string, prev time.Time, also ...func(*bolt.Tx) error) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+func (s *State) Abort(r *Record, root string, prev time.Time, also ...func(journal.Tx) error) error {
+	return s.db.Update(func(tx journal.Tx) error {
 		if err := runAll(tx, also); err != nil {
 			return err
 		}
@@ -238,7 +225,7 @@ func (s *State) Abort(r *Record, root string, prev time.Time, also ...func(*bolt
 // SetLineage records that newKey (a redeploy's replacement) is the same
 // server as root for cooldowns and blast radius.
 func (s *State) SetLineage(newKey, root string) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx journal.Tx) error {
 		return tx.Bucket(bucketLineage).Put([]byte(newKey), []byte(root))
 	})
 }
@@ -246,7 +233,7 @@ func (s *State) SetLineage(newKey, root string) error {
 // Lineage returns every recorded replacement -> root.
 func (s *State) Lineage() (map[string]string, error) {
 	out := map[string]string{}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx journal.Tx) error {
 		return tx.Bucket(bucketLineage).ForEach(func(k, v []byte) error {
 			out[string(k)] = string(v)
 			return nil
@@ -259,7 +246,7 @@ func (s *State) Lineage() (map[string]string, error) {
 // by root in the second map.
 func (s *State) Cooldowns() (live, dry map[string]time.Time, err error) {
 	live, dry = map[string]time.Time{}, map[string]time.Time{}
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.db.View(func(tx journal.Tx) error {
 		return tx.Bucket(bucketCooldown).ForEach(func(k, v []byte) error {
 			if len(v) != 8 {
 				return nil
@@ -300,7 +287,7 @@ func (s *State) Flush(counts map[string]uint64, events []Event) error {
 // flush is Flush; it returns the suppression history's sequence after
 // the write (each event takes one number).
 func (s *State) flush(counts map[string]uint64, events []Event) (seq uint64, err error) {
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.db.Update(func(tx journal.Tx) error {
 		for k, n := range counts {
 			if err := add(tx, k, n); err != nil {
 				return err
@@ -321,7 +308,7 @@ func (s *State) flush(counts map[string]uint64, events []Event) (seq uint64, err
 			}
 		}
 		c := b.Cursor()
-		for n := b.Stats().KeyN - maxEvents; n > 0; n-- {
+		for n := b.KeyN() - maxEvents; n > 0; n-- {
 			k, _ := c.First()
 			if k == nil {
 				break
@@ -346,7 +333,7 @@ func (s *State) Events(keep func(Event) bool, max int) ([]Event, error) {
 // events is Events, stopping when ctx ends; seq is the history's
 // sequence in the same read (how many events were ever written).
 func (s *State) events(ctx context.Context, keep func(Event) bool, max int) (out []Event, seq uint64, err error) {
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.db.View(func(tx journal.Tx) error {
 		b := tx.Bucket(bucketEvents)
 		seq = b.Sequence()
 		c := b.Cursor()
@@ -366,7 +353,7 @@ func (s *State) events(ctx context.Context, keep func(Event) bool, max int) (out
 
 // eventSeq is the suppression history's sequence.
 func (s *State) eventSeq() (seq uint64, err error) {
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.db.View(func(tx journal.Tx) error {
 		seq = tx.Bucket(bucketEvents).Sequence()
 		return nil
 	})
@@ -382,7 +369,7 @@ type Pause struct {
 
 // SetPause stores the pause, or clears it when p is nil.
 func (s *State) SetPause(p *Pause) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx journal.Tx) error {
 		b := tx.Bucket(bucketControl)
 		if p == nil {
 			return b.Delete([]byte("pause"))
@@ -398,7 +385,7 @@ func (s *State) SetPause(p *Pause) error {
 // GetPause returns the stored pause, nil when there is none.
 func (s *State) GetPause() (*Pause, error) {
 	var p *Pause
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx journal.Tx) error {
 		v := tx.Bucket(bucketControl).Get([]byte("pause"))
 		if v == nil {
 			return nil
@@ -413,7 +400,7 @@ func (s *State) GetPause() (*Pause, error) {
 // first call of a power cycle), so that a crash recovers it with its
 // calls.
 func (s *State) Progress(r *Record) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx journal.Tx) error {
 		b, err := json.Marshal(r)
 		if err != nil {
 			return err
@@ -426,7 +413,7 @@ func (s *State) Progress(r *Record) error {
 // and, in the same transaction, the closed loop's change (the action as
 // a step of its server's episode).
 func (s *State) Finish(r *Record, countKey string, loop ...*loopWrite) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx journal.Tx) error {
 		for _, w := range loop {
 			if err := putLoop(tx, w); err != nil {
 				return err
@@ -451,8 +438,8 @@ func (s *State) Finish(r *Record, countKey string, loop ...*loopWrite) error {
 // RecordDryRun writes a dry run's audit record, its dry-run cooldown and
 // its count in one transaction: nothing pending is left for a crash.
 // also runs in the same transaction (an alert's intake entry ends).
-func (s *State) RecordDryRun(r *Record, root, countKey string, also ...func(*bolt.Tx) error) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+func (s *State) RecordDryRun(r *Record, root, countKey string, also ...func(journal.Tx) error) error {
+	return s.db.Update(func(tx journal.Tx) error {
 		if err := runAll(tx, also); err != nil {
 			return err
 		}
@@ -485,9 +472,9 @@ func (s *State) RecordDryRun(r *Record, root, countKey string, also ...func(*bol
 //
 // each, when given, runs in the same transaction for each recovered
 // record (the closed loop records it as a step).
-func (s *State) Recover(countKey func(Record) string, each ...func(*bolt.Tx, Record) error) ([]Record, error) {
+func (s *State) Recover(countKey func(Record) string, each ...func(journal.Tx, Record) error) ([]Record, error) {
 	var out []Record
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx journal.Tx) error {
 		p := tx.Bucket(bucketPending)
 		var keys [][]byte
 		err := p.ForEach(func(k, v []byte) error {
@@ -557,7 +544,7 @@ func (s *State) Since(t time.Time, max int) ([]Record, error) {
 // reads no further than it needs, and stops when ctx ends.
 func (s *State) Matching(ctx context.Context, t time.Time, keep func(Record) bool, max int) ([]Record, error) {
 	var out []Record
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx journal.Tx) error {
 		c := tx.Bucket(bucketAudit).Cursor()
 		for k, v := c.Last(); k != nil && len(out) < max; k, v = c.Prev() {
 			if err := ctx.Err(); err != nil {
@@ -583,7 +570,7 @@ func (s *State) Matching(ctx context.Context, t time.Time, keep func(Record) boo
 // dry-run, recorded: key carries the namespace).
 func (s *State) Seen(key string) (bool, error) {
 	seen := false
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx journal.Tx) error {
 		seen = tx.Bucket(bucketSeen).Get([]byte(key)) != nil
 		return nil
 	})
@@ -593,7 +580,7 @@ func (s *State) Seen(key string) (bool, error) {
 // MarkSeen records that an alert occurrence was acted on, on the server
 // whose lineage root is root (a reset forgets the server's occurrences).
 func (s *State) MarkSeen(key string, at time.Time, root string) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx journal.Tx) error {
 		return tx.Bucket(bucketSeen).Put([]byte(key), append(u64(uint64(at.UnixNano())), root...))
 	})
 }
@@ -601,7 +588,7 @@ func (s *State) MarkSeen(key string, at time.Time, root string) error {
 // Counts returns every durable counter.
 func (s *State) Counts() (map[string]uint64, error) {
 	out := map[string]uint64{}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx journal.Tx) error {
 		return tx.Bucket(bucketCounts).ForEach(func(k, v []byte) error {
 			if len(v) == 8 {
 				out[string(k)] = binary.BigEndian.Uint64(v)
@@ -612,9 +599,9 @@ func (s *State) Counts() (map[string]uint64, error) {
 	return out, err
 }
 
-func incr(tx *bolt.Tx, key string) error { return add(tx, key, 1) }
+func incr(tx journal.Tx, key string) error { return add(tx, key, 1) }
 
-func add(tx *bolt.Tx, key string, d uint64) error {
+func add(tx journal.Tx, key string, d uint64) error {
 	if key == "" {
 		return nil
 	}

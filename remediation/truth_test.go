@@ -14,6 +14,7 @@ import (
 	"github.com/vps-exporter/vps_exporter/config"
 	"github.com/vps-exporter/vps_exporter/internal/syncbuf"
 	"github.com/vps-exporter/vps_exporter/providers/sim"
+	"github.com/vps-exporter/vps_exporter/remediation/journal"
 )
 
 // seriesCount is the number of series of every remediation family.
@@ -149,18 +150,22 @@ func TestEngineLockNotHeldAcrossStateIO(t *testing.T) {
 	cfg := baseConfig(t)
 	h := newHarness(t, 5, cfg)
 	db := h.engine.state.db
-	// Hold bbolt's writer lock: every write to the file waits.
+	// Hold the store's writer lock: every write to the file waits.
 	release := make(chan struct{})
 	held := make(chan struct{})
 	go func() {
-		tx, err := db.Begin(true)
-		if err != nil {
+		err := db.Update(func(journal.Tx) error {
 			close(held)
-			return
+			<-release
+			return nil
+		})
+		if err != nil {
+			select {
+			case <-held:
+			default:
+				close(held)
+			}
 		}
-		close(held)
-		<-release
-		_ = tx.Rollback()
 	}()
 	<-held
 	defer close(release)
