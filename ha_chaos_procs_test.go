@@ -25,27 +25,6 @@ import (
 // exporter replicas, each its own process that the test can SIGKILL,
 // SIGSTOP and SIGCONT; and the readers of what they say.
 
-// etcdPath is Debian's etcd 3.4 as scripts/etcd unpacks it.
-const etcdPath = ".build/etcd/usr/bin/etcd"
-
-// lookEtcd finds etcd (scripts/etcd, make etcd); under CI it must be
-// there (.ci/run installs it), elsewhere the test is skipped without it.
-func lookEtcd(t *testing.T) string {
-	t.Helper()
-	skipShort(t)
-	p, err := filepath.Abs(etcdPath)
-	if err == nil {
-		_, err = os.Stat(p)
-	}
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("etcd not installed at %s (scripts/etcd; .ci/run installs it): %v", etcdPath, err)
-		}
-		t.Skipf("etcd not installed at %s: run scripts/etcd (make etcd)", etcdPath)
-	}
-	return p
-}
-
 // proc is one process of the chaos test. At cleanup it is continued (in
 // case it was stopped), killed and reaped, and its output shown when the
 // test failed.

@@ -21,7 +21,7 @@ import (
 )
 
 // TestHAChaos is issue 23's chaos test on the built binaries: 3 etcd
-// members (Debian etcd 3.4, scripts/etcd), vps_sim as its own process
+// members (Debian etcd 3.4 from scripts/etcd, or $VPS_ETCD), vps_sim as its own process
 // with --replicas=3 and --actions-log, and 3 exporter replicas with live
 // remediation on remediation.ha. A stream of Alertmanager notifications,
 // each for a distinct VPS.org server, goes to random replicas while the
@@ -51,7 +51,7 @@ func TestHAChaos(t *testing.T) {
 		// (and then left unknown by the next leader, not resent).
 		inFlight = 2 * time.Second
 	)
-	etcdBin := lookEtcd(t)
+	etcdBin := debianEtcd(t) // ha_binary_test.go: scripts/etcd, or $VPS_ETCD
 	simBin := buildVPSSim(t)
 	dir := t.TempDir()
 	alogPath := filepath.Join(dir, "actions.jsonl")
