@@ -20,7 +20,8 @@ import (
 type HA struct {
 	// AdvertiseURL is how the other replicas reach this one: the value of
 	// the election's leader key, to which standbys forward webhook and
-	// control requests.
+	// control requests. A ${NAME} in it is the environment's NAME,
+	// replaced by validation (an unset NAME is an error).
 	AdvertiseURL string `yaml:"advertise_url"`
 	Etcd         Etcd   `yaml:"etcd"`
 
@@ -101,10 +102,19 @@ func (e *Etcd) UnmarshalYAML(unmarshal func(any) error) error {
 
 func (h *HA) validate(baseDir string, errs *errorList) {
 	const at = "remediation.ha"
-	if h.AdvertiseURL == "" {
+	// A ${NAME} is the environment's NAME: one file for every replica,
+	// e.g. http://${POD_NAME}.vps-exporter-peers:9877 in Kubernetes.
+	expanded, unset := expandEnv(h.AdvertiseURL)
+	switch {
+	case h.AdvertiseURL == "":
 		errs.add(at+".advertise_url", "required: how the other replicas reach this one, e.g. http://10.0.0.5:9877")
-	} else if u, ok := checkHTTPURL(at+".advertise_url", h.AdvertiseURL, errs); ok {
-		h.Advertise = u
+	case unset != "":
+		errs.add(at+".advertise_url", "names ${%s}, which is not set in the environment (in Kubernetes, set it from the downward API, e.g. fieldRef metadata.name)", unset)
+	default:
+		h.AdvertiseURL = expanded
+		if u, ok := checkHTTPURL(at+".advertise_url", h.AdvertiseURL, errs); ok {
+			h.Advertise = u
+		}
 	}
 	e := &h.Etcd
 	if len(e.Endpoints) == 0 {

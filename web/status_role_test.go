@@ -6,8 +6,8 @@ import (
 )
 
 // TestStatusPageRole: with remediation.ha the page says this replica's
-// role; a standby links the leader's page. Neither is an error. Without
-// ha there is no role line.
+// role; a standby links the leader's page and shows no state of its own.
+// Neither is an error. Without ha there is no role line.
 func TestStatusPageRole(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -48,6 +48,14 @@ func TestStatusPageRole(t *testing.T) {
 				t.Errorf("a leader link %q, want none", a.Attr["href"])
 			case tc.link != "" && (a == nil || a.Tag != "a" || a.Attr["href"] != tc.link):
 				t.Errorf("leader link %v, want <a href=%q>", a, tc.link)
+			}
+			// A replica that does not lead has no state of its own: the
+			// mode, budget and history are the leader's, not shown here.
+			acting := tc.role == "" || tc.role == "leader"
+			for _, id := range []string{"remediation-enabled", "remediation-mode", "remediation-paused", "actions", "suppressions", "episodes", "exhausted"} {
+				if (doc.ByID(id) != nil) != acting {
+					t.Errorf("#%s shown: %v, want %v for role %q", id, doc.ByID(id) != nil, acting, tc.role)
+				}
 			}
 			if doc.ByID("remediation-error") != nil {
 				t.Error("the role is shown as an error")
