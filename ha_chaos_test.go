@@ -111,6 +111,11 @@ func TestHAChaos(t *testing.T) {
 	defer mon.stop()
 	first, _ := waitLeader(t, reps, 30*time.Second)
 	t.Logf("first leader: %s", reps[first].client)
+	// The last servers are for the bursts posted to the leader right
+	// before it is killed or frozen, so that it has work in hand.
+	const burstSize = 8
+	bursts := [][]string{servers[len(servers)-burstSize:], servers[len(servers)-2*burstSize : len(servers)-burstSize]}
+	servers = servers[:len(servers)-2*burstSize]
 	st := startStream(reps, servers, token)
 	defer st.stop()
 	within(t, 30*time.Second, "the first actions", func() bool { return len(readActionsLog(t, alogPath)) >= 3 })
@@ -118,6 +123,8 @@ func TestHAChaos(t *testing.T) {
 
 	// 1. kill -9 of the leader.
 	killed := first
+	t.Logf("a burst of %d alerts to %s before its kill: HTTP %d", burstSize, reps[killed].client, postAlerts(reps[killed], token, bursts[0]))
+	t.Logf("its first call %s", firstCall(t, alogPath, bursts[0]))
 	tKill := time.Now()
 	reps[killed].kill9(t)
 	second, took := waitLeader(t, reps, failover+10*time.Second, killed)
@@ -129,6 +136,8 @@ func TestHAChaos(t *testing.T) {
 
 	// 2. SIGSTOP of the leader past its lease, then SIGCONT.
 	frozen := second
+	t.Logf("a burst of %d alerts to %s before its freeze: HTTP %d", burstSize, reps[frozen].client, postAlerts(reps[frozen], token, bursts[1]))
+	t.Logf("its first call %s", firstCall(t, alogPath, bursts[1]))
 	tStop := time.Now()
 	reps[frozen].signal(t, syscall.SIGSTOP)
 	third, took := waitLeader(t, reps, failover+10*time.Second, killed, frozen)
@@ -216,6 +225,15 @@ func TestHAChaos(t *testing.T) {
 	time.Sleep(2 * time.Second) // late calls, if any, land in the log
 
 	lines := readActionsLog(t, alogPath)
+	for i, b := range bursts {
+		by := map[string]int{}
+		for _, l := range lines {
+			if contains(b, l.ID) {
+				by[l.Client]++
+			}
+		}
+		t.Logf("burst %d (to %s): acted on by %v", i+1, []string{reps[killed].client, reps[frozen].client}[i], by)
+	}
 	checkActionsLog(t, lines, chaosTimes{
 		killed: reps[killed].client, tKill: tKill,
 		frozen: reps[frozen].client, tStop: tStop, tCont: tCont, reelected: mon.firstLeaderAfter(frozen, tCont),
@@ -351,7 +369,7 @@ func waitLeader(t *testing.T, reps []*replica, bound time.Duration, skip ...int)
 	return -1, 0
 }
 
-func contains(xs []int, x int) bool {
+func contains[T comparable](xs []T, x T) bool {
 	for _, y := range xs {
 		if y == x {
 			return true
@@ -414,6 +432,51 @@ func (m *monitor) firstLeaderAfter(i int, t time.Time) time.Time {
 	return time.Time{}
 }
 
+// firstCall waits (3 s at most, polling every 5 ms) for the first call
+// for one of ids in the actions log, so that the chaos that follows hits
+// a leader in the middle of its burst, and says what it saw.
+func firstCall(t *testing.T, path string, ids []string) string {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, l := range readActionsLog(t, path) {
+			if contains(ids, l.ID) {
+				return fmt.Sprintf("reached the provider %s before the chaos", time.Since(l.Time).Round(time.Millisecond))
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return "did not come within 3 s"
+}
+
+// alertJSON is one firing Alertmanager alert asking for a reboot of a
+// VPS.org server of sim-vpsorg.
+func alertJSON(id string) string {
+	return fmt.Sprintf(`{"status":"firing","labels":{"alertname":"ChaosBroken","provider":"vpsorg","account":"sim-vpsorg","id":%q,"remediation":"reboot"},"startsAt":%q,"endsAt":"0001-01-01T00:00:00Z","fingerprint":"chaos-%s"}`,
+		id, time.Now().UTC().Format(time.RFC3339), id)
+}
+
+// postAlerts posts one notification with an alert for each of ids to r
+// (5 s at most) and returns its status, 0 for no answer.
+func postAlerts(r *replica, token string, ids []string) int {
+	var as []string
+	for _, id := range ids {
+		as = append(as, alertJSON(id))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	body := `{"version":"4","status":"firing","receiver":"vps","groupKey":"chaos","alerts":[` + strings.Join(as, ",") + `]}`
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+r.addr+"/webhook/alertmanager", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // alertSent is one alert of the stream and when a replica answered 200.
 type alertSent struct {
 	id         string
@@ -443,8 +506,7 @@ func startStream(reps []*replica, servers []string, token string) *stream {
 				return
 			}
 			a := alertSent{id: id}
-			body := fmt.Sprintf(`{"version":"4","status":"firing","receiver":"vps","groupKey":"chaos","alerts":[{"status":"firing","labels":{"alertname":"ChaosBroken","provider":"vpsorg","account":"sim-vpsorg","id":%q,"remediation":"reboot"},"startsAt":%q,"endsAt":"0001-01-01T00:00:00Z","fingerprint":"chaos-%s"}]}`,
-				id, time.Now().UTC().Format(time.RFC3339), id)
+			body := `{"version":"4","status":"firing","receiver":"vps","groupKey":"chaos","alerts":[` + alertJSON(id) + `]}`
 			for try := 0; try < 8 && ctx.Err() == nil; try++ {
 				r := reps[rand.IntN(len(reps))]
 				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+r.addr+"/webhook/alertmanager", strings.NewReader(body))
