@@ -70,3 +70,36 @@ vps_server_upx{provider="vpsorg",account="a",id="5"} 1
 		t.Errorf("runningServers = %s, want 12,3", got)
 	}
 }
+
+// TestMonitorLedAround: a call counts as a leader's only when the monitor
+// saw that replica leading within the window around it.
+func TestMonitorLedAround(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 14, 0, 0, 0, time.UTC)
+	m := &monitor{seen: []observation{
+		{t0, 0, 1}, {t0, 1, 0},
+		{t0.Add(10 * time.Second), 0, -1}, {t0.Add(10 * time.Second), 1, 1},
+	}}
+	for _, tc := range []struct {
+		replica int
+		at      time.Duration
+		want    bool
+	}{
+		{0, 0, true},
+		{0, 4 * time.Second, true},
+		{0, 6 * time.Second, false}, // seen leading 6 s before, then not answering
+		{1, 0, false},
+		{1, 7 * time.Second, true},
+		{1, 16 * time.Second, false},
+		{2, 0, false},
+	} {
+		if got := m.ledAround(tc.replica, t0.Add(tc.at), 5*time.Second); got != tc.want {
+			t.Errorf("replica %d at +%s: %v, want %v", tc.replica, tc.at, got, tc.want)
+		}
+	}
+	if got := m.firstLeaderAfter(0, t0.Add(-time.Second)); !got.Equal(t0) {
+		t.Errorf("firstLeaderAfter = %v, want %v", got, t0)
+	}
+	if got := m.firstLeaderAfter(0, t0); !got.IsZero() {
+		t.Errorf("firstLeaderAfter after its last term = %v, want none", got)
+	}
+}

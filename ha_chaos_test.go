@@ -4,14 +4,12 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -240,11 +238,18 @@ func TestHAChaos(t *testing.T) {
 		}
 		t.Logf("burst %d (to %s): acted on by %v", i+1, []string{reps[killed].client, reps[frozen].client}[i], by)
 	}
-	checkActionsLog(t, lines, chaosTimes{
+	late := checkActionsLog(t, lines, chaosTimes{
 		killed: reps[killed].client, tKill: tKill,
 		frozen: reps[frozen].client, tStop: tStop, tCont: tCont, reelected: mon.firstLeaderAfter(frozen, tCont),
 		tFreeze: tFreeze, tThaw: tThaw, ttl: ttl,
 	})
+	for _, l := range lines {
+		if i := clientIndex(reps, l.Client); i < 0 {
+			t.Errorf("a call from an unknown client: %+v", l)
+		} else if !mon.ledAround(i, l.Time, 5*time.Second) && !isLate(l, late) {
+			t.Errorf("a call from %s, never seen leading within 5 s of it: %+v", l.Client, l)
+		}
+	}
 	t.Logf("%d alerts sent, %d accepted (%d in a chaos window; answered 200 by %v), %d action calls; posts by replica and answer: %v", len(alerts), accepted, exempted, answeredBy, len(lines), st.answers())
 
 	b, _ := os.ReadFile(alogPath)
@@ -285,15 +290,36 @@ type chaosTimes struct {
 }
 
 // checkActionsLog asserts the provider's own record against the chaos.
-func checkActionsLog(t *testing.T, lines []sim.ActionLine, c chaosTimes) {
+// It returns the frozen replica's late calls.
+func checkActionsLog(t *testing.T, lines []sim.ActionLine, c chaosTimes) []sim.ActionLine {
 	t.Helper()
 	problems, late := actionsLogProblems(lines, c)
 	for _, p := range problems {
 		t.Error(p)
 	}
 	if len(late) == 1 {
-		t.Logf("one call of the frozen replica arrived after its SIGCONT (on its way when it froze): %+v", late[0])
+		t.Logf("one call of the frozen replica arrived after it froze (on its way then): %+v", late[0])
 	}
+	return late
+}
+
+func isLate(l sim.ActionLine, late []sim.ActionLine) bool {
+	for _, x := range late {
+		if x == l {
+			return true
+		}
+	}
+	return false
+}
+
+// clientIndex is the replica whose credential label is client, or -1.
+func clientIndex(reps []*replica, client string) int {
+	for i, r := range reps {
+		if r.client == client {
+			return i
+		}
+	}
+	return -1
 }
 
 // actionsLogProblems is what the provider's record says went wrong: a
@@ -395,187 +421,4 @@ func contains[T comparable](xs []T, x T) bool {
 		}
 	}
 	return false
-}
-
-// monitor polls each replica's vps_remediation_leader every 200 ms.
-type monitor struct {
-	mu     sync.Mutex
-	seen   []observation
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-type observation struct {
-	at      time.Time
-	replica int
-	leader  int // 1, 0, -1 (no answer)
-}
-
-func startMonitor(reps []*replica) *monitor {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	m := &monitor{cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(m.done)
-		for ctx.Err() == nil {
-			for i, r := range reps {
-				v := r.isLeader(300 * time.Millisecond)
-				m.mu.Lock()
-				m.seen = append(m.seen, observation{time.Now(), i, v})
-				m.mu.Unlock()
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
-	}()
-	return m
-}
-
-func (m *monitor) stop() {
-	m.cancel()
-	<-m.done
-}
-
-// firstLeaderAfter is when replica i was first seen leader after t (zero:
-// never). It is an upper bound of its election: a call it made as the
-// leader just before is counted as after its deposition.
-func (m *monitor) firstLeaderAfter(i int, t time.Time) time.Time {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, o := range m.seen {
-		if o.replica == i && o.leader == 1 && o.at.After(t) {
-			return o.at
-		}
-	}
-	return time.Time{}
-}
-
-// firstCall waits (3 s at most, polling every 5 ms) for the first call
-// for one of ids in the actions log, so that the chaos that follows hits
-// a leader in the middle of its burst, and says what it saw.
-func firstCall(t *testing.T, path string, ids []string) string {
-	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, l := range readActionsLog(t, path) {
-			if contains(ids, l.ID) {
-				return fmt.Sprintf("reached the provider %s before the chaos", time.Since(l.Time).Round(time.Millisecond))
-			}
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return "did not come within 3 s"
-}
-
-// alertJSON is one firing Alertmanager alert asking for a reboot of a
-// VPS.org server of sim-vpsorg.
-func alertJSON(id string) string {
-	return fmt.Sprintf(`{"status":"firing","labels":{"alertname":"ChaosBroken","provider":"vpsorg","account":"sim-vpsorg","id":%q,"remediation":"reboot"},"startsAt":%q,"endsAt":"0001-01-01T00:00:00Z","fingerprint":"chaos-%s"}`,
-		id, time.Now().UTC().Format(time.RFC3339), id)
-}
-
-// postAlerts posts one notification with an alert for each of ids to r
-// (5 s at most) and returns its status, 0 for no answer.
-func postAlerts(r *replica, token string, ids []string) int {
-	var as []string
-	for _, id := range ids {
-		as = append(as, alertJSON(id))
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	body := `{"version":"4","status":"firing","receiver":"vps","groupKey":"chaos","alerts":[` + strings.Join(as, ",") + `]}`
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+r.addr+"/webhook/alertmanager", strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0
-	}
-	resp.Body.Close()
-	return resp.StatusCode
-}
-
-// alertSent is one alert of the stream and when a replica answered 200.
-type alertSent struct {
-	id         string
-	acceptedAt time.Time // zero: never accepted
-	by         string    // the replica that answered 200 (itself or forwarding)
-}
-
-// stream posts one notification every 300 ms, each for the next server,
-// to a random replica, retrying (another random replica) until one
-// answers 200, 8 tries at most, as Alertmanager retries.
-type stream struct {
-	mu     sync.Mutex
-	sent   []alertSent
-	tries  map[string]int // replica:status (0: no answer) -> posts
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-func startStream(reps []*replica, servers []string, token string) *stream {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	s := &stream{cancel: cancel, done: make(chan struct{}), tries: map[string]int{}}
-	client := &http.Client{Timeout: 2 * time.Second}
-	go func() {
-		defer close(s.done)
-		for _, id := range servers {
-			if ctx.Err() != nil {
-				return
-			}
-			a := alertSent{id: id}
-			body := `{"version":"4","status":"firing","receiver":"vps","groupKey":"chaos","alerts":[` + alertJSON(id) + `]}`
-			for try := 0; try < 8 && ctx.Err() == nil; try++ {
-				r := reps[rand.IntN(len(reps))]
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+r.addr+"/webhook/alertmanager", strings.NewReader(body))
-				req.Header.Set("Authorization", "Bearer "+token)
-				req.Header.Set("Content-Type", "application/json")
-				resp, err := client.Do(req)
-				code := 0
-				if err == nil {
-					code = resp.StatusCode
-				}
-				s.mu.Lock()
-				s.tries[fmt.Sprintf("%s:%d", r.client, code)]++
-				s.mu.Unlock()
-				if err == nil {
-					resp.Body.Close()
-					if resp.StatusCode == http.StatusOK {
-						a.acceptedAt, a.by = time.Now(), r.client
-						break
-					}
-				}
-				time.Sleep(250 * time.Millisecond)
-			}
-			s.mu.Lock()
-			s.sent = append(s.sent, a)
-			s.mu.Unlock()
-			select {
-			case <-ctx.Done():
-			case <-time.After(300 * time.Millisecond):
-			}
-		}
-	}()
-	return s
-}
-
-// answers counts the posts by replica and status (0: no answer).
-func (s *stream) answers() map[string]int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string]int, len(s.tries))
-	for k, v := range s.tries {
-		out[k] = v
-	}
-	return out
-}
-
-// stop ends the stream and returns what it sent; safe to call twice.
-func (s *stream) stop() []alertSent {
-	s.cancel()
-	<-s.done
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]alertSent(nil), s.sent...)
 }
