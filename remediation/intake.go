@@ -94,6 +94,38 @@ const (
 	intakePending   = "pending"   // a newer occurrence of the alert is pending
 )
 
+// intakeChunked is Intake; on a store that takes a limited number of
+// writes in one transaction (etcd), a payload larger than one takes is
+// journaled in several: the resolutions first, then the firing alerts in
+// order. An error leaves the transactions before it committed: the
+// caller answers so that Alertmanager sends the payload again, and what
+// was journaled is then a duplicate, not a second entry.
+func (s *State) intakeChunked(adds []intakeEntry, resolved []intakeRef, capacity int, dry bool) ([]string, []intakeEntry, error) {
+	size := s.maxWrites() / 2 // an entry: its put, and the older occurrence it replaces
+	if size <= 0 || len(adds)+len(resolved) <= size {
+		return s.Intake(adds, resolved, capacity, dry)
+	}
+	var outs []string
+	var ended []intakeEntry
+	for len(resolved) > 0 {
+		n := min(size, len(resolved))
+		_, e, err := s.Intake(nil, resolved[:n], capacity, dry)
+		if err != nil {
+			return nil, ended, err
+		}
+		ended, resolved = append(ended, e...), resolved[n:]
+	}
+	for len(adds) > 0 {
+		n := min(size, len(adds))
+		o, _, err := s.Intake(adds[:n], nil, capacity, dry)
+		if err != nil {
+			return nil, ended, err
+		}
+		outs, adds = append(outs, o...), adds[n:]
+	}
+	return outs, ended, nil
+}
+
 // Intake journals a batch of firing alerts and ends the pending entries
 // of the resolved occurrences, in one transaction: all of it or, on an
 // error (errIntakeFull when the journal cannot take the batch whole),

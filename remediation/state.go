@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -148,6 +149,14 @@ var lockWait = 2 * time.Second
 
 // Close closes the file.
 func (s *State) Close() error { return s.db.Close() }
+
+// maxWrites is how many keys one transaction may change (0: no limit).
+func (s *State) maxWrites() int {
+	if l, ok := s.db.(journal.Limited); ok {
+		return l.MaxWrites()
+	}
+	return 0
+}
 
 // CheckSend is called right before every provider request, after the
 // intent (or the power cycle's phase) was written: nil when the request
@@ -473,11 +482,41 @@ func (s *State) RecordDryRun(r *Record, root, countKey string, also ...func(jour
 // each, when given, runs in the same transaction for each recovered
 // record (the closed loop records it as a step).
 func (s *State) Recover(countKey func(Record) string, each ...func(journal.Tx, Record) error) ([]Record, error) {
+	// A store with a write limit (etcd) recovers a few intents per
+	// transaction, each intent's writes in one.
+	limit := 0
+	if m := s.maxWrites(); m > 0 {
+		limit = max(1, m/recoverWritesPerIntent)
+	}
+	var out []Record
+	for {
+		batch, err := s.recoverSome(limit, countKey, each)
+		out = append(out, batch...)
+		if err != nil || limit == 0 || len(batch) < limit {
+			return out, err
+		}
+	}
+}
+
+// recoverWritesPerIntent bounds the writes of one recovered intent: its
+// audit record, the intent's deletion, its counter, its episode step.
+const recoverWritesPerIntent = 8
+
+// errRecoverBatch ends a batch of recoverSome.
+var errRecoverBatch = errors.New("batch full")
+
+// recoverSome is Recover of at most limit intents (0: all) in one
+// transaction.
+func (s *State) recoverSome(limit int, countKey func(Record) string, each []func(journal.Tx, Record) error) ([]Record, error) {
 	var out []Record
 	err := s.db.Update(func(tx journal.Tx) error {
+		out = out[:0]
 		p := tx.Bucket(bucketPending)
 		var keys [][]byte
 		err := p.ForEach(func(k, v []byte) error {
+			if limit > 0 && len(keys) == limit {
+				return errRecoverBatch
+			}
 			var r Record
 			if err := json.Unmarshal(v, &r); err != nil {
 				return fmt.Errorf("pending record %x: %w", k, err)
@@ -522,7 +561,7 @@ func (s *State) Recover(countKey func(Record) string, each ...func(journal.Tx, R
 			out = append(out, r)
 			return nil
 		})
-		if err != nil {
+		if err != nil && !errors.Is(err, errRecoverBatch) {
 			return err
 		}
 		for _, k := range keys {

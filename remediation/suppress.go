@@ -191,9 +191,11 @@ func (e *Engine) flush() {
 	}
 }
 
-// flushTo writes the unflushed suppressions to st in one transaction,
-// outside the engine's lock (an fsync must not hold up decisions); on
-// failure they are kept for the next try. The caller holds e.stateMu.
+// flushTo writes the unflushed suppressions to st in one transaction
+// (on a store that takes a limited number of writes in one, etcd: in as
+// many as it needs, in order), outside the engine's lock (an fsync must
+// not hold up decisions); on failure what was not written is kept for the
+// next try. The caller holds e.stateMu.
 func (e *Engine) flushTo(st *State) {
 	e.mu.Lock()
 	counts, events := e.unflushed, e.events
@@ -204,23 +206,74 @@ func (e *Engine) flushTo(st *State) {
 	e.unflushed, e.events = map[string]uint64{}, nil
 	e.flushing = events
 	e.mu.Unlock()
-	seq, err := st.flush(counts, events)
+	var (
+		seq     uint64
+		err     error
+		written bool
+	)
+	parts := splitFlush(counts, events, st.maxWrites())
+	for len(parts) > 0 {
+		var s uint64
+		if s, err = st.flush(parts[0].counts, parts[0].events); err != nil {
+			break
+		}
+		seq, written, parts = s, true, parts[1:]
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.flushing = nil
+	if written && st == e.state {
+		e.eventSeq = seq
+	}
 	if err == nil {
-		if st == e.state {
-			e.eventSeq = seq
-		}
 		return
 	}
 	level.Error(e.logger).Log("msg", "cannot persist suppression counts; kept for the next try", "err", err)
 	e.m.stateOK.Set(0)
-	for k, n := range counts {
-		e.unflushed[k] += n
+	var left []Event
+	for _, p := range parts {
+		for k, n := range p.counts {
+			e.unflushed[k] += n
+		}
+		left = append(left, p.events...)
 	}
-	e.events = append(events, e.events...)
+	e.events = append(left, e.events...)
 	if len(e.events) > maxEvents {
 		e.events = e.events[len(e.events)-maxEvents:]
 	}
+}
+
+// flushPart is one transaction of a flush.
+type flushPart struct {
+	counts map[string]uint64
+	events []Event
+}
+
+// splitFlush splits a flush into transactions of at most limit writes
+// (0: one transaction): a counter is one write, an event two (its put and
+// the trim of the oldest once the history is full), and the history's
+// sequence one per transaction.
+func splitFlush(counts map[string]uint64, events []Event, limit int) []flushPart {
+	if limit <= 0 || len(counts)+2*len(events)+1 <= limit {
+		return []flushPart{{counts: counts, events: events}}
+	}
+	var out []flushPart
+	cur := flushPart{counts: map[string]uint64{}}
+	used := 1
+	next := func(cost int) {
+		if used+cost > limit {
+			out = append(out, cur)
+			cur, used = flushPart{counts: map[string]uint64{}}, 1
+		}
+		used += cost
+	}
+	for k, n := range counts {
+		next(1)
+		cur.counts[k] = n
+	}
+	for _, ev := range events {
+		next(2)
+		cur.events = append(cur.events, ev)
+	}
+	return append(out, cur)
 }

@@ -275,13 +275,14 @@ func (w *Webhook) journal(ents []intakeEntry, refs []resolvedRef) ([]string, err
 	for i, r := range refs {
 		ir[i] = r.intakeRef
 	}
-	outs, ended, err := st.Intake(ents, ir, w.capacity, dry)
+	outs, ended, err := st.intakeChunked(ents, ir, w.capacity, dry)
 	if errors.Is(err, errIntakeFull) && len(ir) > 0 {
 		// The resolutions are taken even when the firing alerts are not.
-		var rerr error
-		if _, ended, rerr = st.Intake(nil, ir, w.capacity, dry); rerr != nil {
+		_, more, rerr := st.intakeChunked(nil, ir, w.capacity, dry)
+		if rerr != nil {
 			return nil, rerr
 		}
+		ended = append(ended, more...)
 	}
 	// An accepted alert that resolved before it was handled is accounted
 	// for as a suppression.
