@@ -72,7 +72,7 @@ func (d *daemon) startHA(ctx context.Context, reg prometheus.Registerer) (func()
 		cancel()
 		select {
 		case <-done:
-		case <-time.After(time.Duration(h.Etcd.LeaseTTL) + 2*time.Second):
+		case <-time.After(8 * time.Second): // its actions recorded (5 s), its term resigned
 			level.Warn(d.logger).Log("msg", "the remediation election did not stop in time")
 		}
 		if err := el.Close(); err != nil {

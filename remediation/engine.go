@@ -229,9 +229,6 @@ type Engine struct {
 	// the leader's advertise URL (role.go).
 	role      Role
 	leaderURL string
-	// ha: the engine runs under remediation.ha (RunHA): its state is
-	// the elected term's, never a file it opens.
-	ha bool
 	// background holds the suppressions of rule requests decided away
 	// from a refresh (the re-read, the final check, the call, shutdown)
 	// until their rule's next summary line: provider \x00 account \x00

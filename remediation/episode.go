@@ -351,17 +351,36 @@ func storedVersion(b []byte) uint64 {
 	return v.Version
 }
 
-// PutLoop writes changes of the closed loop in one transaction.
+// PutLoop writes changes of the closed loop in one transaction; on a
+// store that takes a limited number of writes in one (etcd), in several
+// of a few changes each, each change whole in one.
 func (s *State) PutLoop(ws ...*loopWrite) error {
-	return s.db.Update(func(tx journal.Tx) error {
-		for _, w := range ws {
-			if err := putLoop(tx, w); err != nil {
-				return err
+	size := len(ws)
+	if m := s.maxWrites(); m > 0 {
+		size = max(1, m/loopWritesPerChange)
+	}
+	for len(ws) > 0 {
+		n := min(size, len(ws))
+		err := s.db.Update(func(tx journal.Tx) error {
+			for _, w := range ws[:n] {
+				if err := putLoop(tx, w); err != nil {
+					return err
+				}
 			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
-		return nil
-	})
+		ws = ws[n:]
+	}
+	return nil
 }
+
+// loopWritesPerChange bounds the writes of one closed-loop change: its
+// track, its episodes (the one that ended and the one that began), its
+// counters.
+const loopWritesPerChange = 8
 
 // loopState is the closed loop as the state file holds it.
 type loopState struct {

@@ -40,15 +40,49 @@ const leaderPoll = 250 * time.Millisecond
 // returns once its goroutines have ended.
 func (e *Engine) RunHA(ctx context.Context, h HA) {
 	e.mu.Lock()
-	e.ha = true
 	e.role, e.leaderURL = RoleUnavailable, ""
 	e.mu.Unlock()
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); h.Elector.Watch(ctx) }()
 	go func() { defer wg.Done(); e.followLeader(ctx, h) }()
-	h.Elector.Run(ctx, func(t *etcdha.Term) { e.lead(h, t) })
+	// When ctx ends, the term (if any) resigns only once the actions
+	// under way were recorded and the suppressions flushed in it (at
+	// most shutdownRecordWait).
+	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		e.recordBeforeResign(shutdownRecordWait)
+		cancelRun()
+	})
+	h.Elector.Run(runCtx, func(t *etcdha.Term) { e.lead(h, t) })
+	if stop() {
+		cancelRun()
+	}
 	wg.Wait()
+}
+
+// shutdownRecordWait bounds how long a leader that stops waits for its
+// actions under way to be recorded before it resigns: within the
+// exporter's shutdown budget (main.go).
+const shutdownRecordWait = 5 * time.Second
+
+// recordBeforeResign waits (at most wait) for what holds the leader's
+// state (actions between their intent and their record) and flushes the
+// suppressions into it, while its term still leads.
+func (e *Engine) recordBeforeResign(wait time.Duration) {
+	e.mu.Lock()
+	st := e.state
+	e.mu.Unlock()
+	if st == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	left := st.waitIdle(ctx)
+	cancel()
+	if left > 0 {
+		level.Warn(e.logger).Log("msg", "resigning the remediation leadership with actions still under way: their intents stay pending in etcd and the next leader records them unknown", "holders", left)
+	}
+	e.flush()
 }
 
 // followLeader keeps a standby's role and the leader's URL as the

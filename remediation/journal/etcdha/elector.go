@@ -18,7 +18,9 @@
 // engine then stops acting at once and campaigns again. The send deadline
 // (Term.SendDeadline, Term.CheckSend) is the lease's end as this replica
 // last renewed it, less a margin: a leader frozen past its lease sends
-// nothing when it wakes. See docs/ha.md.
+// nothing when it wakes. Journal is a term's remediation state as a
+// journal.Store: the engine's state while this replica leads. See
+// docs/ha.md.
 package etcdha
 
 import (

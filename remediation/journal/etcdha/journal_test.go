@@ -174,3 +174,43 @@ func TestJournalLimitsAndImport(t *testing.T) {
 		return nil
 	})
 }
+
+// An Update whose outcome etcd does not give (the leader cut off from it)
+// is not applied in memory and ends the term: the next term reloads the
+// truth from etcd.
+func TestJournalUncertainWriteEndsTheTerm(t *testing.T) {
+	ep := startEtcd(t)
+	px := startProxy(t, ep)
+	r := lead(t, campaign(newElector(t, px.addr, "a", ttl), time.Minute), 30*time.Second)
+	j, err := NewJournal(r.term, journaltest.Buckets...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := j.Initialize(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	px.pause() // nothing reaches etcd, nothing comes back
+	start := time.Now()
+	err = j.Update(func(tx journal.Tx) error { return tx.Bucket([]byte("alpha")).Put([]byte("k"), []byte("v")) })
+	px.resume()
+	if !errors.Is(err, ErrDeposed) {
+		t.Fatalf("update cut off from etcd: %v, want ErrDeposed", err)
+	}
+	if took := time.Since(start); took > ttl+5*time.Second {
+		t.Errorf("the update took %v, want within the lease TTL and a margin", took)
+	}
+	if r.term.Err() == nil {
+		t.Error("the term still leads after an uncertain write")
+	}
+	_ = j.View(func(tx journal.Tx) error {
+		if v := tx.Bucket([]byte("alpha")).Get([]byte("k")); v != nil {
+			t.Errorf("k = %q in memory after a failed update", v)
+		}
+		return nil
+	})
+	if err := j.Update(func(tx journal.Tx) error { return nil }); !errors.Is(err, ErrDeposed) {
+		t.Errorf("an update after the term ended: %v, want ErrDeposed", err)
+	}
+}
