@@ -25,6 +25,7 @@ import (
 	"github.com/go-kit/log/level"
 	"github.com/prometheus/common/version"
 
+	"github.com/vps-exporter/vps_exporter/config"
 	"github.com/vps-exporter/vps_exporter/internal/logging"
 	"github.com/vps-exporter/vps_exporter/internal/simfleet"
 )
@@ -52,6 +53,8 @@ type flags struct {
 	listenHost string
 	logLevel   string
 	logFormat  string
+	actionsLog string
+	replicas   int
 }
 
 func parseFlags(args []string) (*flags, error) {
@@ -63,6 +66,8 @@ func parseFlags(args []string) (*flags, error) {
 	app.Flag("rate-limit", "Throttle each simulated API at this many requests per second (429 with Retry-After), and set each account's rate_limit to 80% of it; 0: no throttling.").Default("0").Float64Var(&f.rate)
 	app.Flag("seed", "Seed of the generated fleet: the same seed and size give the same servers.").Default("1").Uint64Var(&f.seed)
 	app.Flag("listen-host", "Host the APIs listen on, each on a free port; the configuration's URLs name it (0.0.0.0 or :: listen everywhere, and the URLs name 127.0.0.1).").Default("127.0.0.1").StringVar(&f.listenHost)
+	app.Flag("actions-log", "Append one JSON line per provider action call received to this file (time, api, account, id, action, status, and the client: the label of the credential that called, never the credential).").StringVar(&f.actionsLog)
+	app.Flag("replicas", fmt.Sprintf("Give each of this many exporter replicas its own credentials (labelled replica-1...) and write one configuration per replica, --config-out with .replica-N before its extension (at most %d); 1: one configuration at --config-out.", simfleet.MaxReplicas)).Default("1").IntVar(&f.replicas)
 	app.Flag("log.level", "Only log messages with the given severity or above. One of: [debug, info, warn, error]").Default("info").EnumVar(&f.logLevel, "debug", "info", "warn", "error")
 	app.Flag("log.format", "Output format of log messages. One of: [logfmt, json]").Default("logfmt").EnumVar(&f.logFormat, "logfmt", "json")
 	app.Version(version.Print(program))
@@ -79,6 +84,8 @@ func parseFlags(args []string) (*flags, error) {
 		return nil, fmt.Errorf("--rate-limit must not be negative, got %v", f.rate)
 	case f.configOut == "":
 		return nil, fmt.Errorf("--config-out must name a file")
+	case f.replicas < 1 || f.replicas > simfleet.MaxReplicas:
+		return nil, fmt.Errorf("--replicas must be between 1 and %d, got %d", simfleet.MaxReplicas, f.replicas)
 	}
 	// Before any API starts: a directory that is not there is the
 	// user's typo, said in the user's terms.
@@ -120,9 +127,20 @@ func serve(ctx context.Context, f *flags, logger log.Logger) int {
 	// with the signal: the requests under way get to finish.
 	life, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	fleet, err := simfleet.Start(life, simfleet.Options{
-		Servers: f.servers, Refresh: f.refresh, RateLimit: f.rate, Seed: f.seed, ListenHost: f.listenHost,
-	})
+	opts := simfleet.Options{
+		Servers: f.servers, Refresh: f.refresh, RateLimit: f.rate, Seed: f.seed, ListenHost: f.listenHost, Replicas: f.replicas,
+	}
+	if f.actionsLog != "" {
+		// Each line is one write: a reader (or a kill) never splits one.
+		alog, err := os.OpenFile(f.actionsLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			level.Error(logger).Log("msg", "cannot open the actions log", "err", err)
+			return 1
+		}
+		defer alog.Close()
+		opts.ActionsLog = alog
+	}
+	fleet, err := simfleet.Start(life, opts)
 	if err != nil {
 		level.Error(logger).Log("msg", "cannot start the simulated APIs", "err", err)
 		return 1
@@ -140,20 +158,50 @@ func serve(ctx context.Context, f *flags, logger log.Logger) int {
 		// The URL only: the credentials are in the configuration file.
 		level.Info(logger).Log("msg", "simulated API listening", "api", ep.API, "account", ep.Account, "url", ep.URL, "servers", ep.Servers)
 	}
-	c, err := fleet.WriteConfig(f.configOut)
-	if err != nil {
-		level.Error(logger).Log("msg", "cannot write the exporter configuration", "err", err)
+	if !writeConfigs(fleet, f, logger) {
 		stopFleet()
 		return 1
 	}
-	level.Info(logger).Log("msg", "wrote the exporter configuration", "file", f.configOut, "accounts", len(c.Providers),
-		"refresh_interval", c.Global.RefreshInterval, "api_rate_limit", f.rate, "remediation", "dry_run", "state_file", c.Remediation.StateFile,
-		"run", "vps_exporter --config.file="+f.configOut)
 	level.Info(logger).Log("msg", "serving until SIGTERM or SIGINT", "servers", f.servers, "seed", f.seed)
 	<-ctx.Done()
 	level.Info(logger).Log("msg", "shutting down")
 	if !stopFleet() {
 		return 1
 	}
+	if err := fleet.ActionsLogErr(); err != nil {
+		level.Error(logger).Log("msg", "the actions log is incomplete", "file", f.actionsLog, "err", err)
+		return 1
+	}
 	return 0
+}
+
+// writeConfigs writes the exporter's configuration, or one per replica
+// (--replicas), and logs where; false when it cannot.
+func writeConfigs(fleet *simfleet.Fleet, f *flags, logger log.Logger) bool {
+	paths := []string{f.configOut}
+	if f.replicas > 1 {
+		var err error
+		if paths, err = fleet.WriteReplicaConfigs(f.configOut); err != nil {
+			level.Error(logger).Log("msg", "cannot write the replicas' configurations", "err", err)
+			return false
+		}
+	} else if _, err := fleet.WriteConfig(f.configOut); err != nil {
+		level.Error(logger).Log("msg", "cannot write the exporter configuration", "err", err)
+		return false
+	}
+	for i, p := range paths {
+		c, err := config.Load(p)
+		if err != nil {
+			level.Error(logger).Log("msg", "the configuration written does not load", "file", p, "err", err)
+			return false
+		}
+		kv := []any{"msg", "wrote the exporter configuration", "file", p, "accounts", len(c.Providers),
+			"refresh_interval", c.Global.RefreshInterval, "api_rate_limit", f.rate, "remediation", "dry_run", "state_file", c.Remediation.StateFile,
+			"run", "vps_exporter --config.file=" + p}
+		if f.replicas > 1 {
+			kv = append(kv, "client", simfleet.ReplicaLabel(i+1))
+		}
+		level.Info(logger).Log(kv...)
+	}
+	return true
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +22,9 @@ func TestParseFlags(t *testing.T) {
 		want string // error substring; "" for none
 	}{
 		{"defaults", []string{"--config-out=x.yml"}, ""},
-		{"everything", []string{"--config-out=x.yml", "--servers=100000", "--refresh-interval=30s", "--rate-limit=2.5", "--seed=7", "--listen-host=0.0.0.0", "--log.format=json"}, ""},
+		{"everything", []string{"--config-out=x.yml", "--servers=100000", "--refresh-interval=30s", "--rate-limit=2.5", "--seed=7", "--listen-host=0.0.0.0", "--log.format=json", "--actions-log=a.jsonl", "--replicas=3"}, ""},
+		{"no replicas", []string{"--config-out=x.yml", "--replicas=0"}, "--replicas must be between 1 and 16, got 0"},
+		{"too many replicas", []string{"--config-out=x.yml", "--replicas=17"}, "--replicas must be between 1 and 16, got 17"},
 		{"no config-out", nil, "required flag(s) '--config-out'"},
 		{"empty config-out", []string{"--config-out="}, "--config-out must name a file"},
 		{"no servers", []string{"--config-out=x.yml", "--servers=0"}, "--servers must be between 1 and 1000000, got 0"},
@@ -41,7 +44,7 @@ func TestParseFlags(t *testing.T) {
 				t.Fatalf("unexpected error: %v", err)
 			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 				t.Fatalf("err = %v, want %q", err, tc.want)
-			case tc.name == "defaults" && (f.servers != 150 || f.refresh != time.Minute || f.rate != 0 || f.seed != 1 || f.listenHost != "127.0.0.1"):
+			case tc.name == "defaults" && (f.servers != 150 || f.refresh != time.Minute || f.rate != 0 || f.seed != 1 || f.listenHost != "127.0.0.1" || f.replicas != 1 || f.actionsLog != ""):
 				t.Errorf("defaults: %+v", f)
 			}
 		})
@@ -167,5 +170,97 @@ func TestServeRefusesUsersFile(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(out); string(b) != string(mine) {
 		t.Error("the user's file was changed")
+	}
+}
+
+// TestServeReplicas: --replicas=3 writes one configuration per replica
+// (sim.replica-N.yml), each with its own credentials, and --actions-log
+// records each action call with the label of the replica whose
+// credential made it; no credential in the log or the actions log; an
+// actions log that cannot be opened is an error at start.
+func TestServeReplicas(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "sim.yml")
+	alog := filepath.Join(dir, "actions.jsonl")
+	f, err := parseFlags([]string{"--servers=30", "--config-out=" + out, "--replicas=3", "--actions-log=" + alog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncbuf.Buffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	go func() { done <- serve(ctx, f, newLogger(f, logs)) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(logs.String(), "serving until SIGTERM or SIGINT") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no serving line:\n%s", logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Errorf("%s written with --replicas=3", out)
+	}
+	var secrets []string
+	for i := 1; i <= 3; i++ {
+		p := filepath.Join(dir, "sim.replica-"+strconv.Itoa(i)+".yml")
+		c, err := config.Load(p)
+		if err != nil {
+			t.Fatalf("replica %d: %v", i, err)
+		}
+		if !strings.Contains(logs.String(), "sim.replica-"+strconv.Itoa(i)+".yml") {
+			t.Errorf("the log does not name %s", p)
+		}
+		for _, acc := range c.Providers {
+			secrets = append(secrets, string(acc.Token), string(acc.APIKey))
+		}
+		vps := c.Providers[1]
+		req, _ := http.NewRequest(http.MethodPost, vps.URL.String()+"/api/v1/servers/"+strconv.Itoa(12000+i)+"/reboot/", nil)
+		req.Header.Set("Authorization", "Bearer "+string(vps.Token))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("exit %d", code)
+		}
+	case <-time.After(shutdownBudget + 10*time.Second):
+		t.Fatal("serve did not return")
+	}
+	b, err := os.ReadFile(alog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("%d lines in the actions log, want 3:\n%s", len(lines), b)
+	}
+	for i, line := range lines {
+		var l struct{ Client, Account, ID, Action string }
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatal(err)
+		}
+		if l.Client != "replica-"+strconv.Itoa(i+1) || l.Account != "sim-vpsorg" || l.ID != strconv.Itoa(12001+i) || l.Action != "reboot" {
+			t.Errorf("line %d: %s", i, line)
+		}
+	}
+	for _, s := range secrets {
+		if s != "" && (strings.Contains(string(b), s) || strings.Contains(logs.String(), s)) {
+			t.Error("a credential in the actions log or the log")
+		}
+	}
+
+	bad, err := parseFlags([]string{"--servers=3", "--config-out=" + out, "--actions-log=" + filepath.Join(dir, "nodir", "a.jsonl")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs = &syncbuf.Buffer{}
+	if code := serve(context.Background(), bad, newLogger(bad, logs)); code != 1 || !strings.Contains(logs.String(), "cannot open the actions log") {
+		t.Errorf("unopenable actions log: exit %d, log:\n%s", code, logs)
 	}
 }

@@ -53,6 +53,13 @@ type Options struct {
 	// there; vps_exporter --demo uses the fixed, documented token
 	// "demo"); unused otherwise.
 	WebhookToken string
+	// Replicas, when above 1, gives each of that many exporter replicas
+	// its own credentials on every API (labelled ReplicaLabel(i) in the
+	// action records), for WriteReplicaConfigs.
+	Replicas int
+	// ActionsLog, when set, receives one JSON line (sim.ActionLine) per
+	// provider action call the simulated APIs answer.
+	ActionsLog io.Writer
 }
 
 // settle is how long a simulated action's transitional state lasts
@@ -73,6 +80,9 @@ type Fleet struct {
 	srv   *sim.Servers
 	// webhookToken is the remediation credential in Live; "" otherwise.
 	webhookToken string
+	// replicas are each replica's credentials (Options.Replicas).
+	replicas []map[sim.API]sim.Credentials
+	alog     *sim.ActionLog
 }
 
 // Endpoint is one simulated API as the configuration monitors it.
@@ -113,6 +123,8 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		return nil, fmt.Errorf("simulated fleet: rate limit must not be negative, got %v", o.RateLimit)
 	case o.Live && o.WebhookToken == "":
 		return nil, errors.New("simulated fleet: live remediation needs a webhook token")
+	case o.Replicas < 0 || o.Replicas > MaxReplicas:
+		return nil, fmt.Errorf("simulated fleet: replicas must be between 0 and %d, got %d", MaxReplicas, o.Replicas)
 	}
 	if o.ListenHost == "" {
 		o.ListenHost = "127.0.0.1"
@@ -125,7 +137,18 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		sim.VPSOrg:   {Token: randomHex()},
 		sim.E2E:      {Token: randomHex(), APIKey: randomHex(), ProjectID: o.Prefix},
 	}
-	s := sim.New(sim.Options{PerAPI: Split(o.Servers), Seed: o.Seed, Credentials: creds, Settle: settle})
+	so := sim.Options{PerAPI: Split(o.Servers), Seed: o.Seed, Credentials: creds, Settle: settle}
+	replicas := replicaCredentials(o, &so)
+	var alog *sim.ActionLog
+	if o.ActionsLog != nil {
+		accounts := map[sim.API]string{}
+		for _, api := range sim.APIs() {
+			accounts[api] = accountName(o.Prefix, api)
+		}
+		alog = sim.NewActionLog(o.ActionsLog, accounts)
+		so.OnAction = alog.Record
+	}
+	s := sim.New(so)
 	makeSick(s)
 	if o.RateLimit > 0 {
 		for _, api := range sim.APIs() {
@@ -137,7 +160,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		s.Close()
 		return nil, fmt.Errorf("start simulated APIs on %s: %w", o.ListenHost, err)
 	}
-	f := &Fleet{Sim: s, opts: o, creds: creds, srv: srv}
+	f := &Fleet{Sim: s, opts: o, creds: creds, srv: srv, replicas: replicas, alog: alog}
 	if o.Live {
 		f.webhookToken = o.WebhookToken
 	}
@@ -210,6 +233,11 @@ func StateFileFor(path string) string {
 // file in one step (a reader never sees half of it) and refuses to
 // replace a file it did not write (see Marker).
 func (f *Fleet) WriteConfig(path string) (*config.Config, error) {
+	return f.writeConfigWith(path, f.creds)
+}
+
+// writeConfigWith is WriteConfig with the credentials creds.
+func (f *Fleet) writeConfigWith(path string, creds map[sim.API]sim.Credentials) (*config.Config, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("config file %s: %w", path, err)
@@ -217,7 +245,7 @@ func (f *Fleet) WriteConfig(path string) (*config.Config, error) {
 	if err := ours(abs); err != nil {
 		return nil, err
 	}
-	body, err := f.ConfigYAML(StateFileFor(abs))
+	body, err := render(f.opts, f.srv.URL, creds, f.webhookToken, StateFileFor(abs))
 	if err != nil {
 		return nil, err
 	}

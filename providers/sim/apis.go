@@ -18,19 +18,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// bearerOK checks the Authorization header against the API's token.
-func (s *Sim) bearerOK(api API, r *http.Request) bool {
-	want := s.credentials(api).Token
-	return want == "" || r.Header.Get("Authorization") == "Bearer "+want
-}
-
-// credentials returns what api accepts now.
-func (s *Sim) credentials(api API) Credentials {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.opts.Credentials[api]
-}
-
 // SetCredentials changes what api accepts from now on: a test revokes a
 // key by setting another one. Requests with the old credentials get the
 // API's documented 401.
@@ -137,7 +124,8 @@ func (s *Sim) bingoNode(m *Machine) map[string]any {
 
 func (s *Sim) serveBingo(w http.ResponseWriter, r *http.Request) {
 	const prefix = "/api/v2/nodes/"
-	if !s.bearerOK(VPNBingo, r) {
+	client, denied := s.authenticate(VPNBingo, r)
+	if denied != 0 {
 		writeJSON(w, http.StatusUnauthorized, map[string]any{"detail": "Authentication credentials were not provided."})
 		return
 	}
@@ -179,7 +167,7 @@ func (s *Sim) serveBingo(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"success": true, "data": node, "error": nil})
 	case rest == "redeploy" && r.Method == http.MethodPost:
 		s.count(VPNBingo, "action")
-		s.bingoRedeploy(w, r, id)
+		s.bingoRedeploy(w, r, id, client)
 	default:
 		writeJSON(w, http.StatusMethodNotAllowed, map[string]any{"detail": fmt.Sprintf("Method \"%s\" not allowed.", r.Method)})
 	}
@@ -187,7 +175,7 @@ func (s *Sim) serveBingo(w http.ResponseWriter, r *http.Request) {
 
 var validCountries = map[string]bool{"US": true, "JP": true, "DE": true, "GB": true, "FR": true, "SG": true, "NL": true}
 
-func (s *Sim) bingoRedeploy(w http.ResponseWriter, r *http.Request, id int) {
+func (s *Sim) bingoRedeploy(w http.ResponseWriter, r *http.Request, id int, client string) {
 	var req struct {
 		Force       bool   `json:"force"`
 		CountryCode string `json:"country_code"`
@@ -200,10 +188,10 @@ func (s *Sim) bingoRedeploy(w http.ResponseWriter, r *http.Request, id int) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rec := ActionRecord{API: VPNBingo, ID: strconv.Itoa(id), Action: "redeploy", Force: req.Force, Country: req.CountryCode, Time: s.opts.Now()}
+	rec := ActionRecord{API: VPNBingo, ID: strconv.Itoa(id), Action: "redeploy", Force: req.Force, Country: req.CountryCode, Time: s.opts.Now(), Client: client}
 	answer := func(status int, body any) {
 		rec.Status = status
-		s.actions = append(s.actions, rec)
+		s.recordLocked(rec)
 		writeJSON(w, status, body)
 	}
 	s.settleLocked(VPNBingo)
@@ -283,7 +271,8 @@ func (s *Sim) vpsServer(m *Machine, detail bool) map[string]any {
 
 func (s *Sim) serveVPS(w http.ResponseWriter, r *http.Request) {
 	const prefix = "/api/v1/servers/"
-	if !s.bearerOK(VPSOrg, r) {
+	client, denied := s.authenticate(VPSOrg, r)
+	if denied != 0 {
 		writeJSON(w, http.StatusUnauthorized, map[string]any{"detail": "Invalid or missing API token"})
 		return
 	}
@@ -337,10 +326,10 @@ func (s *Sim) serveVPS(w http.ResponseWriter, r *http.Request) {
 	s.count(VPSOrg, "action")
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rec := ActionRecord{API: VPSOrg, ID: strconv.Itoa(id), Action: rest, Time: s.opts.Now()}
+	rec := ActionRecord{API: VPSOrg, ID: strconv.Itoa(id), Action: rest, Time: s.opts.Now(), Client: client}
 	answer := func(status int, body any) {
 		rec.Status = status
-		s.actions = append(s.actions, rec)
+		s.recordLocked(rec)
 		writeJSON(w, status, body)
 	}
 	s.settleLocked(VPSOrg)
@@ -396,13 +385,14 @@ func (s *Sim) e2eNode(m *Machine) map[string]any {
 func (s *Sim) serveE2E(w http.ResponseWriter, r *http.Request) {
 	const prefix = "/myaccount/api/v1/nodes/"
 	q := r.URL.Query()
-	cred := s.credentials(E2E)
-	if !s.bearerOK(E2E, r) || (cred.APIKey != "" && q.Get("apikey") != cred.APIKey) {
-		writeJSON(w, http.StatusUnauthorized, e2eEnvelope(401, "Unauthorized", map[string]any{}, "Invalid apikey or token"))
-		return
-	}
-	if cred.ProjectID != "" && q.Get("project_id") != cred.ProjectID {
+	client, denied := s.authenticate(E2E, r)
+	switch denied {
+	case 0:
+	case http.StatusForbidden:
 		writeJSON(w, http.StatusForbidden, e2eEnvelope(403, "Forbidden", map[string]any{}, "project_id does not belong to this account"))
+		return
+	default:
+		writeJSON(w, http.StatusUnauthorized, e2eEnvelope(401, "Unauthorized", map[string]any{}, "Invalid apikey or token"))
 		return
 	}
 	if r.URL.Path == prefix && r.Method == http.MethodGet {
@@ -446,13 +436,13 @@ func (s *Sim) serveE2E(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, e2eEnvelope(200, "Success", node, map[string]any{}))
 	case rest == "actions" && r.Method == http.MethodPut:
 		s.count(E2E, "action")
-		s.e2eAction(w, r, id)
+		s.e2eAction(w, r, id, client)
 	default:
 		writeJSON(w, http.StatusMethodNotAllowed, e2eEnvelope(405, "Method Not Allowed", map[string]any{}, "Method not allowed"))
 	}
 }
 
-func (s *Sim) e2eAction(w http.ResponseWriter, r *http.Request, id int) {
+func (s *Sim) e2eAction(w http.ResponseWriter, r *http.Request, id int, client string) {
 	var req struct {
 		Type string `json:"type"`
 	}
@@ -462,10 +452,10 @@ func (s *Sim) e2eAction(w http.ResponseWriter, r *http.Request, id int) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rec := ActionRecord{API: E2E, ID: strconv.Itoa(id), Action: req.Type, Time: s.opts.Now()}
+	rec := ActionRecord{API: E2E, ID: strconv.Itoa(id), Action: req.Type, Time: s.opts.Now(), Client: client}
 	answer := func(status int, body any) {
 		rec.Status = status
-		s.actions = append(s.actions, rec)
+		s.recordLocked(rec)
 		writeJSON(w, status, body)
 	}
 	s.settleLocked(E2E)

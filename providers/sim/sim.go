@@ -56,6 +56,13 @@ type Options struct {
 	Settle time.Duration
 	// Credentials per API; a zero value accepts any token.
 	Credentials map[API]Credentials
+	// Clients are more credentials per API, each accepted beside
+	// Credentials and named by its label in the action records.
+	Clients map[API][]Client
+	// OnAction, when set, is called with each action record as the call
+	// is answered, in order, under the Sim's lock: it must not call the
+	// Sim. NewActionLog's Record is one.
+	OnAction func(ActionRecord)
 }
 
 // Machine is one simulated server. Fields are shared across APIs; each API
@@ -113,6 +120,9 @@ type ActionRecord struct {
 	// NewID is the node a redeploy created.
 	NewID string
 	Time  time.Time
+	// Client is the label of the credential that made the call
+	// (DefaultClient, or a Client's Label).
+	Client string
 }
 
 // Sim is the simulated provider fleet. It is safe for concurrent use.
