@@ -95,6 +95,7 @@ func coldInfoLines(logs string, parts ...string) []string {
 // record has the time its reboot was sent, and a step being verified says
 // so.
 func TestRemediationKeepsItsAccountUp(t *testing.T) {
+	t.Parallel() // about a minute of waiting: runs beside the other long binary tests
 	s, base, listDown := startE2EListSwitch(t, 180)
 	running := 0
 	for _, m := range s.Machines(sim.E2E) {

@@ -46,6 +46,7 @@ func refused(m string) (list, detail float64) {
 // targets; a working key brings everything back, logged once. It reports
 // refused requests and log lines per minute (docs/benchmarks.md).
 func TestRevokedKeyQuietAndStale(t *testing.T) {
+	t.Parallel() // about a minute of waiting: runs beside the other long binary tests
 	if testing.Short() {
 		t.Skip("watches a revoked key for a minute")
 	}
