@@ -79,9 +79,10 @@ func (e *Engine) ruleTimeoutLocked(t *track, now time.Time) []*loopWrite {
 }
 
 // alertVerdictLocked takes the verdict of an alert-driven episode's last
-// step on its alerts and view, if one is due: recovered as soon as every
-// alert resolved with endsAt inside the window and the view agrees;
-// otherwise none before the grace after the window.
+// step on its alerts and view, if one is due: none before the window
+// ends; recovered from then when every alert resolved with endsAt inside
+// [the step's answer, the window's end] and a view read after it agrees;
+// not_recovered none before the grace after the window.
 func (e *Engine) alertVerdictLocked(t *track, view episode.View) []*loopWrite {
 	ep := t.Episode
 	last := ep.last()
@@ -169,8 +170,8 @@ func resolveGrace(w config.Webhook) time.Duration {
 // occurrence of an alert (startsAt) for a server: on its active episode
 // if the episode knows the alert, or on the pending marks of a request of
 // the server under way (its episode takes them). When every alert of an
-// episode resolved, its last step's verdict is taken (recovered when the
-// exporter's view agrees), an exhausted server's condition is clear from
+// episode resolved, its last step's verdict is taken if due (see
+// alertVerdictLocked), an exhausted server's condition is clear from
 // now, and a next step due is no longer called for. Any other
 // notification is only counted. It returns the change to store (the
 // caller batches a payload's in one transaction).
