@@ -46,7 +46,9 @@ func (e *Engine) tick() {
 		}
 		view := viewOf(snaps[ep.Account], ep.ID)
 		if ep.exhausted() {
-			if e.alertsClearOn(ep, view) && !ep.ClearSince.IsZero() && now.Sub(ep.ClearSince) >= verify {
+			// The clock runs only while every alert is resolved and the
+			// exporter's fresh view agrees; anything else resets it.
+			if clearClock(ep, e.alertsClearOn(ep, view), true, now, verify) {
 				ws = append(ws, e.releaseLocked(t))
 			}
 			continue
@@ -97,6 +99,25 @@ func (e *Engine) alertVerdictLocked(t *track, view episode.View) []*loopWrite {
 		return nil
 	}
 	return e.verdictLocked(t, v, why, at)
+}
+
+// clearClock runs an exhausted server's clear clock (ClearSince) on one
+// look at its condition, the same for rules and alerts: a condition that
+// does not say (!known) leaves it; one that is not clear resets it; a
+// clear one starts it. It reports whether the condition has been clear
+// for verify (the server is to be released). A release is reported only
+// on a look after the clock started (verify 0 only starts it).
+func clearClock(ep *Episode, clear, known bool, now time.Time, verify time.Duration) bool {
+	switch {
+	case !known:
+	case !clear:
+		ep.ClearSince = time.Time{}
+	case ep.ClearSince.IsZero():
+		ep.ClearSince = now
+	case verify > 0 && now.Sub(ep.ClearSince) >= verify:
+		return true
+	}
+	return false
 }
 
 // alertsClearOn reports whether an alert-driven episode's condition is
@@ -205,9 +226,8 @@ func (e *Engine) alertResolved(provider, account, id, fingerprint string, starts
 	all, _ := ep.allResolved()
 	switch {
 	case all && ep.exhausted():
-		if ep.ClearSince.IsZero() {
-			ep.ClearSince = now
-		}
+		// The clear clock starts only on a fresh view that agrees.
+		clearClock(ep, e.alertsClearOn(ep, viewOf(snap, ep.ID)), true, now, 0)
 	case all && ep.Source == "alert" && ep.verifying() && !ep.last().Finished.IsZero():
 		if w := mergeWrites(e.alertVerdictLocked(t, viewOf(snap, ep.ID))); w != nil {
 			return w

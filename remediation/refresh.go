@@ -126,15 +126,9 @@ func (e *Engine) loopRefresh(snap *collector.Snapshot, roots map[string]bool) []
 				if r != nil {
 					verify = ruleVerify(r)
 				}
-				switch {
-				case !known:
-					// No reading says either way: the clock neither
-					// starts nor stops.
-				case !clear:
-					ep.ClearSince = time.Time{}
-				case ep.ClearSince.IsZero():
-					ep.ClearSince = now
-				case now.Sub(ep.ClearSince) >= verify:
+				// No reading says either way (!known): the clock
+				// neither starts nor stops.
+				if clearClock(ep, clear, known, now, verify) {
 					ws = append(ws, e.releaseLocked(t))
 				}
 				continue

@@ -3,6 +3,10 @@ package remediation
 import (
 	"testing"
 	"time"
+
+	"github.com/prometheus/common/model"
+
+	"github.com/vps-exporter/vps_exporter/providers/sim"
 )
 
 // The second hostile review of issue 22's closed loop: engine-level tests
@@ -39,6 +43,63 @@ func TestAlertVerdictWaitsForTheWindowAndItsResolution(t *testing.T) {
 			h.refresh("vps")
 			h.engine.tick()
 			wantEpisode(t, h, "12003", tc.atEnd, tc.atEndOutcome)
+		})
+	}
+}
+
+// An exhausted alert-driven server is handed back only when its alerts
+// are resolved and the exporter's fresh view has had it running for
+// webhook.verify: a server that read stopped for most of that window (its
+// alert resolved because it was off) stays exhausted; the clock runs only
+// while the view agrees, the same rule as the rules' side.
+func TestAlertReleaseNeedsTheViewForTheWholeWindow(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// stoppedFor is how long the server reads stopped after its alert
+		// resolved; runningFor how long it reads running after.
+		stoppedFor, runningFor time.Duration
+		released               bool
+	}{
+		{"stopped most of the window", 4 * time.Minute, 90 * time.Second, false},
+		{"running the whole window", 0, 5*time.Minute + 30*time.Second, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := baseConfig(t)
+			cfg.Webhook.Verify = model.Duration(5 * time.Minute)
+			cfg.Webhook.ResolveGrace = model.Duration(5 * time.Minute)
+			cfg.MaxAttempts = 1
+			h := newHarness(t, 10, cfg)
+			h.refresh("vps")
+			wh := h.webhook(t, 1)
+			started := h.now().Add(-time.Minute)
+			sendAlerts(t, h, wh, amItem{status: "firing", name: "A", id: "12003", started: started})
+			waitFor(t, func() bool { return len(h.episodes("12003")) == 1 })
+			h.settle()
+			h.advance(11 * time.Minute)
+			h.refresh("vps")
+			h.engine.tick()
+			if x := h.engine.Exhausted(); len(x) != 1 {
+				t.Fatalf("setup: exhausted %+v (episodes %q)", x, summaries(h.episodes("12003")))
+			}
+			if tc.stoppedFor > 0 {
+				h.sim.Update(sim.VPSOrg, 12003, func(m *sim.Machine) { m.Status = "stopped" })
+				h.refresh("vps")
+			}
+			sendAlerts(t, h, wh, amItem{status: "resolved", name: "A", id: "12003", started: started})
+			for d := time.Duration(0); d < tc.stoppedFor; d += time.Minute {
+				h.advance(time.Minute)
+				h.refresh("vps")
+				h.engine.tick()
+			}
+			h.sim.Update(sim.VPSOrg, 12003, func(m *sim.Machine) { m.Status = "active" })
+			for d := time.Duration(0); d < tc.runningFor; d += 30 * time.Second {
+				h.advance(30 * time.Second)
+				h.refresh("vps")
+				h.engine.tick()
+			}
+			if got := len(h.engine.Exhausted()) == 0; got != tc.released {
+				t.Fatalf("released %v, want %v (stopped %s, then running %s of the 5m webhook.verify)", got, tc.released, tc.stoppedFor, tc.runningFor)
+			}
 		})
 	}
 }
