@@ -213,11 +213,19 @@ func (e *Engine) alertResolved(provider, account, id, fingerprint string, starts
 	root := e.rootLocked(serverKey(provider, account, id))
 	t := e.tracks[root]
 	if t == nil || t.Episode == nil {
-		if pm, ok := e.pendingMarks[root]; ok {
-			pm.resolve(fingerprint, startsAt, at)
-			e.pendingMarks[root] = pm
+		pm, ok := e.pendingMarks[root]
+		if !ok || !slices.ContainsFunc(pm, func(a AlertMark) bool { return a.Fingerprint == fingerprint }) {
+			return nil
 		}
-		return nil
+		pm.resolve(fingerprint, startsAt, at)
+		e.pendingMarks[root] = pm
+		// Durable before the webhook answers 200 (written again on a
+		// resend: the write Alertmanager retries after a 503 may be the
+		// first that succeeds): a crash during the call must not lose it
+		// (recoverStep).
+		t = e.trackLocked(root)
+		t.InFlightAlerts = slices.Clone(pm)
+		return e.captureLocked(t, nil)
 	}
 	ep := t.Episode
 	if !ep.marks().resolve(fingerprint, startsAt, at) {

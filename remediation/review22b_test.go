@@ -1,12 +1,19 @@
 package remediation
 
 import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/common/model"
 
 	"github.com/vps-exporter/vps_exporter/providers/sim"
+	"github.com/vps-exporter/vps_exporter/remediation/journal"
 )
 
 // The second hostile review of issue 22's closed loop: engine-level tests
@@ -99,6 +106,119 @@ func TestAlertReleaseNeedsTheViewForTheWholeWindow(t *testing.T) {
 			}
 			if got := len(h.engine.Exhausted()) == 0; got != tc.released {
 				t.Fatalf("released %v, want %v (stopped %s, then running %s of the 5m webhook.verify)", got, tc.released, tc.stoppedFor, tc.runningFor)
+			}
+		})
+	}
+}
+
+// failingLoop is a journal whose closed-loop track writes fail while fail
+// is set (a full disk): the intake journal still works.
+type failingLoop struct {
+	journal.Store
+	fail *atomic.Bool
+}
+
+func (f failingLoop) Update(fn func(journal.Tx) error) error {
+	return f.Store.Update(func(tx journal.Tx) error { return fn(failingTx{tx, f.fail}) })
+}
+
+type failingTx struct {
+	journal.Tx
+	fail *atomic.Bool
+}
+
+func (t failingTx) Bucket(name []byte) journal.Bucket {
+	b := t.Tx.Bucket(name)
+	if t.fail.Load() && bytes.Equal(name, bucketTracks) {
+		return failingBucket{b}
+	}
+	return b
+}
+
+type failingBucket struct{ journal.Bucket }
+
+func (failingBucket) Put(_, _ []byte) error { return errors.New("no space left on device (test)") }
+
+// A resolved notification received while the server's first call is under
+// way is written before the webhook answers 200 (a failed write is 503:
+// Alertmanager retries): after a crash during the call, the recovered step
+// knows it, and the recovered server is not escalated (before, it was kept
+// only in memory, and the power cycle went to a server whose alert had
+// resolved).
+func TestResolvedDuringTheCallSurvivesACrash(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// failFirst: the first write fails (503), the resend is taken.
+		failFirst bool
+		journaled bool
+		calls     []string
+	}{
+		{"journaled", false, true, []string{"reboot"}},
+		{"first write failed, resend journaled", true, true, []string{"reboot"}},
+		{"without the notification", false, false, []string{"reboot", "stop", "start"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := baseConfig(t)
+			cfg.Webhook.Verify = model.Duration(5 * time.Minute)
+			cfg.Webhook.Escalate = map[string][]string{"reboot": {"power_cycle"}}
+			h := newHarness(t, 10, cfg)
+			h.refresh("vps")
+			wh := h.webhook(t, 1)
+			started := h.now().Add(-time.Minute)
+			var fail atomic.Bool
+			h.engine.mu.Lock()
+			h.engine.state.db = failingLoop{h.engine.state.db, &fail}
+			h.engine.mu.Unlock()
+			w := h.watch("vps", 3*time.Second)
+			sendAlerts(t, h, wh, amItem{status: "firing", name: "A", id: "12003", started: started})
+			waitFor(t, func() bool { w.mu.Lock(); defer w.mu.Unlock(); return w.calls >= 2 }) // the reboot is under way
+			resolved := amBody(h.now(), amItem{status: "resolved", name: "A", id: "12003", started: started, ends: h.now().Add(-time.Second)})
+			if tc.failFirst {
+				fail.Store(true)
+				if code, out := post(t, wh, resolved); code != 503 {
+					t.Fatalf("resolved notification not written: %d %s, want 503", code, out)
+				}
+				fail.Store(false)
+			}
+			if tc.journaled {
+				if code, out := post(t, wh, resolved); code != 200 {
+					t.Fatalf("resolved notification: %d %s", code, out)
+				}
+			}
+			// The crash: the state file as it is now, the call still
+			// under way (it takes 3s).
+			w.mu.Lock()
+			calls := w.calls
+			w.mu.Unlock()
+			if calls != 2 {
+				t.Fatalf("the call ended before the crash's copy (%d calls): load too high for this test", calls)
+			}
+			data, err := os.ReadFile(cfg.StateFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.engine.Wait()
+			h.engine.Close()
+			crashed := filepath.Join(t.TempDir(), "crashed.db")
+			if err := os.WriteFile(crashed, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			h.cfg.StateFile = crashed
+			h.provs["vps"] = w.Provider
+			h.advance(30 * time.Second)
+			h.start() // the reboot is recovered as a step, result unknown
+			h.advance(6 * time.Minute)
+			h.refresh("vps")
+			h.engine.tick() // not_recovered (no resolution after the answer)
+			h.engine.tick() // the next step: not called for if the alert resolved
+			h.refresh("vps")
+			h.settle()
+			h.refresh("vps")
+			if got := h.simActions(sim.VPSOrg, "12003"); !slices.Equal(got, tc.calls) {
+				t.Fatalf("calls %v, want %v (episodes %q)", got, tc.calls, summaries(h.episodes("12003")))
+			}
+			if tc.journaled {
+				wantEpisode(t, h, "12003", "reboot:not_recovered", EpisodeRecovered)
 			}
 		})
 	}
