@@ -1,6 +1,7 @@
 package remediation
 
 import (
+	"fmt"
 	"slices"
 	"time"
 
@@ -67,13 +68,24 @@ func (e *Engine) tick() {
 
 // ruleTimeoutLocked makes unknown the verdict of a rule's step that had
 // no fresh view stale_after past its window (no re-read could be made:
-// the account down, the server not read); it never escalates.
+// the account down, the server not read); it never escalates. A step
+// whose re-reads did read the server but lacked the rule's metric is
+// bounded as ruleVerdict bounds it (one bound, metricBound): not_recovered
+// once twice its window has passed, never unknown before.
 func (e *Engine) ruleTimeoutLocked(t *track, now time.Time) []*loopWrite {
 	ep := t.Episode
 	if t.verifying || !ep.verifying() || ep.last().Finished.IsZero() {
 		return nil
 	}
-	in := episode.Inputs{Source: episode.FromRule, Now: now, Finished: ep.last().Finished, Window: e.episodeVerifyLocked(ep), StaleAfter: e.staleAfter}
+	last, window := ep.last(), e.episodeVerifyLocked(ep)
+	if t.metricMisses > 0 {
+		if now.Sub(last.Finished) < metricBound(window) {
+			return nil // the metric re-reads are still going
+		}
+		return e.verdictLocked(t, episode.VerdictNotRecovered, fmt.Sprintf("%d re-read(s) up to %s after the action lacked the rule's metric: no sign of recovery",
+			t.metricMisses, now.Sub(last.Finished).Round(time.Second)), time.Time{})
+	}
+	in := episode.Inputs{Source: episode.FromRule, Now: now, Finished: last.Finished, Window: window, StaleAfter: e.staleAfter}
 	if v, why := episode.Judge(in); v == episode.VerdictUnknown {
 		return e.verdictLocked(t, v, why, time.Time{})
 	}

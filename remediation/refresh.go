@@ -294,7 +294,7 @@ func (e *Engine) ruleVerdict(root string, seq uint64, provider, account, id stri
 	default:
 		in.View = episode.View{At: now, AccountRefreshed: e.accountRefreshedLocked(provider, account), Listed: true, State: string(srv.State)}
 		switch {
-		case absent && t.metricMisses < maxMetricMisses && now.Sub(last.Finished) < 2*ruleVerify(r):
+		case absent && t.metricMisses < maxMetricMisses && now.Sub(last.Finished) < metricBound(ruleVerify(r)):
 			in.Condition = episode.CondUnread
 			level.Debug(e.episodeLogger(ep)).Log("msg", "the re-read lacks the rule's metric; its verdict waits for the next refresh", "metric", r.Metric, "misses", t.metricMisses)
 		case absent:
@@ -323,6 +323,11 @@ func (e *Engine) ruleVerdict(root string, seq uint64, provider, account, id stri
 	e.mu.Unlock()
 	e.store(ws...)
 }
+
+// metricBound is how long after a step's answer the verdict waits for a
+// re-read with the rule's metric (twice its verify window): the one bound
+// of ruleVerdict and of the tick's timeout (ruleTimeoutLocked).
+func metricBound(verify time.Duration) time.Duration { return 2 * verify }
 
 // maxMetricMisses bounds the verdict re-reads of a step that may lack the
 // rule's metric before its verdict is not_recovered.

@@ -6,12 +6,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/common/model"
 
+	"github.com/vps-exporter/vps_exporter/config"
 	"github.com/vps-exporter/vps_exporter/providers/sim"
 	"github.com/vps-exporter/vps_exporter/remediation/journal"
 )
@@ -221,5 +223,37 @@ func TestResolvedDuringTheCallSurvivesACrash(t *testing.T) {
 				wantEpisode(t, h, "12003", "reboot:not_recovered", EpisodeRecovered)
 			}
 		})
+	}
+}
+
+// A rule's step whose re-read read the server but lacked the rule's
+// metric has one bound, the same in the refresh's verdict and in the
+// tick's timeout: it waits up to twice its verify window, then
+// not_recovered (before: the tick made it unknown at stale_after past
+// the window while the documented metric re-reads were still going).
+func TestRuleMetricWaitHasOneBound(t *testing.T) {
+	cfg := baseConfig(t)
+	cfg.Rules = []config.Rule{hotCPU("power_cycle")}
+	h := newHarness(t, 24, cfg)
+	coolAllBut(h, 12001)
+	h.refresh("vps") // the reboot
+	h.settle()
+	orig := h.provs["vps"]
+	h.provs["vps"] = noCPU{orig}
+	h.advance(6 * time.Minute) // verify is 5m
+	h.refresh("vps")           // one re-read without the metric
+	wantEpisode(t, h, "12001", "reboot:verifying", EpisodeOpen)
+	h.provs["vps"] = orig
+	// No refresh, no re-read: still waiting 9m after the answer.
+	h.advance(3 * time.Minute)
+	h.engine.tick()
+	wantEpisode(t, h, "12001", "reboot:verifying", EpisodeOpen)
+	// 11m: past twice verify, and past stale_after (5m) after the
+	// window: the metric's bound decides, not the timeout's unknown.
+	h.advance(2 * time.Minute)
+	h.engine.tick()
+	ep := wantEpisode(t, h, "12001", "reboot:not_recovered", EpisodeOpen)
+	if d := ep.Steps[0].Detail; !strings.Contains(d, "lacked the rule's metric") {
+		t.Errorf("detail %q", d)
 	}
 }
