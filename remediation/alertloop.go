@@ -38,7 +38,11 @@ func (e *Engine) tick() {
 	now, verify := e.now(), alertVerify(e.cfg.Webhook)
 	for root, t := range e.tracks {
 		ep := t.Episode
-		if ep == nil || e.accounts[ep.Account] != ep.Provider || t.watching() {
+		if ep == nil || e.accounts[ep.Account] != ep.Provider {
+			continue
+		}
+		if t.watching() {
+			ws = append(ws, e.watchTimeoutLocked(t, now)...)
 			continue
 		}
 		if ep.Source != "alert" {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -256,4 +257,97 @@ func TestRuleMetricWaitHasOneBound(t *testing.T) {
 	if d := ep.Steps[0].Detail; !strings.Contains(d, "lacked the rule's metric") {
 		t.Errorf("detail %q", d)
 	}
+}
+
+// lostRedeploy is a harness whose degraded node 1003 got a redeploy the
+// provider carried out (served) or not, with its answer lost: the
+// episode watches for the replacement.
+func lostRedeploy(t *testing.T, served bool) *harness {
+	cfg := baseConfig(t)
+	cfg.Rules = []config.Rule{redeployDegraded()}
+	h := newHarness(t, 10, cfg)
+	h.sim.SetSick(sim.VPNBingo, 1003, sim.Sickness{Cure: sim.CureNone})
+	h.sim.SetFault(sim.VPNBingo, sim.Fault{Kind: sim.FaultReset, Served: served, Only: "/redeploy/"})
+	h.refresh("bingo")
+	if recs, _ := h.engine.Recent(1); len(recs) != 1 || recs[0].Result != ResultUnknown {
+		t.Fatalf("audit %+v, want the redeploy unknown", recs)
+	}
+	return h
+}
+
+// A lost redeploy's watch ends: one held with its exhausted episode
+// (several candidates) is dropped after watchHoldFor, and the episode
+// goes the usual way (its lineage gone from the lists: server_gone, the
+// server released); one not yet resolved while the account is down ends,
+// like any verdict without a fresh view, stale_after after the window:
+// unknown, the episode ended (before: both waited forever).
+func TestLostRedeployWatchEnds(t *testing.T) {
+	t.Run("held watch after the hold", func(t *testing.T) {
+		h := lostRedeploy(t, true)
+		newID := h.actions(sim.VPNBingo)[0].NewID
+		var country string
+		for _, m := range h.sim.Machines(sim.VPNBingo) {
+			if m.ID == 1003 {
+				country = m.Location
+			}
+		}
+		var second int
+		for _, m := range h.sim.Machines(sim.VPNBingo) {
+			if m.Location != country && second == 0 {
+				second = m.ID
+				h.sim.Update(sim.VPNBingo, m.ID, func(m *sim.Machine) { m.Location = country })
+			}
+		}
+		h.settle()
+		h.advance(time.Second)
+		h.refresh("bingo")
+		if x := h.engine.Exhausted(); len(x) != 1 {
+			t.Fatalf("setup: exhausted %+v (episodes %q)", x, summaries(h.episodes("")))
+		}
+		// The lineage leaves the account.
+		n, _ := strconv.Atoi(newID)
+		for _, id := range []int{1003, n, second} {
+			h.sim.Remove(sim.VPNBingo, id)
+		}
+		for i := 0; i < goneAfter+1; i++ {
+			h.advance(time.Minute)
+			h.refresh("bingo")
+		}
+		if x := h.engine.Exhausted(); len(x) != 1 {
+			t.Fatalf("released inside the hold: %+v", x)
+		}
+		h.advance(watchHoldFor)
+		for i := 0; i < goneAfter+1; i++ {
+			h.advance(time.Minute)
+			h.refresh("bingo")
+		}
+		h.engine.mu.Lock()
+		watch := h.engine.tracks[serverKey("vpnbingo", "bingo", "1003")]
+		held := watch != nil && watch.Watch != nil
+		h.engine.mu.Unlock()
+		if held {
+			t.Error("the watch is still held past watchHoldFor")
+		}
+		if x := h.engine.Exhausted(); len(x) != 0 {
+			t.Fatalf("still exhausted with its lineage gone and the hold over: %+v (episodes %q)", x, summaries(h.episodes("")))
+		}
+	})
+	t.Run("account down before the answer is found", func(t *testing.T) {
+		h := lostRedeploy(t, true)
+		h.advance(time.Second)
+		h.failRefresh("bingo")
+		wantEpisode(t, h, "1003", "redeploy:verifying", EpisodeOpen)
+		// The window (10m) and stale_after (5m) pass without a list.
+		h.advance(14 * time.Minute)
+		h.failRefresh("bingo")
+		h.engine.tick()
+		wantEpisode(t, h, "1003", "redeploy:verifying", EpisodeOpen)
+		h.advance(2 * time.Minute)
+		h.failRefresh("bingo")
+		h.engine.tick()
+		ep := wantEpisode(t, h, "1003", "redeploy:unknown", EpisodeEnded)
+		if !strings.Contains(ep.Steps[0].Detail, "answer was lost") {
+			t.Errorf("detail %q", ep.Steps[0].Detail)
+		}
+	})
 }
