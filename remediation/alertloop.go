@@ -100,7 +100,7 @@ func (e *Engine) ruleTimeoutLocked(t *track, now time.Time) []*loopWrite {
 // step on its alerts and view, if one is due: none before the window
 // ends; recovered from then when every alert resolved with endsAt inside
 // [the step's answer, the window's end] and a view read after it agrees;
-// not_recovered none before the grace after the window.
+// no not_recovered before the grace after the window.
 func (e *Engine) alertVerdictLocked(t *track, view episode.View) []*loopWrite {
 	ep := t.Episode
 	last := ep.last()
