@@ -263,7 +263,7 @@ func TestClosedLoopAlertVerdicts(t *testing.T) {
 	alert := func(status, name, id string) string {
 		ends := "0001-01-01T00:00:00Z"
 		if status == "resolved" {
-			ends = time.Now().UTC().Format(time.RFC3339)
+			ends = time.Now().UTC().Format(time.RFC3339Nano) // after the answer: a resolution before it is no recovery
 		}
 		return fmt.Sprintf(`{"status":%q,"labels":{"alertname":%q,"provider":"vpsorg","account":"vps-main","id":%q,"remediation":"reboot"},"startsAt":%q,"endsAt":%q,"fingerprint":"fp-%s"}`,
 			status, name, id, started, ends, id)

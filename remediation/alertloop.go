@@ -1,6 +1,7 @@
 package remediation
 
 import (
+	"fmt"
 	"slices"
 	"time"
 
@@ -37,7 +38,11 @@ func (e *Engine) tick() {
 	now, verify := e.now(), alertVerify(e.cfg.Webhook)
 	for root, t := range e.tracks {
 		ep := t.Episode
-		if ep == nil || e.accounts[ep.Account] != ep.Provider || t.watching() {
+		if ep == nil || e.accounts[ep.Account] != ep.Provider {
+			continue
+		}
+		if t.watching() {
+			ws = append(ws, e.watchTimeoutLocked(t, now)...)
 			continue
 		}
 		if ep.Source != "alert" {
@@ -46,7 +51,9 @@ func (e *Engine) tick() {
 		}
 		view := viewOf(snaps[ep.Account], ep.ID)
 		if ep.exhausted() {
-			if e.alertsClearOn(ep, view) && !ep.ClearSince.IsZero() && now.Sub(ep.ClearSince) >= verify {
+			// The clock runs only while every alert is resolved and the
+			// exporter's fresh view agrees; anything else resets it.
+			if clearClock(ep, e.alertsClearOn(ep, view), true, now, verify) {
 				ws = append(ws, e.releaseLocked(t))
 			}
 			continue
@@ -65,13 +72,24 @@ func (e *Engine) tick() {
 
 // ruleTimeoutLocked makes unknown the verdict of a rule's step that had
 // no fresh view stale_after past its window (no re-read could be made:
-// the account down, the server not read); it never escalates.
+// the account down, the server not read); it never escalates. A step
+// whose re-reads did read the server but lacked the rule's metric is
+// bounded as ruleVerdict bounds it (one bound, metricBound): not_recovered
+// once twice its window has passed, never unknown before.
 func (e *Engine) ruleTimeoutLocked(t *track, now time.Time) []*loopWrite {
 	ep := t.Episode
 	if t.verifying || !ep.verifying() || ep.last().Finished.IsZero() {
 		return nil
 	}
-	in := episode.Inputs{Source: episode.FromRule, Now: now, Finished: ep.last().Finished, Window: e.episodeVerifyLocked(ep), StaleAfter: e.staleAfter}
+	last, window := ep.last(), e.episodeVerifyLocked(ep)
+	if t.metricMisses > 0 {
+		if now.Sub(last.Finished) < metricBound(window) {
+			return nil // the metric re-reads are still going
+		}
+		return e.verdictLocked(t, episode.VerdictNotRecovered, fmt.Sprintf("%d re-read(s) up to %s after the action lacked the rule's metric: no sign of recovery",
+			t.metricMisses, now.Sub(last.Finished).Round(time.Second)), time.Time{})
+	}
+	in := episode.Inputs{Source: episode.FromRule, Now: now, Finished: last.Finished, Window: window, StaleAfter: e.staleAfter}
 	if v, why := episode.Judge(in); v == episode.VerdictUnknown {
 		return e.verdictLocked(t, v, why, time.Time{})
 	}
@@ -79,9 +97,10 @@ func (e *Engine) ruleTimeoutLocked(t *track, now time.Time) []*loopWrite {
 }
 
 // alertVerdictLocked takes the verdict of an alert-driven episode's last
-// step on its alerts and view, if one is due: recovered as soon as every
-// alert resolved with endsAt inside the window and the view agrees;
-// otherwise none before the grace after the window.
+// step on its alerts and view, if one is due: none before the window
+// ends; recovered from then when every alert resolved with endsAt inside
+// [the step's answer, the window's end] and a view read after it agrees;
+// no not_recovered before the grace after the window.
 func (e *Engine) alertVerdictLocked(t *track, view episode.View) []*loopWrite {
 	ep := t.Episode
 	last := ep.last()
@@ -96,6 +115,25 @@ func (e *Engine) alertVerdictLocked(t *track, view episode.View) []*loopWrite {
 		return nil
 	}
 	return e.verdictLocked(t, v, why, at)
+}
+
+// clearClock runs an exhausted server's clear clock (ClearSince) on one
+// look at its condition, the same for rules and alerts: a condition that
+// does not say (!known) leaves it; one that is not clear resets it; a
+// clear one starts it. It reports whether the condition has been clear
+// for verify (the server is to be released). A release is reported only
+// on a look after the clock started (verify 0 only starts it).
+func clearClock(ep *Episode, clear, known bool, now time.Time, verify time.Duration) bool {
+	switch {
+	case !known:
+	case !clear:
+		ep.ClearSince = time.Time{}
+	case ep.ClearSince.IsZero():
+		ep.ClearSince = now
+	case verify > 0 && now.Sub(ep.ClearSince) >= verify:
+		return true
+	}
+	return false
 }
 
 // alertsClearOn reports whether an alert-driven episode's condition is
@@ -169,8 +207,8 @@ func resolveGrace(w config.Webhook) time.Duration {
 // occurrence of an alert (startsAt) for a server: on its active episode
 // if the episode knows the alert, or on the pending marks of a request of
 // the server under way (its episode takes them). When every alert of an
-// episode resolved, its last step's verdict is taken (recovered when the
-// exporter's view agrees), an exhausted server's condition is clear from
+// episode resolved, its last step's verdict is taken if due (see
+// alertVerdictLocked), an exhausted server's condition is clear from
 // now, and a next step due is no longer called for. Any other
 // notification is only counted. It returns the change to store (the
 // caller batches a payload's in one transaction).
@@ -191,11 +229,19 @@ func (e *Engine) alertResolved(provider, account, id, fingerprint string, starts
 	root := e.rootLocked(serverKey(provider, account, id))
 	t := e.tracks[root]
 	if t == nil || t.Episode == nil {
-		if pm, ok := e.pendingMarks[root]; ok {
-			pm.resolve(fingerprint, startsAt, at)
-			e.pendingMarks[root] = pm
+		pm, ok := e.pendingMarks[root]
+		if !ok || !slices.ContainsFunc(pm, func(a AlertMark) bool { return a.Fingerprint == fingerprint }) {
+			return nil
 		}
-		return nil
+		pm.resolve(fingerprint, startsAt, at)
+		e.pendingMarks[root] = pm
+		// Durable before the webhook answers 200 (written again on a
+		// resend: the write Alertmanager retries after a 503 may be the
+		// first that succeeds): a crash during the call must not lose it
+		// (recoverStep).
+		t = e.trackLocked(root)
+		t.InFlightAlerts = slices.Clone(pm)
+		return e.captureLocked(t, nil)
 	}
 	ep := t.Episode
 	if !ep.marks().resolve(fingerprint, startsAt, at) {
@@ -204,9 +250,8 @@ func (e *Engine) alertResolved(provider, account, id, fingerprint string, starts
 	all, _ := ep.allResolved()
 	switch {
 	case all && ep.exhausted():
-		if ep.ClearSince.IsZero() {
-			ep.ClearSince = now
-		}
+		// The clear clock starts only on a fresh view that agrees.
+		clearClock(ep, e.alertsClearOn(ep, viewOf(snap, ep.ID)), true, now, 0)
 	case all && ep.Source == "alert" && ep.verifying() && !ep.last().Finished.IsZero():
 		if w := mergeWrites(e.alertVerdictLocked(t, viewOf(snap, ep.ID))); w != nil {
 			return w

@@ -255,6 +255,7 @@ func (e *Engine) recordStepLocked(g *gate, rec *Record) *loopWrite {
 	t := e.trackLocked(g.root)
 	pending := e.pendingMarks[g.root]
 	delete(e.pendingMarks, g.root)
+	t.InFlightAlerts = nil // written with the step
 	ep := t.Episode
 	from := stateOf(ep)
 	stray := req.escalation && (ep == nil || ep.Seq != req.epSeq || ep.Outcome != EpisodeOpen)

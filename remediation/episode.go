@@ -257,6 +257,11 @@ type track struct {
 	// Watch: the episode's last redeploy lost its answer; its
 	// replacement is looked for (lineage_watch.go).
 	Watch *lineageWatch `json:"lineage_watch,omitempty"`
+	// InFlightAlerts are the alerts noted for the server's first step
+	// while its call is under way (the engine's pendingMarks), written
+	// when one of them resolves so that the step recovered after a crash
+	// knows it (recoverStep); its recorded step takes them.
+	InFlightAlerts alertMarks `json:"in_flight_alerts,omitempty"`
 	// Deleted marks a tombstone in the state file: the track was deleted
 	// (a reset, nothing left to remember) at this version, so that an
 	// older change stored after it cannot write it back. Pruned after

@@ -412,6 +412,9 @@ func (g *gate) releaseLocked() {
 	l := g.e.ledgerLocked(g.dryRun)
 	delete(g.e.inFlight, g.root)
 	delete(g.e.pendingMarks, g.root)
+	if t := g.e.tracks[g.root]; t != nil {
+		t.InFlightAlerts = nil
+	}
 	l.recent = slices.DeleteFunc(l.recent, func(in *intent) bool { return in == g.reserved })
 }
 

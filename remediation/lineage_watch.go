@@ -167,8 +167,16 @@ func (e *Engine) watchLocked(t *track, snap *collector.Snapshot) (w *loopWrite, 
 	logger := e.episodeLogger(ep)
 	if wt.Held {
 		// Exhausted for want of an answer: candidates appearing are held
-		// with it, for a while; the episode stays until a reset.
-		if res == watchNoChange || e.now().Sub(wt.Since) > watchHoldFor {
+		// with it, for watchHoldFor; then the watch is dropped and the
+		// exhausted episode goes the usual way (a reset, or server_gone
+		// when its lineage left the lists), its held servers staying in
+		// its lineage.
+		if e.now().Sub(wt.Since) > watchHoldFor {
+			t.Watch = nil
+			level.Info(logger).Log("msg", "the lost redeploy's watch ends: no more candidates are held; the server stays exhausted", "held_for", watchHoldFor)
+			return e.captureLocked(t, nil), nil, false
+		}
+		if res == watchNoChange {
 			cands = nil
 		}
 		for _, id := range cands {
@@ -244,6 +252,30 @@ func (e *Engine) storeLinks(links []string) {
 			e.m.stateOK.Set(0)
 		}
 	}
+}
+
+// watchTimeoutLocked ends a watch that no list came to resolve (the
+// account down): like any verdict without a fresh view, stale_after past
+// the step's window (alerts: and the grace) the step's verdict is
+// unknown (the machine's window_ended or view_timeout: the episode ends,
+// a person looks).
+func (e *Engine) watchTimeoutLocked(t *track, now time.Time) []*loopWrite {
+	ep := t.Episode
+	last := ep.last()
+	if last == nil || last.Finished.IsZero() || !ep.verifying() {
+		return nil
+	}
+	in := episode.Inputs{Source: episode.FromRule, Now: now, Finished: last.Finished, Window: e.episodeVerifyLocked(ep), StaleAfter: e.staleAfter}
+	if ep.Source == "alert" {
+		in.Source, in.Grace = episode.FromAlert, resolveGrace(e.cfg.Webhook)
+	}
+	v, why := episode.Judge(in)
+	if v != episode.VerdictUnknown {
+		return nil
+	}
+	from := t.Watch.From
+	t.Watch = nil
+	return e.verdictLocked(t, v, fmt.Sprintf("the redeploy's answer was lost and no list of the account came to find the replacement of %s: %s", from, why), time.Time{})
 }
 
 // watching reports whether the track waits for a lost redeploy's answer

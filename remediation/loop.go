@@ -136,7 +136,7 @@ func (e *Engine) captureLocked(t *track, ended *Episode, counts ...string) *loop
 			w.eps = append(w.eps, ep.clone())
 		}
 	}
-	if t.Episode == nil && len(t.Attempts) == 0 {
+	if t.Episode == nil && len(t.Attempts) == 0 && len(t.InFlightAlerts) == 0 {
 		delete(e.tracks, t.Root)
 		// A deletion leaves a tombstone with its version, over the
 		// stored one and any older change still on its way.
@@ -152,10 +152,19 @@ func (e *Engine) captureLocked(t *track, ended *Episode, counts ...string) *loop
 }
 
 // store writes closed-loop changes to the state file, without the
-// engine's lock.
+// engine's lock; a failure is logged and noted on the state gauge.
 func (e *Engine) store(ws ...*loopWrite) {
+	if err := e.storeErr(ws...); err != nil {
+		level.Error(e.logger).Log("msg", "cannot store the closed loop's record; memory and state file differ until the next change", "err", err)
+		e.m.stateOK.Set(0)
+	}
+}
+
+// storeErr is store that returns the write's error instead (the webhook
+// answers 503 when its resolutions are not written).
+func (e *Engine) storeErr(ws ...*loopWrite) error {
 	if len(ws) == 0 {
-		return
+		return nil
 	}
 	e.mu.Lock()
 	st := e.state
@@ -165,16 +174,16 @@ func (e *Engine) store(ws ...*loopWrite) {
 	}
 	e.mu.Unlock()
 	if st == nil {
-		return
+		return nil
 	}
 	ws = slices.DeleteFunc(ws, func(w *loopWrite) bool { return w == nil })
 	if len(ws) == 0 {
-		return
+		return nil
 	}
 	if err := st.PutLoop(ws...); err != nil {
-		level.Error(e.logger).Log("msg", "cannot store the closed loop's record; memory and state file differ until the next change", "err", err)
-		e.m.stateOK.Set(0)
+		return fmt.Errorf("store the closed loop's record: %w", err)
 	}
+	return nil
 }
 
 func (e *Engine) episodeLogger(ep *Episode) log.Logger {
@@ -222,6 +231,16 @@ func (e *Engine) recoverStep(lineage map[string]string, loop *loopState) func(jo
 		ep.Steps = append(ep.Steps, Step{Seq: r.Seq, Action: r.Action, ID: r.ID, Source: r.Source, Rule: r.Rule,
 			Time: r.Time, Finished: now, Outcome: r.Result, Alert: r.Alert})
 		ep.marks().mark(r.Alert, r.Rule, r.AlertStartsAt)
+		// A resolution noted while the call was under way (written
+		// before the webhook answered 200): only of the same occurrence
+		// of the alert that asked, and only for the step that opens the
+		// episode (the one the pending marks were for).
+		for _, m := range t.InFlightAlerts {
+			if len(ep.Steps) == 1 && m.Fingerprint == r.Alert && !r.AlertStartsAt.IsZero() && m.StartsAt.Equal(r.AlertStartsAt) && !m.Resolved.IsZero() {
+				ep.marks().resolve(m.Fingerprint, m.StartsAt, m.Resolved)
+			}
+		}
+		t.InFlightAlerts = nil
 		watchRecovered(t, r)
 		loop.maxVer++
 		t.Version, ep.Version = loop.maxVer, loop.maxVer

@@ -210,19 +210,22 @@ func TestAlertVerdicts(t *testing.T) {
 	}{
 		{"resolved within verify", []step{
 			{fire: []string{"A"}},
-			{advance: 2 * time.Minute, resolve: []string{"A"}, wantLast: "reboot:recovered"},
+			{advance: 2 * time.Minute, resolve: []string{"A"}, wantLast: "reboot:verifying"}, // no verdict before the window ends
+			{advance: 3 * time.Minute, wantLast: "reboot:recovered"},
 		}, EpisodeRecovered, []string{"reboot"}},
 		{"still firing: escalated", []step{
 			{fire: []string{"A"}},
 			{advance: 6 * time.Minute, wantLast: "reboot:not_recovered"},
 			{refresh: true, wantLast: "reboot:not_recovered power_cycle:verifying"},
-			{advance: time.Minute, resolve: []string{"A"}, wantLast: "reboot:not_recovered power_cycle:recovered"},
+			{advance: time.Minute, resolve: []string{"A"}, wantLast: "reboot:not_recovered power_cycle:verifying"},
+			{advance: 5 * time.Minute, wantLast: "reboot:not_recovered power_cycle:recovered"},
 		}, EpisodeRecovered, []string{"reboot", "stop", "start"}},
 		{"two alerts, both resolved", []step{
 			{fire: []string{"A"}},
 			{advance: time.Minute, fire: []string{"B"}}, // same server, same episode: held back
 			{advance: time.Minute, resolve: []string{"A"}, wantLast: "reboot:verifying"},
-			{advance: time.Minute, resolve: []string{"B"}, wantLast: "reboot:recovered"},
+			{advance: time.Minute, resolve: []string{"B"}, wantLast: "reboot:verifying"},
+			{advance: 2 * time.Minute, wantLast: "reboot:recovered"},
 		}, EpisodeRecovered, []string{"reboot"}},
 		{"two alerts, one still firing", []step{
 			{fire: []string{"A"}},
@@ -642,10 +645,11 @@ func wantEpisode(t *testing.T, h *harness, id, ladder, outcome string) Episode {
 
 // A resolved notification counts wherever the alert's repair is: a job
 // still queued is dropped; a request re-reading its server is not sent; a
-// call under way opens an episode recovered at once; a not_recovered
-// verdict's next step is not taken (and a next step under way is
-// recovered at once: noting the step does not forget the resolution of
-// the occurrence that asked for it). Another alert that fires for the
+// call under way opens an episode that knows it (a resolution before the
+// provider's answer is no recovery of the step, issue 22's second review,
+// but its next step is not called for); a not_recovered verdict's next
+// step is not taken (and one under way when the alert cleared, the server
+// off, is no recovery: the ladder used up, a person looks). Another alert that fires for the
 // server during its first call is one the episode waits for too. Before,
 // each of these resolutions was lost: the episode waited for one that had
 // come, escalated a recovered server and exhausted it.
@@ -687,10 +691,25 @@ func TestAlertResolvedWhileItsRepairIsUnderWay(t *testing.T) {
 		w := h.watch("vps", 400*time.Millisecond)
 		sendAlerts(t, h, wh, amItem{status: "firing", name: "A", id: "12003", started: started})
 		waitFor(t, func() bool { w.mu.Lock(); defer w.mu.Unlock(); return w.calls >= 2 }) // the reboot is under way
-		sendAlerts(t, h, wh, amItem{status: "resolved", name: "A", id: "12003", started: started})
+		// It resolved before the provider answered: no recovery of the
+		// step (issue 22), but the next step is no longer called for.
+		sendAlerts(t, h, wh, amItem{status: "resolved", name: "A", id: "12003", started: started, ends: h.now().Add(-time.Second)})
 		waitFor(t, func() bool { return len(h.episodes("12003")) == 1 })
 		h.engine.tick()
-		wantEpisode(t, h, "12003", "reboot:recovered", EpisodeRecovered)
+		wantEpisode(t, h, "12003", "reboot:verifying", EpisodeOpen)
+		h.advance(6 * time.Minute)
+		h.refresh("vps")
+		h.engine.tick() // not_recovered: resolved before the answer
+		h.engine.tick() // the next step is not called for
+		h.settle()
+		h.refresh("vps")
+		ep := wantEpisode(t, h, "12003", "reboot:not_recovered", EpisodeRecovered)
+		if !strings.Contains(ep.Steps[0].Detail, "before the step's answer") {
+			t.Errorf("step detail %q", ep.Steps[0].Detail)
+		}
+		if got := h.simActions(sim.VPSOrg, "12003"); !slices.Equal(got, []string{"reboot"}) {
+			t.Errorf("calls %v: the next step went to a server whose alert had resolved", got)
+		}
 	})
 	t.Run("after the verdict", func(t *testing.T) {
 		h, wh, started := setup(t, 1)
@@ -725,10 +744,16 @@ func TestAlertResolvedWhileItsRepairIsUnderWay(t *testing.T) {
 		done := make(chan struct{})
 		go func() { defer close(done); h.refresh("vps") }()
 		waitFor(t, func() bool { w.mu.Lock(); defer w.mu.Unlock(); return w.calls >= 2 }) // its stop is under way
-		sendAlerts(t, h, wh, amItem{status: "resolved", name: "A", id: "12003", started: started})
+		// The alert cleared while the power cycle had the server off:
+		// no recovery of the step (issue 22); the ladder is used up.
+		sendAlerts(t, h, wh, amItem{status: "resolved", name: "A", id: "12003", started: started, ends: h.now().Add(-time.Second)})
 		<-done
 		h.engine.tick()
-		wantEpisode(t, h, "12003", "reboot:not_recovered power_cycle:recovered", EpisodeRecovered)
+		wantEpisode(t, h, "12003", "reboot:not_recovered power_cycle:verifying", EpisodeOpen)
+		h.advance(6 * time.Minute)
+		h.refresh("vps")
+		h.engine.tick()
+		wantEpisode(t, h, "12003", "reboot:not_recovered power_cycle:not_recovered", EpisodeExhausted)
 	})
 	t.Run("a second alert during the call", func(t *testing.T) {
 		h, wh, started := setup(t, 2)
@@ -743,6 +768,10 @@ func TestAlertResolvedWhileItsRepairIsUnderWay(t *testing.T) {
 		h.engine.tick()
 		wantEpisode(t, h, "12003", "reboot:verifying", EpisodeOpen) // B still fires
 		sendAlerts(t, h, wh, amItem{status: "resolved", name: "B", id: "12003", started: started})
+		h.engine.tick()
+		wantEpisode(t, h, "12003", "reboot:verifying", EpisodeOpen) // no verdict before the window ends
+		h.advance(6 * time.Minute)
+		h.refresh("vps")
 		h.engine.tick()
 		wantEpisode(t, h, "12003", "reboot:recovered", EpisodeRecovered)
 	})
@@ -770,6 +799,10 @@ func TestStaleAlertNotificationsAreNoVerdict(t *testing.T) {
 	sendAlerts(t, h, wh, amItem{status: "resolved", name: "A", id: "12003", started: current})
 	h.settle()
 	h.refresh("vps") // a view read after the resolution (issue 22)
+	h.engine.tick()
+	wantEpisode(t, h, "12003", "reboot:verifying", EpisodeOpen) // no verdict before the window ends
+	h.advance(5 * time.Minute)
+	h.refresh("vps")
 	h.engine.tick()
 	wantEpisode(t, h, "12003", "reboot:recovered", EpisodeRecovered)
 }
@@ -844,6 +877,10 @@ func TestWebhookOffEndsAlertLadders(t *testing.T) {
 				sendAlerts(t, h, wh, amItem{status: "resolved", name: "A", id: "12003", started: started})
 				h.settle()
 				h.refresh("vps") // a view read after the resolution (issue 22)
+				h.engine.tick()
+				wantEpisode(t, h, "12003", "reboot:verifying", EpisodeOpen) // no verdict before the window ends
+				h.advance(3 * time.Minute)
+				h.refresh("vps")
 				h.engine.tick()
 				wantEpisode(t, h, "12003", "reboot:recovered", EpisodeRecovered)
 			} else {

@@ -126,15 +126,9 @@ func (e *Engine) loopRefresh(snap *collector.Snapshot, roots map[string]bool) []
 				if r != nil {
 					verify = ruleVerify(r)
 				}
-				switch {
-				case !known:
-					// No reading says either way: the clock neither
-					// starts nor stops.
-				case !clear:
-					ep.ClearSince = time.Time{}
-				case ep.ClearSince.IsZero():
-					ep.ClearSince = now
-				case now.Sub(ep.ClearSince) >= verify:
+				// No reading says either way (!known): the clock
+				// neither starts nor stops.
+				if clearClock(ep, clear, known, now, verify) {
 					ws = append(ws, e.releaseLocked(t))
 				}
 				continue
@@ -300,7 +294,7 @@ func (e *Engine) ruleVerdict(root string, seq uint64, provider, account, id stri
 	default:
 		in.View = episode.View{At: now, AccountRefreshed: e.accountRefreshedLocked(provider, account), Listed: true, State: string(srv.State)}
 		switch {
-		case absent && t.metricMisses < maxMetricMisses && now.Sub(last.Finished) < 2*ruleVerify(r):
+		case absent && t.metricMisses < maxMetricMisses && now.Sub(last.Finished) < metricBound(ruleVerify(r)):
 			in.Condition = episode.CondUnread
 			level.Debug(e.episodeLogger(ep)).Log("msg", "the re-read lacks the rule's metric; its verdict waits for the next refresh", "metric", r.Metric, "misses", t.metricMisses)
 		case absent:
@@ -329,6 +323,11 @@ func (e *Engine) ruleVerdict(root string, seq uint64, provider, account, id stri
 	e.mu.Unlock()
 	e.store(ws...)
 }
+
+// metricBound is how long after a step's answer the verdict waits for a
+// re-read with the rule's metric (twice its verify window): the one bound
+// of ruleVerdict and of the tick's timeout (ruleTimeoutLocked).
+func metricBound(verify time.Duration) time.Duration { return 2 * verify }
 
 // maxMetricMisses bounds the verdict re-reads of a step that may lack the
 // rule's metric before its verdict is not_recovered.

@@ -204,8 +204,8 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		w.resolved(r.occ, r.at)
 	}
 	// The payload's resolutions, in one transaction, before the answer:
-	// Alertmanager does not send them again.
-	e.store(resolved...)
+	// Alertmanager does not send them again unless it is not 200.
+	storeErr := e.storeErr(resolved...)
 	switch {
 	case errors.Is(err, errIntakeFull):
 		e.m.webhookAlerts.WithLabelValues("rejected").Add(float64(len(ents)))
@@ -218,6 +218,11 @@ func (w *Webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		e.m.stateOK.Set(0)
 		level.Error(e.logger).Log("msg", "cannot journal webhook alerts; answering 503 so that Alertmanager retries", "alerts", len(ents), "err", err)
 		http.Error(rw, "cannot journal the alerts in the remediation state file; retry later", http.StatusServiceUnavailable)
+		return
+	case storeErr != nil:
+		e.m.stateOK.Set(0)
+		level.Error(e.logger).Log("msg", "cannot store resolved notifications; answering 503 so that Alertmanager retries", "resolved", len(resolved), "err", storeErr)
+		http.Error(rw, "cannot store the resolved notifications in the remediation state file; retry later", http.StatusServiceUnavailable)
 		return
 	}
 	if len(outs) > 0 {

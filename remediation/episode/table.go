@@ -159,7 +159,10 @@ const (
 )
 
 // Markdown renders the table as docs/remediation.md carries it: one row
-// per (state, event, guard), then the refused pairs.
+// per (state, event, guard), in the order Transition tries them, with its
+// effects and, when the row logs or changes anything, the log line and the
+// journal write. The refused pairs are not rendered: every pair not in the
+// table is refused.
 func Markdown() string {
 	var b strings.Builder
 	b.WriteString("| state | event | when | next state | effects |\n|---|---|---|---|---|\n")

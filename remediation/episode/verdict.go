@@ -81,17 +81,20 @@ func (v View) fresh(finished, now time.Time, staleAfter time.Duration) bool {
 	return !v.At.IsZero() && v.At.After(finished) && !v.AccountRefreshed.IsZero() && now.Sub(v.AccountRefreshed) <= staleAfter
 }
 
-// Judge is the one verdict rule for rules and alerts. recovered only when
-// the exporter's own fresh view agrees: the server is listed, its
-// normalized state running, its account refreshed within stale_after,
-// AND the condition is clear (rules, after the window) or every alert
-// resolved with endsAt inside the window (alerts: at once, on a view read
-// after endsAt; a late notification counts until the grace after the
-// window). not_recovered
-// on a fresh view that disagrees, once the window (alerts: and the grace)
-// ended. Without a fresh view the verdict is Pending until stale_after
-// past the window's end (alerts: and the grace), then Unknown. detail
-// says on what it was taken.
+// Judge is the one verdict rule for rules and alerts. No verdict is
+// taken before the window ends. recovered only when the exporter's own
+// fresh view agrees: the server is listed, its normalized state running,
+// its account refreshed within stale_after, AND the condition is clear
+// (rules) or every alert resolved with endsAt inside [the step's answer,
+// the window's end] (alerts, on a view read after endsAt: at the window's
+// end, or when a late notification arrives before the grace after the
+// window ends). A resolution before the step's answer (the alert cleared
+// while the step was under way) does not count. not_recovered on a fresh
+// view that disagrees, once the window (alerts: and the grace) ended.
+// Without a fresh view (alerts resolved inside the window: without one
+// read after endsAt) the verdict is Pending until stale_after past the
+// window's end (alerts: and the grace), then Unknown. detail says on what
+// it was taken.
 func Judge(in Inputs) (Verdict, string) {
 	end := in.Finished.Add(in.Window)
 	due := end
@@ -101,16 +104,23 @@ func Judge(in Inputs) (Verdict, string) {
 	fresh := in.View.fresh(in.Finished, in.Now, in.StaleAfter)
 	switch in.Source {
 	case FromAlert:
-		resolvedInside := in.Resolved && !in.EndsAt.After(end)
+		resolvedInside := in.Resolved && !in.EndsAt.Before(in.Finished) && !in.EndsAt.After(end)
 		// The view that agrees is one read after the alert resolved.
 		seenSince := !in.View.At.Before(in.EndsAt)
 		switch {
+		case in.Now.Before(end):
+			return VerdictPending, ""
 		case resolvedInside && fresh && seenSince && in.View.Listed && in.View.State == "running":
 			return VerdictRecovered, "Alertmanager resolved the alert(s) inside webhook.verify, and the server reads running"
+		case resolvedInside && !(fresh && seenSince):
+			// Wait for a view read after the resolution (bounded below).
 		case in.Now.Before(due):
 			return VerdictPending, ""
 		case fresh && in.View.Listed && in.View.State != "running":
 			return VerdictNotRecovered, fmt.Sprintf("the server reads %s", in.View.State)
+		case fresh && in.View.Listed && in.Resolved && in.EndsAt.Before(in.Finished):
+			return VerdictNotRecovered, fmt.Sprintf("the alert(s) resolved before the step's answer (endsAt %s), none inside webhook.verify %s (judged %s after it)",
+				in.EndsAt.UTC().Format(time.RFC3339), in.Window, in.Grace)
 		case fresh && in.View.Listed:
 			return VerdictNotRecovered, fmt.Sprintf("no resolved notification with endsAt inside webhook.verify %s (judged %s after it)", in.Window, in.Grace)
 		}
