@@ -68,28 +68,44 @@ func (e *Engine) admit(req Request, snap *collector.Snapshot, srv *providers.Ser
 	return g, nil
 }
 
-// carryOut re-reads the server, checks again, and acts on a reserved
-// request.
+// stage is one named step of a reserved request's way to the provider:
+// nil lets it go on, a decision stops it (suppressed with its reason).
+type stage struct {
+	name string
+	run  func(ctx context.Context, g *gate) *Decision
+}
+
+// stages are the steps a reserved request takes before it acts, in
+// order (the admission's steps are the check lists inventoryChecks and
+// countingChecks, gate.go): its account's turn (one request at a time
+// talks to an account, none while it is down: turn.go), the re-read of
+// the server (confirm), and the final look at the configuration, the
+// pause and the closed loop right before the call. Then it acts: a dry
+// run is recorded, a live action executed (execute.go).
+func (e *Engine) stages() []stage {
+	return []stage{
+		{"turn", func(ctx context.Context, g *gate) *Decision {
+			release, d := e.enterTurn(ctx, g.req.Provider, g.req.Account, e.turnWait())
+			if d == nil {
+				g.turn = release // left by carryOut, whatever comes next
+			}
+			return d
+		}},
+		{"confirm", func(ctx context.Context, g *gate) *Decision { return g.confirm(ctx) }},
+		{"final", func(_ context.Context, g *gate) *Decision { return e.final(g) }},
+	}
+}
+
+// carryOut takes a reserved request through the stages and acts on it.
 func (e *Engine) carryOut(ctx context.Context, g *gate) Decision {
-	req := g.req
-	// One request at a time talks to the account (turn.go); none while
-	// the account is down.
-	release, d := e.enterTurn(ctx, req.Provider, req.Account, e.turnWait())
-	if d == nil {
-		g.turn = release
-		defer g.leaveTurn()
-	}
-	if d == nil {
-		d = g.confirm(ctx)
-	}
-	if d == nil {
-		d = e.final(g)
-	}
-	if d != nil {
-		d.dry = g.dryRun
-		e.release(g)
-		e.suppressed(req, *d)
-		return *d
+	defer g.leaveTurn()
+	for _, s := range e.stages() {
+		if d := s.run(ctx, g); d != nil {
+			d.dry = g.dryRun
+			e.release(g)
+			e.suppressed(g.req, *d)
+			return *d
+		}
 	}
 	defer g.st.unhold()
 	if g.dryRun {

@@ -697,6 +697,16 @@ func TestAlertResolvedWhileItsRepairIsUnderWay(t *testing.T) {
 		waitFor(t, func() bool { return len(h.episodes("12003")) == 1 })
 		h.engine.tick()
 		wantEpisode(t, h, "12003", "reboot:verifying", EpisodeOpen)
+		// The reboot done (the simulator's clock is the real one): the
+		// view agrees, so the verdict turns on the resolution's time.
+		waitFor(t, func() bool {
+			for _, m := range h.sim.Machines(sim.VPSOrg) {
+				if m.ID == 12003 {
+					return m.Status == "active"
+				}
+			}
+			return false
+		})
 		h.advance(6 * time.Minute)
 		h.refresh("vps")
 		h.engine.tick() // not_recovered: resolved before the answer
