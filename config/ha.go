@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -113,7 +114,13 @@ func (h *HA) validate(baseDir string, errs *errorList) {
 	default:
 		h.AdvertiseURL = expanded
 		if u, ok := checkHTTPURL(at+".advertise_url", h.AdvertiseURL, errs); ok {
-			h.Advertise = u
+			if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsUnspecified() {
+				// A listen address, not an address another replica can
+				// reach: forwarding to it would fail.
+				errs.add(at+".advertise_url", "%s is no address another replica can reach (it listens on every address): name this replica's own address or DNS name, e.g. http://10.0.0.5:9877", u.Hostname())
+			} else {
+				h.Advertise = u
+			}
 		}
 	}
 	e := &h.Etcd

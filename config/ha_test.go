@@ -64,6 +64,10 @@ func TestHAInvalid(t *testing.T) {
 	for _, tc := range []struct{ name, ha, want string }{
 		{"advertise_url missing", "{" + ep + "}",
 			"remediation.ha.advertise_url: required: how the other replicas reach this one, e.g. http://10.0.0.5:9877"},
+		{"advertise_url on every address", "{advertise_url: 'http://0.0.0.0:9877', " + ep + "}",
+			"remediation.ha.advertise_url: 0.0.0.0 is no address another replica can reach (it listens on every address): name this replica's own address or DNS name, e.g. http://10.0.0.5:9877"},
+		{"advertise_url on every IPv6 address", "{advertise_url: 'http://[::]:9877', " + ep + "}",
+			"remediation.ha.advertise_url: :: is no address another replica can reach (it listens on every address): name this replica's own address or DNS name, e.g. http://10.0.0.5:9877"},
 		{"advertise_url relative", "{advertise_url: 'r:9877', " + ep + "}",
 			`remediation.ha.advertise_url: want an absolute http(s) URL with a host, e.g. http://10.0.0.5:9877, got "r:9877"`},
 		{"advertise_url no scheme", "{advertise_url: '10.0.0.5:9877', " + ep + "}",

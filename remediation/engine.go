@@ -313,6 +313,10 @@ func (e *Engine) OnRefresh(ctx context.Context, snap collector.Snapshot) {
 	}
 	e.mu.Lock()
 	cfg, closing := e.cfg, e.closing
+	// A standby (remediation.ha, not the leader) evaluates no rule: the
+	// leader does, and a standby's suppressions would be noise in the
+	// fleet's history once it leads.
+	standby := e.role == RoleStandby || e.role == RoleUnavailable
 	e.health[snap.Account] = healthOf(snap)
 	if !snap.Up {
 		// A failed refresh says nothing about the servers: no rule
@@ -327,7 +331,7 @@ func (e *Engine) OnRefresh(ctx context.Context, snap collector.Snapshot) {
 		return // Close writes the rules' last lines
 	}
 	tallies := e.takeBackground(snap.Provider, snap.Account)
-	if !cfg.Enabled || !snap.Up {
+	if !cfg.Enabled || !snap.Up || standby {
 		e.logTallies(snap.Provider, snap.Account, tallies)
 		return
 	}

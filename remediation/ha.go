@@ -91,6 +91,8 @@ func (e *Engine) recordBeforeResign(wait time.Duration) {
 func (e *Engine) followLeader(ctx context.Context, h HA) {
 	t := time.NewTicker(leaderPoll)
 	defer t.Stop()
+	var lastRole Role = "-"
+	var lastURL string
 	for {
 		url, ok := h.Elector.LeaderURL()
 		e.mu.Lock()
@@ -102,7 +104,21 @@ func (e *Engine) followLeader(ctx context.Context, h HA) {
 				e.role, e.leaderURL = RoleStandby, url
 			}
 		}
+		role, leader := e.role, e.leaderURL
 		e.mu.Unlock()
+		// One line when the role or the leader changes (the leader's
+		// own lines are lead's).
+		// Unavailable at the very start is the first election under way:
+		// not said.
+		first := lastRole == "-" && role == RoleUnavailable
+		if role != RoleLeader && !first && (role != lastRole || leader != lastURL) {
+			if role == RoleStandby {
+				level.Info(e.logger).Log("msg", "remediation standby: the leader acts; the webhook and the controls are forwarded to it", "leader_url", leader)
+			} else {
+				level.Warn(e.logger).Log("msg", "remediation unavailable: no leader known (etcd out of reach, or an election under way); nobody acts, every replica exports")
+			}
+		}
+		lastRole, lastURL = role, leader
 		select {
 		case <-ctx.Done():
 			return
