@@ -56,6 +56,7 @@ func (e *exporter) mustPostAlerts(t *testing.T, alerts ...string) {
 // view disagrees); account down is no verdict until global.stale_after,
 // then unknown, counted, and nothing escalates.
 func TestClosedLoopAlertVerdictNeedsTheView(t *testing.T) {
+	t.Parallel() // mostly waiting on the simulator: beside the other long binary tests
 	for _, tc := range []struct {
 		name    string
 		breakIt func(*sim.Sim)
@@ -124,6 +125,7 @@ func TestClosedLoopAlertVerdictNeedsTheView(t *testing.T) {
 // endsAt inside the window, is a recovery; nothing escalates before the
 // grace has passed.
 func TestClosedLoopLateResolvedNotification(t *testing.T) {
+	t.Parallel() // mostly waiting on the simulator: beside the other long binary tests
 	s, urls := startSimSettle(t, 10, 500*time.Millisecond)
 	e := startExporter(t, "--config.file="+alertLoopConfig(t, urls, "3s", "8s"))
 	started := time.Now().Add(-time.Minute)
@@ -155,6 +157,7 @@ func TestClosedLoopLateResolvedNotification(t *testing.T) {
 // Fault 5: renaming or removing (by a reload) the rule that exhausted a
 // server does not release it, and nothing acts on it again.
 func TestClosedLoopExhaustionSurvivesRuleReload(t *testing.T) {
+	t.Parallel() // mostly waiting on the simulator: beside the other long binary tests
 	for _, tc := range []struct {
 		name  string
 		rules string

@@ -151,6 +151,7 @@ func names(as []sim.ActionRecord) string {
 // A server a reboot does not fix is power-cycled: the start is sent only
 // once the server reads stopped, and it recovers.
 func TestClosedLoopPowerCycleAfterReboot(t *testing.T) {
+	t.Parallel() // mostly waiting on the simulator: beside the other long binary tests
 	s, urls := startSimSettle(t, 24, 2*time.Second)
 	onlyHot(s)
 	s.SetSick(sim.VPSOrg, 12001, sim.Sickness{Cure: sim.CurePowerCycle})
@@ -204,6 +205,7 @@ func TestClosedLoopPowerCycleAfterReboot(t *testing.T) {
 // across a restart, and a reset (with the credential) starts its ladder
 // again.
 func TestClosedLoopExhaustedAcrossRestartAndReset(t *testing.T) {
+	t.Parallel() // mostly waiting on the simulator: beside the other long binary tests
 	s, urls := startSimSettle(t, 24, time.Second)
 	onlyHot(s)
 	s.SetSick(sim.VPSOrg, 12001, sim.Sickness{Cure: sim.CureNone})
@@ -249,6 +251,7 @@ func TestClosedLoopExhaustedAcrossRestartAndReset(t *testing.T) {
 // webhook.verify is recovered; one still firing when it ends is
 // not_recovered and escalated to the next step of webhook.escalate.
 func TestClosedLoopAlertVerdicts(t *testing.T) {
+	t.Parallel() // mostly waiting on the simulator: beside the other long binary tests
 	s, urls := startSimSettle(t, 10, time.Second)
 	cfg := writeLoopConfig(t, t.TempDir(), urls, fmt.Sprintf(`  webhook:
     enabled: true
@@ -305,6 +308,7 @@ func TestClosedLoopAlertVerdicts(t *testing.T) {
 // sends exactly one start, the server ends running and recovered, and
 // the history and the metrics say so.
 func TestClosedLoopCrashBetweenStopAndStart(t *testing.T) {
+	t.Parallel() // mostly waiting on the simulator: beside the other long binary tests
 	const settle = 6 * time.Second // the stop (and the start) take 6 s
 	s, urls := startSimSettle(t, 24, settle)
 	onlyHot(s)

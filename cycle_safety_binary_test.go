@@ -17,6 +17,7 @@ import (
 // told: log line, gauge). Before: the start went out to an excluded,
 // deliberately stopped server.
 func TestPowerCycleResumeNotSafe(t *testing.T) {
+	t.Parallel() // mostly waiting on the simulator: beside the other long binary tests
 	for _, tc := range []struct {
 		name    string
 		pause   bool                                  // paused before the kill (the pause is durable)

@@ -51,6 +51,7 @@ func redeploys(s *sim.Sim) []sim.ActionRecord {
 // then the lineage is exhausted, and its last replacement is never acted
 // on again.
 func TestLostRedeployAnswersKeepMaxAttempts(t *testing.T) {
+	t.Parallel() // mostly waiting on the simulator: beside the other long binary tests
 	s, urls := startSimSettle(t, 24, time.Second)
 	sick := oneSickNode(t, s)
 	// The provider carries every redeploy out; its answer never arrives.

@@ -272,6 +272,7 @@ remediation:
 // two observations an outage apart (before: at once), but 8 s of good
 // refreshes later.
 func TestForClockRestartsAfterAnOutage(t *testing.T) {
+	t.Parallel() // mostly waiting on the simulator: beside the other long binary tests
 	s, urls := startSim(t, 10)
 	cfgPath := filepath.Join(t.TempDir(), "vps_exporter.yml")
 	writeConfig(t, cfgPath, urls, false)

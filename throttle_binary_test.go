@@ -33,6 +33,7 @@ func throttleSeries(body, name, labels string) (float64, bool) {
 // to 0. An account without rate_limit that was never throttled has no
 // rate series and throttled 0.
 func TestThrottleVisible(t *testing.T) {
+	t.Parallel() // mostly waiting on the simulator: beside the other long binary tests
 	if testing.Short() {
 		t.Skip("runs for about a minute")
 	}

@@ -270,6 +270,7 @@ func scaledRule(t *testing.T, name, threshold string, factor float64, dst string
 // the resource values leave /metrics (dropped for age), the time of the
 // last successful read stays, and the alert fires on it.
 func TestDetailsStaleAlertFires(t *testing.T) {
+	t.Parallel() // mostly waiting on the simulator: beside the other long binary tests
 	promBin := lookTool(t, "prometheus")
 	s, urls := startSim(t, 20)
 	dir := t.TempDir()
