@@ -308,7 +308,7 @@ func TestClosedLoopAlertVerdicts(t *testing.T) {
 // sends exactly one start, the server ends running and recovered, and
 // the history and the metrics say so.
 func TestClosedLoopCrashBetweenStopAndStart(t *testing.T) {
-	t.Parallel() // mostly waiting on the simulator: beside the other long binary tests
+	t.Parallel()                   // mostly waiting on the simulator: beside the other long binary tests
 	const settle = 6 * time.Second // the stop (and the start) take 6 s
 	s, urls := startSimSettle(t, 24, settle)
 	onlyHot(s)

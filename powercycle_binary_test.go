@@ -26,7 +26,7 @@ func machineStatus(s *sim.Sim, id int) string {
 // the start before it exits, within 15 s, and says so; the restart finds
 // nothing to finish and sends nothing more.
 func TestPowerCycleFinishedAtShutdown(t *testing.T) {
-	t.Parallel() // mostly waiting on the simulator: beside the other long binary tests
+	t.Parallel()                   // mostly waiting on the simulator: beside the other long binary tests
 	const settle = 3 * time.Second // the stop takes 3 s
 	s, urls := startSimSettle(t, 24, settle)
 	onlyHot(s)
@@ -157,7 +157,7 @@ func TestPowerCycleStartRefused(t *testing.T) {
 // exits within 15 s, the cycle stays pending at its phase, and the next
 // start finishes it with exactly one start.
 func TestPowerCycleUnfinishedAtShutdownIsFinishedByTheRestart(t *testing.T) {
-	t.Parallel() // mostly waiting on the simulator: beside the other long binary tests
+	t.Parallel()                    // mostly waiting on the simulator: beside the other long binary tests
 	const settle = 16 * time.Second // the stop takes longer than the shutdown waits
 	s, urls := startSimSettle(t, 24, settle)
 	onlyHot(s)

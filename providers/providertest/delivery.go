@@ -20,7 +20,7 @@ import (
 
 // SimCredentials are what the simulator accepts in the delivery tests;
 // NewClient must send them.
-var SimCredentials = sim.Credentials{Token: "tok-SECRET-delivery", APIKey: "key-SECRET-delivery", ProjectID: "77"}
+var SimCredentials = sim.Credentials{Token: "fake-canary-delivery-token", APIKey: "fake-canary-delivery-key", ProjectID: "77"}
 
 // ActionTarget is a provider client under test against the simulator.
 type ActionTarget struct {
