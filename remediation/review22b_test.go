@@ -166,12 +166,14 @@ func TestResolvedDuringTheCallSurvivesACrash(t *testing.T) {
 			cfg.Webhook.Escalate = map[string][]string{"reboot": {"power_cycle"}}
 			h := newHarness(t, 10, cfg)
 			h.refresh("vps")
-			wh := h.webhook(t, 1)
-			started := h.now().Add(-time.Minute)
+			// The failing store goes in before the webhook's workers start
+			// (they read the state's store without the engine's lock).
 			var fail atomic.Bool
 			h.engine.mu.Lock()
 			h.engine.state.db = failingLoop{h.engine.state.db, &fail}
 			h.engine.mu.Unlock()
+			wh := h.webhook(t, 1)
+			started := h.now().Add(-time.Minute)
 			w := h.watch("vps", 3*time.Second)
 			sendAlerts(t, h, wh, amItem{status: "firing", name: "A", id: "12003", started: started})
 			waitFor(t, func() bool { w.mu.Lock(); defer w.mu.Unlock(); return w.calls >= 2 }) // the reboot is under way
